@@ -1,0 +1,3 @@
+from scaledql.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""``scaledql evaluate``: play a policy in the real games and report normalized scores."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scaledql.cli.common import add_device_arg, add_game_args, env_options, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="play a checkpoint or a random policy; IQM with CIs")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="a checkpoint file or a run folder")
+    src.add_argument("--policy", choices=["random"], help="a built-in policy")
+    add_game_args(p)
+    p.add_argument("--episodes", type=int, default=10, help="episodes per game (default: 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epsilon", type=float, default=0.001, help="ε-greedy (default: 0.001)")
+    p.add_argument("--num-envs", type=int, default=8, help="parallel environments per game")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for eval.json and performance_profile.png")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    add_device_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scaledql.evaluate import (
+        EvalConfig,
+        RandomPolicy,
+        evaluate,
+        plot_performance_profile,
+        write_json,
+    )
+    from scaledql.suites import get_suite
+
+    options = env_options(args)
+    cfg = EvalConfig(episodes=args.episodes, seed=args.seed, epsilon=args.epsilon,
+                     num_envs=args.num_envs, options=options, progress=not args.no_progress)
+    if args.checkpoint is not None:
+        from scaledql.checkpoint import load_policy
+
+        policy, suite_name, trained_games = load_policy(args.checkpoint, args.device)
+        suite = get_suite(suite_name)
+        games = suite.resolve_games(args.games) if args.games else trained_games
+        policy.check_games(games, options)
+    else:
+        suite = get_suite(args.suite)
+        games = suite.resolve_games(args.games)
+        policy = RandomPolicy({g: suite.spec(g, options).num_actions for g in games}, args.seed)
+    report = evaluate(suite.name, games, policy, cfg).to_dict()
+    if args.out is not None:
+        write_json(report, args.out / "eval.json")
+        from scaledql.evaluate import EvalReport
+
+        matrix = EvalReport(suite.name, {g: v["returns"] for g, v in report["games"].items()},
+                            args.seed, args.epsilon).normalized_matrix()
+        if matrix.size:
+            plot_performance_profile({"agent": matrix}, args.out / "performance_profile.png")
+    if args.json:
+        print_json(report)
+    else:
+        _print_table(report)
+    return 0
+
+
+def _print_table(report: dict) -> None:
+    print(f"{'game':<20} {'episodes':>8} {'mean return':>12} {'normalized':>11}")
+    for game, g in report["games"].items():
+        norm = "—" if g["normalized"] is None else f"{g['normalized']:.3f}"
+        print(f"{game:<20} {len(g['returns']):>8} {g['mean']:>12.2f} {norm:>11}")
+    agg = report["aggregate"]
+    if agg:
+        for k in ("iqm", "median", "mean"):
+            lo, hi = agg[f"{k}_ci"]
+            print(f"{k.upper():<7} {agg[k]:.3f}  95% CI [{lo:.3f}, {hi:.3f}]")

@@ -1,0 +1,20 @@
+"""Device choice: CUDA when present, else CPU; ``--device`` forces one."""
+
+from __future__ import annotations
+
+import torch
+
+from scaledql.errors import UserError
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """Return ``torch.device(name)``, or the best available device when ``name`` is None/"auto"."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device

@@ -1,0 +1,214 @@
+"""Evaluation in the real games: rollouts in vector envs, normalized scores, rliable aggregates.
+
+Protocol (Dopamine / Scaled QL): ε-greedy with ε = 0.001, the suite's sticky actions and episode
+cap, raw (unclipped) game score. Each game gets exactly ``episodes`` episodes, split into fixed
+per-environment quotas so that short episodes are not over-represented (taking the first N
+episodes to finish would bias towards short ones).
+
+Aggregates follow Agarwal et al. (2021) through ``rliable``: IQM, median and mean of normalized
+scores with 95% stratified-bootstrap confidence intervals over a score matrix
+``[runs, games]``. A single evaluated agent contributes one row per *episode* (episodes are the
+independent draws); pass several agents' (seeds') rows to ``aggregate`` to bootstrap over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from scaledql.errors import UserError
+from scaledql.suites import EnvOptions, get_suite
+from scaledql.suites.scores import has_reference, normalize
+
+
+class Policy(Protocol):
+    """Anything that picks greedy actions for a batch of observations of one game."""
+
+    def greedy_actions(self, obs: np.ndarray, game: str) -> np.ndarray:
+        """obs: uint8[N, S*C, H, W] → int64[N] actions in [0, num_actions(game))."""
+
+
+class RandomPolicy:
+    """Uniformly random actions (the ``random`` row of the normalization tables)."""
+
+    def __init__(self, num_actions: dict[str, int], seed: int = 0):
+        self.num_actions = num_actions
+        self.rng = np.random.default_rng(seed)
+
+    def greedy_actions(self, obs: np.ndarray, game: str) -> np.ndarray:
+        return self.rng.integers(0, self.num_actions[game], size=len(obs))
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 10
+    seed: int = 0
+    epsilon: float = 0.001
+    num_envs: int = 8
+    options: EnvOptions = field(default_factory=EnvOptions)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.episodes <= 0:
+            raise UserError(f"--episodes must be positive, got {self.episodes}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise UserError(f"--epsilon must be in [0, 1], got {self.epsilon}")
+        if self.num_envs <= 0:
+            raise UserError(f"--num-envs must be positive, got {self.num_envs}")
+
+
+def play(suite_name: str, game: str, policy: Policy, cfg: EvalConfig,
+         on_episode: Callable[[float], None] | None = None) -> np.ndarray:
+    """Play ``cfg.episodes`` episodes of one game; returns float64[episodes] raw returns."""
+    suite = get_suite(suite_name)
+    num_actions = suite.spec(game, cfg.options).num_actions
+    num_envs = min(cfg.num_envs, cfg.episodes)
+    quota = np.array([cfg.episodes // num_envs + (i < cfg.episodes % num_envs)
+                      for i in range(num_envs)])
+    envs = suite.make_vector_env(game, num_envs, cfg.options)
+    rng = np.random.default_rng([cfg.seed, 1])
+    try:
+        obs, _ = envs.reset(seed=cfg.seed)
+        running = np.zeros(num_envs)
+        finished: list[list[float]] = [[] for _ in range(num_envs)]
+        while any(len(f) < q for f, q in zip(finished, quota, strict=True)):
+            actions = np.asarray(policy.greedy_actions(obs, game), dtype=np.int64)
+            explore = rng.random(num_envs) < cfg.epsilon
+            actions[explore] = rng.integers(0, num_actions, size=int(explore.sum()))
+            obs, rewards, terminated, truncated, _ = envs.step(actions)
+            running += rewards
+            for i in np.flatnonzero(np.logical_or(terminated, truncated)):
+                if len(finished[i]) < quota[i]:
+                    finished[i].append(float(running[i]))
+                    if on_episode:
+                        on_episode(float(running[i]))
+                running[i] = 0.0
+    finally:
+        envs.close()
+    return np.array([r for f in finished for r in f], dtype=np.float64)
+
+
+def aggregate(normalized: np.ndarray, reps: int = 2000, seed: int = 0) -> dict:
+    """IQM, median and mean of a ``[runs, games]`` score matrix with 95% stratified-bootstrap CIs.
+
+    >>> aggregate(np.array([[0.0, 1.0, 2.0, 3.0]]))["iqm"]   # middle half of {0,1,2,3}
+    1.5
+    """
+    from rliable import library as rly
+    from rliable import metrics
+
+    scores = np.asarray(normalized, dtype=np.float64)
+    if scores.ndim != 2 or scores.size == 0:
+        raise ValueError(f"expected a [runs, games] score matrix, got shape {scores.shape}")
+
+    def fns(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_median(x),
+                         metrics.aggregate_mean(x)])
+
+    point = fns(scores)
+    if scores.shape[0] > 1:
+        np.random.seed(seed)  # rliable's bootstrap draws from numpy's global RNG
+        _, intervals = rly.get_interval_estimates({"agent": scores}, fns, reps=reps)
+        lo, hi = intervals["agent"]
+    else:  # one run: nothing to resample, the interval is the point
+        lo, hi = point, point
+    out = {}
+    for i, name in enumerate(("iqm", "median", "mean")):
+        out[name] = float(point[i])
+        out[f"{name}_ci"] = [float(lo[i]), float(hi[i])]
+    return out
+
+
+@dataclass
+class EvalReport:
+    suite: str
+    returns: dict[str, list[float]]
+    seed: int
+    epsilon: float
+
+    def normalized_matrix(self) -> np.ndarray:
+        """float64[episodes, games] normalized returns (games with a reference score only)."""
+        games = [g for g in self.returns if has_reference(self.suite, g)]
+        if not games:
+            return np.zeros((0, 0))
+        return np.stack([normalize(self.suite, g, np.asarray(self.returns[g])) for g in games], 1)
+
+    def to_dict(self) -> dict:
+        games = {}
+        for game, rets in self.returns.items():
+            mean = float(np.mean(rets))
+            norm = float(normalize(self.suite, game, mean)) if has_reference(self.suite, game) else None
+            games[game] = {"returns": rets, "mean": mean, "normalized": norm}
+        matrix = self.normalized_matrix()
+        agg = aggregate(matrix, seed=self.seed) if matrix.size else {}
+        return {"suite": self.suite, "seed": self.seed, "epsilon": self.epsilon,
+                "games": games, "aggregate": agg}
+
+
+def evaluate(suite_name: str, games: list[str], policy: Policy, cfg: EvalConfig) -> EvalReport:
+    """Play every game in turn; a progress bar on stderr counts episodes."""
+    returns: dict[str, list[float]] = {}
+    total = cfg.episodes * len(games)
+    with tqdm(total=total, desc="evaluate", unit="ep", disable=not cfg.progress,
+              dynamic_ncols=True) as bar:
+        for game in games:
+            bar.set_postfix_str(game)
+
+            def tick(ret: float, bar=bar) -> None:
+                bar.update(1)
+
+            returns[game] = play(suite_name, game, policy, cfg, tick).tolist()
+    return EvalReport(suite_name, returns, cfg.seed, cfg.epsilon)
+
+
+def plot_performance_profile(profiles: dict[str, np.ndarray], path: Path,
+                             title: str = "Performance profile", seed: int = 0) -> Path:
+    """Write a PNG of rliable performance profiles: fraction of runs×games with score > τ.
+
+    profiles: name → float64[runs, games] normalized scores.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    top = max(float(np.max(m)) for m in profiles.values())
+    taus = np.linspace(min(0.0, min(float(np.min(m)) for m in profiles.values())),
+                       max(1.0, math.ceil(top * 4) / 4), 101)
+    np.random.seed(seed)
+    many = {k: v for k, v in profiles.items() if v.shape[0] > 1}
+    dists, cis = rly.create_performance_profile(profiles, taus)
+    if many:
+        _, cis = rly.create_performance_profile(many, taus, reps=500)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot_utils.plot_performance_profiles(
+        dists, taus, performance_profile_cis=cis or None, ax=ax,
+        xlabel=r"Normalized score ($\tau$)", ylabel=r"Fraction of episodes with score > $\tau$",
+    )
+    ax.set_title(title)
+    if len(profiles) > 1:
+        ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_json(report: dict, path: Path) -> None:
+    """Atomic JSON write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(path)

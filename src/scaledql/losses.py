@@ -1,0 +1,101 @@
+"""Loss functions of Scaled Q-Learning, as pure functions of tensors.
+
+Nothing here knows about networks, optimizers or games: every function takes tensors and returns
+tensors, so each can be checked by hand (see ``tests/test_losses.py``).
+
+Conventions: ``B`` batch, ``A`` actions (padded to the largest action count of all games; the
+padding is marked invalid in ``action_mask``), ``N`` atoms of the categorical support.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def make_support(v_min: float, v_max: float, num_atoms: int, device=None) -> torch.Tensor:
+    """The C51 support ``z``: float32[N], ``num_atoms`` evenly spaced values from v_min to v_max."""
+    return torch.linspace(v_min, v_max, num_atoms, dtype=torch.float32, device=device)
+
+
+def expected_q(logits: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """Q-values as expectations of categorical distributions: ``Σ_i z_i · softmax(logits)_i``.
+
+    logits: float[..., N]; support: float32[N] → float[...].
+    """
+    return torch.softmax(logits, dim=-1) @ support
+
+
+def masked_argmax(q: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+    """Greedy action among the valid ones. q: float[B, A]; action_mask: bool[B, A] → int64[B]."""
+    return q.masked_fill(~action_mask, float("-inf")).argmax(dim=-1)
+
+
+def categorical_projection(
+    next_probs: torch.Tensor,
+    reward: torch.Tensor,
+    discount: torch.Tensor,
+    support: torch.Tensor,
+) -> torch.Tensor:
+    """Project the distribution of ``reward + discount · Z`` onto the fixed support (C51).
+
+    next_probs: float[B, N], probabilities of Z (the target network's at the bootstrap action);
+    reward: float[B]; discount: float[B], the bootstrap factor ``γ^k · (1 − done)`` (0 when the
+    episode terminated, so the target collapses to ``reward``); support: float32[N], evenly spaced.
+    Returns float[B, N], rows summing to 1 (up to rounding).
+
+    Each shifted atom ``Tz_i = clip(r + d·z_i, v_min, v_max)`` spreads its probability over its
+    two neighbouring atoms in proportion to closeness: atom ``j`` receives
+    ``p_i · max(0, 1 − |Tz_i − z_j| / Δz)``. This one formula also covers an atom landing exactly
+    on a support point (all its mass goes there) and the clipped edges.
+    """
+    v_min, v_max = support[0], support[-1]
+    delta_z = (v_max - v_min) / (support.numel() - 1)
+    shifted = (reward[:, None] + discount[:, None] * support[None, :]).clamp(v_min, v_max)  # [B, N]
+    # weight[b, i, j]: share of shifted atom i that goes to support atom j.
+    weight = (1.0 - (shifted[:, :, None] - support[None, None, :]).abs() / delta_z).clamp(min=0.0)
+    return torch.einsum("bi,bij->bj", next_probs, weight)
+
+
+def c51_td_loss(logits_at_action: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the (fixed) projected target against the online logits at the data action.
+
+    logits_at_action: float[B, N]; target_probs: float[B, N] (no gradient flows into it) → float[B].
+    """
+    log_probs = F.log_softmax(logits_at_action, dim=-1)
+    return -(target_probs.detach() * log_probs).sum(dim=-1)
+
+
+def cql_term(q: torch.Tensor, action: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+    """The CQL regularizer per sample: ``logsumexp_{a valid} Q(s, a) − Q(s, a_data)``.
+
+    q: float[B, A]; action: int64[B]; action_mask: bool[B, A] (True = the game has this action).
+    Padded actions of games with fewer actions are left out of the logsumexp. → float[B] (≥ 0).
+    """
+    logsumexp = torch.logsumexp(q.masked_fill(~action_mask, float("-inf")), dim=-1)
+    q_data = q.gather(1, action[:, None]).squeeze(1)
+    return logsumexp - q_data
+
+
+def scalar_td_target(
+    reward: torch.Tensor, discount: torch.Tensor, next_q_at_action: torch.Tensor
+) -> torch.Tensor:
+    """The scalar TD target ``reward + discount · Q_target(s', a*)``, with no gradient.
+
+    reward, discount (``γ^k · (1 − done)``), next_q_at_action: float[B] → float[B].
+    """
+    return (reward + discount * next_q_at_action).detach()
+
+
+def mse_td_loss(
+    q_at_action: torch.Tensor, target: torch.Tensor, huber_delta: float | None = None
+) -> torch.Tensor:
+    """Scalar regression TD loss per sample.
+
+    q_at_action, target: float[B] → float[B]. ``huber_delta=None``: ``0.5 · (q − target)²``;
+    a number δ: Huber loss, ``0.5·e²`` for ``|e| ≤ δ`` and ``δ·(|e| − 0.5·δ)`` beyond (DQN's loss,
+    with δ = 1). The ½ makes both agree for small errors.
+    """
+    if huber_delta is None:
+        return 0.5 * (q_at_action - target.detach()).square()
+    return F.huber_loss(q_at_action, target.detach(), reduction="none", delta=huber_delta)

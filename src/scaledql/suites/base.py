@@ -1,0 +1,106 @@
+"""One interface over game suites.
+
+A *suite* names a family of games (``atari``, ``minatar``). Every game is a gymnasium environment
+whose observations are ``uint8[stack * C, H, W]`` — ``stack`` frames of shape ``frame_shape``
+concatenated on the channel axis, oldest first, zero-padded at an episode's start (as Dopamine
+and the DQN Replay Dataset do). Datasets store single frames (the last ``C`` channels) and the
+sampler re-stacks them, so a network sees the same input in the data and in the game.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import gymnasium as gym
+
+
+@dataclass(frozen=True)
+class GameSpec:
+    """What a learner needs to know of one game."""
+
+    suite: str
+    name: str
+    num_actions: int
+    frame_shape: tuple[int, int, int]  # (C, H, W) of one stored frame, uint8
+    stack: int  # frames stacked into one observation
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.frame_shape
+        return (self.stack * c, h, w)
+
+
+@dataclass(frozen=True)
+class EnvOptions:
+    """Options that change the game itself. ``None`` means the suite's default.
+
+    ``sticky``: probability that the previous action repeats (Atari 0.25, MinAtar 0.1).
+    ``max_episode_steps``: agent-step cap; the episode is *truncated* there.
+    ``full_action_space``: Atari only — all 18 actions instead of the game's minimal set.
+    ``mode`` / ``difficulty``: Atari only — ALE game modes/difficulties ("game variants").
+    """
+
+    sticky: float | None = None
+    max_episode_steps: int | None = None
+    full_action_space: bool = False
+    mode: int | None = None
+    difficulty: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Suite(Protocol):
+    name: str
+
+    def games(self) -> list[str]:
+        """Every game name of the suite, in a fixed order."""
+
+    def named_lists(self) -> dict[str, list[str]]:
+        """Named game lists (e.g. ``all``, ``train40``); ``resolve_games`` accepts these names."""
+
+    def resolve_games(self, spec: str | None) -> list[str]:
+        """A comma list of games or a named list → canonical game names (``UserError`` if unknown)."""
+
+    def spec(self, game: str, options: EnvOptions | None = None) -> GameSpec: ...
+
+    def make_env(self, game: str, options: EnvOptions | None = None) -> gym.Env:
+        """One preprocessed, stacked, capped environment (raw, unclipped rewards)."""
+
+    def make_vector_env(
+        self, game: str, num_envs: int, options: EnvOptions | None = None
+    ) -> gym.vector.VectorEnv:
+        """``num_envs`` copies of ``make_env`` in one vector env (same-step autoreset)."""
+
+
+def resolve_from(suite: str, games: list[str], named: dict[str, list[str]], spec: str | None,
+                 canonical: dict[str, str]) -> list[str]:
+    """Shared parsing of ``--games``: None → ``named['all']``; a list name; or a comma list.
+
+    ``canonical`` maps a normalized key (lower case, no ``_``/``-``) to the canonical name.
+    """
+    from scaledql.errors import UserError
+
+    if spec is None or spec.strip() == "":
+        return list(named["all"])
+    if spec in named:
+        return list(named[spec])
+    out: list[str] = []
+    for raw in spec.split(","):
+        key = raw.strip().lower().replace("_", "").replace("-", "").replace(" ", "")
+        if not key:
+            continue
+        if key not in canonical:
+            lists = ", ".join(sorted(named))
+            raise UserError(
+                f"unknown {suite} game {raw.strip()!r} (see `scaledql suites`; named lists: {lists})"
+            )
+        name = canonical[key]
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise UserError(f"no games given in --games {spec!r}")
+    return out
+
+
+def normalize_key(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "").replace(" ", "")

@@ -1,0 +1,89 @@
+"""The MinAtar suite: five miniature Atari games on 10×10 grids (Young & Tian, 2019).
+
+The CPU-scale embedded default. Every game is given one observation shape, ``uint8[10, 10, 10]``
+(channels first, each game's boolean channels zero-padded to the widest game, Seaquest's 10), so
+one network serves all five. Sticky actions default to 0.1 (MinAtar's own default); episodes are
+truncated at ``max_episode_steps`` agent steps (default 10,000 — MinAtar itself has no cap, and a
+good Breakout agent can play for ever). Each game's minimal action set (gymnasium ``-v1`` ids).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from scaledql.errors import UserError
+from scaledql.suites.base import EnvOptions, GameSpec, normalize_key, resolve_from
+
+GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+CHANNELS = 10  # the widest game (seaquest)
+DEFAULT_STICKY = 0.1
+DEFAULT_MAX_EPISODE_STEPS = 10_000
+_ENV_IDS = {g: "MinAtar/" + "".join(w.capitalize() for w in g.split("_")) + "-v1" for g in GAMES}
+
+
+class PadChannels(gym.ObservationWrapper):
+    """bool[10, 10, C] (channels last) → uint8[CHANNELS, 10, 10] (channels first, zero-padded)."""
+
+    def __init__(self, env: gym.Env, channels: int = CHANNELS):
+        super().__init__(env)
+        h, w, _ = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(0, 1, (channels, h, w), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.observation_space.shape, np.uint8)
+        grid = np.moveaxis(np.asarray(observation, dtype=np.uint8), -1, 0)
+        out[: grid.shape[0]] = grid
+        return out
+
+
+class MinAtarSuite:
+    name = "minatar"
+
+    def __init__(self) -> None:
+        import minatar.gym
+
+        minatar.gym.register_envs()
+        self._canonical = {normalize_key(g): g for g in GAMES}
+
+    def games(self) -> list[str]:
+        return list(GAMES)
+
+    def named_lists(self) -> dict[str, list[str]]:
+        return {"all": list(GAMES)}
+
+    def resolve_games(self, spec: str | None) -> list[str]:
+        return resolve_from(self.name, self.games(), self.named_lists(), spec, self._canonical)
+
+    def _check(self, game: str, options: EnvOptions | None) -> EnvOptions:
+        if game not in GAMES:
+            raise UserError(f"unknown minatar game {game!r} (games: {', '.join(GAMES)})")
+        options = options or EnvOptions()
+        if options.mode is not None or options.difficulty is not None:
+            raise UserError("--mode/--difficulty apply to the atari suite only")
+        if options.full_action_space:
+            raise UserError("--full-action-space applies to the atari suite only")
+        return options
+
+    def spec(self, game: str, options: EnvOptions | None = None) -> GameSpec:
+        self._check(game, options)
+        num_actions = gym.make(_ENV_IDS[game]).action_space.n
+        return GameSpec(self.name, game, int(num_actions), (CHANNELS, 10, 10), stack=1)
+
+    def make_env(self, game: str, options: EnvOptions | None = None) -> gym.Env:
+        options = self._check(game, options)
+        sticky = DEFAULT_STICKY if options.sticky is None else options.sticky
+        cap = options.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS
+        env = gym.make(_ENV_IDS[game], sticky_action_prob=sticky)
+        env = PadChannels(env)
+        return gym.wrappers.TimeLimit(env, max_episode_steps=cap)
+
+    def make_vector_env(
+        self, game: str, num_envs: int, options: EnvOptions | None = None
+    ) -> gym.vector.VectorEnv:
+        self._check(game, options)
+        # MinAtar steps take microseconds: worker processes would cost more than they save.
+        return gym.vector.SyncVectorEnv(
+            [lambda: self.make_env(game, options) for _ in range(num_envs)],
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
