@@ -15,6 +15,12 @@ def labelled_frames(first_label: int, count: int, frame_shape=(1, 2, 2)) -> np.n
 
 
 @pytest.fixture
+def frames_labelled():
+    """The ``labelled_frames`` helper, for tests that build episodes by hand."""
+    return labelled_frames
+
+
+@pytest.fixture
 def write_game():
     """write_game(root, game, episodes, **writer_kwargs) -> Path: a store from (T, terminated,
     truncated) triples; frames are labelled 1, 2, ... in write order, actions t % A, rewards t+1."""

@@ -212,3 +212,26 @@ def write_json(report: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(path)
+
+
+def agent_evaluator(suite_name: str, cfg: EvalConfig, out_dir: Path | None = None):
+    """A training-time evaluation callback: ``fn(agent, games, step) -> scalar metrics``.
+
+    Plays the agent's greedy policy (ε = ``cfg.epsilon``) in every trained game and, when
+    ``out_dir`` is given, writes the full report to ``out_dir/step_<step>.json``.
+    """
+    from scaledql.checkpoint import QPolicy
+
+    def fn(agent, games: list[str], step: int) -> dict:
+        policy = QPolicy(agent, suite_name, games, cfg.options)
+        report = evaluate(suite_name, games, policy, cfg).to_dict()
+        if out_dir is not None:
+            write_json(report, Path(out_dir) / f"step_{step:08d}.json")
+        row = {f"{g}/return": v["mean"] for g, v in report["games"].items()}
+        row.update({f"{g}/normalized": v["normalized"] for g, v in report["games"].items()
+                    if v["normalized"] is not None})
+        row.update({k: report["aggregate"][k] for k in ("iqm", "median", "mean")
+                    if k in report["aggregate"]})
+        return row
+
+    return fn

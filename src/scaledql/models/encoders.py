@@ -39,7 +39,7 @@ ENCODER_NAMES = ("nature", "impala", *RESNET_LAYOUTS)
 
 def _scaled(channels: int, width: float, multiple: int = 1) -> int:
     """``channels · width`` rounded to a positive multiple of ``multiple`` (GroupNorm needs 4)."""
-    return max(multiple, int(round(channels * width / multiple)) * multiple)
+    return max(multiple, round(channels * width / multiple) * multiple)
 
 
 def _is_small(input_hw: Sequence[int]) -> bool:

@@ -24,7 +24,8 @@ class NetworkOutput(NamedTuple):
 class ScaledQNetwork(nn.Module):
     """obs uint8[B, C, H, W], game_id int64[B] → ``NetworkOutput``.
 
-    Pixels are scaled by 1/255 here, so callers pass raw uint8 (cheap to move to a device).
+    Observations are multiplied by ``obs_scale`` here (1/255 for Atari pixels; 1 for MinAtar's
+    0/1 grids), so callers pass raw uint8, 4× cheaper to move to a device than float.
     ``feature_norm=True`` divides the penultimate features by their L2 norm (no learned scale),
     the Scaled QL stabilizer; ``num_atoms=None`` makes scalar-Q heads.
     """
@@ -39,8 +40,10 @@ class ScaledQNetwork(nn.Module):
         feature_norm: bool = True,
         num_atoms: int | None = 51,
         channels_last: bool = False,
+        obs_scale: float = 1.0 / 255.0,
     ) -> None:
         super().__init__()
+        self.obs_scale = obs_scale
         in_channels, height, width_px = (int(s) for s in obs_shape)
         self.encoder = make_encoder(encoder, in_channels, (height, width_px), width)
         self.projection = nn.Linear(self.encoder.output_shape[0], feature_dim)
@@ -51,7 +54,7 @@ class ScaledQNetwork(nn.Module):
             self.encoder.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor, game_id: torch.Tensor) -> NetworkOutput:
-        x = obs.float().div_(255.0)
+        x = obs.float().mul_(self.obs_scale)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         features = torch.relu(self.projection(self.encoder(x)))

@@ -28,13 +28,7 @@ SCREEN = 84
 STACK = 4
 
 # Kumar et al. (2023), Appendix / ../shared/reference.md.
-TRAIN_40 = (
-    "Amidar Assault Asterix Atlantis BankHeist BattleZone BeamRider Boxing Breakout Carnival "
-    "Centipede ChopperCommand CrazyClimber DemonAttack DoubleDunk Enduro FishingDerby Freeway "
-    "Frostbite Gopher Gravitar Hero IceHockey Jamesbond Kangaroo Krull KungFuMaster NameThisGame "
-    "Phoenix Pooyan Qbert Riverraid Robotank Seaquest TimePilot UpNDown VideoPinball WizardOfWor "
-    "YarsRevenge Zaxxon"
-).split()
+TRAIN_40 = ["Amidar", "Assault", "Asterix", "Atlantis", "BankHeist", "BattleZone", "BeamRider", "Boxing", "Breakout", "Carnival", "Centipede", "ChopperCommand", "CrazyClimber", "DemonAttack", "DoubleDunk", "Enduro", "FishingDerby", "Freeway", "Frostbite", "Gopher", "Gravitar", "Hero", "IceHockey", "Jamesbond", "Kangaroo", "Krull", "KungFuMaster", "NameThisGame", "Phoenix", "Pooyan", "Qbert", "Riverraid", "Robotank", "Seaquest", "TimePilot", "UpNDown", "VideoPinball", "WizardOfWor", "YarsRevenge", "Zaxxon"]
 HELD_OUT_5 = ["Alien", "MsPacman", "Pong", "SpaceInvaders", "StarGunner"]
 
 

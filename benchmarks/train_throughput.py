@@ -1,0 +1,225 @@
+"""Training throughput of the Scaled QL learner, sampling included, next to d3rlpy's DiscreteCQL.
+
+Measures gradient steps/s and samples/s of ``sampler.sample()`` + ``agent.update(batch)`` for
+  (a) the Nature DQN CNN on 84×84×4 uint8 Atari frames at batch 32 (C51 + CQL agent), and
+  (b) the default MinAtar configuration (5 games in one batch, 10×10×10 grids),
+plus the achieved FLOP/s of (a) (FLOPs of one update counted by ``FlopCounterMode``) next to this
+machine's float32 matmul FLOP/s, and d3rlpy 2.8.1's ``DiscreteCQL`` with its default pixel
+encoder on the same frames and batch, run in the same invocation (alternating with (a)).
+
+d3rlpy pins gymnasium 1.0.0, so it lives in its own virtualenv and runs as a subprocess
+(``d3rlpy_cql_worker.py``); create it once with
+
+    python3 -m venv benchmarks/.venv-d3rlpy
+    benchmarks/.venv-d3rlpy/bin/pip install torch==2.13.0 && benchmarks/.venv-d3rlpy/bin/pip install d3rlpy==2.8.1
+
+Run (a quiet machine matters: the numbers are only as good as the idle cores):
+
+    python benchmarks/train_throughput.py            # ~3 minutes on 2 cores
+    python benchmarks/train_throughput.py --skip-d3rlpy --steps 100
+
+Data is synthetic (random frames written to a temporary store by the project's own writer and
+read back by its sampler), which is all a throughput measurement needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from scaledql.agents import AgentConfig, ScaledQLAgent
+from scaledql.data.sampler import TransitionSampler
+from scaledql.data.store import GameWriter, open_dataset
+
+HERE = Path(__file__).resolve().parent
+D3RLPY_PYTHON = HERE / ".venv-d3rlpy" / "bin" / "python"
+
+# (a): the Atari learner at DQN's batch size; single game (Pong's 6 actions).
+ATARI = AgentConfig(encoder="nature", width=1.0, batch_size=32, channels_last=True)
+ATARI_GAMES = {"Pong": 6}
+# (b): the default MinAtar learner; all five games (their action counts) in every batch.
+MINATAR = AgentConfig(encoder="resnet18", width=0.25, batch_size=128, obs_scale=1.0,
+                      channels_last=True)
+MINATAR_GAMES = {"asterix": 5, "breakout": 3, "freeway": 3, "seaquest": 6, "space_invaders": 4}
+N_STEP = 3
+EPISODE = 1000  # steps per synthetic episode
+
+
+def matmul_flops(n: int = 1024, seconds: float = 2.0) -> float:
+    """Float32 FLOP/s of square matmuls on this machine (2·n³ FLOPs each; best of 3 runs)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(3):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            a @ b
+            count += 1
+        best = max(best, 2 * n**3 * count / (time.perf_counter() - start))
+    return best
+
+
+def write_store(root: Path, suite: str, games: dict[str, int], frame_shape: tuple[int, int, int],
+                stack: int, steps: int, seed: int = 0) -> None:
+    """Random episodes of ``EPISODE`` steps, ``steps`` transitions per game."""
+    rng = np.random.default_rng(seed)
+    high = 256 if suite == "atari" else 2
+    for game, num_actions in games.items():
+        with GameWriter(root, suite=suite, game=game, num_actions=num_actions,
+                        frame_shape=frame_shape, stack=stack,
+                        provenance={"source": "benchmarks/train_throughput.py (random)"}) as w:
+            for _ in range(steps // EPISODE):
+                w.add_episode(rng.integers(0, high, (EPISODE + 1, *frame_shape), dtype=np.uint8),
+                              rng.integers(0, num_actions, EPISODE),
+                              rng.uniform(-1, 1, EPISODE).astype(np.float32),
+                              terminated=True, truncated=False)
+
+
+def make_learner(root: Path, cfg: AgentConfig, games: dict[str, int], obs_shape, seed: int = 0):
+    dataset = open_dataset(root)
+    sampler = TransitionSampler(dataset, list(games), batch_size=cfg.batch_size, n_step=N_STEP,
+                                gamma=cfg.gamma, reward_clip=1.0, seed=seed)
+    torch.manual_seed(seed)
+    agent = ScaledQLAgent(cfg, obs_shape, list(games.values()), device="cpu")
+    return agent, sampler
+
+
+def time_training(agent: ScaledQLAgent, sampler: TransitionSampler, steps: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        agent.update(sampler.sample())
+    start = time.perf_counter()
+    for _ in range(steps):
+        agent.update(sampler.sample())
+    seconds = time.perf_counter() - start
+    b = sampler.batch_size
+    return {"steps": steps, "seconds": seconds, "steps_per_s": steps / seconds,
+            "samples_per_s": steps * b / seconds}
+
+
+def flops_per_update(agent: ScaledQLAgent, sampler: TransitionSampler) -> int:
+    """FLOPs of one full update (3 forward passes, backward), counted on a copy of the agent."""
+    probe = ScaledQLAgent(agent.cfg, agent.obs_shape, agent.num_actions)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        probe.update(sampler.sample())
+    return counter.get_total_flops()
+
+
+def run_d3rlpy(python: Path, batch_size: int, steps: int, warmup: int, frames: int,
+               threads: int) -> dict:
+    cmd = [str(python), str(HERE / "d3rlpy_cql_worker.py"), "--batch-size", str(batch_size),
+           "--steps", str(steps), "--warmup", str(warmup), "--frames", str(frames),
+           "--actions", str(next(iter(ATARI_GAMES.values()))), "--threads", str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"d3rlpy worker failed ({out.returncode}):\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def best(runs: list[dict]) -> dict:
+    """The fastest of repeated runs (a shared machine only ever slows a run down)."""
+    top = max(runs, key=lambda r: r["steps_per_s"])
+    return {**top, "all_steps_per_s": [round(r["steps_per_s"], 2) for r in runs],
+            "median_steps_per_s": statistics.median(r["steps_per_s"] for r in runs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="timed gradient steps per run")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating (a)/d3rlpy runs")
+    parser.add_argument("--frames", type=int, default=20_000, help="transitions per game in the store")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--skip-d3rlpy", action="store_true")
+    parser.add_argument("--skip-minatar", action="store_true")
+    parser.add_argument("--d3rlpy-python", type=Path, default=D3RLPY_PYTHON)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.skip_d3rlpy and not args.d3rlpy_python.exists():
+        raise SystemExit(f"{args.d3rlpy_python} not found: create the d3rlpy venv (see --help "
+                         "or benchmarks/README.md) or pass --skip-d3rlpy")
+
+    results: dict = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
+                                 "threads": torch.get_num_threads(),
+                                 "load_avg_1min_at_start": os.getloadavg()[0]}}
+    results["matmul_flops"] = matmul_flops()
+    with tempfile.TemporaryDirectory(prefix="scaledql-bench-") as tmp:
+        atari_root, minatar_root = Path(tmp, "atari"), Path(tmp, "minatar")
+        write_store(atari_root, "atari", ATARI_GAMES, (1, 84, 84), 4, args.frames)
+        agent, sampler = make_learner(atari_root, ATARI, ATARI_GAMES, (4, 84, 84))
+        ours, theirs = [], []
+        for _ in range(args.repeats):
+            ours.append(time_training(agent, sampler, args.steps, args.warmup))
+            if not args.skip_d3rlpy:
+                theirs.append(run_d3rlpy(args.d3rlpy_python, ATARI.batch_size, args.steps,
+                                         args.warmup, args.frames, torch.get_num_threads()))
+        flops = flops_per_update(agent, sampler)
+        a = best(ours)
+        results["a_atari_nature_b32"] = {
+            **a, "config": ATARI.to_dict(), "n_step": N_STEP, "params": agent.param_counts(),
+            "flops_per_update": flops, "achieved_flops": flops * a["steps_per_s"],
+        }
+        if theirs:
+            results["d3rlpy_discrete_cql"] = best(theirs)
+        if not args.skip_minatar:
+            write_store(minatar_root, "minatar", MINATAR_GAMES, (10, 10, 10), 1, args.frames)
+            agent, sampler = make_learner(minatar_root, MINATAR, MINATAR_GAMES, (10, 10, 10))
+            runs = [time_training(agent, sampler, max(1, args.steps // 3), args.warmup // 3 + 1)
+                    for _ in range(args.repeats)]
+            results["b_minatar_default"] = {**best(runs), "config": MINATAR.to_dict(),
+                                            "n_step": N_STEP, "games": MINATAR_GAMES,
+                                            "params": agent.param_counts()}
+    results["machine"]["load_avg_1min_at_end"] = os.getloadavg()[0]
+    print(report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def report(r: dict) -> str:
+    a = r["a_atari_nature_b32"]
+    lines = [
+        f"torch {r['machine']['torch']}, {r['machine']['threads']} threads, "
+        f"load avg {r['machine']['load_avg_1min_at_start']:.2f} → {r['machine']['load_avg_1min_at_end']:.2f}",
+        "",
+        "| run | steps/s | samples/s | runs (steps/s) |",
+        "|---|---|---|---|",
+        f"| (a) scaledql Nature CNN, C51+CQL, 84×84×4, batch 32 | {a['steps_per_s']:.1f} | "
+        f"{a['samples_per_s']:.0f} | {a['all_steps_per_s']} |",
+    ]
+    d = r.get("d3rlpy_discrete_cql")
+    if d:
+        lines.append(f"| d3rlpy {d['d3rlpy']} DiscreteCQL, default pixel encoder, same frames/batch | "
+                     f"{d['steps_per_s']:.1f} | {d['samples_per_s']:.0f} | {d['all_steps_per_s']} |")
+    b = r.get("b_minatar_default")
+    if b:
+        cfg = b["config"]
+        lines.append(f"| (b) scaledql MinAtar default ({cfg['encoder']} ×{cfg['width']}, 5 games, "
+                     f"batch {cfg['batch_size']}) | {b['steps_per_s']:.1f} | {b['samples_per_s']:.0f} | "
+                     f"{b['all_steps_per_s']} |")
+    lines += ["", f"(a) FLOPs per update: {a['flops_per_update'] / 1e9:.2f} GFLOP; achieved "
+              f"{a['achieved_flops'] / 1e9:.1f} GFLOP/s vs float32 matmul "
+              f"{r['matmul_flops'] / 1e9:.1f} GFLOP/s ({100 * a['achieved_flops'] / r['matmul_flops']:.0f}%)"]
+    if d:
+        lines.append(f"(a) / d3rlpy: {a['steps_per_s'] / d['steps_per_s']:.2f}×")
+    if b:
+        lines.append(f"(b) parameters: {b['params']['total']:,}")
+    lines.append(f"(a) parameters: {a['params']['total']:,}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""``scaledql collect``: behaviour data the DQN-Replay way (or from a fixed policy)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from scaledql.cli.common import add_device_arg, add_game_args, env_options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from scaledql.collect import DQNConfig
+
+    p = sub.add_parser("collect", help="collect multi-game data: online DQN per game, every "
+                                       "transition logged (DQN-Replay style)")
+    add_game_args(p)
+    p.add_argument("--steps", type=int, required=True, help="environment steps per game")
+    p.add_argument("--out", type=Path, required=True, help="dataset directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first game (+1 per game)")
+    p.add_argument("--num-envs", type=int, default=4)
+    p.add_argument("--policy", default="dqn",
+                   help="'dqn' (learn online, log everything) or a checkpoint to log as is")
+    p.add_argument("--epsilon", type=float, default=0.01, help="ε of a fixed --policy")
+    p.add_argument("--overwrite", action="store_true", help="replace games already in --out")
+    p.add_argument("--skip-existing", action="store_true", help="keep games already in --out")
+    g = p.add_argument_group("online DQN (defaults scaled for CPUs; see collect.DQNConfig)")
+    for f in fields(DQNConfig):
+        g.add_argument(f"--dqn-{f.name.replace('_', '-')}", type=type(f.default), default=None,
+                       dest=f"dqn_{f.name}", help=f"default {f.default}")
+    p.add_argument("--no-progress", action="store_true")
+    add_device_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scaledql.cli.common import print_json
+    from scaledql.collect import CollectConfig, DQNConfig, collect
+    from scaledql.suites import get_suite
+
+    suite = get_suite(args.suite)
+    dqn = DQNConfig(**{f.name: getattr(args, f"dqn_{f.name}") for f in fields(DQNConfig)
+                       if getattr(args, f"dqn_{f.name}") is not None})
+    cfg = CollectConfig(
+        suite=suite.name, games=suite.resolve_games(args.games), steps=args.steps, out=args.out,
+        seed=args.seed, num_envs=args.num_envs, policy=args.policy, epsilon=args.epsilon,
+        options=env_options(args), dqn=dqn, overwrite=args.overwrite, device=args.device,
+        progress=not args.no_progress)
+    if cfg.policy != "dqn" and not Path(cfg.policy).exists():
+        from scaledql.errors import UserError
+
+        raise UserError(f"--policy {cfg.policy}: no such checkpoint (or use 'dqn')")
+    print_json(collect(cfg, skip_existing=args.skip_existing))
+    return 0

@@ -1,0 +1,134 @@
+"""``scaledql data``: inspect, import and export offline datasets.
+
+    scaledql data info DIR [--json]
+    scaledql data import dqn-replay SRC --game GAME --out DIR [--runs 1,2] [--checkpoints 0-9 | --fraction 0.2]
+    scaledql data import minari PATH_OR_ID --out DIR [--game GAME]
+    scaledql data export minari DIR --game GAME --dataset-id NAMESPACE/NAME-v0
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from scaledql.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="inspect, import and export offline datasets",
+                       description=__doc__.splitlines()[0])
+    groups = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
+
+    info = groups.add_parser("info", help="per game: transitions, episodes, behaviour returns")
+    info.add_argument("dir", type=Path, help="dataset directory (one subdirectory per game)")
+    info.add_argument("--games", default=None, help="comma list of games (default: all)")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=run_info)
+
+    imp = groups.add_parser("import", help="import a dataset into the scaledql store")
+    sources = imp.add_subparsers(dest="source", metavar="SOURCE", parser_class=type(p))
+    dqn = sources.add_parser("dqn-replay", help="the DQN Replay Dataset (Dopamine logs)")
+    dqn.add_argument("src", type=Path, help="root holding GAME/RUN/replay_logs/")
+    dqn.add_argument("--game", required=True, help="Atari game, e.g. Pong")
+    dqn.add_argument("--out", type=Path, required=True, help="dataset directory to write into")
+    dqn.add_argument("--runs", default=None, help="comma list of runs (default: all)")
+    sel = dqn.add_mutually_exclusive_group()
+    sel.add_argument("--checkpoints", default=None,
+                     help="checkpoint ranges, inclusive, e.g. 0-9 or 0-4,20-29 (default: all)")
+    sel.add_argument("--fraction", type=float, default=None,
+                     help="the first FRACTION of each run's checkpoints, e.g. 0.2 (the paper's "
+                          "sub-optimal data); default: all (near-optimal)")
+    dqn.add_argument("--overwrite", action="store_true", help="replace an existing game store")
+    dqn.set_defaults(func=run_import_dqn)
+
+    mi = sources.add_parser("minari", help="a local Minari dataset (path or id)")
+    mi.add_argument("path_or_id", help="dataset directory or id in MINARI_DATASETS_PATH")
+    mi.add_argument("--out", type=Path, required=True, help="dataset directory to write into")
+    mi.add_argument("--game", default=None, help="game name (default: from the env spec)")
+    mi.add_argument("--overwrite", action="store_true", help="replace an existing game store")
+    mi.set_defaults(func=run_import_minari)
+
+    exp = groups.add_parser("export", help="export a game store to another format")
+    targets = exp.add_subparsers(dest="target", metavar="TARGET", parser_class=type(p))
+    mo = targets.add_parser("minari", help="a local Minari dataset (in MINARI_DATASETS_PATH)")
+    mo.add_argument("dir", type=Path, help="dataset directory")
+    mo.add_argument("--game", required=True, help="the game to export")
+    mo.add_argument("--dataset-id", required=True, help="Minari id, e.g. scaledql/pong-v0")
+    mo.add_argument("--author", default=None)
+    mo.set_defaults(func=run_export_minari)
+
+
+def _command(*words: object, **options: object) -> str:
+    """The command line that reproduces this run, rebuilt from the parsed arguments (so it is
+    right however ``main`` was called), for the dataset's provenance."""
+    argv = ["scaledql", *map(str, words)]
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        argv.append("--" + key.replace("_", "-"))
+        if value is not True:
+            argv.append(str(value))
+    return shlex.join(argv)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from scaledql.cli.common import print_json
+    from scaledql.data.store import open_dataset
+
+    games = [g.strip() for g in args.games.split(",") if g.strip()] if args.games else None
+    info = open_dataset(args.dir, games).info()
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{info['root']}: {len(info['games'])} games, {info['total_transitions']:,} transitions")
+    print(f"  {'game':<18} {'suite':<8} {'transitions':>12} {'episodes':>9} {'mean return':>12} "
+          f"{'normalized':>10}  source")
+    for name, g in info["games"].items():
+        mean = "-" if g["mean_return"] is None else f"{g['mean_return']:.1f}"
+        norm = "-" if g["normalized_score"] is None else f"{g['normalized_score']:.3f}"
+        print(f"  {name:<18} {g['suite']:<8} {g['transitions']:>12,} {g['episodes']:>9,} "
+              f"{mean:>12} {norm:>10}  {g['provenance'].get('source', '?')}")
+    return 0
+
+
+def run_import_dqn(args: argparse.Namespace) -> int:
+    from scaledql.data.dqn_replay import import_dqn_replay, parse_checkpoint_spec
+    from scaledql.suites import get_suite
+
+    game = get_suite("atari").resolve_games(args.game)
+    if len(game) != 1:
+        raise UserError(f"--game takes one game, got {args.game!r}")
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
+    checkpoints = parse_checkpoint_spec(args.checkpoints) if args.checkpoints else None
+    summary = import_dqn_replay(args.src, game[0], args.out, runs=runs, checkpoints=checkpoints,
+                                fraction=args.fraction, overwrite=args.overwrite,
+                                command=_command("data", "import", "dqn-replay", args.src,
+                                                 game=game[0], out=args.out, runs=args.runs,
+                                                 checkpoints=args.checkpoints,
+                                                 fraction=args.fraction))
+    print(f"wrote {summary.game_dir}: {summary.transitions:,} transitions, "
+          f"{summary.episodes:,} finished episodes from runs {', '.join(summary.runs)}")
+    return 0
+
+
+def run_import_minari(args: argparse.Namespace) -> int:
+    from scaledql.data.minari_io import import_minari
+    from scaledql.data.store import open_dataset
+
+    game_dir = import_minari(args.path_or_id, args.out, game=args.game,
+                             overwrite=args.overwrite,
+                             command=_command("data", "import", "minari", args.path_or_id,
+                                              out=args.out, game=args.game))
+    g = open_dataset(game_dir.parent, [game_dir.name]).game(game_dir.name)
+    print(f"wrote {game_dir}: {g.num_transitions:,} transitions, {g.num_episodes:,} "
+          "finished episodes")
+    return 0
+
+
+def run_export_minari(args: argparse.Namespace) -> int:
+    from scaledql.data.minari_io import export_minari
+
+    dataset_id = export_minari(args.dir, args.game, args.dataset_id, author=args.author)
+    print(f"wrote Minari dataset {dataset_id}")
+    return 0

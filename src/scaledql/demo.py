@@ -1,0 +1,138 @@
+"""The main job on the embedded default: the whole Scaled QL pipeline on the five MinAtar games.
+
+1. **Data** — DQN-Replay-style behaviour data: per game an online DQN trained from scratch, every
+   transition it sees logged, exploration included (``collect``). Kept in ``OUT/data`` and reused.
+2. **Learner** — one multi-game Scaled QL agent trained offline on all games (``train``).
+3. **Evaluation** — the agent in the real games; the behaviour policy as the score of the
+   dataset's episodes (the paper's "behaviour policy" bar) and, for context, the last DQN
+   snapshot of each game's collection run.
+4. **Report** — ``OUT/report.md`` with PNG plots (``report``).
+
+``quick=True`` runs the same pipeline tiny (for tests and smoke checks).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scaledql.collect import CollectConfig, DQNConfig, collect
+from scaledql.data.store import open_dataset
+from scaledql.evaluate import EvalConfig, EvalReport, agent_evaluator, evaluate, write_json
+from scaledql.suites import EnvOptions, get_suite
+from scaledql.train import TrainConfig, load_preset, preset_path, train
+
+
+@dataclass
+class DemoConfig:
+    out: Path = Path("runs/demo")
+    seed: int = 0
+    quick: bool = False
+    collect_steps: int = 40_000  # per game; the "first 20%" of a 200k-step DQN run
+    train_steps: int = 6_000
+    eval_every: int = 1_500
+    eval_episodes: int = 30
+    max_episode_steps: int | None = None  # None: the suite's cap
+    device: str = "auto"
+    progress: bool = True
+    dqn: DQNConfig = field(default_factory=lambda: DQNConfig(epsilon_decay_steps=20_000))
+
+    @classmethod
+    def quick_config(cls, out: Path, seed: int = 0, device: str = "auto",
+                     progress: bool = True) -> DemoConfig:
+        return cls(out=out, seed=seed, quick=True, collect_steps=400, train_steps=40,
+                   eval_every=20, eval_episodes=2, max_episode_steps=100, device=device,
+                   progress=progress,
+                   dqn=DQNConfig(learning_starts=200, epsilon_decay_steps=500, width=0.25,
+                                 feature_dim=64))
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    """Run the pipeline; returns the summary also written to ``OUT/summary.json``."""
+    start = time.perf_counter()
+    suite = get_suite("minatar")
+    games = suite.games()
+    options = EnvOptions(max_episode_steps=cfg.max_episode_steps)
+    data_dir, run_dir = cfg.out / "data", cfg.out / "agent"
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    collected = collect(CollectConfig(
+        suite=suite.name, games=games, steps=cfg.collect_steps, out=data_dir, seed=cfg.seed,
+        num_envs=2 if cfg.quick else 4, options=options, dqn=cfg.dqn, device=cfg.device,
+        progress=cfg.progress),
+        skip_existing=True)
+    timings["collect"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    preset = load_preset(preset_path("minatar"))
+    agent_cfg = preset.pop("agent")
+    if cfg.quick:  # the smallest learner that still exercises every part
+        agent_cfg.update(width=0.125, feature_dim=64, batch_size=32)
+    preset.update(data=str(data_dir), out=str(run_dir), steps=cfg.train_steps, seed=cfg.seed,
+                  eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes,
+                  checkpoint_every=min(1000, cfg.train_steps), log_every=min(100, cfg.train_steps),
+                  device=cfg.device)
+    train_cfg = TrainConfig.from_dict({**preset, "agent": agent_cfg})
+    eval_cfg = EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed + 10_000,
+                          options=options, progress=False)
+    evaluator = agent_evaluator(suite.name, eval_cfg, run_dir / "eval")
+    resume = (run_dir / "checkpoint.pt").exists()
+    train(train_cfg, resume=resume, evaluate_fn=evaluator, progress=cfg.progress)
+    timings["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    agent_report = json.loads(sorted((run_dir / "eval").glob("step_*.json"))[-1].read_text())
+    behaviour = behaviour_report(data_dir, games, cfg.seed)
+    snapshots = dqn_snapshot_report(data_dir, games, eval_cfg, cfg.device)
+    timings["evaluate"] = time.perf_counter() - t
+
+    summary = {
+        "seed": cfg.seed, "quick": cfg.quick, "games": games,
+        "agent": agent_report, "behaviour_dataset": behaviour, "behaviour_last_dqn": snapshots,
+        "collect": collected, "config": _jsonable(asdict(cfg)), "train_config": train_cfg.to_dict(),
+        "timings_seconds": timings, "wall_seconds": time.perf_counter() - start,
+    }
+    write_json(summary, cfg.out / "summary.json")
+    from scaledql.report import write_report
+
+    summary["report"] = str(write_report(cfg.out))
+    return summary
+
+
+def behaviour_report(data_dir: Path, games: list[str], seed: int) -> dict:
+    """The dataset's own score: its finished episodes' raw returns, normalized.
+
+    rliable needs the same number of rows per game, so every game contributes the same number of
+    episodes, drawn without replacement (seeded) — at most 1000.
+    """
+    dataset = open_dataset(data_dir, games)
+    returns = {g: dataset.game(g).episode_returns for g in games}
+    k = min(1000, *(len(r) for r in returns.values()))
+    rng = np.random.default_rng(seed)
+    picked = {g: rng.choice(r, size=k, replace=False).tolist() if k else [] for g, r in
+              returns.items()}
+    report = EvalReport("minatar", picked, seed, float("nan")).to_dict()
+    for g in games:  # the per-game mean over *all* episodes, not just the k drawn
+        report["games"][g]["mean_all_episodes"] = float(np.mean(returns[g])) if len(returns[g]) else None
+        report["games"][g]["episodes_in_dataset"] = len(returns[g])
+    return report
+
+
+def dqn_snapshot_report(data_dir: Path, games: list[str], cfg: EvalConfig, device: str) -> dict:
+    """Each game's last online-DQN snapshot (the best policy that generated data), evaluated."""
+    from scaledql.checkpoint import load_policy
+
+    returns = {}
+    for game in games:
+        policy, _, _ = load_policy(data_dir / "_agents" / f"{game}.pt", device)
+        returns[game] = evaluate("minatar", [game], policy, cfg).returns[game]
+    return EvalReport("minatar", returns, cfg.seed, cfg.epsilon).to_dict()
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=str))

@@ -1,0 +1,233 @@
+"""The Scaled QL agent: the update math, the update step, target schedule, checkpoints, acting."""
+
+import io
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+import torch
+
+from scaledql.agents import (
+    AgentConfig,
+    ScaledQLAgent,
+    batch_to_tensors,
+    build_agent_from_checkpoint,
+    scaled_ql_loss,
+)
+from scaledql.errors import UserError
+from scaledql.models import NetworkOutput
+
+# Small tensors: one thread avoids OpenMP contention on the shared 2-core machine.
+torch.set_num_threads(1)
+
+OBS_SHAPE = (4, 10, 10)
+NUM_ACTIONS = [3, 6]
+TINY = AgentConfig(encoder="nature", width=0.25, feature_dim=32, num_atoms=11, batch_size=16,
+                   lr=1e-3, lr_scaling="none")
+
+
+@dataclass
+class Batch:
+    """The sampler's batch layout (numpy arrays)."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    discount: np.ndarray
+    done: np.ndarray
+    next_obs: np.ndarray
+    game_id: np.ndarray
+
+
+def random_batch(size: int, seed: int = 0, num_actions=NUM_ACTIONS, obs_shape=OBS_SHAPE) -> Batch:
+    rng = np.random.default_rng(seed)
+    game_id = rng.integers(0, len(num_actions), size)
+    return Batch(
+        obs=rng.integers(0, 256, (size, *obs_shape), dtype=np.uint8),
+        action=np.array([rng.integers(0, num_actions[g]) for g in game_id], dtype=np.int64),
+        reward=rng.uniform(-1, 1, size).astype(np.float32),
+        discount=np.full(size, 0.99**3, np.float32),
+        done=(rng.random(size) < 0.2).astype(np.float32),
+        next_obs=rng.integers(0, 256, (size, *obs_shape), dtype=np.uint8),
+        game_id=game_id.astype(np.int64),
+    )
+
+
+def make_agent(cfg=TINY, seed=0, **kw) -> ScaledQLAgent:
+    torch.manual_seed(seed)
+    return ScaledQLAgent(cfg, OBS_SHAPE, NUM_ACTIONS, **kw)
+
+
+@torch.no_grad()
+def loss_on(agent: ScaledQLAgent, batch: Batch) -> float:
+    t = batch_to_tensors(batch, "cpu")
+    out = agent.online(t.obs, t.game_id)
+    loss, _ = scaled_ql_loss(out, agent.target(t.next_obs, t.game_id),
+                             agent.online(t.next_obs, t.game_id), t, agent.cfg)
+    return loss.item()
+
+
+def test_scaled_ql_loss_mse_by_hand():
+    # One sample, 2 actions. Double Q: the online net at s' prefers action 0, whose target
+    # value is 0.5, so the target is 1 + 0.5 · 0.5 = 1.25 (not 1 + 0.5 · 3).
+    cfg = AgentConfig(loss="mse", cql_alpha=0.1)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    one = torch.ones(1)
+    online = NetworkOutput(torch.tensor([[1.0, 2.0]]), mask, 2 * one)
+    target = NetworkOutput(torch.tensor([[0.5, 3.0]]), mask, one)
+    next_online = NetworkOutput(torch.tensor([[5.0, 0.0]]), mask, one)
+    t = batch_to_tensors(Batch(obs=np.zeros((1, 1, 1, 1), np.uint8), action=np.array([0]),
+                               reward=np.array([1.0], np.float32), discount=np.array([0.5], np.float32),
+                               done=np.array([0.0], np.float32), next_obs=np.zeros((1, 1, 1, 1), np.uint8),
+                               game_id=np.array([0])), "cpu")
+    loss, m = scaled_ql_loss(online, target, next_online, t, cfg)
+    td = 0.5 * (1.0 - 1.25) ** 2
+    cql = math.log(math.e + math.e**2) - 1.0
+    assert m["td_loss"].item() == pytest.approx(td)
+    assert m["cql_loss"].item() == pytest.approx(cql)
+    assert loss.item() == pytest.approx(td + 0.1 * cql)
+    assert m["mean_q"].item() == pytest.approx(1.0) and m["feature_norm"].item() == 2.0
+    # done = 1: no bootstrap, the target is the reward alone.
+    t_done = t._replace(done=torch.ones(1))
+    _, m = scaled_ql_loss(online, target, next_online, t_done, replace(cfg, cql_alpha=0.0))
+    assert m["td_loss"].item() == pytest.approx(0.0)
+
+
+def test_scaled_ql_loss_c51_terminal_target_by_hand():
+    # Support [-1, 0, 1]; terminal transition with r = 0.5: target mass ½ on 0 and ½ on 1,
+    # whatever the target net says. Online logits uniform → TD = −log(1/3).
+    cfg = AgentConfig(num_atoms=3, v_min=-1.0, v_max=1.0, cql_alpha=0.0)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    uniform = NetworkOutput(torch.zeros(1, 2, 3), mask, torch.ones(1))
+    peaked = NetworkOutput(torch.tensor([[[9.0, 0.0, 0.0], [0.0, 0.0, 9.0]]]), mask, torch.ones(1))
+    t = batch_to_tensors(Batch(obs=np.zeros((1, 1, 1, 1), np.uint8), action=np.array([1]),
+                               reward=np.array([0.5], np.float32), discount=np.array([0.99], np.float32),
+                               done=np.array([1.0], np.float32), next_obs=np.zeros((1, 1, 1, 1), np.uint8),
+                               game_id=np.array([0])), "cpu")
+    loss, m = scaled_ql_loss(uniform, peaked, peaked, t, cfg)
+    assert loss.item() == pytest.approx(math.log(3.0), abs=1e-6)
+    assert m["mean_q"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("variant", [
+    {},
+    {"loss": "mse", "cql_alpha": 0.0, "huber_delta": 1.0},  # the online DQN collector
+    {"feature_norm": False, "cql_alpha": 1.0},
+    {"bf16": True, "channels_last": True},  # the fast CPU/GPU execution path
+])
+def test_one_update_decreases_loss_on_a_fixed_batch(variant):
+    agent = make_agent(replace(TINY, **variant))
+    batch = random_batch(16)
+    before = loss_on(agent, batch)
+    metrics = agent.update(batch)
+    # The update reports the loss it stepped on (bf16 forward passes round it a little).
+    assert metrics["loss"] == pytest.approx(before, rel=1e-3 if agent.cfg.bf16 else 1e-5)
+    assert loss_on(agent, batch) < before
+    assert set(metrics) >= {"loss", "td_loss", "cql_loss", "mean_q", "feature_norm", "grad_norm"}
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_cql_alpha_zero_means_pure_td():
+    agent = make_agent(replace(TINY, cql_alpha=0.0))
+    m = agent.update(random_batch(8))
+    assert m["loss"] == pytest.approx(m["td_loss"]) and m["cql_loss"] > 0
+
+
+def test_target_network_updates_every_period():
+    agent = make_agent(replace(TINY, target_update_period=3))
+    initial = {k: v.clone() for k, v in agent.target.state_dict().items()}
+
+    def target_equals(state):
+        return all(torch.equal(v, state[k]) for k, v in agent.target.state_dict().items())
+
+    for step in (1, 2):
+        agent.update(random_batch(8, seed=step))
+        assert agent.step == step and target_equals(initial)
+        assert not target_equals(agent.online.state_dict())
+    agent.update(random_batch(8, seed=3))
+    assert target_equals(agent.online.state_dict())
+    agent.update(random_batch(8, seed=4))
+    assert not target_equals(agent.online.state_dict())
+
+
+def test_state_dict_round_trip_continues_identically():
+    a = make_agent(seed=0)
+    for s in range(3):
+        a.update(random_batch(8, seed=s))
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b = make_agent(seed=123)  # different initial weights, overwritten by the load
+    b.load_state_dict(torch.load(buffer))
+    assert b.step == 3
+    ma, mb = a.update(random_batch(8, seed=9)), b.update(random_batch(8, seed=9))
+    assert ma == mb
+    for (k, va), vb in zip(a.online.state_dict().items(), b.online.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    for va, vb in zip(a.target.state_dict().values(), b.target.state_dict().values(), strict=True):
+        assert torch.equal(va, vb)
+
+
+def test_act_respects_epsilon_and_action_counts():
+    agent = make_agent()
+    obs = random_batch(200).obs
+    rng = np.random.default_rng(0)
+    explore = agent.act(obs, game_id=0, epsilon=1.0, rng=rng)
+    assert explore.dtype == np.int64 and set(explore.tolist()) == {0, 1, 2}  # game 0 has 3 actions
+    greedy = agent.act(obs, game_id=1, epsilon=0.0, rng=rng)
+    q = agent.q_values(torch.from_numpy(obs), 1)
+    assert np.array_equal(greedy, q.argmax(1).numpy())
+    # Game 0 has 3 of the 6 padded actions: its padded Qs are -inf, so greedy never picks them.
+    q0 = agent.q_values(torch.from_numpy(obs), 0)
+    assert torch.isinf(q0[:, 3:]).all() and torch.isfinite(q0[:, :3]).all()
+    with torch.no_grad():  # make the padding columns' source as attractive as possible
+        agent.online.heads.heads[0].bias.fill_(0.0)
+        agent.online.heads.heads[0].bias[:11].fill_(100.0)
+    assert agent.act(obs, game_id=0, epsilon=0.0, rng=rng).max() <= 2
+    mixed = agent.act(obs, game_id=1, epsilon=0.5, rng=np.random.default_rng(1))
+    assert 0.2 < np.mean(mixed != greedy) < 0.6  # about ε·(1 − 1/6) differ from greedy
+
+
+def test_learning_rate_scaling_rule():
+    assert AgentConfig(batch_size=512).effective_lr == pytest.approx(2e-4)
+    assert AgentConfig(batch_size=32).effective_lr == pytest.approx(5e-5)  # sqrt: the paper's pair
+    assert AgentConfig(batch_size=32, lr_scaling="linear").effective_lr == pytest.approx(1.25e-5)
+    assert AgentConfig(batch_size=32, lr_scaling="none").effective_lr == pytest.approx(2e-4)
+    agent = make_agent(replace(TINY, lr=4e-4, lr_batch_size=64, batch_size=16, lr_scaling="sqrt"))
+    assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(2e-4)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("loss", "huber"), ("encoder", "vgg"), ("cql_alpha", -1.0), ("v_max", -20.0), ("lr_scaling", "cubic"),
+])
+def test_bad_config_is_a_user_error(field, value):
+    with pytest.raises(UserError):
+        replace(TINY, **{field: value}).validate()
+
+
+def test_grad_clip_and_param_counts():
+    agent = make_agent(replace(TINY, grad_clip=1e-3))
+    before = [p.clone() for p in agent.online.parameters()]
+    m = agent.update(random_batch(8))
+    assert m["grad_norm"] > 1e-3  # reported before clipping
+    counts = agent.param_counts()
+    assert counts["total"] == sum(p.numel() for p in before)
+    assert counts["heads"] == (32 + 1) * (3 + 6) * 11
+
+
+def test_rebuild_from_checkpoint_payload_loaded_weights_only(tmp_path):
+    agent = make_agent()
+    agent.update(random_batch(8))
+    payload = {"agent_config": agent.cfg.to_dict(), "obs_shape": list(OBS_SHAPE),
+               "num_actions": NUM_ACTIONS, "agent": agent.state_dict()}
+    torch.save(payload, tmp_path / "ckpt.pt")
+    loaded = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    rebuilt = build_agent_from_checkpoint(loaded, "cpu")
+    obs = random_batch(5).obs
+    assert rebuilt.step == 1 and rebuilt.cfg == agent.cfg
+    assert np.array_equal(rebuilt.act(obs, 1), agent.act(obs, 1))  # greedy without an rng
+    with pytest.raises(UserError, match="do not fit"):
+        build_agent_from_checkpoint({**loaded, "num_actions": [3, 7]}, "cpu")
+    with pytest.raises(UserError, match="does not describe"):
+        build_agent_from_checkpoint({"agent_config": {"nope": 1}}, "cpu")

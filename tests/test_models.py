@@ -1,0 +1,156 @@
+"""Encoders, spatial embeddings, feature normalization and per-game head routing."""
+
+import pytest
+import torch
+from torch import nn
+
+from scaledql.errors import UserError
+from scaledql.models import ScaledQNetwork, SpatialEmbedding, make_encoder
+
+# Small tensors: one thread avoids OpenMP contention on the shared 2-core machine.
+torch.set_num_threads(1)
+
+ATARI = (4, 84, 84)
+MINATAR = (10, 10, 10)
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("name", ["nature", "impala", "resnet18", "resnet34", "resnet50", "resnet101"])
+@pytest.mark.parametrize("shape", [ATARI, MINATAR])
+def test_encoder_shapes(name, shape):
+    torch.manual_seed(0)
+    enc = make_encoder(name, shape[0], shape[1:], width=0.125)
+    out = enc(torch.rand(2, *shape))
+    assert out.shape == (2, *enc.output_shape)
+    assert torch.isfinite(out).all()
+
+
+def test_encoder_output_sizes_by_hand():
+    # Nature on 84×84: 64 channels · 7 · 7. MinAtar stem: three unpadded 3×3 convs, 10 → 4.
+    assert make_encoder("nature", 4, (84, 84)).output_shape == (64 * 7 * 7,)
+    assert make_encoder("nature", 10, (10, 10)).output_shape == (64 * 4 * 4,)
+    # ResNet-18: 512 channels × F=8 spatial features; bottleneck: 2048 × 8.
+    assert make_encoder("resnet18", 4, (84, 84)).output_shape == (512 * 8,)
+    assert make_encoder("resnet50", 10, (10, 10), width=0.25).output_shape == (512 * 8,)
+
+
+def test_resnet_uses_groupnorm_with_4_groups_and_no_batchnorm():
+    enc = make_encoder("resnet34", 4, (84, 84), width=0.25)
+    norms = [m for m in enc.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and all(m.num_groups == 4 for m in norms)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in enc.modules())
+    assert isinstance(enc.readout, SpatialEmbedding)
+
+
+@pytest.mark.parametrize(
+    ("name", "block", "count"),
+    [("resnet18", "BasicBlock", 8), ("resnet34", "BasicBlock", 16),
+     ("resnet50", "Bottleneck", 16), ("resnet101", "Bottleneck", 33)],
+)
+def test_resnet_block_layout(name, block, count):
+    enc = make_encoder(name, 4, (84, 84), width=0.125)
+    kinds = [m.__class__.__name__ for m in enc.trunk if "Block" in type(m).__name__
+             or type(m).__name__ == "Bottleneck"]
+    assert kinds == [block] * count
+
+
+def test_param_counts_grow_with_width_and_depth():
+    for name in ("nature", "impala", "resnet18"):
+        counts = [n_params(make_encoder(name, 4, (84, 84), w)) for w in (0.25, 0.5, 1.0)]
+        assert counts == sorted(counts) and len(set(counts)) == 3, (name, counts)
+    depth = [n_params(make_encoder(f"resnet{d}", 4, (84, 84), 0.25)) for d in (18, 34, 50, 101)]
+    assert depth == sorted(depth) and len(set(depth)) == 4
+
+
+def test_unknown_encoder_is_a_user_error():
+    with pytest.raises(UserError, match="unknown encoder"):
+        make_encoder("vgg16", 4, (84, 84))
+    assert make_encoder("ResNet-18", 4, (10, 10), 0.125).output_shape[0] > 0
+
+
+def test_spatial_embedding_by_hand():
+    emb = SpatialEmbedding(height=2, width=2, channels=3, num_features=2)
+    with torch.no_grad():
+        emb.kernel.copy_(torch.arange(24, dtype=torch.float32).view(2, 2, 3, 2))
+    x = torch.arange(12, dtype=torch.float32).view(1, 3, 2, 2)
+    out = emb(x)
+    expected = torch.zeros(3, 2)
+    for c in range(3):
+        for f in range(2):
+            for h in range(2):
+                for w in range(2):
+                    expected[c, f] += x[0, c, h, w] * emb.kernel[h, w, c, f]
+    torch.testing.assert_close(out, expected.flatten()[None])
+
+
+def features_into_heads(net, obs, game_id):
+    """Run the net and capture what the heads receive (the normalized features)."""
+    captured = {}
+    handle = net.heads.register_forward_hook(lambda m, args, out: captured.update(x=args[0]))
+    out = net(obs, game_id)
+    handle.remove()
+    return out, captured["x"]
+
+
+@pytest.mark.parametrize("encoder", ["nature", "resnet18"])
+def test_feature_normalization_gives_unit_norm(encoder):
+    torch.manual_seed(0)
+    obs = torch.randint(0, 256, (5, *MINATAR), dtype=torch.uint8)
+    gid = torch.zeros(5, dtype=torch.long)
+    net = ScaledQNetwork(encoder, MINATAR, [3], width=0.25, feature_dim=32, feature_norm=True)
+    out, feats = features_into_heads(net, obs, gid)
+    torch.testing.assert_close(feats.norm(dim=1), torch.ones(5))
+    assert (out.feature_norm > 0).all() and not torch.allclose(out.feature_norm, torch.ones(5))
+    net.feature_norm = False
+    out, feats = features_into_heads(net, obs, gid)
+    torch.testing.assert_close(feats.norm(dim=1), out.feature_norm)
+
+
+def test_head_routing_follows_game_id():
+    torch.manual_seed(0)
+    num_actions = [3, 5, 2]
+    net = ScaledQNetwork("nature", MINATAR, num_actions, width=0.25, feature_dim=16, num_atoms=7)
+    obs = torch.randint(0, 256, (6, *MINATAR), dtype=torch.uint8)
+    gid = torch.tensor([0, 1, 2, 1, 0, 2])
+    out, feats = features_into_heads(net, obs, gid)
+    assert out.values.shape == (6, 5, 7)
+    assert out.action_mask.tolist()[0] == [True, True, True, False, False]
+    assert out.action_mask.tolist()[2] == [True, True, False, False, False]
+    for i, g in enumerate(gid.tolist()):
+        a = num_actions[g]
+        manual = net.heads.heads[g](feats[i]).view(a, 7)
+        torch.testing.assert_close(out.values[i, :a], manual)
+    # Perturb game 1's head only: exactly the game-1 samples change.
+    with torch.no_grad():
+        net.heads.heads[1].bias.add_(1.0)
+    after = net(obs, gid).values
+    changed = (after - out.values).abs().flatten(1).amax(1) > 1e-4
+    assert changed.tolist() == [g == 1 for g in gid.tolist()]
+
+
+def test_scalar_heads_for_mse_variant():
+    net = ScaledQNetwork("nature", MINATAR, [3, 4], width=0.25, feature_dim=8, num_atoms=None)
+    out = net(torch.zeros(2, *MINATAR, dtype=torch.uint8), torch.tensor([0, 1]))
+    assert out.values.shape == (2, 4)
+
+
+def test_network_param_counts_add_up():
+    net = ScaledQNetwork("resnet18", ATARI, [6, 18], width=0.25, feature_dim=64)
+    counts = net.param_counts()
+    assert counts["total"] == n_params(net)
+    assert counts["heads"] == (64 + 1) * (6 + 18) * 51
+    assert counts["projection"] == (128 * 8 + 1) * 64
+
+
+def test_obs_scale_is_applied_to_uint8_input():
+    torch.manual_seed(0)
+    grid = torch.randint(0, 2, (3, *MINATAR), dtype=torch.uint8)  # MinAtar-style 0/1 planes
+    pixels = ScaledQNetwork("nature", MINATAR, [3], width=0.25, feature_dim=8, obs_scale=1 / 255)
+    ones = ScaledQNetwork("nature", MINATAR, [3], width=0.25, feature_dim=8, obs_scale=1.0)
+    ones.load_state_dict(pixels.state_dict())
+    gid = torch.zeros(3, dtype=torch.long)
+    torch.testing.assert_close(ones(grid, gid).values, pixels(grid * 255, gid).values)
+    assert not torch.allclose(ones(grid, gid).values, pixels(grid, gid).values)
