@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,11 @@ from scaledql.data.store import GameWriter, open_dataset
 HERE = Path(__file__).resolve().parent
 D3RLPY_PYTHON = HERE / ".venv-d3rlpy" / "bin" / "python"
 
-# (a): the Atari learner at DQN's batch size; single game (Pong's 6 actions).
+# (a): the Atari learner at DQN's batch size; single game (Pong's 6 actions). float32 is the
+# like-for-like comparison with d3rlpy; bf16 autocast (native on CPUs with AVX512-BF16/AMX)
+# is measured next to it.
 ATARI = AgentConfig(encoder="nature", width=1.0, batch_size=32, channels_last=True)
+ATARI_BF16 = replace(ATARI, bf16=True)
 ATARI_GAMES = {"Pong": 6}
 # (b): the default MinAtar learner; all five games (their action counts) in every batch.
 MINATAR = AgentConfig(encoder="resnet18", width=0.25, batch_size=128, obs_scale=1.0,
@@ -161,9 +165,12 @@ def main() -> None:
         atari_root, minatar_root = Path(tmp, "atari"), Path(tmp, "minatar")
         write_store(atari_root, "atari", ATARI_GAMES, (1, 84, 84), 4, args.frames)
         agent, sampler = make_learner(atari_root, ATARI, ATARI_GAMES, (4, 84, 84))
-        ours, theirs = [], []
+        agent16, sampler16 = make_learner(atari_root, ATARI_BF16, ATARI_GAMES, (4, 84, 84))
+        ours, ours16, theirs = [], [], []
         for _ in range(args.repeats):
             ours.append(time_training(agent, sampler, args.steps, args.warmup))
+            if agent16._bf16:  # only where bf16 is native; emulated bf16 is no measurement
+                ours16.append(time_training(agent16, sampler16, args.steps, args.warmup))
             if not args.skip_d3rlpy:
                 theirs.append(run_d3rlpy(args.d3rlpy_python, ATARI.batch_size, args.steps,
                                          args.warmup, args.frames, torch.get_num_threads()))
@@ -173,6 +180,10 @@ def main() -> None:
             **a, "config": ATARI.to_dict(), "n_step": N_STEP, "params": agent.param_counts(),
             "flops_per_update": flops, "achieved_flops": flops * a["steps_per_s"],
         }
+        if ours16:
+            b16 = best(ours16)
+            results["a_atari_nature_b32_bf16"] = {**b16, "config": ATARI_BF16.to_dict(),
+                                                  "achieved_flops": flops * b16["steps_per_s"]}
         if theirs:
             results["d3rlpy_discrete_cql"] = best(theirs)
         if not args.skip_minatar:
@@ -200,6 +211,10 @@ def report(r: dict) -> str:
         f"| (a) scaledql Nature CNN, C51+CQL, 84×84×4, batch 32 | {a['steps_per_s']:.1f} | "
         f"{a['samples_per_s']:.0f} | {a['all_steps_per_s']} |",
     ]
+    a16 = r.get("a_atari_nature_b32_bf16")
+    if a16:
+        lines.append(f"| (a) same, bf16 autocast | {a16['steps_per_s']:.1f} | "
+                     f"{a16['samples_per_s']:.0f} | {a16['all_steps_per_s']} |")
     d = r.get("d3rlpy_discrete_cql")
     if d:
         lines.append(f"| d3rlpy {d['d3rlpy']} DiscreteCQL, default pixel encoder, same frames/batch | "
@@ -214,7 +229,9 @@ def report(r: dict) -> str:
               f"{a['achieved_flops'] / 1e9:.1f} GFLOP/s vs float32 matmul "
               f"{r['matmul_flops'] / 1e9:.1f} GFLOP/s ({100 * a['achieved_flops'] / r['matmul_flops']:.0f}%)"]
     if d:
-        lines.append(f"(a) / d3rlpy: {a['steps_per_s'] / d['steps_per_s']:.2f}×")
+        lines.append(f"(a) / d3rlpy: {a['steps_per_s'] / d['steps_per_s']:.2f}× (float32)")
+        if a16:
+            lines.append(f"(a, bf16) / d3rlpy: {a16['steps_per_s'] / d['steps_per_s']:.2f}×")
     if b:
         lines.append(f"(b) parameters: {b['params']['total']:,}")
     lines.append(f"(a) parameters: {a['params']['total']:,}")

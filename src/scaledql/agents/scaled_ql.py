@@ -227,7 +227,10 @@ class ScaledQLAgent:
         if distributed:
             if not torch.distributed.is_initialized():
                 raise RuntimeError("distributed=True needs torch.distributed.init_process_group first")
-            ids = [self.device.index] if self.device.type == "cuda" else None
+            ids = None
+            if self.device.type == "cuda":
+                ids = [self.device.index if self.device.index is not None
+                       else torch.cuda.current_device()]
             # DDP broadcasts rank 0's weights here, so every rank (and its target) starts equal.
             # No buffer broadcast: the only buffers are constant action tables.
             self._train_forward = nn.parallel.DistributedDataParallel(

@@ -1,0 +1,27 @@
+"""The main job end to end, tiny: data → multi-game agent → evaluation → report."""
+
+from __future__ import annotations
+
+import json
+
+from scaledql.cli import main
+
+
+def test_demo_quick_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["games"] == ["asterix", "breakout", "freeway", "seaquest", "space_invaders"]
+    assert summary["seed"] == 0
+    for key in ("agent", "behaviour_dataset", "behaviour_last_dqn"):
+        assert set(summary[key]["games"]) == set(summary["games"])
+    report = (out / "report.md").read_text()
+    assert "Seed **0**" in report and "Behaviour policy" in report
+    for png in ("per_game.png", "aggregates.png", "learning_curves.png"):
+        assert (out / png).stat().st_size > 5_000, png
+    evals = sorted((out / "agent" / "eval").glob("step_*.json"))
+    assert [p.name for p in evals] == ["step_00000020.json", "step_00000040.json"]
+    # a second run reuses the data and the finished agent
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert all(c.get("reused") for c in again["collect"])

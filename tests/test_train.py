@@ -1,0 +1,175 @@
+"""The training loop: CLI, logs, checkpoint/resume after a hard kill, non-finite loss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scaledql.agents.scaled_ql import AgentConfig, ScaledQLAgent
+from scaledql.checkpoint import load_checkpoint
+from scaledql.cli import main
+from scaledql.data.store import GameWriter
+from scaledql.train import NonFiniteLoss, TrainConfig, train
+
+TINY_AGENT = dict(encoder="nature", width=0.25, feature_dim=16, batch_size=8,
+                  target_update_period=2, cql_alpha=0.5)
+
+
+@pytest.fixture
+def minatar_data(tmp_path) -> Path:
+    """Two real MinAtar game names (so evaluation can play them), random frames and actions."""
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for game, actions in (("breakout", 3), ("asterix", 5)):
+        with GameWriter(root, suite="minatar", game=game, num_actions=actions,
+                        frame_shape=(10, 10, 10), stack=1,
+                        provenance={"source": "test", "env_options": {"max_episode_steps": 50}}) as w:
+            for length in (7, 12, 5, 9):
+                w.add_episode(rng.integers(0, 2, (length + 1, 10, 10, 10), dtype=np.uint8),
+                              rng.integers(0, actions, length),
+                              rng.integers(0, 2, length).astype(np.float32),
+                              terminated=True, truncated=False)
+    return root
+
+
+def tiny_config(data: Path, out: Path, steps: int = 6, **kw) -> TrainConfig:
+    return TrainConfig(data=str(data), out=str(out), steps=steps, n_step=2, checkpoint_every=3,
+                       log_every=2, seed=7, device="cpu", agent=AgentConfig(**TINY_AGENT), **kw)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(run)["agent"]
+    out = {f"online.{k}": v for k, v in state["online"].items()}
+    out.update({f"target.{k}": v for k, v in state["target"].items()})
+    for i, s in state["optimizer"]["state"].items():
+        out.update({f"adam.{i}.{k}": v for k, v in s.items() if torch.is_tensor(v)})
+    return out
+
+
+def test_resume_after_hard_kill_matches_uninterrupted(minatar_data, tmp_path):
+    straight = tmp_path / "straight"
+    train(tiny_config(minatar_data, straight), progress=False)
+
+    # A separate process dies without any clean-up (os._exit) during step 5, after the
+    # checkpoint of step 3 was written: exactly what a kill -9 leaves behind.
+    killed = tmp_path / "killed"
+    script = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from scaledql.agents.scaled_ql import AgentConfig, ScaledQLAgent
+        from scaledql.train import TrainConfig, train
+        real = ScaledQLAgent.update
+        def update(self, batch):
+            if self.step == 4:
+                os._exit(9)
+            return real(self, batch)
+        ScaledQLAgent.update = update
+        cfg = TrainConfig(data={str(minatar_data)!r}, out={str(killed)!r}, steps=6, n_step=2,
+                          checkpoint_every=3, log_every=2, seed=7, device="cpu",
+                          agent=AgentConfig(**{TINY_AGENT!r}))
+        train(cfg, progress=False)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    assert load_checkpoint(killed)["step"] == 3
+    train(tiny_config(minatar_data, killed), resume=True, progress=False)
+
+    a, b = weights(straight), weights(killed)
+    assert a.keys() == b.keys() and len(a) > 10
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    # the resumed log has each step once
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(minatar_data, tmp_path, monkeypatch):
+    real = ScaledQLAgent.update
+
+    def poisoned(self, batch):
+        if self.step == 4:  # corrupt the weights: the next loss is NaN
+            with torch.no_grad():
+                next(self.online.parameters()).fill_(float("nan"))
+        return real(self, batch)
+
+    monkeypatch.setattr(ScaledQLAgent, "update", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match="loss became nan at step 5"):
+        train(tiny_config(minatar_data, run), progress=False)
+    ckpt = load_checkpoint(run)
+    assert ckpt["step"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["agent"]["online"].values())
+
+
+def test_cli_train_writes_run_folder_and_evaluates(minatar_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(minatar_data), "--out", str(run), "--steps", "4",
+                 "--encoder", "nature", "--width", "0.25", "--feature-dim", "16",
+                 "--batch-size", "8", "--eval-episodes", "1", "--log-every", "2",
+                 "--no-progress", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    for name in ("checkpoint.pt", "config.json", "params.json", "metrics.jsonl", "metrics.csv"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["agent"]["encoder"] == "nature" and cfg["agent"]["feature_norm"] is True
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "td_loss" in r]
+    for key in ("loss", "td_loss", "cql_loss", "mean_q", "feature_norm", "grad_norm",
+                "steps_per_second", "samples_per_second"):
+        assert np.isfinite(train_rows[-1][key]), key
+    evals = sorted((run / "eval").glob("step_*.json"))
+    report = json.loads(evals[-1].read_text())
+    assert set(report["games"]) == {"asterix", "breakout"}
+    assert params_printed(capsys.readouterr().err)
+    # the checkpoint plays through `evaluate`
+    assert main(["evaluate", "--checkpoint", str(run), "--episodes", "1", "--no-progress",
+                 "--json"]) == 0
+
+
+def params_printed(stderr: str) -> bool:
+    return "parameters (encoder" in stderr
+
+
+def test_cli_train_ablation_switches(minatar_data, tmp_path):
+    run = tmp_path / "mse"
+    assert main(["train", "--data", str(minatar_data), "--out", str(run), "--steps", "2",
+                 "--encoder", "nature", "--width", "0.25", "--feature-dim", "16",
+                 "--batch-size", "8", "--loss", "mse", "--no-feature-norm", "--cql-alpha", "0",
+                 "--eval-episodes", "1", "--no-progress", "--device", "cpu"]) == 0
+    agent = json.loads((run / "config.json").read_text())["agent"]
+    assert (agent["loss"], agent["feature_norm"], agent["cql_alpha"]) == ("mse", False, 0.0)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--data", "/nonexistent"], "does not exist"),
+    (["--steps", "0"], "steps must be positive"),
+    (["--encoder", "vgg"], "unknown encoder"),
+    (["--config", "/nonexistent.toml"], "config file /nonexistent.toml does not exist"),
+])
+def test_cli_train_bad_input(minatar_data, tmp_path, capsys, extra, message):
+    argv = ["train", "--data", str(minatar_data), "--out", str(tmp_path / "r"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_train_refuses_to_clobber_and_resume_needs_a_run(minatar_data, tmp_path, capsys):
+    run = tmp_path / "r"
+    base = ["train", "--data", str(minatar_data), "--out", str(run), "--steps", "2",
+            "--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--batch-size", "8",
+            "--eval-episodes", "1", "--no-progress"]
+    assert main([*base, "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(base) == 0
+    assert main(base) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*base, "--resume", "--n-step", "5"]) == 2
+    assert "options differ" in capsys.readouterr().err
