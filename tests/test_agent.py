@@ -134,8 +134,9 @@ def test_cql_alpha_zero_means_pure_td():
     assert m["loss"] == pytest.approx(m["td_loss"]) and m["cql_loss"] > 0
 
 
-def test_target_network_updates_every_period():
-    agent = make_agent(replace(TINY, target_update_period=3))
+@pytest.mark.parametrize("bf16", [False, True])
+def test_target_network_updates_every_period(bf16):
+    agent = make_agent(replace(TINY, target_update_period=3, bf16=bf16))
     initial = {k: v.clone() for k, v in agent.target.state_dict().items()}
 
     def target_equals(state):
@@ -147,18 +148,23 @@ def test_target_network_updates_every_period():
         assert not target_equals(agent.online.state_dict())
     agent.update(random_batch(8, seed=3))
     assert target_equals(agent.online.state_dict())
+    if agent._target_bf16 is not None:  # the bf16 copy the update reads follows the target
+        for k, v in agent._target_bf16.state_dict().items():
+            assert torch.equal(v, agent.target.state_dict()[k].to(v.dtype)), k
     agent.update(random_batch(8, seed=4))
     assert not target_equals(agent.online.state_dict())
 
 
-def test_state_dict_round_trip_continues_identically():
-    a = make_agent(seed=0)
+@pytest.mark.parametrize("bf16", [False, True])
+def test_state_dict_round_trip_continues_identically(bf16):
+    cfg = replace(TINY, bf16=bf16)
+    a = make_agent(cfg, seed=0)
     for s in range(3):
         a.update(random_batch(8, seed=s))
     buffer = io.BytesIO()
     torch.save(a.state_dict(), buffer)
     buffer.seek(0)
-    b = make_agent(seed=123)  # different initial weights, overwritten by the load
+    b = make_agent(cfg, seed=123)  # different initial weights, overwritten by the load
     b.load_state_dict(torch.load(buffer))
     assert b.step == 3
     ma, mb = a.update(random_batch(8, seed=9)), b.update(random_batch(8, seed=9))
@@ -231,3 +237,35 @@ def test_rebuild_from_checkpoint_payload_loaded_weights_only(tmp_path):
         build_agent_from_checkpoint({**loaded, "num_actions": [3, 7]}, "cpu")
     with pytest.raises(UserError, match="does not describe"):
         build_agent_from_checkpoint({"agent_config": {"nope": 1}}, "cpu")
+
+
+@pytest.mark.parametrize("loss", ["c51", "mse"])
+def test_learns_a_two_game_contextual_bandit_from_random_data(loss):
+    """Offline data from a uniform-random policy; reward 1 for the context's best action.
+
+    Two games with different action counts and different best actions, mixed in every batch:
+    the greedy policy must pick each game's best action in each context, which needs the
+    per-game heads, the masks and the TD/CQL losses to work together.
+    """
+    best = {0: [2, 0], 1: [1, 4]}  # game → best action in context 0 / context 1
+    rng = np.random.default_rng(0)
+
+    def bandit_batch(size):
+        game = rng.integers(0, 2, size)
+        context = rng.integers(0, 2, size)
+        action = np.array([rng.integers(0, NUM_ACTIONS[g]) for g in game])
+        obs = np.zeros((size, *OBS_SHAPE), np.uint8)
+        obs[context == 1] = 255
+        reward = np.array([float(a == best[g][c]) for g, c, a in zip(game, context, action, strict=True)],
+                          np.float32)
+        return Batch(obs=obs, action=action, reward=reward, discount=np.full(size, 0.99, np.float32),
+                     done=np.ones(size, np.float32), next_obs=obs.copy(), game_id=game)
+
+    agent = make_agent(replace(TINY, loss=loss, v_min=-2.0, v_max=2.0, target_update_period=50))
+    for _ in range(400):
+        agent.update(bandit_batch(32))
+    for game in (0, 1):
+        for context in (0, 1):
+            obs = np.zeros((1, *OBS_SHAPE), np.uint8)
+            obs[:] = 255 * context
+            assert agent.act(obs, game)[0] == best[game][context], (game, context)

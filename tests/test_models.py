@@ -147,7 +147,7 @@ def test_network_param_counts_add_up():
 
 def test_obs_scale_is_applied_to_uint8_input():
     torch.manual_seed(0)
-    grid = torch.randint(0, 2, (3, *MINATAR), dtype=torch.uint8)  # MinAtar-style 0/1 planes
+    grid = torch.randint(0, 2, (3, *MINATAR), dtype=torch.uint8)  # 0/1 planes
     pixels = ScaledQNetwork("nature", MINATAR, [3], width=0.25, feature_dim=8, obs_scale=1 / 255)
     ones = ScaledQNetwork("nature", MINATAR, [3], width=0.25, feature_dim=8, obs_scale=1.0)
     ones.load_state_dict(pixels.state_dict())

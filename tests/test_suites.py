@@ -167,6 +167,9 @@ def test_minatar_shared_shape_and_channel_padding():
         env = suite.make_env(game)
         obs, _ = env.reset(seed=0)
         assert obs.shape == (10, 10, 10) and obs.dtype == np.uint8
+        assert set(np.unique(obs)) == {0, 255}  # set cells are 255, like a bright pixel
+        raw = np.moveaxis(env.unwrapped.game.state(), -1, 0)
+        np.testing.assert_array_equal(obs[:width] == 255, raw)
         for _ in range(20):
             obs, *_ = env.step(env.action_space.sample())
             assert not obs[width:].any(), f"{game}: padding channels must stay zero"

@@ -58,11 +58,13 @@ def test_resume_after_hard_kill_matches_uninterrupted(minatar_data, tmp_path):
     train(tiny_config(minatar_data, straight), progress=False)
 
     # A separate process dies without any clean-up (os._exit) during step 5, after the
-    # checkpoint of step 3 was written: exactly what a kill -9 leaves behind.
+    # checkpoint of step 3 was written: exactly what a kill -9 leaves behind. It runs with this
+    # process's thread count, since CPU kernels sum in a thread-dependent order.
     killed = tmp_path / "killed"
     script = textwrap.dedent(f"""
         import os
-        from pathlib import Path
+        import torch
+        torch.set_num_threads({torch.get_num_threads()})  # same kernels as this process: bitwise
         from scaledql.agents.scaled_ql import AgentConfig, ScaledQLAgent
         from scaledql.train import TrainConfig, train
         real = ScaledQLAgent.update

@@ -301,20 +301,19 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate_fn: EvalFn | None = N
     old_handler = signal.signal(signal.SIGTERM, on_sigterm) if dist.is_main else None
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                disable=not (progress and dist.is_main), file=sys.stderr)
+    batch_buffer = sampler.empty_batch()
     window: dict[str, float] = {}
     window_steps, t0 = 0, time.perf_counter()
-    samples_seen = 0
     try:
         while agent.step < cfg.steps:
             if stop_after is not None and agent.step - start >= stop_after:
                 break
-            batch = sampler.sample()
+            batch = sampler.sample(out=batch_buffer)  # refill one batch: no page faults
             metrics = agent.update(batch)
             if not math.isfinite(metrics["loss"]):
                 raise NonFiniteLoss(
                     f"loss became {metrics['loss']} at step {agent.step}; stopped. The last good "
                     f"checkpoint ({ckpt_file}) is kept: try a lower --lr or --cql-alpha")
-            samples_seen += cfg.agent.batch_size
             for k, v in metrics.items():
                 window[k] = window.get(k, 0.0) + v
             window_steps += 1
@@ -348,8 +347,10 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate_fn: EvalFn | None = N
     save()
     run_eval()
     log.close()
+    if dist.world_size > 1:
+        torch.distributed.destroy_process_group()
     return {"step": agent.step, "interrupted": False, "run": str(run), "games": games,
-            "param_counts": counts}
+            "param_counts": counts, "rank": dist.rank}
 
 
 def _comparable(cfg: TrainConfig) -> dict[str, Any]:

@@ -100,5 +100,6 @@ def run(args: argparse.Namespace) -> int:
                     progress=not args.no_progress)
     if summary.get("interrupted"):
         return 130
-    print(f"[train] done: {summary['step']} steps; run folder {summary['run']}")
+    if summary.get("rank", 0) == 0:
+        print(f"[train] done: {summary['step']} steps; run folder {summary['run']}")
     return 0

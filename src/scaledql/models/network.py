@@ -24,8 +24,8 @@ class NetworkOutput(NamedTuple):
 class ScaledQNetwork(nn.Module):
     """obs uint8[B, C, H, W], game_id int64[B] → ``NetworkOutput``.
 
-    Observations are multiplied by ``obs_scale`` here (1/255 for Atari pixels; 1 for MinAtar's
-    0/1 grids), so callers pass raw uint8, 4× cheaper to move to a device than float.
+    Observations are multiplied by ``obs_scale`` here (1/255: Atari pixels and MinAtar's 0/255
+    cells), so callers pass raw uint8, 4× cheaper to move to a device than float.
     ``feature_norm=True`` divides the penultimate features by their L2 norm (no learned scale),
     the Scaled QL stabilizer; ``num_atoms=None`` makes scalar-Q heads.
     """
@@ -54,7 +54,10 @@ class ScaledQNetwork(nn.Module):
             self.encoder.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor, game_id: torch.Tensor) -> NetworkOutput:
-        x = obs.float().mul_(self.obs_scale)
+        # Under autocast go straight to the low-precision dtype: one conversion pass, not two.
+        device = obs.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+        x = obs.to(dtype).mul_(self.obs_scale)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         features = torch.relu(self.projection(self.encoder(x)))

@@ -1,8 +1,8 @@
 """The MinAtar suite: five miniature Atari games on 10×10 grids (Young & Tian, 2019).
 
 The CPU-scale embedded default. Every game is given one observation shape, ``uint8[10, 10, 10]``
-(channels first, each game's boolean channels zero-padded to the widest game, Seaquest's 10), so
-one network serves all five. Sticky actions default to 0.1 (MinAtar's own default); episodes are
+(channels first, each game's boolean channels as 0/255, zero-padded to the widest game,
+Seaquest's 10), so one network serves all five. Sticky actions default to 0.1 (MinAtar's own default); episodes are
 truncated at ``max_episode_steps`` agent steps (default 10,000 — MinAtar itself has no cap, and a
 good Breakout agent can play for ever). Each game's minimal action set (gymnasium ``-v1`` ids).
 """
@@ -19,21 +19,24 @@ GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 CHANNELS = 10  # the widest game (seaquest)
 DEFAULT_STICKY = 0.1
 DEFAULT_MAX_EPISODE_STEPS = 10_000
+ON = 255  # value of a set cell
 _ENV_IDS = {g: "MinAtar/" + "".join(w.capitalize() for w in g.split("_")) + "-v1" for g in GAMES}
 
 
 class PadChannels(gym.ObservationWrapper):
-    """bool[10, 10, C] (channels last) → uint8[CHANNELS, 10, 10] (channels first, zero-padded)."""
+    """bool[10, 10, C] (channels last) → uint8[CHANNELS, 10, 10] in {0, 255} (channels first,
+    zero-padded). 255 for "on" so that every suite's pixels mean the same to a network that
+    scales uint8 inputs by 1/255."""
 
     def __init__(self, env: gym.Env, channels: int = CHANNELS):
         super().__init__(env)
         h, w, _ = env.observation_space.shape
-        self.observation_space = gym.spaces.Box(0, 1, (channels, h, w), np.uint8)
+        self.observation_space = gym.spaces.Box(0, 255, (channels, h, w), np.uint8)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         out = np.zeros(self.observation_space.shape, np.uint8)
-        grid = np.moveaxis(np.asarray(observation, dtype=np.uint8), -1, 0)
-        out[: grid.shape[0]] = grid
+        grid = np.moveaxis(np.asarray(observation, dtype=bool), -1, 0)
+        out[: grid.shape[0]][grid] = ON
         return out
 
 
