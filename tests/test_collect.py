@@ -16,6 +16,7 @@ from scaledql.errors import UserError
 from scaledql.suites import EnvOptions
 
 TINY_DQN = DQNConfig(width=0.25, feature_dim=16, learning_starts=50, epsilon_decay_steps=100,
+                     update_period=4,
                      batch_size=8, target_update_period=10)
 
 

@@ -6,6 +6,7 @@ from torch import nn
 
 from scaledql.errors import UserError
 from scaledql.models import ScaledQNetwork, SpatialEmbedding, make_encoder
+from scaledql.models.encoders import BasicBlock, Bottleneck
 
 # Small tensors: one thread avoids OpenMP contention on the shared 2-core machine.
 torch.set_num_threads(1)
@@ -52,8 +53,7 @@ def test_resnet_uses_groupnorm_with_4_groups_and_no_batchnorm():
 )
 def test_resnet_block_layout(name, block, count):
     enc = make_encoder(name, 4, (84, 84), width=0.125)
-    kinds = [m.__class__.__name__ for m in enc.trunk if "Block" in type(m).__name__
-             or type(m).__name__ == "Bottleneck"]
+    kinds = [type(m).__name__ for m in enc.trunk if isinstance(m, BasicBlock | Bottleneck)]
     assert kinds == [block] * count
 
 

@@ -92,24 +92,13 @@ class QPolicy:
                                 f"configured has {got} (check --full-action-space)")
 
 
-def agent_from_checkpoint(payload: dict, device: torch.device):
-    """Rebuild the ``ScaledQLAgent`` a checkpoint holds (weights, target, optimizer, step)."""
-    from scaledql.agents.scaled_ql import AgentConfig, ScaledQLAgent
-
-    try:
-        cfg = AgentConfig(**payload["agent_config"])
-        agent = ScaledQLAgent(cfg, payload["obs_shape"], payload["num_actions"], device)
-        agent.load_state_dict(payload["agent"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise UserError(f"checkpoint does not match this scaledql's agent ({exc})") from None
-    return agent
-
-
 def load_policy(path: Path, device: str | None = None) -> tuple[QPolicy, str, list[str]]:
     """Checkpoint → (greedy policy, suite name, trained games)."""
+    from scaledql.agents.scaled_ql import build_agent_from_checkpoint
+
     dev = pick_device(device)
     payload = load_checkpoint(path, dev)
-    agent = agent_from_checkpoint(payload, dev)
+    agent = build_agent_from_checkpoint(payload, dev)
     options = EnvOptions(**payload.get("env_options", {}))
     return QPolicy(agent, payload["suite"], list(payload["games"]), options), payload["suite"], \
         list(payload["games"])

@@ -41,16 +41,16 @@ class DQNConfig:
     encoder: str = "nature"
     width: float = 0.5
     feature_dim: int = 256
-    lr: float = 1e-4
+    lr: float = 5e-4
     adam_eps: float = 1.5e-4
     batch_size: int = 32
     replay_capacity: int = 100_000
     learning_starts: int = 2_000
-    update_period: int = 4
-    target_update_period: int = 500
+    update_period: int = 2
+    target_update_period: int = 1_000
     epsilon_start: float = 1.0
     epsilon_end: float = 0.05
-    epsilon_decay_steps: int = 20_000
+    epsilon_decay_steps: int = 25_000
     gamma: float = 0.99
     reward_clip: float = 1.0
 

@@ -32,14 +32,14 @@ class DemoConfig:
     out: Path = Path("runs/demo")
     seed: int = 0
     quick: bool = False
-    collect_steps: int = 40_000  # per game; the "first 20%" of a 200k-step DQN run
+    collect_steps: int = 25_000  # per game: the first 25% of the reference DQN's 100k-step run
     train_steps: int = 6_000
     eval_every: int = 1_500
     eval_episodes: int = 30
     max_episode_steps: int | None = None  # None: the suite's cap
     device: str = "auto"
     progress: bool = True
-    dqn: DQNConfig = field(default_factory=lambda: DQNConfig(epsilon_decay_steps=20_000))
+    dqn: DQNConfig = field(default_factory=DQNConfig)
 
     @classmethod
     def quick_config(cls, out: Path, seed: int = 0, device: str = "auto",

@@ -25,6 +25,16 @@ ROWS = (("agent", "Scaled QL (offline, multi-game)"),
         ("behaviour_last_dqn", "Last online-DQN snapshot"))
 
 
+def _renormalized(report: dict) -> dict:
+    """The same report with normalized scores and aggregates recomputed from its raw returns."""
+    fresh = EvalReport(report.get("suite", "minatar"),
+                       {g: v["returns"] for g, v in report["games"].items()},
+                       report.get("seed", 0), report.get("epsilon", 0.0)).to_dict()
+    for g, v in report["games"].items():  # keep extra per-game fields (e.g. dataset counts)
+        fresh["games"][g] = {**v, **fresh["games"][g]}
+    return fresh
+
+
 def _matrix(report: dict, suite: str) -> np.ndarray:
     return EvalReport(suite, {g: v["returns"] for g, v in report["games"].items()},
                       report.get("seed", 0), report.get("epsilon", 0.0)).normalized_matrix()
@@ -121,6 +131,8 @@ def write_report(out: Path) -> Path:
     if not summary_file.is_file():
         raise UserError(f"{summary_file} does not exist: run `scaledql demo --out {out}` first")
     summary = json.loads(summary_file.read_text())
+    for key, _ in ROWS:  # normalize afresh: the reference-score tables may have changed
+        summary[key] = _renormalized(summary[key])
     run = out / "agent"
     games = summary["games"]
     plot_per_game(summary, out / "per_game.png")

@@ -7,6 +7,12 @@ and becomes one line on stderr with exit code 2 — never a traceback.
 
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads must not spin: on a shared 2-core machine spinning makes a training step
+# many times slower. Set before torch is first imported (only when the user has not chosen).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import importlib
 import sys
