@@ -89,3 +89,23 @@ def test_collect_bad_input(tmp_path, capsys, argv, message):
     assert main(["collect", "--suite", "minatar", "--out", str(tmp_path / "d"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "d" / "breakout").exists()
+
+
+def test_atari_end_to_end_collect_train_evaluate(tmp_path, capsys):
+    """The same commands on real Atari games with a small encoder, on CPU."""
+    data, run = tmp_path / "atari", tmp_path / "run"
+    assert main(["collect", "--suite", "atari", "--games", "Pong,Breakout", "--steps", "120",
+                 "--out", str(data), "--max-episode-steps", "40", "--num-envs", "2",
+                 "--dqn-learning-starts", "60", "--dqn-width", "0.25", "--dqn-feature-dim", "16",
+                 "--dqn-batch-size", "8", "--no-progress"]) == 0
+    pong = open_dataset(data).game("Pong")
+    assert pong.obs_shape == (4, 84, 84) and pong.num_transitions == 120
+    # 2 envs × 60 steps: each truncated once at 40 steps, 20 steps left unfinished
+    assert pong.num_episodes == 2 and pong.manifest["counts"]["truncated"] == 2
+    assert pong.manifest["counts"]["unfinished"] == 2
+    assert main(["train", "--data", str(data), "--out", str(run), "--encoder", "nature",
+                 "--width", "0.25", "--feature-dim", "16", "--batch-size", "8", "--steps", "3",
+                 "--eval-episodes", "1", "--no-progress"]) == 0
+    report = json.loads(sorted((run / "eval").glob("step_*.json"))[-1].read_text())
+    assert set(report["games"]) == {"Pong", "Breakout"}
+    assert np.isfinite(report["aggregate"]["iqm"])  # human-normalized: both games have scores

@@ -175,3 +175,28 @@ def test_cli_train_refuses_to_clobber_and_resume_needs_a_run(minatar_data, tmp_p
     assert "already holds a run" in capsys.readouterr().err
     assert main([*base, "--resume", "--n-step", "5"]) == 2
     assert "options differ" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_and_exits_cleanly(minatar_data, tmp_path):
+    """SIGINT mid-run: a checkpoint at the step reached, exit code 130, a one-line message."""
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaledql", "train", "--data", str(minatar_data), "--out",
+         str(run), "--steps", "100000", "--encoder", "nature", "--width", "0.25",
+         "--feature-dim", "16", "--batch-size", "8", "--log-every", "5", "--no-progress",
+         "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "Traceback" not in err
+    step = load_checkpoint(run)["step"]
+    assert 5 <= step < 100000
+    assert f"interrupted at step {step};" in err

@@ -46,7 +46,7 @@ class DQNConfig:
     batch_size: int = 32
     replay_capacity: int = 100_000
     learning_starts: int = 2_000
-    update_period: int = 2
+    update_period: int = 4
     target_update_period: int = 1_000
     epsilon_start: float = 1.0
     epsilon_end: float = 0.05

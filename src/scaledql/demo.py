@@ -32,9 +32,9 @@ class DemoConfig:
     out: Path = Path("runs/demo")
     seed: int = 0
     quick: bool = False
-    collect_steps: int = 25_000  # per game: the first 25% of the reference DQN's 100k-step run
-    train_steps: int = 6_000
-    eval_every: int = 1_500
+    collect_steps: int = 25_000  # per game: the first ~40% of the reference DQN's 60k-step run
+    train_steps: int = 8_000
+    eval_every: int = 2_000
     eval_episodes: int = 30
     max_episode_steps: int | None = None  # None: the suite's cap
     device: str = "auto"
@@ -63,7 +63,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     t = time.perf_counter()
     collected = collect(CollectConfig(
         suite=suite.name, games=games, steps=cfg.collect_steps, out=data_dir, seed=cfg.seed,
-        num_envs=2 if cfg.quick else 4, options=options, dqn=cfg.dqn, device=cfg.device,
+        num_envs=2 if cfg.quick else 8, options=options, dqn=cfg.dqn, device=cfg.device,
         progress=cfg.progress),
         skip_existing=True)
     timings["collect"] = time.perf_counter() - t
@@ -78,8 +78,9 @@ def run_demo(cfg: DemoConfig) -> dict:
                   checkpoint_every=min(1000, cfg.train_steps), log_every=min(100, cfg.train_steps),
                   device=cfg.device)
     train_cfg = TrainConfig.from_dict({**preset, "agent": agent_cfg})
+    # one environment per episode: a single round, however long the good agents' episodes are
     eval_cfg = EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed + 10_000,
-                          options=options, progress=False)
+                          num_envs=cfg.eval_episodes, options=options, progress=False)
     evaluator = agent_evaluator(suite.name, eval_cfg, run_dir / "eval")
     resume = (run_dir / "checkpoint.pt").exists()
     train(train_cfg, resume=resume, evaluate_fn=evaluator, progress=cfg.progress)

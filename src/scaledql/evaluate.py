@@ -51,7 +51,7 @@ class EvalConfig:
     episodes: int = 10
     seed: int = 0
     epsilon: float = 0.001
-    num_envs: int = 8
+    num_envs: int = 16
     options: EnvOptions = field(default_factory=EnvOptions)
     progress: bool = True
 

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=10, help="episodes per game (default: 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epsilon", type=float, default=0.001, help="ε-greedy (default: 0.001)")
-    p.add_argument("--num-envs", type=int, default=8, help="parallel environments per game")
+    p.add_argument("--num-envs", type=int, default=16, help="parallel environments per game")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for eval.json and performance_profile.png")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
