@@ -1,0 +1,28 @@
+"""Offline datasets: the multi-game store, samplers, and importers (DQN Replay, Minari).
+
+Public API::
+
+    from scaledql.data import GameWriter, open_dataset, TransitionSampler, TrajectorySampler
+
+See ``store`` for the on-disk layout, ``sampler`` for batches, ``dqn_replay`` and ``minari_io``
+for the importers/exporter.
+"""
+
+from scaledql.data.sampler import (
+    TrajectoryBatch,
+    TrajectorySampler,
+    TransitionBatch,
+    TransitionSampler,
+)
+from scaledql.data.store import Dataset, GameData, GameWriter, open_dataset
+
+__all__ = [
+    "Dataset",
+    "GameData",
+    "GameWriter",
+    "TrajectoryBatch",
+    "TrajectorySampler",
+    "TransitionBatch",
+    "TransitionSampler",
+    "open_dataset",
+]

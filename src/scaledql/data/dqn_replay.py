@@ -1,0 +1,566 @@
+"""Import the DQN Replay Dataset (Dopamine's logged replay buffers) into a game store, streamed.
+
+Source layout (``SRC/GAME/RUN/replay_logs/``), one set of files per checkpoint ``N``, each file
+``gzip(np.save(array))``::
+
+    $store$_observation_ckpt.N.gz   uint8[C, 84, 84]     C = capacity (1,000,000 in the dataset)
+    $store$_action_ckpt.N.gz        int32[C]
+    $store$_reward_ckpt.N.gz        float32[C]           already clipped to [-1, 1]
+    $store$_terminal_ckpt.N.gz      uint8[C]
+    add_count_ckpt.N.gz             int64 scalar
+    invalid_range_ckpt.N.gz         (not needed)
+    episode_end_indices_ckpt.N.gz   a PICKLE in newer Dopamine versions: never opened
+
+What the import relies on (google/dopamine ``replay_memory/circular_replay_buffer.py``,
+``OutOfGraphReplayBuffer``; google-research/batch_rl ``baselines/replay_memory/
+logged_replay_buffer.py``, ``OutOfGraphLoggedReplayBuffer``):
+
+* ``add(o, a, r, terminal)`` first adds ``stack_size - 1`` all-zero entries when the buffer is
+  empty or the entry before the cursor is terminal, then writes ``(o_t, a_t, r_t, terminal_t)``
+  at ``cursor = add_count % C`` and increments ``add_count``. The next observation of entry ``g``
+  is entry ``g + 1``; the observation after a terminal entry is never stored.
+* The logged buffer writes checkpoint ``N`` right after the add that makes
+  ``add_count % C == C - 1``, so ``add_count = (N + 1) C - 1``: slots ``0 .. C-2`` hold adds
+  ``N C .. N C + C - 2`` and the cursor slot ``C - 1`` still holds add ``N C - 1`` from the
+  previous cycle — the one add checkpoint ``N - 1`` did not contain (in checkpoint 0 the slot is
+  uninitialized). In general a checkpoint with ``add_count = A`` holds adds
+  ``max(0, A - C) .. A - 1``, add ``g`` in slot ``g % C``; this covers wrapped buffers and
+  Dopamine's ordinary checkpoints. ``log_final_buffer`` saves ``add_count`` reduced to the cursor;
+  for such a file (``N > 0`` and ``A < C``) the true count is the first number at or after the
+  previous file's ``add_count`` with remainder ``A`` modulo ``C``.
+* The log check runs once per ``add`` call, after the padding adds: when the padding steps over
+  ``C - 1`` that cycle is not logged and its adds are lost in the source. The stored add counts
+  show it as a gap between two files, handled like a gap in the selection.
+* So consecutive checkpoints of a run join into one timeline of adds with nothing lost; a
+  selection with a gap splits it into windows. Entries that follow a terminal entry (or start
+  the run) for ``stack_size - 1`` adds are padding and are dropped.
+
+Episodes: a terminated episode of ``T`` entries becomes ``T`` transitions plus an all-zero final
+frame (never used: ``done`` stops the bootstrap; Dopamine stored no frame there either). An
+episode cut by the end of a window keeps its last entry's observation as the final frame and
+drops that entry's action and reward (they have no next observation): *truncated* when a gap
+follows, *unfinished* at the end of a run's selection. An episode whose start lies before the
+window is marked ``partial_start`` (its steps are kept; its return is not a behaviour return).
+Episodes capped at 27,000 steps are terminal in the source and stay terminated.
+
+Memory: the small per-entry arrays of one checkpoint (~9 bytes per entry), one chunk of frames
+and the frames of the episodes still open (at most a few episodes; an Atari episode is capped at
+27,000 frames): independent of the file size. Frames stream from gzip in chunks; every gzip
+stream is read to its end so its CRC is checked. Nothing is ever unpickled: arrays are parsed with
+``numpy.lib.format`` headers and object dtypes are refused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import sys
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scaledql.data.store import GameWriter, read_manifest
+from scaledql.errors import UserError
+
+STORE_PREFIX = "$store$_"
+CHUNK_BYTES = 64 << 20  # frames decompressed per read
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading gzip(np.save(...)) streams without unpickling
+
+
+class _NpyStream:
+    """A ``.npy`` array inside a gzip file, read sequentially. ``dtype``, ``shape`` from its header."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._f = gzip.open(path, "rb")  # noqa: SIM115 (closed by finish/close)
+            version = np.lib.format.read_magic(self._f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(self._f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(self._f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except FileNotFoundError:
+            raise UserError(f"{path}: missing") from None
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            raise UserError(f"{path}: not a gzip-compressed .npy array ({exc})") from None
+        if dtype.hasobject:
+            raise UserError(f"{path}: holds Python objects (a pickle); refusing to load it")
+        if fortran and len(shape) > 1:
+            raise UserError(f"{path}: Fortran-ordered array, not what Dopamine writes")
+        self.shape: tuple[int, ...] = tuple(shape)
+        self.dtype: np.dtype = dtype
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Fill ``out`` (C-contiguous, this array's dtype) with the next ``out.nbytes`` bytes."""
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        got = 0
+        try:
+            while got < len(view):
+                n = self._f.readinto(view[got:])
+                if not n:
+                    raise EOFError("file ends before the array does")
+                got += n
+        except (OSError, EOFError, zlib.error) as exc:
+            raise UserError(f"{self.path}: truncated or corrupt ({exc})") from None
+
+    def read_all(self) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        self.read_into(out)
+        self.finish()
+        return out
+
+    def finish(self) -> None:
+        """Read to the end of the gzip stream (checks its CRC) and close."""
+        try:
+            while self._f.read(1 << 20):
+                pass
+        except (OSError, EOFError, zlib.error) as exc:
+            raise UserError(f"{self.path}: truncated or corrupt ({exc})") from None
+        finally:
+            self._f.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def read_small_array(path: Path) -> np.ndarray:
+    """Load a whole (small) gzip-compressed ``.npy`` array; never unpickles."""
+    return _NpyStream(path).read_all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Selecting runs and checkpoints
+
+
+def checkpoint_path(log_dir: Path, name: str, n: int) -> Path:
+    return log_dir / f"{name}_ckpt.{n}.gz"
+
+
+_OBS_RE = re.compile(r"^\$store\$_observation_ckpt\.(\d+)\.gz$")
+
+
+def find_checkpoints(log_dir: Path) -> list[int]:
+    """Checkpoint numbers with an observation file in ``log_dir``, sorted."""
+    return sorted(int(m.group(1)) for p in log_dir.iterdir() if (m := _OBS_RE.match(p.name)))
+
+
+def find_runs(game_dir: Path) -> list[str]:
+    runs = [p.name for p in game_dir.iterdir() if (p / "replay_logs").is_dir()]
+    return sorted(runs, key=lambda r: (not r.isdigit(), int(r) if r.isdigit() else 0, r))
+
+
+def parse_checkpoint_spec(spec: str) -> list[int]:
+    """``"0-9"``, ``"0-4,10,20-29"`` → sorted checkpoint numbers (ranges inclusive)."""
+    out: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise UserError(f"bad checkpoint range {part!r} (expected e.g. 0-9 or 0-4,10,20-29)")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise UserError(f"bad checkpoint range {part!r}: end before start")
+        out.update(range(lo, hi + 1))
+    if not out:
+        raise UserError(f"no checkpoints in {spec!r}")
+    return sorted(out)
+
+
+@dataclass
+class RunSelection:
+    run: str
+    log_dir: Path
+    checkpoints: list[int]
+
+
+def select(src: Path, game: str, *, runs: list[str] | None = None,
+           checkpoints: list[int] | None = None, fraction: float | None = None
+           ) -> list[RunSelection]:
+    """Resolve ``SRC/GAME/RUN/replay_logs`` and the checkpoints to read from each run.
+
+    ``checkpoints``: explicit numbers (each must exist in every selected run); ``fraction``: the
+    first ``floor(fraction * n)`` checkpoints of each run (at least 1), n the run's count;
+    neither: all of them.
+    """
+    src = Path(src)
+    game_dir = src / game
+    if not game_dir.is_dir():
+        if src.name == game and src.is_dir():
+            game_dir = src
+        else:
+            raise UserError(f"{game_dir}: no such directory (expected SRC/{game}/RUN/replay_logs)")
+    available = find_runs(game_dir)
+    if not available:
+        raise UserError(f"{game_dir}: no RUN/replay_logs directories")
+    if runs is None:
+        runs = available
+    missing = [r for r in runs if r not in available]
+    if missing:
+        raise UserError(f"{game_dir}: no run {', '.join(missing)} (runs: {', '.join(available)})")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise UserError(f"fraction must be in (0, 1], got {fraction}")
+    out = []
+    for run in runs:
+        log_dir = game_dir / run / "replay_logs"
+        present = find_checkpoints(log_dir)
+        if not present:
+            raise UserError(f"{log_dir}: no $store$_observation_ckpt.N.gz files")
+        if checkpoints is not None:
+            absent = [n for n in checkpoints if n not in present]
+            if absent:
+                raise UserError(f"{checkpoint_path(log_dir, STORE_PREFIX + 'observation', absent[0])}"
+                                f": missing (checkpoint {absent[0]} is in the selected range)")
+            chosen = list(checkpoints)
+        elif fraction is not None:
+            count = max(1, int(np.floor(fraction * len(present) + 1e-9)))
+            chosen = present[:count]
+        else:
+            chosen = present
+        out.append(RunSelection(run, log_dir, chosen))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# One checkpoint's small arrays and where its entries lie on the run's timeline
+
+
+@dataclass
+class _Checkpoint:
+    n: int
+    log_dir: Path
+    capacity: int
+    frame_hw: tuple[int, int]
+    add_count: int  # true add_count when the file was written
+    lo: int  # first add (global index) the file holds
+    hi: int  # one past the last
+    action: np.ndarray  # [C], by slot
+    reward: np.ndarray
+    terminal: np.ndarray  # bool[C]
+
+    def path(self, name: str) -> Path:
+        return checkpoint_path(self.log_dir, name, self.n)
+
+
+def _load_checkpoint(log_dir: Path, n: int, num_actions: int,
+                     prev: _Checkpoint | None = None) -> _Checkpoint:
+    """Read and check checkpoint ``n``'s small arrays; ``prev``: checkpoint ``n - 1`` if loaded."""
+    obs_path = checkpoint_path(log_dir, STORE_PREFIX + "observation", n)
+    header = _NpyStream(obs_path)
+    header.close()
+    if header.dtype != np.uint8 or len(header.shape) != 3:
+        raise UserError(f"{obs_path}: holds {header.dtype}{list(header.shape)}, expected "
+                        "uint8[capacity, height, width]")
+    capacity = header.shape[0]
+    arrays = {}
+    for name, kind in (("action", "iu"), ("reward", "f"), ("terminal", "iub")):
+        path = checkpoint_path(log_dir, STORE_PREFIX + name, n)
+        arr = read_small_array(path)
+        if arr.shape != (capacity,):
+            raise UserError(f"{path}: shape {list(arr.shape)} does not match the observations' "
+                            f"capacity {capacity} ({obs_path.name})")
+        if arr.dtype.kind not in kind:
+            raise UserError(f"{path}: dtype {arr.dtype} is not a {name} type")
+        arrays[name] = arr
+    count_path = checkpoint_path(log_dir, "add_count", n)
+    count = read_small_array(count_path)
+    if count.shape != () or count.dtype.kind not in "iu":
+        raise UserError(f"{count_path}: expected an integer scalar, got {count.dtype}{list(count.shape)}")
+    a = int(count)
+    if a < 0:
+        raise UserError(f"{count_path}: negative add_count {a}")
+    if n > 0 and a < capacity:
+        a = _true_add_count(a, n, capacity, arrays, prev)
+    add_count = a
+    lo, hi = max(0, a - capacity), a
+    slots = np.arange(lo, hi) % capacity
+    rewards = arrays["reward"][slots]
+    if not np.isfinite(rewards).all():
+        raise UserError(f"{checkpoint_path(log_dir, STORE_PREFIX + 'reward', n)}: NaN or infinite "
+                        "rewards")
+    actions = arrays["action"][slots]
+    if len(actions) and (actions.min() < 0 or actions.max() >= num_actions):
+        bad = int(actions.min() if actions.min() < 0 else actions.max())
+        raise UserError(f"{checkpoint_path(log_dir, STORE_PREFIX + 'action', n)}: action {bad} "
+                        f"out of range [0, {num_actions})")
+    return _Checkpoint(n, log_dir, capacity, tuple(header.shape[1:]), add_count, lo, hi,
+                       arrays["action"].astype(np.int64), arrays["reward"].astype(np.float32),
+                       arrays["terminal"] != 0)
+
+
+def _true_add_count(a: int, n: int, capacity: int, arrays: dict[str, np.ndarray],
+                    prev: _Checkpoint | None) -> int:
+    """The true add_count of a ``log_final_buffer`` file, which saved it modulo the capacity.
+
+    It is the first count at or after the previous file's with remainder ``a``, unless a cycle
+    went unlogged in between (see the module docstring): then the buffer's contents disagree
+    with the previous file where they would overlap, and it is one cycle later. Without the
+    previous file, assume every earlier cycle was logged (file ``n - 1`` at ``n C - 1``).
+    """
+    if prev is None:
+        base = n * capacity - 1
+        return base + (a - base) % capacity
+    first = prev.add_count + (a - prev.add_count) % capacity
+    g = np.arange(max(first - capacity, prev.lo), min(first, prev.hi))
+    slots = g % capacity
+    same = (np.array_equal(arrays["terminal"][slots] != 0, prev.terminal[slots])
+            and np.array_equal(arrays["action"][slots], prev.action[slots])
+            and np.array_equal(arrays["reward"][slots], prev.reward[slots], equal_nan=True))
+    return first if same else first + capacity
+
+
+@dataclass
+class _Part:
+    """Adds ``[a, b)`` of the timeline taken from one checkpoint file."""
+
+    ckpt: _Checkpoint
+    a: int
+    b: int
+
+
+@dataclass
+class _Window:
+    """A gap-free stretch of a run's timeline, made of parts from consecutive checkpoints."""
+
+    parts: list[_Part] = field(default_factory=list)
+    head_terminals: np.ndarray | None = None  # terminal flags of the stack adds before it
+
+    @property
+    def start(self) -> int:
+        return self.parts[0].a
+
+    @property
+    def end(self) -> int:
+        return self.parts[-1].b
+
+
+def _plan_windows(ckpts: list[_Checkpoint]) -> list[_Window]:
+    windows: list[_Window] = []
+    covered = -1
+    for c in ckpts:
+        a = max(c.lo, covered) if covered >= 0 else c.lo
+        if a >= c.hi:
+            continue  # nothing new in this file
+        if not windows or a > covered:
+            windows.append(_Window())
+        windows[-1].parts.append(_Part(c, a, c.hi))
+        covered = c.hi
+    return windows
+
+
+# ------------------------------------------------------------------------------------------------
+# Episodes of a window
+
+
+@dataclass
+class _Episode:
+    g0: int  # first add of the episode
+    entries: int  # adds in it (its frames obs_0 .. obs_{entries-1})
+    terminated: bool
+    truncated: bool
+    partial_start: bool
+    actions: np.ndarray
+    rewards: np.ndarray
+    frames: np.ndarray | None = None
+    filled: int = 0
+
+    @property
+    def transitions(self) -> int:
+        return self.entries if self.terminated else self.entries - 1
+
+
+def _window_episodes(win: _Window, stack: int, gap_follows: bool) -> list[_Episode]:
+    """Split a window into episodes from its terminal flags; padding adds are dropped."""
+    term = np.concatenate([p.ckpt.terminal[np.arange(p.a, p.b) % p.ckpt.capacity]
+                           for p in win.parts])
+    act = np.concatenate([p.ckpt.action[np.arange(p.a, p.b) % p.ckpt.capacity]
+                          for p in win.parts])
+    rew = np.concatenate([p.ckpt.reward[np.arange(p.a, p.b) % p.ckpt.capacity]
+                          for p in win.parts])
+    g0 = win.start
+    pads = stack - 1
+    # head_terminals[m] is add g0 - pads - 1 + m; unknown history: assume mid-episode.
+    head = win.head_terminals if win.head_terminals is not None else np.zeros(pads + 1, bool)
+    ext = np.concatenate([head[1:], term])  # ext[pads + i] is add g0 + i
+    n = len(term)
+    pad = np.arange(g0, g0 + n) < pads  # the run's first adds pad its first episode
+    for j in range(1, pads + 1):  # the pads adds after a terminal one are padding
+        pad |= ext[pads - j: pads - j + n]
+    # An episode starting at the window's first add has a known start only at the run's start
+    # or right after the padding that follows a terminal add.
+    head_known = g0 == pads or (win.head_terminals is not None and bool(head[0]))
+    episodes: list[_Episode] = []
+    i = 0
+    while i < n:
+        if pad[i]:
+            i += 1
+            continue
+        ends = np.flatnonzero(term[i:])
+        j = i + int(ends[0]) if len(ends) else n - 1
+        terminated = bool(term[j])
+        entries = j - i + 1
+        t = entries if terminated else entries - 1
+        episodes.append(_Episode(int(g0 + i), entries, terminated,
+                                 truncated=not terminated and gap_follows,
+                                 partial_start=i == 0 and not head_known,
+                                 actions=act[i:i + t], rewards=rew[i:i + t]))
+        i = j + 1
+    return episodes
+
+
+# ------------------------------------------------------------------------------------------------
+# Streaming frames into episodes
+
+
+def _stream_part_frames(part: _Part, chunk_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(first_add, frames uint8[k, H, W])`` covering adds [a, b) in stream (slot) order."""
+    c = part.ckpt
+    cap = c.capacity
+    stream = _NpyStream(c.path(STORE_PREFIX + "observation"))
+    if stream.shape != (cap, *c.frame_hw) or stream.dtype != np.uint8:
+        stream.close()
+        raise UserError(f"{stream.path}: changed since it was first read")
+    try:
+        buf = np.empty((chunk_frames, *c.frame_hw), np.uint8)
+        for s0 in range(0, cap, chunk_frames):
+            s1 = min(cap, s0 + chunk_frames)
+            chunk = buf[: s1 - s0]
+            stream.read_into(chunk)
+            s = np.arange(s0, s1)
+            g = part.a + (s - part.a) % cap  # the add in [a, a + cap) that sits in slot s
+            inside = g < part.b
+            if not inside.any():
+                continue
+            # Slots map to adds with one possible wrap inside a chunk: split into runs.
+            idx = np.flatnonzero(inside)
+            breaks = np.flatnonzero(np.diff(g[idx]) != 1) + 1
+            for run in np.split(idx, breaks):
+                yield int(g[run[0]]), chunk[run[0]: run[-1] + 1]
+        stream.finish()
+    except BaseException:
+        stream.close()
+        raise
+
+
+def _import_window(win: _Window, episodes: list[_Episode], writer: GameWriter,
+                   frame_shape: tuple[int, int, int], chunk_frames: int) -> None:
+    starts = np.array([e.g0 for e in episodes], np.int64)
+    lasts = np.array([e.g0 + e.entries - 1 for e in episodes], np.int64)
+    for part in win.parts:
+        for ga, frames in _stream_part_frames(part, chunk_frames):
+            gb = ga + len(frames)
+            k = int(np.searchsorted(lasts, ga))  # first episode ending at or after ga
+            while k < len(episodes) and starts[k] < gb:
+                ep = episodes[k]
+                lo, hi = max(ga, ep.g0), min(gb, ep.g0 + ep.entries)
+                if ep.frames is None:  # allocated when its first frame arrives
+                    ep.frames = np.zeros((ep.transitions + 1, *frame_shape), np.uint8)
+                ep.frames[lo - ep.g0: hi - ep.g0, 0] = frames[lo - ga: hi - ga]
+                ep.filled += hi - lo
+                if ep.filled == ep.entries:
+                    writer.add_episode(ep.frames, ep.actions, ep.rewards, ep.terminated,
+                                       ep.truncated, partial_start=ep.partial_start)
+                    ep.frames = None  # free it
+                k += 1
+    unfilled = [e for e in episodes if e.filled != e.entries]
+    if unfilled:  # cannot happen when the files match their headers; guard the invariant
+        raise UserError(f"{win.parts[0].ckpt.log_dir}: frames missing for {len(unfilled)} episodes")
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+
+
+@dataclass
+class ImportSummary:
+    game_dir: Path
+    runs: list[str]
+    checkpoints: dict[str, list[int]]
+    transitions: int
+    episodes: int
+
+
+def import_dqn_replay(src: Path, game: str, out: Path, *, runs: list[str] | None = None,
+                      checkpoints: list[int] | None = None, fraction: float | None = None,
+                      num_actions: int | None = None, stack: int = 4, suite: str = "atari",
+                      overwrite: bool = False, shard_steps: int = 1_000_000,
+                      chunk_bytes: int = CHUNK_BYTES, command: str | None = None) -> ImportSummary:
+    """Read ``SRC/GAME/RUN/replay_logs`` (selected runs/checkpoints) into ``out/GAME``.
+
+    ``num_actions``: the game's action count (default: the suite's minimal action set).
+    Raises ``UserError`` on any bad input; on error nothing is published.
+    """
+    if num_actions is None:
+        from scaledql.suites import get_suite
+
+        num_actions = get_suite(suite).spec(game).num_actions
+    selection = select(src, game, runs=runs, checkpoints=checkpoints, fraction=fraction)
+    # Load and check every selected file's small arrays and headers before writing anything.
+    loaded: list[tuple[RunSelection, list[_Checkpoint]]] = []
+    frame_hw: tuple[int, int] | None = None
+    for sel in selection:
+        ckpts: list[_Checkpoint] = []
+        for n in sel.checkpoints:
+            prev = ckpts[-1] if ckpts and ckpts[-1].n == n - 1 else None
+            ckpts.append(_load_checkpoint(sel.log_dir, n, num_actions, prev))
+        for c in ckpts:
+            if frame_hw is None:
+                frame_hw = c.frame_hw
+            if c.frame_hw != frame_hw or c.capacity != ckpts[0].capacity:
+                raise UserError(f"{c.path(STORE_PREFIX + 'observation')}: frames "
+                                f"{c.capacity}x{c.frame_hw} differ from the run's first file "
+                                f"({ckpts[0].capacity}x{ckpts[0].frame_hw})")
+        loaded.append((sel, ckpts))
+    assert frame_hw is not None
+    frame_shape = (1, *frame_hw)
+    chunk_frames = max(1, chunk_bytes // (frame_hw[0] * frame_hw[1]))
+    provenance = {
+        "source": "dqn-replay",
+        "path": str(Path(src).resolve()),
+        "runs": {sel.run: sel.checkpoints for sel in selection},
+        "command": command or " ".join(sys.argv),
+    }
+    with GameWriter(out, suite=suite, game=game, num_actions=num_actions,
+                    frame_shape=frame_shape, stack=stack, action_set="minimal",
+                    rewards_clipped=True, provenance=provenance, shard_steps=shard_steps,
+                    overwrite=overwrite) as writer:
+        for sel, ckpts in loaded:
+            windows = _plan_windows(ckpts)
+            for wi, win in enumerate(windows):
+                win.head_terminals = _head_terminals(sel.log_dir, win, stack, num_actions)
+                episodes = _window_episodes(win, stack, gap_follows=wi + 1 < len(windows))
+                _import_window(win, episodes, writer, frame_shape, chunk_frames)
+        game_dir = writer.close()
+    m = read_manifest(game_dir)
+    return ImportSummary(game_dir, [s.run for s in selection],
+                         {s.run: s.checkpoints for s in selection},
+                         m["counts"]["transitions"], m["counts"]["episodes"])
+
+
+def _head_terminals(log_dir: Path, win: _Window, stack: int, num_actions: int) -> np.ndarray | None:
+    """Terminal flags of the ``stack`` adds before a window (``bool[stack]``, oldest first), from
+    the previous checkpoint file when it is on disk (even if not selected); None when unknown."""
+    pads = stack - 1
+    if win.start <= pads:  # the run's start: its padding rule needs no history
+        return np.zeros(pads + 1, bool)
+    n = win.parts[0].ckpt.n - 1
+    if n < 0 or not checkpoint_path(log_dir, STORE_PREFIX + "observation", n).exists():
+        return None
+    try:
+        prev = _load_checkpoint(log_dir, n, num_actions)
+    except UserError:
+        return None  # a damaged unselected file only costs us the head's history
+    g = np.arange(win.start - pads - 1, win.start)
+    if g[0] < prev.lo or g[-1] >= prev.hi:
+        return None
+    return prev.terminal[g % prev.capacity]

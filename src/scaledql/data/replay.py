@@ -1,0 +1,59 @@
+"""An in-memory ring replay for *online* agents (the DQN that collects behaviour data).
+
+Offline training reads the on-disk store (``store.py``/``sampler.py``); an online learner needs a
+buffer it can write and sample in the same loop, before anything is published. Each slot keeps
+the stacked observation and only the *newest* frame of the next observation (the rest of the next
+stack is the current stack shifted by one), so a slot costs (S + 1)·C·H·W bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scaledql.data.sampler import TransitionBatch
+
+
+class RingReplay:
+    """Uniform 1-step replay. obs: uint8[S*C, H, W]; next_frame: uint8[C, H, W]."""
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, int, int], frame_channels: int,
+                 reward_clip: float | None = 1.0, gamma: float = 0.99, seed: int = 0):
+        c, h, w = obs_shape
+        self.capacity = int(capacity)
+        self.frame_channels = frame_channels
+        self.reward_clip = reward_clip
+        self.gamma = gamma
+        self.obs = np.zeros((capacity, c, h, w), np.uint8)
+        self.next_frame = np.zeros((capacity, frame_channels, h, w), np.uint8)
+        self.action = np.zeros(capacity, np.int64)
+        self.reward = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, np.float32)
+        self.size = 0
+        self.cursor = 0
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
+            terminated: np.ndarray, next_obs: np.ndarray) -> None:
+        """Add a batch of N transitions (obs/next_obs: uint8[N, S*C, H, W])."""
+        n = len(obs)
+        idx = (self.cursor + np.arange(n)) % self.capacity
+        self.obs[idx] = obs
+        self.next_frame[idx] = next_obs[:, -self.frame_channels:]
+        self.action[idx] = action
+        self.reward[idx] = reward
+        self.terminated[idx] = terminated
+        self.cursor = int((self.cursor + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int) -> TransitionBatch:
+        idx = self.rng.integers(0, self.size, size=batch_size)
+        obs = self.obs[idx]
+        next_obs = np.concatenate([obs[:, self.frame_channels:], self.next_frame[idx]], axis=1)
+        reward = self.reward[idx]
+        if self.reward_clip is not None:
+            reward = np.clip(reward, -self.reward_clip, self.reward_clip)
+        return TransitionBatch(
+            obs=obs, action=self.action[idx], reward=reward.astype(np.float32),
+            discount=np.full(batch_size, self.gamma, np.float32), done=self.terminated[idx],
+            next_obs=next_obs, game_id=np.zeros(batch_size, np.int64),
+        )
