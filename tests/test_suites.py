@@ -196,3 +196,8 @@ def test_minatar_rejects_atari_only_options():
 def test_unknown_suite():
     with pytest.raises(UserError, match="unknown suite 'nes'"):
         get_suite("nes")
+
+
+def test_default_game_lists():
+    assert get_suite("atari").resolve_games(None) == get_suite("atari").resolve_games("train40")
+    assert get_suite("minatar").resolve_games(None) == get_suite("minatar").games()

@@ -28,7 +28,14 @@ SCREEN = 84
 STACK = 4
 
 # Kumar et al. (2023), Appendix / ../shared/reference.md.
-TRAIN_40 = ["Amidar", "Assault", "Asterix", "Atlantis", "BankHeist", "BattleZone", "BeamRider", "Boxing", "Breakout", "Carnival", "Centipede", "ChopperCommand", "CrazyClimber", "DemonAttack", "DoubleDunk", "Enduro", "FishingDerby", "Freeway", "Frostbite", "Gopher", "Gravitar", "Hero", "IceHockey", "Jamesbond", "Kangaroo", "Krull", "KungFuMaster", "NameThisGame", "Phoenix", "Pooyan", "Qbert", "Riverraid", "Robotank", "Seaquest", "TimePilot", "UpNDown", "VideoPinball", "WizardOfWor", "YarsRevenge", "Zaxxon"]
+TRAIN_40 = [
+    "Amidar", "Assault", "Asterix", "Atlantis", "BankHeist", "BattleZone", "BeamRider", "Boxing",
+    "Breakout", "Carnival", "Centipede", "ChopperCommand", "CrazyClimber", "DemonAttack",
+    "DoubleDunk", "Enduro", "FishingDerby", "Freeway", "Frostbite", "Gopher", "Gravitar", "Hero",
+    "IceHockey", "Jamesbond", "Kangaroo", "Krull", "KungFuMaster", "NameThisGame", "Phoenix",
+    "Pooyan", "Qbert", "Riverraid", "Robotank", "Seaquest", "TimePilot", "UpNDown",
+    "VideoPinball", "WizardOfWor", "YarsRevenge", "Zaxxon",
+]
 HELD_OUT_5 = ["Alien", "MsPacman", "Pong", "SpaceInvaders", "StarGunner"]
 
 
@@ -88,7 +95,7 @@ class AtariSuite:
         }
 
     def resolve_games(self, spec: str | None) -> list[str]:
-        return resolve_from(self.name, self.games(), self.named_lists(), spec, self._canonical)
+        return resolve_from(self.name, self.named_lists(), spec, self._canonical)
 
     def rom_id(self, game: str) -> str:
         try:

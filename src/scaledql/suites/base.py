@@ -72,16 +72,17 @@ class Suite(Protocol):
         """``num_envs`` copies of ``make_env`` in one vector env (same-step autoreset)."""
 
 
-def resolve_from(suite: str, games: list[str], named: dict[str, list[str]], spec: str | None,
+def resolve_from(suite: str, named: dict[str, list[str]], spec: str | None,
                  canonical: dict[str, str]) -> list[str]:
-    """Shared parsing of ``--games``: None → ``named['all']``; a list name; or a comma list.
+    """Shared parsing of ``--games``: None → ``named['default']`` (else ``named['all']``); a list
+    name; or a comma list.
 
     ``canonical`` maps a normalized key (lower case, no ``_``/``-``) to the canonical name.
     """
     from scaledql.errors import UserError
 
     if spec is None or spec.strip() == "":
-        return list(named["all"])
+        return list(named.get("default", named["all"]))
     if spec in named:
         return list(named[spec])
     out: list[str] = []

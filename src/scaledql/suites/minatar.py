@@ -56,7 +56,7 @@ class MinAtarSuite:
         return {"all": list(GAMES)}
 
     def resolve_games(self, spec: str | None) -> list[str]:
-        return resolve_from(self.name, self.games(), self.named_lists(), spec, self._canonical)
+        return resolve_from(self.name, self.named_lists(), spec, self._canonical)
 
     def _check(self, game: str, options: EnvOptions | None) -> EnvOptions:
         if game not in GAMES:
