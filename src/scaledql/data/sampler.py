@@ -7,10 +7,15 @@ never straddles two episodes: n-step returns stop at the episode's last transiti
 are zero-padded before the episode's first frame (the Dopamine convention), trajectories end at
 the episode's end (``mask`` 0 after it).
 
-Speed: everything is vectorized NumPy over the batch. Samples are grouped by (game, shard) so each
-group's frames are gathered with one ``np.take`` from the memory map straight into its slice of
-the output array (no intermediate copy). Batch rows are therefore ordered by game, then shard;
-``game_id`` says which game each row is from.
+Speed: everything is vectorized NumPy over the whole batch. Each game's episode tables of all its
+shards are concatenated once, when the sampler is built, into one global index (a few numbers per
+episode), so locating a batch's steps is one ``searchsorted`` per game, and the n-step arithmetic,
+stack indices, discounts and done flags are computed once for the whole batch. Only what reads
+per-shard files (frames, actions, rewards) loops over the (game, shard) runs of rows, a handful of
+calls each; frames are gathered with ``np.take`` from the memory map straight into the output
+array (no intermediate copy), in ascending frame order (steps are sorted) for locality. Batch
+rows are ordered by game, then by step (hence by shard); ``game_id`` says which game each row
+is from.
 
 Reproducibility: one ``numpy.random.Generator`` (PCG64) seeded by ``seed``; ``state_dict`` /
 ``load_state_dict`` save and restore it for an exact resume. Different processes (DDP ranks)
@@ -19,6 +24,7 @@ construct samplers with different seeds over the same files.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,15 +73,58 @@ class TrajectoryBatch:
 
 
 @dataclass
-class _Located:
-    """Where sampled steps lie inside one shard (all arrays [k])."""
+class _ShardArrays:
+    """Plain-ndarray views of one shard's memory maps (no copy; skips np.memmap's per-slice
+    Python overhead)."""
 
-    shard: Shard
-    rows: slice  # the output rows these samples fill
-    frame: np.ndarray  # int64 frame index of the sampled step's observation
+    frames: np.ndarray  # uint8[F, C, H, W]
+    actions: np.ndarray  # int32[F]
+    rewards: np.ndarray  # float32[F]
+    returns_to_go: np.ndarray  # float32[F]
+
+    @classmethod
+    def of(cls, shard: Shard) -> _ShardArrays:
+        return cls(frames=np.asarray(shard.frames), actions=np.asarray(shard.actions),
+                   rewards=np.asarray(shard.rewards), returns_to_go=np.asarray(shard.returns_to_go))
+
+
+@dataclass
+class _GameIndex:
+    """One game's non-empty episodes over all its shards, concatenated in step order (arrays [E]).
+
+    Built once from the shards' small episode tables: memory grows with the number of episodes
+    (a few dozen bytes each), not with frames.
+    """
+
+    step_offset: np.ndarray  # int64 game-wide index of the episode's first step
+    frame_start: np.ndarray  # int64 shard-local frame index of the episode's obs_0
+    length: np.ndarray  # int64 transitions in the episode (>= 1)
+    terminated: np.ndarray  # bool: the episode ended in a terminal state
+    shard: np.ndarray  # int64 sampler-wide shard id (index into _MultiGameSampler._shards)
+
+    @classmethod
+    def build(cls, game: GameData, first_shard_id: int) -> _GameIndex:
+        parts = []
+        for si, sh in enumerate(game.shards):
+            length = np.asarray(sh.ep_length, np.int64)
+            keep = length > 0  # a lone terminal frame holds no step to sample
+            parts.append((np.asarray(sh.ep_step_offset, np.int64)[keep] + game.shard_step_offsets[si],
+                          np.asarray(sh.ep_frame_start, np.int64)[keep], length[keep],
+                          (np.asarray(sh.ep_flags)[keep] & FLAG_TERMINATED) != 0,
+                          np.full(int(keep.sum()), first_shard_id + si, np.int64)))
+        return cls(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
+
+
+@dataclass
+class _Located:
+    """Where a batch's sampled steps lie (arrays [B], rows in batch order)."""
+
+    frame: np.ndarray  # int64 shard-local frame index of the sampled step's observation
     ep_start: np.ndarray  # int64 frame index of the episode's obs_0
     ep_end: np.ndarray  # int64 frame index of the episode's final observation obs_T
     terminated: np.ndarray  # bool: the episode ended in a terminal state
+    runs: list[tuple[int, int, int]]  # (shard id, first row, end row): rows of one shard
+    game_id: np.ndarray  # int64
 
 
 class _MultiGameSampler:
@@ -113,6 +162,14 @@ class _MultiGameSampler:
                 raise UserError(f"game weights must be non-negative with a positive sum: {game_weights}")
         self.game_weights = weights / weights.sum()
         self._rng = np.random.Generator(np.random.PCG64(seed))
+        # Shard ids increase with game order, then shard order, so a batch's rows (game, then
+        # sorted step) come in runs of one shard each.
+        self._shards: list[_ShardArrays] = []
+        self._index: list[_GameIndex] = []
+        for g in self.data:
+            self._index.append(_GameIndex.build(g, len(self._shards)))
+            self._shards.extend(_ShardArrays.of(sh) for sh in g.shards)
+        self._stack_offsets = np.arange(1 - self.stack, 1, dtype=np.int64)
 
     # -- RNG state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -132,37 +189,30 @@ class _MultiGameSampler:
                                 minlength=len(self.games))
         return base
 
-    def _locate(self) -> tuple[list[_Located], np.ndarray]:
-        """Draw the batch's steps; returns per-(game, shard) groups in row order and game_id[B]."""
+    def _locate(self) -> _Located:
+        """Draw the batch's steps (sorted within each game) and look them up in the global index."""
         counts = self._game_counts()
-        groups: list[_Located] = []
-        game_id = np.repeat(np.arange(len(self.games), dtype=np.int64), counts)
-        row = 0
-        for gi, (g, k) in enumerate(zip(self.data, counts, strict=True)):
-            del gi
+        parts = []
+        for g, index, k in zip(self.data, self._index, counts, strict=True):
             if k == 0:
                 continue
             steps = np.sort(self._rng.integers(0, g.num_transitions, size=int(k)))
-            shard_of = np.searchsorted(g.shard_step_offsets, steps, side="right") - 1
-            bounds = np.searchsorted(shard_of, np.arange(len(g.shards) + 1))
-            for si, shard in enumerate(g.shards):
-                lo, hi = int(bounds[si]), int(bounds[si + 1])
-                if lo == hi:
-                    continue
-                local = steps[lo:hi] - g.shard_step_offsets[si]
-                ep = np.searchsorted(shard.ep_step_offset, local, side="right") - 1
-                start = shard.ep_frame_start[ep]
-                frame = start + (local - shard.ep_step_offset[ep])
-                groups.append(_Located(
-                    shard=shard, rows=slice(row + lo, row + hi), frame=frame, ep_start=start,
-                    ep_end=start + shard.ep_length[ep],
-                    terminated=(shard.ep_flags[ep] & FLAG_TERMINATED) != 0))
-            row += int(k)
-        return groups, game_id
+            ep = np.searchsorted(index.step_offset, steps, side="right") - 1
+            start = index.frame_start[ep]
+            parts.append((start + (steps - index.step_offset[ep]), start,
+                          start + index.length[ep], index.terminated[ep], index.shard[ep]))
+        frame, start, end, terminated, shard = (
+            cols[0] if len(parts) == 1 else np.concatenate(cols)
+            for cols in zip(*parts, strict=True))
+        cuts = [0, *(np.flatnonzero(shard[1:] != shard[:-1]) + 1).tolist(), len(shard)]
+        runs = [(int(shard[lo]), lo, hi) for lo, hi in itertools.pairwise(cuts)]
+        game_id = np.repeat(np.arange(len(self.games), dtype=np.int64), counts)
+        return _Located(frame=frame, ep_start=start, ep_end=end, terminated=terminated,
+                        runs=runs, game_id=game_id)
 
     def _stack_indices(self, frame: np.ndarray, ep_start: np.ndarray) -> np.ndarray:
         """int64[..., S]: frame indices of the stacks ending at ``frame``; 0 (zeros) before start."""
-        idx = frame[..., None] + np.arange(1 - self.stack, 1)
+        idx = frame[..., None] + self._stack_offsets
         return np.where(idx >= ep_start[..., None], idx, 0)
 
 
@@ -200,33 +250,42 @@ class TransitionSampler(_MultiGameSampler):
 
     def sample(self, out: TransitionBatch | None = None) -> TransitionBatch:
         """Draw a batch. ``out``: a batch (from ``empty_batch``, or numpy views of pinned
-        tensors) to fill in place instead of allocating; reusing one roughly doubles the speed
-        for Atari frames, because fresh 14 MB arrays cost page faults on every call."""
+        tensors; C-contiguous) to fill in place instead of allocating; reusing one roughly
+        doubles the speed for Atari frames, because fresh 14 MB arrays cost page faults on
+        every call."""
         batch = self.empty_batch() if out is None else out
-        c, h, w = self.frame_shape
-        obs, next_obs, action = batch.obs, batch.next_obs, batch.action
-        reward, discount, done = batch.reward, batch.discount, batch.done
-        groups, game_id = self._locate()
-        batch.game_id[:] = game_id
+        if not (batch.obs.flags.c_contiguous and batch.next_obs.flags.c_contiguous):
+            raise ValueError("sample(out=...) needs C-contiguous obs/next_obs arrays")
+        loc = self._locate()
+        batch.game_id[:] = loc.game_id
+        f, ep_start, ep_end = loc.frame, loc.ep_start, loc.ep_end
+        k = np.minimum(self.n_step, ep_end - f)  # steps summed, >= 1
+        nxt = f + k
+        s = self.stack
+        obs_idx = self._stack_indices(f, ep_start)  # [B, S]
+        next_idx = self._stack_indices(nxt, ep_start)
         j = np.arange(self.n_step)
-        for grp in groups:
-            sh, rows, f = grp.shard, grp.rows, grp.frame
-            k = np.minimum(self.n_step, grp.ep_end - f)  # steps summed, >= 1
-            nxt = f + k
-            # One gather per stack, written straight into the output rows (C-contiguous view).
-            np.take(sh.frames, self._stack_indices(f, grp.ep_start).ravel(), axis=0,
-                    out=obs[rows].reshape(-1, c, h, w), mode="clip")
-            np.take(sh.frames, self._stack_indices(nxt, grp.ep_start).ravel(), axis=0,
-                    out=next_obs[rows].reshape(-1, c, h, w), mode="clip")
-            action[rows] = sh.actions[f]
-            ridx = f[:, None] + j
-            inside = j < k[:, None]
-            r = sh.rewards[np.where(inside, ridx, 0)].astype(np.float64)
-            if self.reward_clip is not None:
-                r = np.clip(r, -self.reward_clip, self.reward_clip)
-            reward[rows] = (np.where(inside, r, 0.0) @ self._gamma_powers[: self.n_step])
-            discount[rows] = self._gamma_powers[k]
-            done[rows] = grp.terminated & (nxt == grp.ep_end)
+        inside = j < k[:, None]
+        reward_idx = np.where(inside, f[:, None] + j, 0)  # [B, n]; frame 0's reward is 0
+        rewards = np.empty(reward_idx.shape, np.float32)
+        # Flat views of the output stacks (C-contiguous): row i's frames are [i*S, (i+1)*S).
+        obs = batch.obs.reshape(-1, *self.frame_shape)
+        next_obs = batch.next_obs.reshape(-1, *self.frame_shape)
+        for shard_id, lo, hi in loc.runs:
+            sh = self._shards[shard_id]
+            np.take(sh.frames, obs_idx[lo:hi].ravel(), axis=0, out=obs[lo * s:hi * s],
+                    mode="clip")
+            np.take(sh.frames, next_idx[lo:hi].ravel(), axis=0, out=next_obs[lo * s:hi * s],
+                    mode="clip")
+            batch.action[lo:hi] = sh.actions[f[lo:hi]]
+            rewards[lo:hi] = sh.rewards[reward_idx[lo:hi]]
+        r = rewards.astype(np.float64)
+        if self.reward_clip is not None:
+            r = np.clip(r, -self.reward_clip, self.reward_clip)
+        # A row-wise sum, not a matmul: BLAS may round differently with the batch's size.
+        batch.reward[:] = (np.where(inside, r, 0.0) * self._gamma_powers[: self.n_step]).sum(1)
+        batch.discount[:] = self._gamma_powers[k]
+        batch.done[:] = loc.terminated & (nxt == ep_end)
         return batch
 
 
@@ -260,24 +319,24 @@ class TrajectorySampler(_MultiGameSampler):
         rtg = np.empty((b, n), np.float32)
         timestep = np.empty((b, n), np.int64)
         mask = np.empty((b, n), np.float32)
-        groups, game_id = self._locate()
-        j = np.arange(n)
-        for grp in groups:
-            sh, rows = grp.shard, grp.rows
-            first = np.maximum(grp.ep_start, np.minimum(grp.frame, grp.ep_end - n))
-            frame = first[:, None] + j  # [k, L]
-            real = frame < grp.ep_end[:, None]
-            safe = np.where(real, frame, 0)  # frame 0 is the zero sentinel: padding reads zeros
-            stacks = self._stack_indices(safe, np.where(real, grp.ep_start[:, None], 0))
-            np.take(sh.frames, stacks.ravel(), axis=0, out=obs[rows].reshape(-1, c, h, w),
-                    mode="clip")
-            action[rows] = sh.actions[safe]
-            r = sh.rewards[safe]
-            if self.reward_clip is not None:
-                r = np.clip(r, -self.reward_clip, self.reward_clip)
-            reward[rows] = r
-            rtg[rows] = sh.returns_to_go[safe]
-            timestep[rows] = np.where(real, frame - grp.ep_start[:, None], 0)
-            mask[rows] = real
+        loc = self._locate()
+        first = np.maximum(loc.ep_start, np.minimum(loc.frame, loc.ep_end - n))
+        frame = first[:, None] + np.arange(n)  # [B, L]
+        real = frame < loc.ep_end[:, None]
+        safe = np.where(real, frame, 0)  # frame 0 is the zero sentinel: padding reads zeros
+        stacks = self._stack_indices(safe, np.where(real, loc.ep_start[:, None], 0))
+        flat_obs = obs.reshape(-1, c, h, w)
+        for shard_id, lo, hi in loc.runs:
+            sh = self._shards[shard_id]
+            np.take(sh.frames, stacks[lo:hi].ravel(), axis=0,
+                    out=flat_obs[lo * n * s:hi * n * s], mode="clip")
+            action[lo:hi] = sh.actions[safe[lo:hi]]
+            reward[lo:hi] = sh.rewards[safe[lo:hi]]
+            rtg[lo:hi] = sh.returns_to_go[safe[lo:hi]]
+        if self.reward_clip is not None:
+            np.clip(reward, -self.reward_clip, self.reward_clip, out=reward)
+        timestep[:] = np.where(real, frame - loc.ep_start[:, None], 0)
+        mask[:] = real
+        game_id = loc.game_id
         return TrajectoryBatch(obs=obs, action=action, reward=reward, return_to_go=rtg,
                                timestep=timestep, mask=mask, game_id=game_id)
