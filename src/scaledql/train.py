@@ -295,10 +295,13 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate_fn: EvalFn | None = N
 
     interrupted = False
 
-    def on_sigterm(signum, frame):  # treat like Ctrl-C: save and leave
+    def on_signal(signum, frame):  # Ctrl-C or a scheduler's SIGTERM: save and leave
         raise KeyboardInterrupt
 
-    old_handler = signal.signal(signal.SIGTERM, on_sigterm) if dist.is_main else None
+    # Installed explicitly: a process started in the background of a non-interactive shell
+    # inherits SIGINT as *ignored*, and Python then never raises KeyboardInterrupt.
+    old_handlers = ({sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+                    if dist.is_main else {})
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                disable=not (progress and dist.is_main), file=sys.stderr)
     batch_buffer = sampler.empty_batch()
@@ -335,8 +338,8 @@ def train(cfg: TrainConfig, resume: bool = False, evaluate_fn: EvalFn | None = N
         interrupted = True
     finally:
         bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
     if interrupted or (stop_after is not None and agent.step < cfg.steps):
         save()
         log.close()
