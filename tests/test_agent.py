@@ -2,7 +2,7 @@
 
 import io
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +15,7 @@ from scaledql.agents import (
     build_agent_from_checkpoint,
     scaled_ql_loss,
 )
+from scaledql.data.sampler import TransitionBatch
 from scaledql.errors import UserError
 from scaledql.models import NetworkOutput
 
@@ -27,17 +28,7 @@ TINY = AgentConfig(encoder="nature", width=0.25, feature_dim=32, num_atoms=11, b
                    lr=1e-3, lr_scaling="none")
 
 
-@dataclass
-class Batch:
-    """The sampler's batch layout (numpy arrays)."""
-
-    obs: np.ndarray
-    action: np.ndarray
-    reward: np.ndarray
-    discount: np.ndarray
-    done: np.ndarray
-    next_obs: np.ndarray
-    game_id: np.ndarray
+Batch = TransitionBatch  # the sampler's batch layout, as the trainer passes it
 
 
 def random_batch(size: int, seed: int = 0, num_actions=NUM_ACTIONS, obs_shape=OBS_SHAPE) -> Batch:
