@@ -26,6 +26,7 @@ from scaledql.agents.scaled_ql import AgentConfig, ScaledQLAgent
 from scaledql.checkpoint import save_checkpoint
 from scaledql.data.replay import RingReplay
 from scaledql.data.store import GameWriter, list_games
+from scaledql.device import pick_device
 from scaledql.errors import UserError
 from scaledql.suites import EnvOptions, GameSpec, get_suite
 
@@ -131,7 +132,7 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
     """Collect ``cfg.steps`` transitions of one game into ``cfg.out/<game>``; returns a summary."""
     suite = get_suite(cfg.suite)
     spec: GameSpec = suite.spec(game, cfg.options)
-    device = _device(cfg.device)
+    device = pick_device(cfg.device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     learning = cfg.policy == "dqn"
@@ -232,9 +233,3 @@ def collect(cfg: CollectConfig, skip_existing: bool = False) -> list[dict]:
             continue
         out.append(collect_game(cfg, game, cfg.seed + index))
     return out
-
-
-def _device(name: str | None) -> torch.device:
-    from scaledql.device import pick_device
-
-    return pick_device(name)

@@ -9,7 +9,7 @@ sampler re-stacks them, so a network sees the same input in the data and in the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import gymnasium as gym
@@ -46,7 +46,6 @@ class EnvOptions:
     full_action_space: bool = False
     mode: int | None = None
     difficulty: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class Suite(Protocol):
