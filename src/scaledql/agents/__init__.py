@@ -1,13 +1,8 @@
-"""Learners: network + losses + optimizer + target network = one update step."""
+"""Learners: each one module behind one interface (``base.Learner``), found by name in the
+registry. ``learner_class("scaled-ql")`` → the class; ``learner_names()`` → every registered one."""
 
-from scaledql.agents.scaled_ql import (
-    AgentConfig,
-    BatchTensors,
-    ScaledQLAgent,
-    batch_to_tensors,
-    build_agent_from_checkpoint,
-    scaled_ql_loss,
-)
+from scaledql.agents.base import BatchSpec, Learner, LearnerConfig, Problem
+from scaledql.agents.registry import learner_class, learner_names, register
 
-__all__ = ["AgentConfig", "BatchTensors", "ScaledQLAgent", "batch_to_tensors",
-           "build_agent_from_checkpoint", "scaled_ql_loss"]
+__all__ = ["BatchSpec", "Learner", "LearnerConfig", "Problem", "learner_class", "learner_names",
+           "register"]

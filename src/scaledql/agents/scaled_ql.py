@@ -1,9 +1,9 @@
-"""The Scaled Q-Learning agent: online network, target network, Adam, one update step.
+"""Scaled Q-Learning: online and target networks, Adam, one update step (a ``Learner``).
 
 The update math lives in ``scaled_ql_loss`` (a pure function of network outputs and batch
-tensors); ``ScaledQLAgent`` adds the optimizer, the target-network schedule, devices and
-DistributedDataParallel. With ``loss="mse"``, ``cql_alpha=0`` and ``huber_delta=1`` the same
-agent is an online double DQN, used to collect DQN-Replay-style behaviour data.
+tensors); ``ScaledQL`` adds the optimizer, the target-network schedule, devices and
+DistributedDataParallel. The online DQN that collects behaviour data (``agents/dqn.py``) is the
+same learner with a scalar Huber TD loss, no CQL and no feature normalization.
 
 Defaults and their sources: ``docs/defaults.md``.
 """
@@ -12,29 +12,39 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
-import warnings
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
 from scaledql import losses
+from scaledql.agents.base import (
+    BatchSpec,
+    Learner,
+    LearnerConfig,
+    Problem,
+    as_tensors,
+    check,
+    make_adam,
+    maybe_compile,
+    resolve_bf16,
+    wrap_distributed,
+)
+from scaledql.agents.registry import register
+from scaledql.data.sampler import TransitionBatch
 from scaledql.errors import UserError
 from scaledql.models import NetworkOutput, ScaledQNetwork, canonical_encoder_name
+from scaledql.policies import GreedyPolicy, Policy
 
 LOSSES = ("c51", "mse")
 LR_SCALINGS = ("sqrt", "linear", "none")
 
 
 @dataclass
-class AgentConfig:
+class ScaledQLConfig(LearnerConfig):
     """Everything that defines the learner (saved with every run).
 
-    ``batch_size`` is the *global* batch (summed over DDP processes); it only sets the learning
+    ``batch_size`` is the *global* batch (summed over DDP processes); it also sets the learning
     rate: ``effective_lr = lr · (batch_size / lr_batch_size) ** p`` with p = 0.5 for
     ``lr_scaling="sqrt"``, 1 for ``"linear"``, 0 for ``"none"``.
     """
@@ -48,7 +58,9 @@ class AgentConfig:
     num_atoms: int = 51
     v_min: float = -10.0
     v_max: float = 10.0
-    gamma: float = 0.99  # the sampler uses it for n-step discounts; batches carry gamma**k
+    gamma: float = 0.99
+    n_step: int = 3  # returns summed over n steps by the sampler (stops at episode ends)
+    reward_clip: float | None = 1.0  # clip each reward to [-c, c] for learning (DQN convention)
     cql_alpha: float = 0.1
     huber_delta: float | None = None  # mse only: None = squared error, a number = Huber loss
     double_q: bool = True  # bootstrap action = argmax of the *online* net at s'
@@ -68,74 +80,41 @@ class AgentConfig:
         power = {"sqrt": 0.5, "linear": 1.0, "none": 0.0}[self.lr_scaling]
         return self.lr * (self.batch_size / self.lr_batch_size) ** power
 
-    def validate(self) -> AgentConfig:
-        """Check values; ``UserError`` naming the first bad one. Returns self."""
+    def validate(self) -> ScaledQLConfig:
+        super().validate()
         self.encoder = canonical_encoder_name(self.encoder)
         if self.loss not in LOSSES:
             raise UserError(f"unknown loss {self.loss!r} (choose from {', '.join(LOSSES)})")
         if self.lr_scaling not in LR_SCALINGS:
             raise UserError(f"unknown lr_scaling {self.lr_scaling!r} ({', '.join(LR_SCALINGS)})")
-        checks = [
+        finite = all(math.isfinite(x) for x in (self.width, self.obs_scale, self.v_min, self.v_max,
+                                                self.gamma, self.cql_alpha, self.lr, self.adam_eps))
+        check([
+            (finite, "width, obs_scale, v_min, v_max, gamma, cql_alpha, lr and adam_eps must be finite"),
             (self.width > 0, "width must be > 0"),
             (self.obs_scale > 0, "obs_scale must be > 0"),
             (self.feature_dim > 0, "feature_dim must be > 0"),
             (self.num_atoms >= 2, "num_atoms must be >= 2"),
             (self.v_max > self.v_min, "v_max must be > v_min"),
             (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
+            (self.n_step >= 1, "n_step must be >= 1"),
+            (self.reward_clip is None or self.reward_clip > 0, "reward_clip must be > 0 (or none)"),
             (self.cql_alpha >= 0, "cql_alpha must be >= 0"),
-            (self.lr > 0 and self.batch_size > 0 and self.lr_batch_size > 0,
-             "lr, batch_size and lr_batch_size must be > 0"),
+            (self.lr > 0 and self.lr_batch_size > 0 and self.adam_eps > 0,
+             "lr, lr_batch_size and adam_eps must be > 0"),
             (self.target_update_period >= 1, "target_update_period must be >= 1"),
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
             (self.huber_delta is None or self.huber_delta > 0, "huber_delta must be > 0"),
-        ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise UserError(f"agent config: {message}")
+        ])  # fmt: skip
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class BatchTensors(NamedTuple):
-    """A sampled batch on the learner's device (fields as the sampler's batch)."""
-
-    obs: torch.Tensor  # uint8[B, S*C, H, W]
-    action: torch.Tensor  # int64[B]
-    reward: torch.Tensor  # float32[B], n-step discounted sum of (clipped) rewards
-    discount: torch.Tensor  # float32[B], gamma**k
-    done: torch.Tensor  # float32[B], 1 = terminated within the k steps (no bootstrap)
-    next_obs: torch.Tensor  # uint8[B, S*C, H, W]
-    game_id: torch.Tensor  # int64[B], index of the game's head
-
-
-def batch_to_tensors(batch: Any, device: torch.device | str) -> BatchTensors:
-    """Move a sampler batch (numpy arrays or tensors under the field names above) to ``device``.
-
-    uint8 observations travel as uint8 (4× less to copy) and become float inside the network.
-    """
-    def move(x: Any, dtype: torch.dtype) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else torch.as_tensor(x)
-        return t.to(device=device, dtype=dtype, non_blocking=True)
-
-    return BatchTensors(
-        obs=move(batch.obs, torch.uint8),
-        action=move(batch.action, torch.int64),
-        reward=move(batch.reward, torch.float32),
-        discount=move(batch.discount, torch.float32),
-        done=move(batch.done, torch.float32),
-        next_obs=move(batch.next_obs, torch.uint8),
-        game_id=move(batch.game_id, torch.int64),
-    )
 
 
 def scaled_ql_loss(
     online_out: NetworkOutput,
     target_out: NetworkOutput,
     next_online_out: NetworkOutput | None,
-    batch: BatchTensors,
-    cfg: AgentConfig,
+    batch: TransitionBatch,
+    cfg: ScaledQLConfig,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The Scaled QL objective, averaged over the batch: ``mean(TD + α · CQL)``.
 
@@ -184,97 +163,74 @@ def scaled_ql_loss(
     return loss, metrics
 
 
-def _compile_supported(device: torch.device) -> bool:
-    # Inductor on CPU generates C++; without a compiler the first call would crash mid-run.
-    return device.type == "cuda" or shutil.which("g++") is not None or shutil.which("c++") is not None
+@register
+class ScaledQL(Learner):
+    """Online + target ``ScaledQNetwork`` and Adam; ``update`` does one gradient step.
 
-
-def _bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # CPUs with AVX512-BF16/AMX run bf16 convolutions natively; elsewhere it is emulated and slow.
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and \
-        torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-class ScaledQLAgent:
-    """Online + target ScaledQNetwork and Adam; ``update`` does one gradient step.
-
-    obs_shape: (S*C, H, W) of one observation; num_actions: action count of each game, indexed
-    by game id. ``distributed=True`` wraps the online network in DistributedDataParallel; the
-    caller must have called ``torch.distributed.init_process_group`` (gloo on CPU, NCCL on GPU)
-    and gives each process its own share of the global batch.
+    ``distributed=True`` wraps the online network in DistributedDataParallel; the caller must
+    have called ``torch.distributed.init_process_group`` (gloo on CPU, NCCL on GPU) and gives
+    each process its share of the global batch.
     """
 
-    def __init__(
-        self,
-        cfg: AgentConfig,
-        obs_shape: Sequence[int],
-        num_actions: Sequence[int],
-        device: torch.device | str = "cpu",
-        distributed: bool = False,
-    ) -> None:
-        self.cfg = cfg.validate()
-        self.device = torch.device(device)
-        self.num_actions = [int(a) for a in num_actions]
-        self.obs_shape = tuple(int(s) for s in obs_shape)
+    name = "scaled-ql"
+    config_class = ScaledQLConfig
+    summary = "offline multi-game Scaled Q-Learning: C51 + CQL, feature normalization (the paper)"
+    cfg: ScaledQLConfig
+
+    def __init__(self, cfg: ScaledQLConfig, problem: Problem, device: torch.device | str = "cpu",
+                 distributed: bool = False) -> None:
+        super().__init__(cfg, problem, device, distributed)
         self.online = ScaledQNetwork(
-            cfg.encoder, obs_shape, self.num_actions, width=cfg.width, feature_dim=cfg.feature_dim,
-            feature_norm=cfg.feature_norm, num_atoms=cfg.num_atoms if cfg.loss == "c51" else None,
+            cfg.encoder, problem.obs_shape, problem.num_actions, width=cfg.width,
+            feature_dim=cfg.feature_dim, feature_norm=cfg.feature_norm,
+            num_atoms=cfg.num_atoms if cfg.loss == "c51" else None,
             channels_last=cfg.channels_last, obs_scale=cfg.obs_scale,
         ).to(self.device)  # fmt: skip
-        self._train_forward: nn.Module = self.online
-        if distributed:
-            if not torch.distributed.is_initialized():
-                raise RuntimeError("distributed=True needs torch.distributed.init_process_group first")
-            ids = None
-            if self.device.type == "cuda":
-                ids = [self.device.index if self.device.index is not None
-                       else torch.cuda.current_device()]
-            # DDP broadcasts rank 0's weights here, so every rank (and its target) starts equal.
-            # No buffer broadcast: the only buffers are constant action tables.
-            self._train_forward = nn.parallel.DistributedDataParallel(
-                self.online, device_ids=ids, broadcast_buffers=False
-            )
+        forward = wrap_distributed(self.online, self.device) if distributed else self.online
         self.target = copy.deepcopy(self.online).requires_grad_(False).eval()
-        # The fused kernel makes one pass over the parameters instead of ~10 (several ms per
-        # step on CPU for a Nature CNN); same math as the default implementation.
-        self.optimizer = torch.optim.Adam(
-            self.online.parameters(), lr=cfg.effective_lr, eps=cfg.adam_eps,
-            fused=self.device.type in ("cpu", "cuda"),
-        )
-        if cfg.compile:
-            if _compile_supported(self.device):
-                self._train_forward = torch.compile(self._train_forward)
-            else:
-                warnings.warn("compile=True ignored: no C++ compiler for torch.compile on CPU",
-                              stacklevel=2)
-        self._bf16 = cfg.bf16 and _bf16_supported(self.device)
-        if cfg.bf16 and not self._bf16:
-            warnings.warn(f"bf16=True ignored: no bf16 support on {self.device}", stacklevel=2)
+        self.optimizer = make_adam(self.online.parameters(), cfg.effective_lr, cfg.adam_eps,
+                                   self.device)
+        self._train_forward = maybe_compile(forward, cfg.compile, self.device)
+        self._bf16 = resolve_bf16(cfg.bf16, self.device)
         # Under bf16, autocast would re-cast the fixed target weights on every forward (a
         # fifth of a CPU step for the Nature CNN); a bf16 copy, refreshed whenever the target
         # changes, gives the same products. It only ever runs inside the update's autocast.
         self._target_bf16 = copy.deepcopy(self.target).to(torch.bfloat16) if self._bf16 else None
-        self.step = 0
+        self._support = losses.make_support(cfg.v_min, cfg.v_max, cfg.num_atoms, self.device)
 
-    # -- helpers -----------------------------------------------------------------------------
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16)
+    @classmethod
+    def tiny_config(cls) -> ScaledQLConfig:
+        return cls.config_class(encoder="nature", width=0.25, feature_dim=16, batch_size=8,
+                                num_atoms=11, target_update_period=2, cql_alpha=0.5, n_step=2,
+                                lr=1e-3, lr_scaling="none")
+
+    # -- the interface -------------------------------------------------------------------------
+    def batch_spec(self) -> BatchSpec:
+        return BatchSpec("transitions", self.cfg.batch_size, n_step=self.cfg.n_step,
+                         gamma=self.cfg.gamma, reward_clip=self.cfg.reward_clip)
+
+    @property
+    def torso(self):
+        return self.online.torso
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"online": self.online}
 
     def param_counts(self) -> dict[str, int]:
         """Online-network parameters by part (encoder, projection, heads, total)."""
         return self.online.param_counts()
 
-    # -- learning ------------------------------------------------------------------------------
-    def update(self, batch: Any) -> dict[str, float]:
-        """One gradient step on a sampled batch (numpy arrays or tensors; see ``BatchTensors``).
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16)
 
-        Returns floats: loss, td_loss, cql_loss, mean_q, feature_norm (pre-normalization L2
-        norm), grad_norm (before clipping), lr. Copies online → target every
+    def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
+        """One gradient step on a transition batch (tensors on the device; numpy is moved).
+
+        Returns 0-d tensors on the device: loss, td_loss, cql_loss, mean_q, feature_norm
+        (pre-normalization L2 norm), grad_norm (before clipping). Copies online → target every
         ``target_update_period`` steps.
         """
-        t = batch_to_tensors(batch, self.device)
+        t = as_tensors(batch, self.device)
         self.online.train()
         with self._autocast():
             online_out = self._train_forward(t.obs, t.game_id)
@@ -292,11 +248,7 @@ class ScaledQLAgent:
         self.step += 1
         if self.step % self.cfg.target_update_period == 0:
             self.sync_target()
-        names = list(metrics)
-        values = torch.stack([metrics[k].float() for k in names]).tolist()  # one device sync
-        out = dict(zip(names, values, strict=True))
-        out["lr"] = self.optimizer.param_groups[0]["lr"]
-        return out
+        return metrics
 
     def sync_target(self) -> None:
         """Hard copy of the online weights into the target network."""
@@ -307,7 +259,6 @@ class ScaledQLAgent:
         if self._target_bf16 is not None:
             self._target_bf16.load_state_dict(self.target.state_dict())  # casts to bf16
 
-    # -- acting --------------------------------------------------------------------------------
     @torch.no_grad()
     def q_values(self, obs: torch.Tensor, game_id: int | torch.Tensor) -> torch.Tensor:
         """Expected Q-values of the online net. obs: uint8[B, S*C, H, W] → float32[B, A_max];
@@ -322,47 +273,17 @@ class ScaledQLAgent:
         self.online.train(was_training)
         values = out.values.float()
         if self.cfg.loss == "c51":
-            support = losses.make_support(
-                self.cfg.v_min, self.cfg.v_max, self.cfg.num_atoms, device=self.device
-            )
-            values = losses.expected_q(values, support)
+            values = losses.expected_q(values, self._support)
         return values.masked_fill(~out.action_mask, float("-inf"))
 
-    def act(
-        self,
-        obs: np.ndarray,
-        game_id: int,
-        epsilon: float = 0.0,
-        rng: np.random.Generator | None = None,
-    ) -> np.ndarray:
-        """ε-greedy actions for a batch of one game's observations.
+    def policy(self) -> Policy:
+        return GreedyPolicy(self.q_values, self.problem.games, self.problem.num_actions,
+                            self.device)
 
-        obs: uint8[B, S*C, H, W] → int64[B] in [0, num_actions[game_id]). With an ``rng`` the
-        same random numbers are drawn whatever ε is, so runs stay reproducible from it;
-        ``rng=None`` is for greedy use (ε = 0) and falls back to fresh entropy otherwise.
-        """
-        n = obs.shape[0]
-        if rng is None and epsilon > 0:
-            rng = np.random.default_rng()
-        if rng is not None:
-            random_actions = rng.integers(0, self.num_actions[game_id], size=n)
-            explore = rng.random(n) < epsilon
-        else:
-            random_actions, explore = np.zeros(n, np.int64), np.zeros(n, bool)
-        if explore.all():
-            return random_actions.astype(np.int64)
-        greedy = self.q_values(torch.from_numpy(np.ascontiguousarray(obs)), game_id).argmax(1)
-        return np.where(explore, random_actions, greedy.cpu().numpy()).astype(np.int64)
-
-    # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Online and target weights, optimizer state and step (tensors; torch.save-able)."""
-        return {
-            "online": self.online.state_dict(),
-            "target": self.target.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-        }
+        return {"online": self.online.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "step": self.step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.online.load_state_dict(state["online"])
@@ -370,20 +291,3 @@ class ScaledQLAgent:
         self._refresh_target_bf16()
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-
-
-def build_agent_from_checkpoint(payload: dict[str, Any], device: torch.device | str) -> ScaledQLAgent:
-    """Rebuild an agent from a checkpoint dict holding ``agent_config`` (``AgentConfig.to_dict``),
-    ``obs_shape``, ``num_actions`` and ``agent`` (``ScaledQLAgent.state_dict``)."""
-    try:
-        cfg = AgentConfig(**payload["agent_config"])
-        obs_shape, num_actions, state = payload["obs_shape"], payload["num_actions"], payload["agent"]
-    except (KeyError, TypeError) as exc:
-        raise UserError(f"checkpoint does not describe a Scaled QL agent ({exc})") from None
-    agent = ScaledQLAgent(cfg, obs_shape, num_actions, device)
-    try:
-        agent.load_state_dict(state)
-    except (KeyError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint weights do not fit its agent config ({first})") from None
-    return agent

@@ -59,6 +59,7 @@ class TrajectoryBatch:
     obs: uint8[B, L, S*C, H, W]; action: int64[B, L]; reward: float32[B, L] (raw, or clipped if
     the sampler clips); return_to_go: float32[B, L] (undiscounted raw return from that step to
     the stored episode's end); timestep: int64[B, L] (step index within the episode);
+    terminal: float32[B, L] (1 on the last step of an episode that ended in a terminal state);
     mask: float32[B, L] (1 on real steps, 0 on padding after the episode's end; padded steps
     hold zeros); game_id: int64[B].
     """
@@ -68,6 +69,7 @@ class TrajectoryBatch:
     reward: np.ndarray
     return_to_go: np.ndarray
     timestep: np.ndarray
+    terminal: np.ndarray
     mask: np.ndarray
     game_id: np.ndarray
 
@@ -310,15 +312,24 @@ class TrajectorySampler(_MultiGameSampler):
         self.length = int(length)
         self.reward_clip = reward_clip
 
-    def sample(self) -> TrajectoryBatch:
+    def empty_batch(self) -> TrajectoryBatch:
+        """A batch of uninitialized arrays of the right shapes, to pass to ``sample(out=...)``."""
         b, s, n = self.batch_size, self.stack, self.length
         c, h, w = self.frame_shape
-        obs = np.empty((b, n, s * c, h, w), np.uint8)
-        action = np.empty((b, n), np.int64)
-        reward = np.empty((b, n), np.float32)
-        rtg = np.empty((b, n), np.float32)
-        timestep = np.empty((b, n), np.int64)
-        mask = np.empty((b, n), np.float32)
+        return TrajectoryBatch(
+            obs=np.empty((b, n, s * c, h, w), np.uint8), action=np.empty((b, n), np.int64),
+            reward=np.empty((b, n), np.float32), return_to_go=np.empty((b, n), np.float32),
+            timestep=np.empty((b, n), np.int64), terminal=np.empty((b, n), np.float32),
+            mask=np.empty((b, n), np.float32), game_id=np.empty(b, np.int64))
+
+    def sample(self, out: TrajectoryBatch | None = None) -> TrajectoryBatch:
+        """Draw a batch; ``out`` (from ``empty_batch``; C-contiguous) is filled in place."""
+        batch = self.empty_batch() if out is None else out
+        if not batch.obs.flags.c_contiguous:
+            raise ValueError("sample(out=...) needs a C-contiguous obs array")
+        s, n = self.stack, self.length
+        c, h, w = self.frame_shape
+        obs, action, reward, rtg = batch.obs, batch.action, batch.reward, batch.return_to_go
         loc = self._locate()
         first = np.maximum(loc.ep_start, np.minimum(loc.frame, loc.ep_end - n))
         frame = first[:, None] + np.arange(n)  # [B, L]
@@ -335,8 +346,8 @@ class TrajectorySampler(_MultiGameSampler):
             rtg[lo:hi] = sh.returns_to_go[safe[lo:hi]]
         if self.reward_clip is not None:
             np.clip(reward, -self.reward_clip, self.reward_clip, out=reward)
-        timestep[:] = np.where(real, frame - loc.ep_start[:, None], 0)
-        mask[:] = real
-        game_id = loc.game_id
-        return TrajectoryBatch(obs=obs, action=action, reward=reward, return_to_go=rtg,
-                               timestep=timestep, mask=mask, game_id=game_id)
+        batch.timestep[:] = np.where(real, frame - loc.ep_start[:, None], 0)
+        batch.terminal[:] = loc.terminated[:, None] & (frame == loc.ep_end[:, None] - 1)
+        batch.mask[:] = real
+        batch.game_id[:] = loc.game_id
+        return batch

@@ -1,9 +1,11 @@
-"""Networks: encoders (Nature CNN, IMPALA, GroupNorm ResNets), spatial embeddings, game heads."""
+"""Networks: encoders (Nature CNN, IMPALA, GroupNorm ResNets), spatial embeddings, the
+torso (encoder → projection → feature norm), game heads."""
 
 from scaledql.models.encoders import ENCODER_NAMES, canonical_encoder_name, make_encoder
 from scaledql.models.heads import MultiGameHeads
 from scaledql.models.network import NetworkOutput, ScaledQNetwork
 from scaledql.models.spatial import SpatialEmbedding
+from scaledql.models.torso import Torso, TorsoOutput
 
 __all__ = [
     "ENCODER_NAMES",
@@ -11,6 +13,8 @@ __all__ = [
     "NetworkOutput",
     "ScaledQNetwork",
     "SpatialEmbedding",
+    "Torso",
+    "TorsoOutput",
     "canonical_encoder_name",
     "make_encoder",
 ]

@@ -1,4 +1,4 @@
-"""The Scaled QL network: encoder → dense projection + ReLU → feature normalization → game heads."""
+"""The Scaled QL network: a ``Torso`` (encoder → projection + ReLU → feature norm) → game heads."""
 
 from __future__ import annotations
 
@@ -6,17 +6,16 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from scaledql.models.encoders import make_encoder
 from scaledql.models.heads import MultiGameHeads
+from scaledql.models.torso import Torso
 
 
 class NetworkOutput(NamedTuple):
     """What one forward pass returns (B samples, A_max actions, N atoms)."""
 
-    values: torch.Tensor  # float[B, A_max, N] C51 logits, or float[B, A_max] Q for the mse variant
+    values: torch.Tensor  # float[B, A_max, N] C51 logits, or float[B, A_max] scalars
     action_mask: torch.Tensor  # bool[B, A_max], False for actions the sample's game lacks
     feature_norm: torch.Tensor  # float[B], L2 norm of the features *before* normalization
 
@@ -24,10 +23,8 @@ class NetworkOutput(NamedTuple):
 class ScaledQNetwork(nn.Module):
     """obs uint8[B, C, H, W], game_id int64[B] → ``NetworkOutput``.
 
-    Observations are multiplied by ``obs_scale`` here (1/255: Atari pixels and MinAtar's 0/255
-    cells), so callers pass raw uint8, 4× cheaper to move to a device than float.
-    ``feature_norm=True`` divides the penultimate features by their L2 norm (no learned scale),
-    the Scaled QL stabilizer; ``num_atoms=None`` makes scalar-Q heads.
+    ``num_atoms=None`` makes one scalar per action (scalar Q, or the action logits of behaviour
+    cloning). The torso is ``self.torso``; the per-game heads ``self.heads``.
     """
 
     def __init__(
@@ -43,32 +40,19 @@ class ScaledQNetwork(nn.Module):
         obs_scale: float = 1.0 / 255.0,
     ) -> None:
         super().__init__()
-        self.obs_scale = obs_scale
-        in_channels, height, width_px = (int(s) for s in obs_shape)
-        self.encoder = make_encoder(encoder, in_channels, (height, width_px), width)
-        self.projection = nn.Linear(self.encoder.output_shape[0], feature_dim)
+        self.torso = Torso(encoder, obs_shape, width=width, feature_dim=feature_dim,
+                           feature_norm=feature_norm, channels_last=channels_last,
+                           obs_scale=obs_scale)
         self.heads = MultiGameHeads(feature_dim, num_actions, num_atoms)
-        self.feature_norm = feature_norm
-        self.channels_last = channels_last
-        if channels_last:
-            self.encoder.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor, game_id: torch.Tensor) -> NetworkOutput:
-        # Under autocast go straight to the low-precision dtype: one conversion pass, not two.
-        device = obs.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
-        x = obs.to(dtype).mul_(self.obs_scale)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        features = torch.relu(self.projection(self.encoder(x)))
-        norm = features.detach().float().norm(dim=1)
-        if self.feature_norm:
-            features = F.normalize(features, dim=1, eps=1e-6)
+        features, norm = self.torso(obs)
         return NetworkOutput(self.heads(features, game_id), self.heads.action_mask(game_id), norm)
 
     def param_counts(self) -> dict[str, int]:
         """Parameter counts by part: encoder, projection, heads, total."""
-        parts = {"encoder": self.encoder, "projection": self.projection, "heads": self.heads}
+        parts = {"encoder": self.torso.encoder, "projection": self.torso.projection,
+                 "heads": self.heads}
         counts = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
         counts["total"] = sum(counts.values())
         return counts

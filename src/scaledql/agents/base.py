@@ -1,0 +1,219 @@
+"""The learner interface: the one seam between algorithms and everything that runs them.
+
+A learner (Scaled QL, online DQN, behaviour cloning, Decision Transformer, MAE) is one module in
+``agents/`` that provides:
+
+- a typed config dataclass (``config_class``, a subclass of ``LearnerConfig``), saved with every
+  run and checked by ``training/config.py``;
+- ``batch_spec()``: the batches it learns from — n-step ``transitions`` or ``trajectories``
+  (sub-trajectories with returns-to-go) — which the training loop asks the data layer for;
+- ``update(batch) → metrics``: one gradient step on a batch whose fields are tensors already on
+  the learner's device; metrics are 0-d tensors left on the device (the loop accumulates them
+  and reads them back only when it logs) and always include ``loss``;
+- ``state_dict()`` / ``load_state_dict()``: everything needed to continue exactly;
+- ``policy()``: a ``scaledql.policies.Policy`` for evaluation and collection;
+- ``torso``: the transferable part of its network (``None`` if nothing transfers) — see
+  ``scaledql.transfer``.
+
+The training loop, checkpoints, evaluation and the CLI know this interface and the registry
+(``agents/registry.py``), never a learner by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from scaledql.errors import UserError
+from scaledql.policies import Policy
+
+BatchKind = Literal["transitions", "trajectories"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What the data defines for a learner: observation shape and the games' action counts.
+
+    obs_shape: (S*C, H, W) of one stacked observation; frame_channels: C of one frame;
+    num_actions[g]: action count of game g (its head index); games: their names.
+    """
+
+    obs_shape: tuple[int, int, int]
+    num_actions: tuple[int, ...]
+    games: tuple[str, ...]
+    frame_channels: int
+
+    @property
+    def stack(self) -> int:
+        return self.obs_shape[0] // self.frame_channels
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """The batches a learner needs (the data layer builds a sampler from this).
+
+    transitions: ``n_step`` returns discounted by ``gamma``, rewards clipped to ±``reward_clip``
+    (None: raw); trajectories: windows of ``length`` steps with returns-to-go.
+    ``batch_size`` is the global batch (the loop splits it over DDP processes).
+    """
+
+    kind: BatchKind
+    batch_size: int
+    n_step: int = 1
+    gamma: float = 0.99
+    reward_clip: float | None = 1.0
+    length: int = 1
+
+
+@dataclass
+class LearnerConfig:
+    """Base of every learner's config. ``batch_size`` is the global batch over all processes."""
+
+    batch_size: int = 512
+
+    def validate(self) -> LearnerConfig:
+        """Check values; ``UserError`` naming the first bad one. Returns self."""
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be positive, got {self.batch_size}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def check(conditions: list[tuple[bool, str]], where: str = "learner config") -> None:
+    """``UserError`` with the message of the first condition that does not hold."""
+    for ok, message in conditions:
+        if not ok:
+            raise UserError(f"{where}: {message}")
+
+
+class Learner(ABC):
+    """See the module docstring. Subclasses set ``name`` and ``config_class`` and register
+    themselves with ``@register`` (``agents/registry.py``)."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[LearnerConfig]]
+    summary: ClassVar[str] = ""  # one line for --help
+
+    def __init__(self, cfg: LearnerConfig, problem: Problem, device: torch.device | str = "cpu",
+                 distributed: bool = False) -> None:
+        self.cfg = cfg.validate()
+        self.problem = problem
+        self.device = torch.device(device)
+        self.distributed = distributed
+        self.step = 0
+
+    # -- what every learner implements ---------------------------------------------------------
+    @abstractmethod
+    def batch_spec(self) -> BatchSpec: ...
+
+    @abstractmethod
+    def update(self, batch: Any) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def policy(self) -> Policy: ...
+
+    @classmethod
+    @abstractmethod
+    def tiny_config(cls) -> LearnerConfig:
+        """The smallest config that still exercises every part (tests, ``--quick`` runs)."""
+
+    # -- shared, overridable ---------------------------------------------------------------
+    @property
+    def torso(self) -> nn.Module | None:
+        """The transferable part of the network (``encoder``, ``projection``), or None."""
+        return None
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The learner's networks by name (parameter counts, freezing)."""
+        return {}
+
+    def param_counts(self) -> dict[str, int]:
+        """Trainable-network parameters by part, plus ``total``."""
+        counts = {name: sum(p.numel() for p in m.parameters()) for name, m in self.modules().items()}
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def freeze_encoder(self) -> None:
+        """Stop gradients into the torso's encoder (transfer with a frozen representation)."""
+        if self.torso is None:
+            raise UserError(f"{self.name} has no encoder to freeze")
+        self.torso.encoder.requires_grad_(False)
+
+
+# -- helpers several learners share ----------------------------------------------------------
+def wrap_distributed(module: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel around ``module`` (the process group must exist). DDP broadcasts
+    rank 0's weights here, so every rank starts equal."""
+    if not torch.distributed.is_initialized():
+        raise RuntimeError("distributed=True needs torch.distributed.init_process_group first")
+    ids = None
+    if device.type == "cuda":
+        ids = [device.index if device.index is not None else torch.cuda.current_device()]
+    # No buffer broadcast: the only buffers are constant tables (action columns, masks).
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+
+
+def compile_supported(device: torch.device) -> bool:
+    # Inductor on CPU generates C++; without a compiler the first call would crash mid-run.
+    return device.type == "cuda" or shutil.which("g++") is not None or shutil.which("c++") is not None
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    # CPUs with AVX512-BF16/AMX run bf16 convolutions natively; elsewhere it is emulated and slow.
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and \
+        torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def maybe_compile(module: nn.Module, enabled: bool, device: torch.device) -> nn.Module:
+    if not enabled:
+        return module
+    if compile_supported(device):
+        return torch.compile(module)
+    warnings.warn("compile=True ignored: no C++ compiler for torch.compile on CPU", stacklevel=3)
+    return module
+
+
+def resolve_bf16(requested: bool, device: torch.device) -> bool:
+    ok = requested and bf16_supported(device)
+    if requested and not ok:
+        warnings.warn(f"bf16=True ignored: no bf16 support on {device}", stacklevel=3)
+    return ok
+
+
+def make_adam(params, lr: float, eps: float, device: torch.device) -> torch.optim.Adam:
+    # The fused kernel makes one pass over the parameters instead of ~10 (several ms per step on
+    # CPU for a Nature CNN); same math as the default implementation.
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=device.type in ("cpu", "cuda"))
+
+
+def as_tensors(batch: Any, device: torch.device) -> Any:
+    """A batch dataclass with numpy or tensor fields → the same dataclass of tensors on
+    ``device`` (dtypes kept; uint8 frames stay uint8). Tensors already there pass through."""
+    fields = {}
+    for f in dataclasses.fields(batch):
+        x = getattr(batch, f.name)
+        t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else torch.as_tensor(x)
+        fields[f.name] = t.to(device, non_blocking=True)
+    return type(batch)(**fields)

@@ -1,0 +1,68 @@
+"""The torso every value/policy network shares: encoder → dense projection + ReLU → feature norm.
+
+The torso is the transferable part of a network (``transfer.py`` loads a pretrained one into a
+new network with fresh heads); heads are per game and never transfer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scaledql.models.encoders import make_encoder
+
+
+class TorsoOutput(NamedTuple):
+    features: torch.Tensor  # float[B, D], L2-normalized when the torso normalizes
+    feature_norm: torch.Tensor  # float32[B], L2 norm *before* normalization (a diagnostic)
+
+
+class Torso(nn.Module):
+    """obs uint8[B, C, H, W] → ``TorsoOutput``.
+
+    Observations are multiplied by ``obs_scale`` here (1/255: Atari pixels and MinAtar's 0/255
+    cells), so callers pass raw uint8, 4× cheaper to move to a device than float.
+    ``feature_norm=True`` divides the features by their L2 norm (no learned scale), the Scaled QL
+    stabilizer.
+    """
+
+    def __init__(
+        self,
+        encoder: str,
+        obs_shape: Sequence[int],
+        width: float = 1.0,
+        feature_dim: int = 512,
+        feature_norm: bool = True,
+        channels_last: bool = False,
+        obs_scale: float = 1.0 / 255.0,
+    ) -> None:
+        super().__init__()
+        in_channels, height, width_px = (int(s) for s in obs_shape)
+        self.obs_scale = obs_scale
+        self.encoder = make_encoder(encoder, in_channels, (height, width_px), width)
+        self.projection = nn.Linear(self.encoder.output_shape[0], feature_dim)
+        self.feature_dim = feature_dim
+        self.feature_norm = feature_norm
+        self.channels_last = channels_last
+        if channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
+
+    def scale(self, obs: torch.Tensor) -> torch.Tensor:
+        """uint8 obs → float in [0, 1], in the autocast dtype when autocast is on (one pass)."""
+        device = obs.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+        x = obs.to(dtype).mul_(self.obs_scale)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, obs: torch.Tensor) -> TorsoOutput:
+        features = torch.relu(self.projection(self.encoder(self.scale(obs))))
+        norm = features.detach().float().norm(dim=1)
+        if self.feature_norm:
+            features = F.normalize(features, dim=1, eps=1e-6)
+        return TorsoOutput(features, norm)
