@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from scaledql.agents import (
-    AgentConfig,
-    ScaledQLAgent,
-    batch_to_tensors,
-    build_agent_from_checkpoint,
-    scaled_ql_loss,
-)
+from scaledql.agents.base import Problem, as_tensors
+from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig, scaled_ql_loss
+from scaledql.checkpoint import build_learner
 from scaledql.data.sampler import TransitionBatch
+from scaledql.policies import epsilon_greedy
 from scaledql.errors import UserError
 from scaledql.models import NetworkOutput
 
@@ -24,11 +21,28 @@ torch.set_num_threads(1)
 
 OBS_SHAPE = (4, 10, 10)
 NUM_ACTIONS = [3, 6]
-TINY = AgentConfig(encoder="nature", width=0.25, feature_dim=32, num_atoms=11, batch_size=16,
+TINY = ScaledQLConfig(encoder="nature", width=0.25, feature_dim=32, num_atoms=11, batch_size=16,
                    lr=1e-3, lr_scaling="none")
 
 
 Batch = TransitionBatch  # the sampler's batch layout, as the trainer passes it
+PROBLEM = Problem(OBS_SHAPE, tuple(NUM_ACTIONS), ("g0", "g1"), frame_channels=1)
+
+
+def batch_to_tensors(batch: Batch, device: str) -> Batch:
+    return as_tensors(batch, torch.device(device))
+
+
+def floats(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def act(agent: ScaledQL, obs: np.ndarray, game_id: int, epsilon: float = 0.0,
+        rng: np.random.Generator | None = None) -> np.ndarray:
+    policy = agent.policy()
+    policy.reset(agent.problem.games[game_id], len(obs))
+    rng = rng if rng is not None else np.random.default_rng(0)
+    return epsilon_greedy(policy, obs, epsilon, NUM_ACTIONS[game_id], rng)
 
 
 def random_batch(size: int, seed: int = 0, num_actions=NUM_ACTIONS, obs_shape=OBS_SHAPE) -> Batch:
@@ -45,13 +59,13 @@ def random_batch(size: int, seed: int = 0, num_actions=NUM_ACTIONS, obs_shape=OB
     )
 
 
-def make_agent(cfg=TINY, seed=0, **kw) -> ScaledQLAgent:
+def make_agent(cfg=TINY, seed=0, **kw) -> ScaledQL:
     torch.manual_seed(seed)
-    return ScaledQLAgent(cfg, OBS_SHAPE, NUM_ACTIONS, **kw)
+    return ScaledQL(cfg, PROBLEM, **kw)
 
 
 @torch.no_grad()
-def loss_on(agent: ScaledQLAgent, batch: Batch) -> float:
+def loss_on(agent: ScaledQL, batch: Batch) -> float:
     t = batch_to_tensors(batch, "cpu")
     out = agent.online(t.obs, t.game_id)
     loss, _ = scaled_ql_loss(out, agent.target(t.next_obs, t.game_id),
@@ -62,7 +76,7 @@ def loss_on(agent: ScaledQLAgent, batch: Batch) -> float:
 def test_scaled_ql_loss_mse_by_hand():
     # One sample, 2 actions. Double Q: the online net at s' prefers action 0, whose target
     # value is 0.5, so the target is 1 + 0.5 · 0.5 = 1.25 (not 1 + 0.5 · 3).
-    cfg = AgentConfig(loss="mse", cql_alpha=0.1)
+    cfg = ScaledQLConfig(loss="mse", cql_alpha=0.1)
     mask = torch.ones(1, 2, dtype=torch.bool)
     one = torch.ones(1)
     online = NetworkOutput(torch.tensor([[1.0, 2.0]]), mask, 2 * one)
@@ -80,7 +94,7 @@ def test_scaled_ql_loss_mse_by_hand():
     assert loss.item() == pytest.approx(td + 0.1 * cql)
     assert m["mean_q"].item() == pytest.approx(1.0) and m["feature_norm"].item() == 2.0
     # done = 1: no bootstrap, the target is the reward alone.
-    t_done = t._replace(done=torch.ones(1))
+    t_done = replace(t, done=torch.ones(1))
     _, m = scaled_ql_loss(online, target, next_online, t_done, replace(cfg, cql_alpha=0.0))
     assert m["td_loss"].item() == pytest.approx(0.0)
 
@@ -88,7 +102,7 @@ def test_scaled_ql_loss_mse_by_hand():
 def test_scaled_ql_loss_c51_terminal_target_by_hand():
     # Support [-1, 0, 1]; terminal transition with r = 0.5: target mass ½ on 0 and ½ on 1,
     # whatever the target net says. Online logits uniform → TD = −log(1/3).
-    cfg = AgentConfig(num_atoms=3, v_min=-1.0, v_max=1.0, cql_alpha=0.0)
+    cfg = ScaledQLConfig(num_atoms=3, v_min=-1.0, v_max=1.0, cql_alpha=0.0)
     mask = torch.ones(1, 2, dtype=torch.bool)
     uniform = NetworkOutput(torch.zeros(1, 2, 3), mask, torch.ones(1))
     peaked = NetworkOutput(torch.tensor([[[9.0, 0.0, 0.0], [0.0, 0.0, 9.0]]]), mask, torch.ones(1))
@@ -111,7 +125,7 @@ def test_one_update_decreases_loss_on_a_fixed_batch(variant):
     agent = make_agent(replace(TINY, **variant))
     batch = random_batch(16)
     before = loss_on(agent, batch)
-    metrics = agent.update(batch)
+    metrics = floats(agent.update(batch))
     # The update reports the loss it stepped on (bf16 forward passes round it a little).
     assert metrics["loss"] == pytest.approx(before, rel=1e-3 if agent.cfg.bf16 else 1e-5)
     assert loss_on(agent, batch) < before
@@ -121,7 +135,7 @@ def test_one_update_decreases_loss_on_a_fixed_batch(variant):
 
 def test_cql_alpha_zero_means_pure_td():
     agent = make_agent(replace(TINY, cql_alpha=0.0))
-    m = agent.update(random_batch(8))
+    m = floats(agent.update(random_batch(8)))
     assert m["loss"] == pytest.approx(m["td_loss"]) and m["cql_loss"] > 0
 
 
@@ -158,7 +172,7 @@ def test_state_dict_round_trip_continues_identically(bf16):
     b = make_agent(cfg, seed=123)  # different initial weights, overwritten by the load
     b.load_state_dict(torch.load(buffer))
     assert b.step == 3
-    ma, mb = a.update(random_batch(8, seed=9)), b.update(random_batch(8, seed=9))
+    ma, mb = floats(a.update(random_batch(8, seed=9))), floats(b.update(random_batch(8, seed=9)))
     assert ma == mb
     for (k, va), vb in zip(a.online.state_dict().items(), b.online.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
@@ -170,9 +184,9 @@ def test_act_respects_epsilon_and_action_counts():
     agent = make_agent()
     obs = random_batch(200).obs
     rng = np.random.default_rng(0)
-    explore = agent.act(obs, game_id=0, epsilon=1.0, rng=rng)
+    explore = act(agent, obs, 0, 1.0, rng)
     assert explore.dtype == np.int64 and set(explore.tolist()) == {0, 1, 2}  # game 0 has 3 actions
-    greedy = agent.act(obs, game_id=1, epsilon=0.0, rng=rng)
+    greedy = act(agent, obs, 1, 0.0, rng)
     q = agent.q_values(torch.from_numpy(obs), 1)
     assert np.array_equal(greedy, q.argmax(1).numpy())
     # Game 0 has 3 of the 6 padded actions: its padded Qs are -inf, so greedy never picks them.
@@ -181,16 +195,16 @@ def test_act_respects_epsilon_and_action_counts():
     with torch.no_grad():  # make the padding columns' source as attractive as possible
         agent.online.heads.heads[0].bias.fill_(0.0)
         agent.online.heads.heads[0].bias[:11].fill_(100.0)
-    assert agent.act(obs, game_id=0, epsilon=0.0, rng=rng).max() <= 2
-    mixed = agent.act(obs, game_id=1, epsilon=0.5, rng=np.random.default_rng(1))
+    assert act(agent, obs, 0, 0.0, rng).max() <= 2
+    mixed = act(agent, obs, 1, 0.5, np.random.default_rng(1))
     assert 0.2 < np.mean(mixed != greedy) < 0.6  # about ε·(1 − 1/6) differ from greedy
 
 
 def test_learning_rate_scaling_rule():
-    assert AgentConfig(batch_size=512).effective_lr == pytest.approx(2e-4)
-    assert AgentConfig(batch_size=32).effective_lr == pytest.approx(5e-5)  # sqrt: the paper's pair
-    assert AgentConfig(batch_size=32, lr_scaling="linear").effective_lr == pytest.approx(1.25e-5)
-    assert AgentConfig(batch_size=32, lr_scaling="none").effective_lr == pytest.approx(2e-4)
+    assert ScaledQLConfig(batch_size=512).effective_lr == pytest.approx(2e-4)
+    assert ScaledQLConfig(batch_size=32).effective_lr == pytest.approx(5e-5)  # sqrt: the paper's pair
+    assert ScaledQLConfig(batch_size=32, lr_scaling="linear").effective_lr == pytest.approx(1.25e-5)
+    assert ScaledQLConfig(batch_size=32, lr_scaling="none").effective_lr == pytest.approx(2e-4)
     agent = make_agent(replace(TINY, lr=4e-4, lr_batch_size=64, batch_size=16, lr_scaling="sqrt"))
     assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(2e-4)
 
@@ -206,7 +220,7 @@ def test_bad_config_is_a_user_error(field, value):
 def test_grad_clip_and_param_counts():
     agent = make_agent(replace(TINY, grad_clip=1e-3))
     before = [p.clone() for p in agent.online.parameters()]
-    m = agent.update(random_batch(8))
+    m = floats(agent.update(random_batch(8)))
     assert m["grad_norm"] > 1e-3  # reported before clipping
     counts = agent.param_counts()
     assert counts["total"] == sum(p.numel() for p in before)
@@ -214,20 +228,20 @@ def test_grad_clip_and_param_counts():
 
 
 def test_rebuild_from_checkpoint_payload_loaded_weights_only(tmp_path):
+    from scaledql.checkpoint import learner_payload
+
     agent = make_agent()
     agent.update(random_batch(8))
-    payload = {"agent_config": agent.cfg.to_dict(), "obs_shape": list(OBS_SHAPE),
-               "num_actions": NUM_ACTIONS, "agent": agent.state_dict()}
-    torch.save(payload, tmp_path / "ckpt.pt")
+    torch.save(learner_payload(agent, "minatar", {}), tmp_path / "ckpt.pt")
     loaded = torch.load(tmp_path / "ckpt.pt", weights_only=True)
-    rebuilt = build_agent_from_checkpoint(loaded, "cpu")
+    rebuilt = build_learner(loaded, "cpu")
     obs = random_batch(5).obs
     assert rebuilt.step == 1 and rebuilt.cfg == agent.cfg
-    assert np.array_equal(rebuilt.act(obs, 1), agent.act(obs, 1))  # greedy without an rng
+    assert np.array_equal(act(rebuilt, obs, 1), act(agent, obs, 1))
     with pytest.raises(UserError, match="do not fit"):
-        build_agent_from_checkpoint({**loaded, "num_actions": [3, 7]}, "cpu")
-    with pytest.raises(UserError, match="does not describe"):
-        build_agent_from_checkpoint({"agent_config": {"nope": 1}}, "cpu")
+        build_learner({**loaded, "num_actions": [3, 7]}, "cpu")
+    with pytest.raises(UserError, match="unknown key 'nope'"):
+        build_learner({**loaded, "learner_config": {"nope": 1}}, "cpu")
 
 
 @pytest.mark.parametrize("loss", ["c51", "mse"])
@@ -259,4 +273,4 @@ def test_learns_a_two_game_contextual_bandit_from_random_data(loss):
         for context in (0, 1):
             obs = np.zeros((1, *OBS_SHAPE), np.uint8)
             obs[:] = 255 * context
-            assert agent.act(obs, game)[0] == best[game][context], (game, context)
+            assert act(agent, obs, game)[0] == best[game][context], (game, context)

@@ -9,20 +9,22 @@ import pytest
 
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
-from scaledql.collect import CollectConfig, DQNConfig, collect
+from scaledql.agents.dqn import DQNConfig
+from scaledql.collect import CollectConfig, collect
 from scaledql.data.sampler import TransitionSampler
 from scaledql.data.store import open_dataset
 from scaledql.errors import UserError
 from scaledql.suites import EnvOptions
 
-TINY_DQN = DQNConfig(width=0.25, feature_dim=16, learning_starts=50, epsilon_decay_steps=100,
-                     update_period=4,
-                     batch_size=8, target_update_period=10)
+from scaledql.training.online import OnlineSchedule
+
+TINY_DQN = DQNConfig(width=0.25, feature_dim=16, batch_size=8, target_update_period=10)
+TINY_SCHEDULE = OnlineSchedule(learning_starts=50, epsilon_decay_steps=100, update_period=4)
 
 
 def test_collect_logs_every_transition_and_returns(tmp_path):
     cfg = CollectConfig("minatar", ["breakout", "asterix"], 150, tmp_path / "d", seed=3,
-                        num_envs=3, options=EnvOptions(max_episode_steps=40), dqn=TINY_DQN,
+                        num_envs=3, options=EnvOptions(max_episode_steps=40), dqn=TINY_DQN, schedule=TINY_SCHEDULE,
                         progress=False)
     summary = collect(cfg)
     assert [s["steps"] for s in summary] == [150, 150]
@@ -53,14 +55,14 @@ def test_collect_logs_every_transition_and_returns(tmp_path):
 def test_collect_is_reproducible(tmp_path):
     def run(out):
         collect(CollectConfig("minatar", ["breakout"], 80, out, seed=1, num_envs=2,
-                              dqn=TINY_DQN, progress=False, save_agents=False))
+                              dqn=TINY_DQN, schedule=TINY_SCHEDULE, progress=False, save_agents=False))
         return json.loads((out / "breakout" / "manifest.json").read_text())["episode_returns"]
 
     assert run(tmp_path / "a") == run(tmp_path / "b")
 
 
 def test_collect_reuses_or_refuses_existing_games(tmp_path):
-    cfg = CollectConfig("minatar", ["breakout"], 40, tmp_path / "d", dqn=TINY_DQN,
+    cfg = CollectConfig("minatar", ["breakout"], 40, tmp_path / "d", dqn=TINY_DQN, schedule=TINY_SCHEDULE,
                         progress=False)
     collect(cfg)
     assert collect(cfg, skip_existing=True) == [{"game": "breakout", "reused": True}]
@@ -69,7 +71,7 @@ def test_collect_reuses_or_refuses_existing_games(tmp_path):
 
 
 def test_collect_fixed_policy_from_checkpoint(tmp_path):
-    collect(CollectConfig("minatar", ["breakout"], 60, tmp_path / "d", dqn=TINY_DQN,
+    collect(CollectConfig("minatar", ["breakout"], 60, tmp_path / "d", dqn=TINY_DQN, schedule=TINY_SCHEDULE,
                           progress=False))
     policy = tmp_path / "d" / "_agents" / "breakout.pt"
     assert main(["collect", "--suite", "minatar", "--games", "breakout", "--steps", "30",

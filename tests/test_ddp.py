@@ -5,8 +5,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from scaledql.agents import ScaledQLAgent
-from test_agent import NUM_ACTIONS, OBS_SHAPE, TINY, Batch, random_batch
+from scaledql.agents.scaled_ql import ScaledQL
+from test_agent import PROBLEM, TINY, Batch, random_batch
 
 WORLD = 2
 BATCH = 16
@@ -20,7 +20,7 @@ def union_batch() -> Batch:
     batch = Batch(**{k: v[order] for k, v in vars(batch).items()})
     batch.game_id[: BATCH // 2] = 0
     batch.game_id[BATCH // 2 :] = 1
-    batch.action %= min(NUM_ACTIONS)
+    batch.action %= min(PROBLEM.num_actions)
     return batch
 
 
@@ -34,9 +34,9 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         torch.manual_seed(rank)  # different local inits: DDP must broadcast rank 0's weights
-        agent = ScaledQLAgent(TINY, OBS_SHAPE, NUM_ACTIONS, device="cpu", distributed=True)
+        agent = ScaledQL(TINY, PROBLEM, device="cpu", distributed=True)
         metrics = agent.update(shard(union_batch(), rank))
-        torch.save({"online": agent.online.state_dict(), "grad_norm": metrics["grad_norm"]},
+        torch.save({"online": agent.online.state_dict(), "grad_norm": float(metrics["grad_norm"])},
                    f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -47,9 +47,9 @@ def test_two_process_step_equals_single_process_step_on_union(tmp_path):
 
     torch.set_num_threads(1)
     torch.manual_seed(0)  # rank 0's initialization
-    single = ScaledQLAgent(TINY, OBS_SHAPE, NUM_ACTIONS, device="cpu")
+    single = ScaledQL(TINY, PROBLEM, device="cpu")
     initial = {k: v.clone() for k, v in single.online.state_dict().items()}
-    metrics = single.update(union_batch())
+    metrics = {k: float(v) for k, v in single.update(union_batch()).items()}
 
     for rank in range(WORLD):
         result = torch.load(tmp_path / f"rank{rank}.pt")

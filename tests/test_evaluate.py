@@ -10,7 +10,8 @@ from scipy import stats
 
 from scaledql.cli import main
 from scaledql.errors import UserError
-from scaledql.evaluate import EvalConfig, EvalReport, RandomPolicy, aggregate, play
+from scaledql.evaluate import EvalConfig, EvalReport, aggregate, play
+from scaledql.policies import RandomPolicy
 from scaledql.suites.scores import ATARI_SCORES, normalize
 
 
@@ -55,11 +56,11 @@ def test_aggregate_ci_is_seeded_and_shrinks_with_more_runs():
 
 
 def test_play_returns_exactly_the_requested_episodes_and_is_seeded():
-    policy = RandomPolicy({"breakout": 3}, seed=0)
+    policy = RandomPolicy(["breakout"], [3], seed=0)
     cfg = EvalConfig(episodes=7, seed=5, num_envs=3, progress=False)
     first = play("minatar", "breakout", policy, cfg)
     assert first.shape == (7,)
-    again = play("minatar", "breakout", RandomPolicy({"breakout": 3}, seed=0), cfg)
+    again = play("minatar", "breakout", RandomPolicy(["breakout"], [3], seed=0), cfg)
     np.testing.assert_array_equal(first, again)
 
 

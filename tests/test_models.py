@@ -104,7 +104,7 @@ def test_feature_normalization_gives_unit_norm(encoder):
     out, feats = features_into_heads(net, obs, gid)
     torch.testing.assert_close(feats.norm(dim=1), torch.ones(5))
     assert (out.feature_norm > 0).all() and not torch.allclose(out.feature_norm, torch.ones(5))
-    net.feature_norm = False
+    net.torso.feature_norm = False
     out, feats = features_into_heads(net, obs, gid)
     torch.testing.assert_close(feats.norm(dim=1), out.feature_norm)
 

@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from scaledql.agents.scaled_ql import AgentConfig, ScaledQLAgent
+from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
 from scaledql.data.store import GameWriter
-from scaledql.train import NonFiniteLoss, TrainConfig, train
+from scaledql.training.config import RunConfig
+from scaledql.training.offline import NonFiniteLoss, train
 
 TINY_AGENT = dict(encoder="nature", width=0.25, feature_dim=16, batch_size=8,
-                  target_update_period=2, cql_alpha=0.5)
+                  target_update_period=2, cql_alpha=0.5, n_step=2)
 
 
 @pytest.fixture
@@ -39,13 +40,13 @@ def minatar_data(tmp_path) -> Path:
     return root
 
 
-def tiny_config(data: Path, out: Path, steps: int = 6, **kw) -> TrainConfig:
-    return TrainConfig(data=str(data), out=str(out), steps=steps, n_step=2, checkpoint_every=3,
-                       log_every=2, seed=7, device="cpu", agent=AgentConfig(**TINY_AGENT), **kw)
+def tiny_config(data: Path, out: Path, steps: int = 6, **kw) -> RunConfig:
+    return RunConfig(data=str(data), out=str(out), steps=steps, checkpoint_every=3,
+                     log_every=2, seed=7, device="cpu", learner=ScaledQLConfig(**TINY_AGENT), **kw)
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    state = load_checkpoint(run)["agent"]
+    state = load_checkpoint(run)["learner"]
     out = {f"online.{k}": v for k, v in state["online"].items()}
     out.update({f"target.{k}": v for k, v in state["target"].items()})
     for i, s in state["optimizer"]["state"].items():
@@ -65,17 +66,18 @@ def test_resume_after_hard_kill_matches_uninterrupted(minatar_data, tmp_path):
         import os
         import torch
         torch.set_num_threads({torch.get_num_threads()})  # same kernels as this process: bitwise
-        from scaledql.agents.scaled_ql import AgentConfig, ScaledQLAgent
-        from scaledql.train import TrainConfig, train
-        real = ScaledQLAgent.update
+        from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig
+        from scaledql.training.config import RunConfig
+        from scaledql.training.offline import train
+        real = ScaledQL.update
         def update(self, batch):
             if self.step == 4:
                 os._exit(9)
             return real(self, batch)
-        ScaledQLAgent.update = update
-        cfg = TrainConfig(data={str(minatar_data)!r}, out={str(killed)!r}, steps=6, n_step=2,
-                          checkpoint_every=3, log_every=2, seed=7, device="cpu",
-                          agent=AgentConfig(**{TINY_AGENT!r}))
+        ScaledQL.update = update
+        cfg = RunConfig(data={str(minatar_data)!r}, out={str(killed)!r}, steps=6,
+                        checkpoint_every=3, log_every=2, seed=7, device="cpu",
+                        learner=ScaledQLConfig(**{TINY_AGENT!r}))
         train(cfg, progress=False)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
@@ -88,12 +90,12 @@ def test_resume_after_hard_kill_matches_uninterrupted(minatar_data, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     # the resumed log has each step once
-    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [2, 4, 6]
+    rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6] and {r["kind"] for r in rows} == {"train"}
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(minatar_data, tmp_path, monkeypatch):
-    real = ScaledQLAgent.update
+    real = ScaledQL.update
 
     def poisoned(self, batch):
         if self.step == 4:  # corrupt the weights: the next loss is NaN
@@ -101,13 +103,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(minatar_data, tmp_
                 next(self.online.parameters()).fill_(float("nan"))
         return real(self, batch)
 
-    monkeypatch.setattr(ScaledQLAgent, "update", poisoned)
+    monkeypatch.setattr(ScaledQL, "update", poisoned)
     run = tmp_path / "run"
     with pytest.raises(NonFiniteLoss, match="loss became nan at step 5"):
         train(tiny_config(minatar_data, run), progress=False)
     ckpt = load_checkpoint(run)
     assert ckpt["step"] == 3
-    assert all(torch.isfinite(v).all() for v in ckpt["agent"]["online"].values())
+    assert all(torch.isfinite(v).all() for v in ckpt["learner"]["online"].values())
 
 
 def test_cli_train_writes_run_folder_and_evaluates(minatar_data, tmp_path, capsys):
@@ -121,9 +123,10 @@ def test_cli_train_writes_run_folder_and_evaluates(minatar_data, tmp_path, capsy
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").iterdir())
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["agent"]["encoder"] == "nature" and cfg["agent"]["feature_norm"] is True
+    assert cfg["learner"]["encoder"] == "nature" and cfg["learner"]["feature_norm"] is True
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    train_rows = [r for r in rows if "td_loss" in r]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["kind"] for r in rows][-1] == "eval"
     for key in ("loss", "td_loss", "cql_loss", "mean_q", "feature_norm", "grad_norm",
                 "steps_per_second", "samples_per_second"):
         assert np.isfinite(train_rows[-1][key]), key
@@ -146,7 +149,7 @@ def test_cli_train_ablation_switches(minatar_data, tmp_path):
                  "--encoder", "nature", "--width", "0.25", "--feature-dim", "16",
                  "--batch-size", "8", "--loss", "mse", "--no-feature-norm", "--cql-alpha", "0",
                  "--eval-episodes", "1", "--no-progress", "--device", "cpu"]) == 0
-    agent = json.loads((run / "config.json").read_text())["agent"]
+    agent = json.loads((run / "config.json").read_text())["learner"]
     assert (agent["loss"], agent["feature_norm"], agent["cql_alpha"]) == ("mse", False, 0.0)
 
 
@@ -169,7 +172,7 @@ def test_cli_train_refuses_to_clobber_and_resume_needs_a_run(minatar_data, tmp_p
             "--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--batch-size", "8",
             "--eval-episodes", "1", "--no-progress"]
     assert main([*base, "--resume"]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "holds no run" in capsys.readouterr().err
     assert main(base) == 0
     assert main(base) == 2
     assert "already holds a run" in capsys.readouterr().err
@@ -192,7 +195,8 @@ def test_ctrl_c_saves_and_exits_cleanly(minatar_data, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
     try:
         deadline = time.monotonic() + 120
-        while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        log = run / "metrics.jsonl"
+        while not (log.exists() and log.stat().st_size) and time.monotonic() < deadline:
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)

@@ -1,11 +1,14 @@
-"""Checkpoints: one file holding everything a run needs to resume, evaluate or report.
+"""Checkpoints: the file format, one payload builder, and loading any learner back.
 
 ``RUN/checkpoint.pt`` (the latest) is a ``torch.save`` dict:
-``{"format": "scaledql-checkpoint", "version": 1, "step", "suite", "games", "num_actions",
-"obs_shape", "agent_config", "agent" (online/target nets, optimizer), "train_config",
-"sampler" (RNG state), "rng" (torch/numpy/python RNG states), "env_options"}``.
-Writes are atomic (temp file, fsync, rename) so a crash never leaves a half-written checkpoint.
-Loading uses ``weights_only=True``: a checkpoint from elsewhere cannot run code.
+``{"format": "scaledql-checkpoint", "version": 2, "algo", "step", "suite", "games",
+"num_actions", "obs_shape", "frame_channels", "env_options", "learner_config", "learner"
+(the learner's state_dict), "run_config", "prefetch" (per-process sampler states), "rng"
+(torch/numpy/python RNG states), "param_counts"}``. Collection runs save the same layout for
+their online learners (without run/prefetch state). Version-1 files (Scaled QL only) are read
+and converted. Writes are atomic (temp file, fsync, rename): a crash never leaves a half-written
+checkpoint, and temp files of killed writers are removed by the next write. Loading uses
+``weights_only=True``: a checkpoint from elsewhere cannot run code.
 """
 
 from __future__ import annotations
@@ -14,16 +17,20 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
+from scaledql.agents.base import Learner, Problem
+from scaledql.agents.registry import learner_class
 from scaledql.device import pick_device
 from scaledql.errors import UserError
+from scaledql.policies import Policy
 from scaledql.suites import EnvOptions, get_suite
+from scaledql.typed import typed
 
 FORMAT = "scaledql-checkpoint"
-VERSION = 1
+VERSION = 2
 FILENAME = "checkpoint.pt"
 
 
@@ -35,15 +42,62 @@ def checkpoint_path(path: Path) -> Path:
     return path
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.NAME.tmp-PID`` files left by writers that were killed mid-write."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def save_checkpoint(payload: dict, path: Path) -> None:
     """Atomically write ``payload`` (format/version added) to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def learner_payload(learner: Learner, suite: str, env_options: dict[str, Any]) -> dict[str, Any]:
+    """What every checkpoint holds to rebuild ``learner`` and play its games."""
+    p = learner.problem
+    return {"algo": learner.name, "step": learner.step, "suite": suite, "games": list(p.games),
+            "num_actions": list(p.num_actions), "obs_shape": list(p.obs_shape),
+            "frame_channels": p.frame_channels, "env_options": dict(env_options),
+            "learner_config": learner.cfg.to_dict(), "learner": learner.state_dict(),
+            "param_counts": learner.param_counts()}
+
+
+def _upgrade_v1(payload: dict) -> dict:
+    """Version 1 (a Scaled QL ``agent`` without a torso module) → version 2."""
+    def torso_keys(state: dict) -> dict:
+        return {(f"torso.{k}" if k.startswith(("encoder.", "projection.")) else k): v
+                for k, v in state.items()}
+
+    cfg = dict(payload["agent_config"])
+    for key in ("n_step", "reward_clip"):
+        if key in (payload.get("train_config") or {}):
+            cfg[key] = payload["train_config"][key]
+    agent = dict(payload["agent"])
+    agent["online"], agent["target"] = torso_keys(agent["online"]), torso_keys(agent["target"])
+    suite = get_suite(payload["suite"])
+    channels = suite.spec(payload["games"][0], EnvOptions(**payload.get("env_options", {}))).frame_shape[0]
+    return {**payload, "version": VERSION, "algo": "scaled-ql", "learner_config": cfg,
+            "learner": agent, "frame_channels": channels}
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
@@ -53,52 +107,70 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
         raise UserError(f"checkpoint {file} does not exist")
     try:
         payload = torch.load(file, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as exc:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
+            OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{file} is not a scaledql checkpoint ({first[:120]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{file} is not a scaledql checkpoint (no scaledql format marker)")
+    try:
+        if payload.get("version") == 1:
+            payload = _upgrade_v1(payload)
+    except (KeyError, TypeError, ValueError, IndexError, UserError) as exc:
+        raise UserError(f"{file}: damaged version-1 checkpoint ({exc})") from None
     if payload.get("version") != VERSION:
         raise UserError(f"{file}: checkpoint version {payload.get('version')} is not supported "
-                        f"(this scaledql reads version {VERSION})")
+                        f"(this scaledql reads versions 1 and {VERSION})")
     return payload
 
 
-class QPolicy:
-    """Greedy policy of a trained multi-game Q-network (one head per trained game)."""
-
-    def __init__(self, agent, suite: str, games: list[str], env_options: EnvOptions):
-        self.agent = agent
-        self.suite = suite
-        self.games = games
-        self.env_options = env_options
-        self.head = {g: i for i, g in enumerate(games)}
-        self._rng = np.random.default_rng(0)  # unused at ε = 0; act() wants one
-
-    def greedy_actions(self, obs: np.ndarray, game: str) -> np.ndarray:
-        return self.agent.act(obs, self.head[game], 0.0, self._rng)
-
-    def check_games(self, games: list[str], options: EnvOptions) -> None:
-        """Every game must have a trained head with a matching action count."""
-        suite = get_suite(self.suite)
-        for game in games:
-            if game not in self.head:
-                raise UserError(f"checkpoint has no head for {game!r} (trained on: "
-                                f"{', '.join(self.games)})")
-            want = self.agent.num_actions[self.head[game]]
-            got = suite.spec(game, options).num_actions
-            if want != got:
-                raise UserError(f"{game}: checkpoint head has {want} actions, the game as "
-                                f"configured has {got} (check --full-action-space)")
+def problem_of(payload: dict) -> Problem:
+    return Problem(obs_shape=tuple(int(s) for s in payload["obs_shape"]),
+                   num_actions=tuple(int(a) for a in payload["num_actions"]),
+                   games=tuple(payload["games"]), frame_channels=int(payload["frame_channels"]))
 
 
-def load_policy(path: Path, device: str | None = None) -> tuple[QPolicy, str, list[str]]:
-    """Checkpoint → (greedy policy, suite name, trained games)."""
-    from scaledql.agents.scaled_ql import build_agent_from_checkpoint
+def build_learner(payload: dict, device: torch.device | str) -> Learner:
+    """The learner a checkpoint payload describes, with its weights loaded."""
+    file = "checkpoint"
+    try:
+        cls = learner_class(payload["algo"])
+        cfg = cls.config_class(**typed(cls.config_class, payload["learner_config"],
+                                       f"{file} learner_config"))
+        learner = cls(cfg, problem_of(payload), device)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{file} does not describe a learner ({exc})") from None
+    try:
+        learner.load_state_dict(payload["learner"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{file} weights do not fit its learner config ({first})") from None
+    return learner
 
-    dev = pick_device(device)
+
+def load_learner(path: Path, device: str | torch.device | None = None) -> tuple[Learner, dict]:
+    """Checkpoint (file or run folder) → (learner on ``device``, payload)."""
+    dev = pick_device(device) if not isinstance(device, torch.device) else device
     payload = load_checkpoint(path, dev)
-    agent = build_agent_from_checkpoint(payload, dev)
-    options = EnvOptions(**payload.get("env_options", {}))
-    return QPolicy(agent, payload["suite"], list(payload["games"]), options), payload["suite"], \
-        list(payload["games"])
+    return build_learner(payload, dev), payload
+
+
+def check_policy_games(payload: dict, games: list[str], options: EnvOptions) -> None:
+    """Every game must have a trained head with a matching action count."""
+    suite = get_suite(payload["suite"])
+    trained = list(payload["games"])
+    for game in games:
+        if game not in trained:
+            raise UserError(f"checkpoint has no head for {game!r} (trained on: "
+                            f"{', '.join(trained)})")
+        want = int(payload["num_actions"][trained.index(game)])
+        got = suite.spec(game, options).num_actions
+        if want != got:
+            raise UserError(f"{game}: checkpoint head has {want} actions, the game as "
+                            f"configured has {got} (check --full-action-space)")
+
+
+def load_policy(path: Path, device: str | None = None) -> tuple[Policy, dict]:
+    """Checkpoint → (its learner's evaluation policy, payload)."""
+    learner, payload = load_learner(path, device)
+    return learner.policy(), payload

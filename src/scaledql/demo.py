@@ -20,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from scaledql.collect import CollectConfig, DQNConfig, collect
+from scaledql.agents.dqn import DQNConfig
+from scaledql.collect import CollectConfig, collect
 from scaledql.data.store import open_dataset
-from scaledql.evaluate import EvalConfig, EvalReport, agent_evaluator, evaluate, write_json
+from scaledql.evaluate import EvalConfig, EvalReport, evaluate, policy_evaluator, write_json
 from scaledql.suites import EnvOptions, get_suite
-from scaledql.train import TrainConfig, load_preset, preset_path, train
+from scaledql.training.config import merge, preset_path, read_toml
+from scaledql.training.offline import train
+from scaledql.training.online import OnlineSchedule
 
 
 @dataclass
@@ -40,6 +43,7 @@ class DemoConfig:
     device: str = "auto"
     progress: bool = True
     dqn: DQNConfig = field(default_factory=DQNConfig)
+    schedule: OnlineSchedule = field(default_factory=OnlineSchedule)
 
     @classmethod
     def quick_config(cls, out: Path, seed: int = 0, device: str = "auto",
@@ -47,8 +51,8 @@ class DemoConfig:
         return cls(out=out, seed=seed, quick=True, collect_steps=400, train_steps=40,
                    eval_every=20, eval_episodes=2, max_episode_steps=100, device=device,
                    progress=progress,
-                   dqn=DQNConfig(learning_starts=200, epsilon_decay_steps=500, width=0.25,
-                                 feature_dim=64))
+                   dqn=DQNConfig(width=0.25, feature_dim=64),
+                   schedule=OnlineSchedule(learning_starts=200, epsilon_decay_steps=500))
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -63,25 +67,23 @@ def run_demo(cfg: DemoConfig) -> dict:
     t = time.perf_counter()
     collected = collect(CollectConfig(
         suite=suite.name, games=games, steps=cfg.collect_steps, out=data_dir, seed=cfg.seed,
-        num_envs=2 if cfg.quick else 8, options=options, dqn=cfg.dqn, device=cfg.device,
+        num_envs=2 if cfg.quick else 8, options=options, dqn=cfg.dqn, schedule=cfg.schedule,
+        device=cfg.device,
         progress=cfg.progress),
         skip_existing=True)
     timings["collect"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    preset = load_preset(preset_path("minatar"))
-    agent_cfg = preset.pop("agent")
-    if cfg.quick:  # the smallest learner that still exercises every part
-        agent_cfg.update(width=0.125, feature_dim=64, batch_size=32)
-    preset.update(data=str(data_dir), out=str(run_dir), steps=cfg.train_steps, seed=cfg.seed,
-                  eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes,
-                  checkpoint_every=min(1000, cfg.train_steps), log_every=min(100, cfg.train_steps),
-                  device=cfg.device)
-    train_cfg = TrainConfig.from_dict({**preset, "agent": agent_cfg})
+    learner = {"width": 0.125, "feature_dim": 64, "batch_size": 32} if cfg.quick else {}
+    train_cfg = merge("scaled-ql", read_toml(preset_path("minatar")), None, {
+        "data": str(data_dir), "out": str(run_dir), "steps": cfg.train_steps, "seed": cfg.seed,
+        "eval_every": cfg.eval_every, "eval_episodes": cfg.eval_episodes,
+        "checkpoint_every": min(1000, cfg.train_steps), "log_every": min(100, cfg.train_steps),
+        "device": cfg.device}, learner)
     # one environment per episode: a single round, however long the good agents' episodes are
     eval_cfg = EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed + 10_000,
                           num_envs=cfg.eval_episodes, options=options, progress=False)
-    evaluator = agent_evaluator(suite.name, eval_cfg, run_dir / "eval")
+    evaluator = policy_evaluator(suite.name, eval_cfg, run_dir / "eval")
     resume = (run_dir / "checkpoint.pt").exists()
     train(train_cfg, resume=resume, evaluate_fn=evaluator, progress=cfg.progress)
     timings["train"] = time.perf_counter() - t
@@ -130,7 +132,7 @@ def dqn_snapshot_report(data_dir: Path, games: list[str], cfg: EvalConfig, devic
 
     returns = {}
     for game in games:
-        policy, _, _ = load_policy(data_dir / "_agents" / f"{game}.pt", device)
+        policy, _ = load_policy(data_dir / "_agents" / f"{game}.pt", device)
         returns[game] = evaluate("minatar", [game], policy, cfg).returns[game]
     return EvalReport("minatar", returns, cfg.seed, cfg.epsilon).to_dict()
 

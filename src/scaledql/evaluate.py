@@ -18,32 +18,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from scaledql.errors import UserError
+from scaledql.policies import Policy, epsilon_greedy
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.suites.scores import has_reference, normalize
-
-
-class Policy(Protocol):
-    """Anything that picks greedy actions for a batch of observations of one game."""
-
-    def greedy_actions(self, obs: np.ndarray, game: str) -> np.ndarray:
-        """obs: uint8[N, S*C, H, W] → int64[N] actions in [0, num_actions(game))."""
-
-
-class RandomPolicy:
-    """Uniformly random actions (the ``random`` row of the normalization tables)."""
-
-    def __init__(self, num_actions: dict[str, int], seed: int = 0):
-        self.num_actions = num_actions
-        self.rng = np.random.default_rng(seed)
-
-    def greedy_actions(self, obs: np.ndarray, game: str) -> np.ndarray:
-        return self.rng.integers(0, self.num_actions[game], size=len(obs))
 
 
 @dataclass
@@ -74,17 +56,18 @@ def play(suite_name: str, game: str, policy: Policy, cfg: EvalConfig,
                       for i in range(num_envs)])
     envs = suite.make_vector_env(game, num_envs, cfg.options)
     rng = np.random.default_rng([cfg.seed, 1])
+    policy.reset(game, num_envs)
     try:
         obs, _ = envs.reset(seed=cfg.seed)
         running = np.zeros(num_envs)
         finished: list[list[float]] = [[] for _ in range(num_envs)]
         while any(len(f) < q for f, q in zip(finished, quota, strict=True)):
-            actions = np.asarray(policy.greedy_actions(obs, game), dtype=np.int64)
-            explore = rng.random(num_envs) < cfg.epsilon
-            actions[explore] = rng.integers(0, num_actions, size=int(explore.sum()))
+            actions = epsilon_greedy(policy, obs, cfg.epsilon, num_actions, rng)
             obs, rewards, terminated, truncated, _ = envs.step(actions)
+            done = np.logical_or(terminated, truncated)
+            policy.observe(actions, rewards, done)
             running += rewards
-            for i in np.flatnonzero(np.logical_or(terminated, truncated)):
+            for i in np.flatnonzero(done):
                 if len(finished[i]) < quota[i]:
                     finished[i].append(float(running[i]))
                     if on_episode:
@@ -214,16 +197,13 @@ def write_json(report: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def agent_evaluator(suite_name: str, cfg: EvalConfig, out_dir: Path | None = None):
-    """A training-time evaluation callback: ``fn(agent, games, step) -> scalar metrics``.
+def policy_evaluator(suite_name: str, cfg: EvalConfig, out_dir: Path | None = None):
+    """A training-time evaluation callback: ``fn(policy, games, step) -> scalar metrics``.
 
-    Plays the agent's greedy policy (ε = ``cfg.epsilon``) in every trained game and, when
-    ``out_dir`` is given, writes the full report to ``out_dir/step_<step>.json``.
+    Plays the policy (with ε = ``cfg.epsilon``) in every trained game and, when ``out_dir`` is
+    given, writes the full report to ``out_dir/step_<step>.json``.
     """
-    from scaledql.checkpoint import QPolicy
-
-    def fn(agent, games: list[str], step: int) -> dict:
-        policy = QPolicy(agent, suite_name, games, cfg.options)
+    def fn(policy: Policy, games: list[str], step: int) -> dict:
         report = evaluate(suite_name, games, policy, cfg).to_dict()
         if out_dir is not None:
             write_json(report, Path(out_dir) / f"step_{step:08d}.json")

@@ -155,7 +155,7 @@ def write_report(out: Path) -> Path:
 
     params = json.loads((run / "params.json").read_text())
     tc = summary["train_config"]
-    agent_cfg = tc["agent"]
+    agent_cfg = tc.get("learner") or tc["agent"]  # "agent": summaries written before 0.2
     lines = [
         "# scaledql demo — Scaled Q-Learning on the five MinAtar games",
         "",
@@ -214,7 +214,7 @@ def write_report(out: Path) -> Path:
               f"- Learner: {agent_cfg['encoder']} ×{agent_cfg['width']} encoder, feature dim "
               f"{agent_cfg['feature_dim']}, feature normalization {agent_cfg['feature_norm']}, "
               f"{agent_cfg['loss']} loss, CQL α {agent_cfg['cql_alpha']}, batch "
-              f"{agent_cfg['batch_size']}, n-step {tc['n_step']}, {tc['steps']:,} gradient steps; "
+              f"{agent_cfg['batch_size']}, n-step {agent_cfg.get('n_step', tc.get('n_step'))}, {tc['steps']:,} gradient steps; "
               f"{params['total']:,} parameters (encoder {params['encoder']:,}, projection "
               f"{params['projection']:,}, heads {params['heads']:,}).",
               f"- Evaluation: {summary['config']['eval_episodes']} episodes per game, ε = 0.001, "

@@ -26,16 +26,15 @@ import shutil
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from scaledql.data.sampler import BatchSpec
 from scaledql.errors import UserError
 from scaledql.policies import Policy
-
-BatchKind = Literal["transitions", "trajectories"]
 
 
 @dataclass(frozen=True)
@@ -54,23 +53,6 @@ class Problem:
     @property
     def stack(self) -> int:
         return self.obs_shape[0] // self.frame_channels
-
-
-@dataclass(frozen=True)
-class BatchSpec:
-    """The batches a learner needs (the data layer builds a sampler from this).
-
-    transitions: ``n_step`` returns discounted by ``gamma``, rewards clipped to ±``reward_clip``
-    (None: raw); trajectories: windows of ``length`` steps with returns-to-go.
-    ``batch_size`` is the global batch (the loop splits it over DDP processes).
-    """
-
-    kind: BatchKind
-    batch_size: int
-    n_step: int = 1
-    gamma: float = 0.99
-    reward_clip: float | None = 1.0
-    length: int = 1
 
 
 @dataclass

@@ -8,9 +8,14 @@ from pathlib import Path
 
 from scaledql.cli.common import add_device_arg, add_game_args, env_options
 
+# Options of the online DQN a flag may set: learner options and the online schedule.
+DQN_LEARNER_FLAGS = ("encoder", "width", "feature_dim", "lr", "adam_eps", "batch_size",
+                     "target_update_period", "gamma", "reward_clip")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scaledql.collect import DQNConfig
+    from scaledql.agents.dqn import DQNConfig
+    from scaledql.training.online import OnlineSchedule
 
     p = sub.add_parser("collect", help="collect multi-game data: online DQN per game, every "
                                        "transition logged (DQN-Replay style)")
@@ -24,28 +29,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=float, default=0.01, help="ε of a fixed --policy")
     p.add_argument("--overwrite", action="store_true", help="replace games already in --out")
     p.add_argument("--skip-existing", action="store_true", help="keep games already in --out")
-    g = p.add_argument_group("online DQN (defaults scaled for CPUs; see collect.DQNConfig)")
-    for f in fields(DQNConfig):
-        g.add_argument(f"--dqn-{f.name.replace('_', '-')}", type=type(f.default), default=None,
-                       dest=f"dqn_{f.name}", help=f"default {f.default}")
+    g = p.add_argument_group("online DQN (the dqn learner and its online schedule; CPU-sized "
+                             "defaults)")
+    defaults = {**{k: getattr(DQNConfig(), k) for k in DQN_LEARNER_FLAGS},
+                **{f.name: f.default for f in fields(OnlineSchedule)}}
+    for name, default in defaults.items():
+        kind = float if isinstance(default, float) else type(default)
+        g.add_argument(f"--dqn-{name.replace('_', '-')}", type=kind, default=None,
+                       dest=f"dqn_{name}", help=f"default {default}")
     p.add_argument("--no-progress", action="store_true")
     add_device_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from scaledql.agents.dqn import DQNConfig
     from scaledql.cli.common import print_json
-    from scaledql.collect import CollectConfig, DQNConfig, collect
+    from scaledql.collect import CollectConfig, collect
     from scaledql.suites import get_suite
+    from scaledql.training.online import OnlineSchedule
 
     suite = get_suite(args.suite)
-    dqn = DQNConfig(**{f.name: getattr(args, f"dqn_{f.name}") for f in fields(DQNConfig)
-                       if getattr(args, f"dqn_{f.name}") is not None})
+    given = {k[4:]: v for k, v in vars(args).items() if k.startswith("dqn_") and v is not None}
+    dqn = DQNConfig(**{k: v for k, v in given.items() if k in DQN_LEARNER_FLAGS})
+    schedule = OnlineSchedule(**{k: v for k, v in given.items() if k not in DQN_LEARNER_FLAGS})
     cfg = CollectConfig(
         suite=suite.name, games=suite.resolve_games(args.games), steps=args.steps, out=args.out,
         seed=args.seed, num_envs=args.num_envs, policy=args.policy, epsilon=args.epsilon,
-        options=env_options(args), dqn=dqn, overwrite=args.overwrite, device=args.device,
-        progress=not args.no_progress)
+        options=env_options(args), dqn=dqn, schedule=schedule, overwrite=args.overwrite,
+        device=args.device, progress=not args.no_progress)
     if cfg.policy != "dqn" and not Path(cfg.policy).exists():
         from scaledql.errors import UserError
 

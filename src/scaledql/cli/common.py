@@ -38,8 +38,8 @@ def env_options(args: argparse.Namespace) -> EnvOptions:
                       difficulty=args.difficulty)
 
 
-def add_device_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto",
+def add_device_arg(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    parser.add_argument("--device", default=default,
                         help="cpu, cuda, cuda:N or auto (CUDA when present; default)")
 
 

@@ -27,29 +27,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scaledql.evaluate import (
-        EvalConfig,
-        RandomPolicy,
-        evaluate,
-        plot_performance_profile,
-        write_json,
-    )
+    from scaledql.evaluate import EvalConfig, evaluate, plot_performance_profile, write_json
     from scaledql.suites import get_suite
 
     options = env_options(args)
     cfg = EvalConfig(episodes=args.episodes, seed=args.seed, epsilon=args.epsilon,
                      num_envs=args.num_envs, options=options, progress=not args.no_progress)
     if args.checkpoint is not None:
-        from scaledql.checkpoint import load_policy
+        from scaledql.checkpoint import check_policy_games, load_policy
 
-        policy, suite_name, trained_games = load_policy(args.checkpoint, args.device)
-        suite = get_suite(suite_name)
-        games = suite.resolve_games(args.games) if args.games else trained_games
-        policy.check_games(games, options)
+        policy, payload = load_policy(args.checkpoint, args.device)
+        suite = get_suite(payload["suite"])
+        games = suite.resolve_games(args.games) if args.games else list(payload["games"])
+        check_policy_games(payload, games, options)
     else:
+        from scaledql.policies import RandomPolicy
+
         suite = get_suite(args.suite)
         games = suite.resolve_games(args.games)
-        policy = RandomPolicy({g: suite.spec(g, options).num_actions for g in games}, args.seed)
+        policy = RandomPolicy(games, [suite.spec(g, options).num_actions for g in games],
+                              args.seed)
     report = evaluate(suite.name, games, policy, cfg).to_dict()
     if args.out is not None:
         write_json(report, args.out / "eval.json")

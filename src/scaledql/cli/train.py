@@ -1,4 +1,9 @@
-"""``scaledql train``: offline multi-game Scaled QL on a dataset directory."""
+"""``scaledql train``: train any registered learner offline on a multi-game dataset.
+
+Configuration layers (later wins, key by key): the learner's defaults → the suite's preset →
+``--config FILE`` → ``--set KEY=VALUE`` and the named flags. ``--resume`` starts from the run's
+own saved config instead of the preset; flags then may only change run length and cadences.
+"""
 
 from __future__ import annotations
 
@@ -7,97 +12,170 @@ from pathlib import Path
 
 from scaledql.cli.common import add_device_arg
 
-# CLI flag → (TrainConfig field or "agent.<field>", type). None-valued flags are left to the preset.
-_OVERRIDES = {
-    "steps": "steps", "n_step": "n_step", "seed": "seed", "log_every": "log_every",
-    "checkpoint_every": "checkpoint_every", "eval_every": "eval_every",
-    "eval_episodes": "eval_episodes", "reward_clip": "reward_clip",
-    "encoder": "agent.encoder", "width": "agent.width", "feature_dim": "agent.feature_dim",
-    "batch_size": "agent.batch_size", "lr": "agent.lr", "cql_alpha": "agent.cql_alpha",
-    "loss": "agent.loss", "target_update_period": "agent.target_update_period",
-    "grad_clip": "agent.grad_clip",
-}
+# Flag (argparse dest) → run option; None-valued flags are left to the layers below them.
+RUN_FLAGS = ("steps", "seed", "log_every", "checkpoint_every", "eval_every", "eval_episodes",
+             "sample_workers", "prefetch", "init_from", "init_parts")
+# Flag → learner option (an error if the chosen learner has no such option).
+LEARNER_FLAGS = ("encoder", "width", "feature_dim", "batch_size", "lr", "cql_alpha", "loss",
+                 "n_step", "reward_clip", "target_update_period", "grad_clip")
+SWITCHES = {"no_feature_norm": ("feature_norm", False), "bf16": ("bf16", True),
+            "compile": ("compile", True)}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one Scaled QL agent offline on a multi-game dataset",
-                       description="Offline multi-game Scaled Q-Learning (C51 + CQL + feature "
-                                   "normalization). Run under torchrun for DDP.")
-    p.add_argument("--data", type=Path, required=True, help="dataset directory (DIR/<GAME>/...)")
+    from scaledql.agents.registry import learner_class, learner_names
+
+    names = learner_names()
+    algos = "; ".join(f"{n}: {learner_class(n).summary}" for n in names)
+    p = sub.add_parser("train", help="train a learner offline on a multi-game dataset",
+                       description="Offline multi-game training of any registered learner. "
+                                   "Run under torchrun for DDP.")
+    p.add_argument("--data", type=Path, help="dataset directory (DIR/<GAME>/...); with --resume "
+                                             "the run's own by default")
     p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--algo", choices=names, default=None,
+                   help=f"learner (default: scaled-ql). {algos}")
     p.add_argument("--config", default=None,
-                   help="preset name (minatar, atari) or a TOML file; default: by the data's suite")
+                   help="preset name (minatar, atari) or a TOML file layered over the suite's "
+                        "preset; see --print-config for the shape")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any option, e.g. --set steps=500 --set learner.lr=1e-3 "
+                        "(VALUE in TOML syntax)")
     p.add_argument("--games", default=None, help="comma list of dataset games (default: all)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g = p.add_argument_group("overrides of the preset")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its saved config and checkpoint")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the merged configuration as TOML and exit")
+    g = p.add_argument_group("run options")
     g.add_argument("--steps", type=int, help="gradient steps")
-    g.add_argument("--n-step", type=int)
     g.add_argument("--seed", type=int)
-    g.add_argument("--encoder", help="nature, impala, resnet18, resnet34, resnet50, resnet101")
-    g.add_argument("--width", type=float, help="encoder channel multiplier")
-    g.add_argument("--feature-dim", type=int)
-    g.add_argument("--batch-size", type=int, help="global batch (split over DDP processes)")
-    g.add_argument("--lr", type=float, help="learning rate at lr_batch_size (scaled by sqrt)")
-    g.add_argument("--cql-alpha", type=float, help="CQL weight α (0 disables CQL)")
-    g.add_argument("--loss", choices=["c51", "mse"], help="c51 (distributional) or mse (scalar Q)")
-    g.add_argument("--no-feature-norm", action="store_true", help="ablate feature normalization")
-    g.add_argument("--target-update-period", type=int)
-    g.add_argument("--grad-clip", type=float)
-    g.add_argument("--reward-clip", type=float)
     g.add_argument("--log-every", type=int)
     g.add_argument("--checkpoint-every", type=int)
     g.add_argument("--eval-every", type=int, help="gradient steps between evaluations (0: end only)")
     g.add_argument("--eval-episodes", type=int)
+    g.add_argument("--sample-workers", type=int, help="background sampling threads (0: none)")
+    g.add_argument("--prefetch", type=int, help="batches each sampling thread keeps ready")
+    g.add_argument("--init-from", help="a run whose torso initialises this network (transfer)")
+    g.add_argument("--init-parts", choices=["encoder", "torso"],
+                   help="what --init-from transfers (default: encoder, as the paper)")
+    g.add_argument("--freeze-encoder", action="store_true", help="keep the encoder fixed")
+    g = p.add_argument_group("learner options (the paper's comparisons: --loss mse for scalar "
+                             "CQL, --encoder impala|nature, --no-feature-norm)")
+    g.add_argument("--encoder", help="nature, impala, resnet18, resnet34, resnet50, resnet101")
+    g.add_argument("--width", type=float, help="encoder channel multiplier")
+    g.add_argument("--feature-dim", type=int)
+    g.add_argument("--batch-size", type=int, help="global batch (split over DDP processes)")
+    g.add_argument("--lr", type=float, help="learning rate")
+    g.add_argument("--cql-alpha", type=float, help="CQL weight α (0 disables CQL)")
+    g.add_argument("--loss", choices=["c51", "mse"], help="c51 (distributional) or mse (scalar Q)")
+    g.add_argument("--n-step", type=int, help="n-step returns")
+    g.add_argument("--reward-clip", type=float)
+    g.add_argument("--target-update-period", type=int)
+    g.add_argument("--grad-clip", type=float)
+    g.add_argument("--no-feature-norm", action="store_true", help="ablate feature normalization")
     g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
     g.add_argument("--compile", action="store_true", help="torch.compile the network (GPUs)")
     p.add_argument("--no-progress", action="store_true")
-    add_device_arg(p)
+    add_device_arg(p, default=None)
     p.set_defaults(func=run)
 
 
-def build_config(args: argparse.Namespace, suite: str):
-    """Preset (by name, file, or the dataset's suite) + flags → a validated TrainConfig."""
-    from scaledql.train import TrainConfig, load_preset, preset_path
+def _parse_set(items: list[str]) -> tuple[dict, dict]:
+    """``--set key=value`` → (run overrides, learner overrides); values parsed as TOML."""
+    from scaledql.errors import UserError
+    from scaledql.training.config import parse_toml_value
 
-    games = [g.strip() for g in args.games.split(",") if g.strip()] if args.games else None
-    preset = load_preset(preset_path(args.config or suite))
-    preset.update(data=str(args.data), out=str(args.out), games=games, device=args.device)
-    agent = dict(preset.pop("agent", {}))
-    for flag, target in _OVERRIDES.items():
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        if target.startswith("agent."):
-            agent[target[6:]] = value
+    run, learner = {}, {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
+        value = parse_toml_value(text.strip(), f"--set {key}")
+        if key.startswith("learner."):
+            learner[key[len("learner."):]] = value
         else:
-            preset[target] = value
-    if args.no_feature_norm:
-        agent["feature_norm"] = False
-    if args.bf16:
-        agent["bf16"] = True
-    if args.compile:
-        agent["compile"] = True
-    return TrainConfig.from_dict({**preset, "agent": agent}).validate()
+            run[key] = value
+    return run, learner
+
+
+def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
+    run, learner = _parse_set(args.set)
+    run.update({k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None})
+    if args.freeze_encoder:
+        run["freeze_encoder"] = True
+    if args.games:
+        run["games"] = [g.strip() for g in args.games.split(",") if g.strip()]
+    if args.device is not None:
+        run["device"] = args.device
+    learner.update({k: getattr(args, k) for k in LEARNER_FLAGS if getattr(args, k) is not None})
+    learner.update({key: value for flag, (key, value) in SWITCHES.items() if getattr(args, flag)})
+    return run, learner
+
+
+def build_config(args: argparse.Namespace):
+    """The merged, validated RunConfig for these arguments (fresh run or resume)."""
+    from scaledql.errors import UserError
+    from scaledql.training.config import RunConfig, merge, preset_path, read_toml
+
+    run, learner = _overrides(args)
+    if args.resume:
+        import json
+
+        saved_file = args.out / "config.json"
+        if not saved_file.is_file():
+            raise UserError(f"--resume: {args.out} holds no run (no config.json)")
+        try:
+            saved = json.loads(saved_file.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UserError(f"{saved_file}: not valid JSON ({exc})") from None
+        if not isinstance(saved, dict):
+            raise UserError(f"{saved_file}: not a run configuration")
+        algo = args.algo or saved.get("algo", "scaled-ql")
+        user = read_toml(preset_path(args.config)) if args.config else None
+        run.update(out=str(args.out))
+        if args.data is not None:
+            run["data"] = str(args.data)
+        saved_learner = saved.pop("learner", {})
+        return merge(algo, {**saved, "learner": {algo: saved_learner}}, user, run, learner,
+                     preset_name=str(saved_file), user_name=str(args.config))
+    if args.data is None:
+        raise UserError("--data is required (except with --resume)")
+    from scaledql.data.store import open_dataset
+
+    dataset = open_dataset(args.data)
+    suite = dataset.game(dataset.games[0]).suite
+    preset = read_toml(preset_path(suite))
+    user = None
+    if args.config and preset_path(args.config) != preset_path(suite):
+        user = read_toml(preset_path(args.config))
+    run.update(data=str(args.data), out=str(args.out))
+    cfg = merge(args.algo or "scaled-ql", preset, user, run, learner,
+                preset_name=f"preset {suite}", user_name=str(args.config))
+    assert isinstance(cfg, RunConfig)
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
     from scaledql.data.store import open_dataset
-    from scaledql.evaluate import EvalConfig, agent_evaluator
+    from scaledql.evaluate import EvalConfig, policy_evaluator
     from scaledql.suites import EnvOptions
-    from scaledql.train import env_options_of, train
+    from scaledql.training.config import to_toml
+    from scaledql.training.offline import env_options_of, train
 
-    dataset = open_dataset(args.data)
+    cfg = build_config(args)
+    if args.print_config:
+        print(to_toml(cfg), end="")
+        return 0
+    dataset = open_dataset(Path(cfg.data), cfg.games)
     first = dataset.game(dataset.games[0])
-    cfg = build_config(args, first.suite)
-    options = EnvOptions(**env_options_of(first))
-    evaluator = agent_evaluator(
+    evaluator = policy_evaluator(
         first.suite,
         EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed, epsilon=cfg.eval_epsilon,
-                   options=options, progress=False),
+                   options=EnvOptions(**env_options_of(first)), progress=False),
         Path(cfg.out) / "eval",
     )
-    summary = train(cfg, resume=args.resume, evaluate_fn=evaluator,
-                    progress=not args.no_progress)
+    summary = train(cfg, resume=args.resume, evaluate_fn=evaluator, progress=not args.no_progress)
     if summary.get("interrupted"):
         return 130
     if summary.get("rank", 0) == 0:

@@ -9,14 +9,17 @@ for the importers/exporter.
 """
 
 from scaledql.data.sampler import (
+    BatchSpec,
     TrajectoryBatch,
     TrajectorySampler,
     TransitionBatch,
     TransitionSampler,
+    make_sampler,
 )
 from scaledql.data.store import Dataset, GameData, GameWriter, open_dataset
 
 __all__ = [
+    "BatchSpec",
     "Dataset",
     "GameData",
     "GameWriter",
@@ -24,5 +27,6 @@ __all__ = [
     "TrajectorySampler",
     "TransitionBatch",
     "TransitionSampler",
+    "make_sampler",
     "open_dataset",
 ]

@@ -1,4 +1,4 @@
-"""An in-memory ring replay for *online* agents (the DQN that collects behaviour data).
+"""An in-memory ring replay for *online* learners (collection, online fine-tuning).
 
 Offline training reads the on-disk store (``store.py``/``sampler.py``); an online learner needs a
 buffer it can write and sample in the same loop, before anything is published. Each slot keeps
@@ -17,12 +17,14 @@ class RingReplay:
     """Uniform 1-step replay. obs: uint8[S*C, H, W]; next_frame: uint8[C, H, W]."""
 
     def __init__(self, capacity: int, obs_shape: tuple[int, int, int], frame_channels: int,
-                 reward_clip: float | None = 1.0, gamma: float = 0.99, seed: int = 0):
+                 reward_clip: float | None = 1.0, gamma: float = 0.99, seed: int = 0,
+                 game_id: int = 0):
         c, h, w = obs_shape
         self.capacity = int(capacity)
         self.frame_channels = frame_channels
         self.reward_clip = reward_clip
         self.gamma = gamma
+        self.game_id = game_id  # the head this game's samples train
         self.obs = np.zeros((capacity, c, h, w), np.uint8)
         self.next_frame = np.zeros((capacity, frame_channels, h, w), np.uint8)
         self.action = np.zeros(capacity, np.int64)
@@ -55,5 +57,5 @@ class RingReplay:
         return TransitionBatch(
             obs=obs, action=self.action[idx], reward=reward.astype(np.float32),
             discount=np.full(batch_size, self.gamma, np.float32), done=self.terminated[idx],
-            next_obs=next_obs, game_id=np.zeros(batch_size, np.int64),
+            next_obs=next_obs, game_id=np.full(batch_size, self.game_id, np.int64),
         )

@@ -26,11 +26,31 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from scaledql.data.store import FLAG_TERMINATED, Dataset, GameData, Shard
 from scaledql.errors import UserError
+
+BatchKind = Literal["transitions", "trajectories"]
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """The batches a learner needs; ``make_sampler`` builds the sampler that draws them.
+
+    transitions: ``n_step`` returns discounted by ``gamma``, rewards clipped to ±``reward_clip``
+    (None: raw); trajectories: windows of ``length`` steps with returns-to-go.
+    ``batch_size`` is the global batch (the training loop splits it over DDP processes).
+    """
+
+    kind: BatchKind
+    batch_size: int
+    n_step: int = 1
+    gamma: float = 0.99
+    reward_clip: float | None = 1.0
+    length: int = 1
 
 
 @dataclass
@@ -133,7 +153,7 @@ class _MultiGameSampler:
     """Shared part: game shares, uniform step sampling, locating steps in shards, RNG state."""
 
     def __init__(self, dataset: Dataset, games: list[str], *, batch_size: int,
-                 game_weights: dict[str, float] | None, seed: int):
+                 game_weights: dict[str, float] | None, seed: int | np.random.SeedSequence):
         if not games:
             raise UserError("no games to sample from")
         if len(set(games)) != len(games):
@@ -226,7 +246,8 @@ class TransitionSampler(_MultiGameSampler):
 
     def __init__(self, dataset: Dataset, games: list[str], *, batch_size: int, n_step: int = 1,
                  gamma: float = 0.99, reward_clip: float | None = None,
-                 game_weights: dict[str, float] | None = None, seed: int = 0):
+                 game_weights: dict[str, float] | None = None,
+                 seed: int | np.random.SeedSequence = 0):
         super().__init__(dataset, games, batch_size=batch_size, game_weights=game_weights,
                          seed=seed)
         if n_step < 1:
@@ -302,7 +323,7 @@ class TrajectorySampler(_MultiGameSampler):
 
     def __init__(self, dataset: Dataset, games: list[str], *, batch_size: int, length: int,
                  reward_clip: float | None = None, game_weights: dict[str, float] | None = None,
-                 seed: int = 0):
+                 seed: int | np.random.SeedSequence = 0):
         super().__init__(dataset, games, batch_size=batch_size, game_weights=game_weights,
                          seed=seed)
         if length < 1:
@@ -351,3 +372,15 @@ class TrajectorySampler(_MultiGameSampler):
         batch.mask[:] = real
         batch.game_id[:] = loc.game_id
         return batch
+
+
+def make_sampler(dataset: Dataset, games: list[str], spec: BatchSpec, batch_size: int,
+                 seed: int | np.random.SeedSequence) -> TransitionSampler | TrajectorySampler:
+    """The sampler of ``spec``'s kind drawing ``batch_size`` rows (one process's share)."""
+    if spec.kind == "transitions":
+        return TransitionSampler(dataset, games, batch_size=batch_size, n_step=spec.n_step,
+                                 gamma=spec.gamma, reward_clip=spec.reward_clip, seed=seed)
+    if spec.kind == "trajectories":
+        return TrajectorySampler(dataset, games, batch_size=batch_size, length=spec.length,
+                                 reward_clip=spec.reward_clip, seed=seed)
+    raise ValueError(f"unknown batch kind {spec.kind!r}")

@@ -1,0 +1,204 @@
+"""Run configuration: a typed dataclass, suite presets, TOML layering, validation, printing.
+
+One run is ``RunConfig`` (saved as ``RUN/config.json``); its ``learner`` is the typed config of
+the chosen learner (``--algo``). Layers, later ones winning, key by key:
+
+1. the learner's dataclass defaults;
+2. the suite's preset (``configs/<suite>.toml``): top-level run keys, and per-learner tables
+   ``[learner.<algo>]``;
+3. a user TOML (``--config FILE``) of the same shape — top-level run keys, ``[learner]`` for the
+   chosen learner's options, optionally ``[learner.<algo>]`` tables for several learners;
+4. command-line flags.
+
+A file that sets one key changes that key only. An unknown key or a value of the wrong type is
+one ``UserError`` naming the key (with the closest known key when there is one).
+``to_toml`` prints the merged configuration in the same shape, so ``--print-config > my.toml``
+gives a file that ``--config my.toml`` reproduces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scaledql.agents.base import LearnerConfig
+from scaledql.agents.registry import learner_class, learner_names
+from scaledql.errors import UserError
+from scaledql.typed import typed
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+TRANSFER_PARTS = ("encoder", "torso")
+
+
+@dataclass
+class RunConfig:
+    """One training run of any learner (saved as ``RUN/config.json``)."""
+
+    data: str
+    out: str
+    algo: str = "scaled-ql"
+    games: list[str] | None = None  # default: every game in the dataset
+    steps: int = 20_000  # gradient steps
+    seed: int = 0
+    log_every: int = 100
+    checkpoint_every: int = 1_000
+    eval_every: int = 0  # 0: evaluate only at the end
+    eval_episodes: int = 10
+    eval_epsilon: float = 0.001
+    device: str = "auto"
+    sample_workers: int = 1  # background sampling threads (0: sample in the loop)
+    prefetch: int = 2  # batches each worker keeps ready
+    init_from: str | None = None  # a run (or checkpoint) whose torso initialises this network
+    init_parts: str = "encoder"  # what transfers: "encoder" (the paper) or the whole "torso"
+    freeze_encoder: bool = False  # keep the (transferred) encoder fixed
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+
+    def validate(self) -> RunConfig:
+        learner_class(self.algo)  # unknown names fail here
+        for name in ("steps", "log_every", "checkpoint_every", "eval_episodes", "prefetch"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.eval_every < 0 or self.sample_workers < 0 or self.seed < 0:
+            raise UserError("eval_every, sample_workers and seed must be >= 0")
+        if not (math.isfinite(self.eval_epsilon) and 0 <= self.eval_epsilon <= 1):
+            raise UserError(f"eval_epsilon must be in [0, 1], got {self.eval_epsilon}")
+        if self.init_parts not in TRANSFER_PARTS:
+            raise UserError(f"init_parts must be one of {', '.join(TRANSFER_PARTS)}, "
+                            f"got {self.init_parts!r}")
+        if self.games is not None and not self.games:
+            raise UserError("games is empty (leave it out to train on every game of the data)")
+        self.learner.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> RunConfig:
+        """A saved or merged dict (``learner`` as a dict) → a typed, unvalidated config."""
+        d = dict(d)
+        algo = d.get("algo", "scaled-ql")
+        if not isinstance(algo, str):
+            raise UserError(f"{where}: algo must be a string, got {algo!r}")
+        learner_cls = learner_class(algo).config_class
+        learner = learner_cls(**typed(learner_cls, d.pop("learner", {}) or {}, f"{where} [learner]"))
+        run = typed(cls, d, where, skip=("learner",))
+        return cls(learner=learner, **run)
+
+
+# -- TOML files and layering ---------------------------------------------------------------
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
+
+
+def preset_path(name: str) -> Path:
+    """``minatar``/``atari`` → the packaged preset; anything else is a path."""
+    packaged = PRESETS_DIR / f"{name}.toml"
+    return packaged if packaged.is_file() else Path(name)
+
+
+def _layer(algo: str, layer: dict[str, Any], where: str) -> tuple[dict, dict]:
+    """One file → (run keys, learner keys for ``algo``)."""
+    layer = dict(layer)
+    if "agent" in layer:
+        raise UserError(f"{where}: the [agent] table is now [learner]")
+    learner = layer.pop("learner", {})
+    if not isinstance(learner, dict):
+        raise UserError(f"{where}: learner must be a table")
+    algos = set(learner_names())
+    common = {k: v for k, v in learner.items() if k not in algos}
+    specific = learner.get(algo, {})
+    for name in algos & set(learner):
+        if not isinstance(learner[name], dict):
+            raise UserError(f"{where}: [learner.{name}] must be a table")
+    return layer, {**common, **specific}
+
+
+def merge(algo: str, preset: dict[str, Any], user: dict[str, Any] | None,
+          run_overrides: dict[str, Any], learner_overrides: dict[str, Any],
+          preset_name: str = "preset", user_name: str = "config") -> RunConfig:
+    """Layer preset → user file → flags for learner ``algo``; returns a validated RunConfig."""
+    cls = learner_class(algo)
+    run, learner = {}, {}
+    for layer, where in ((preset, preset_name), (user or {}, user_name)):
+        r, lr = _layer(algo, layer, where)
+        typed(RunConfig, r, where, skip=("learner",))
+        typed(cls.config_class, lr, f"{where} [learner] ({algo})")
+        run.update(r)
+        learner.update(lr)
+    run.update(run_overrides)
+    learner.update(learner_overrides)
+    run["algo"] = algo
+    return RunConfig.from_dict({**run, "learner": learner}).validate()
+
+
+# -- printing ----------------------------------------------------------------------------------
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return '"none"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if value != value else
+                                                         ("inf" if value > 0 else "-inf"))
+    return json.dumps(value)
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """The merged config as TOML that ``--config`` reads back (None is written ``"none"``)."""
+    d = cfg.to_dict()
+    learner = d.pop("learner")
+    lines = [f"# scaledql run configuration (learner {cfg.algo})"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in d.items()]
+    lines += ["", "[learner]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in learner.items()]
+    return "\n".join(lines) + "\n"
+
+
+# Options a resumed run may change; any other difference is refused.
+CHANGEABLE_ON_RESUME = ("out", "steps", "log_every", "checkpoint_every", "eval_every",
+                        "eval_episodes", "device", "prefetch")
+
+
+def resume_differences(saved: RunConfig, wanted: RunConfig) -> list[str]:
+    """Options (``learner.x`` for learner options) that differ between two configs and may
+    not change on resume. Data paths are compared resolved, so a moved run folder resumes."""
+    def flat(cfg: RunConfig) -> dict[str, Any]:
+        d = cfg.to_dict()
+        out = {k: v for k, v in d.items() if k not in ("learner", *CHANGEABLE_ON_RESUME)}
+        out["data"] = str(Path(d["data"]).resolve())
+        out.update({f"learner.{k}": v for k, v in d["learner"].items()})
+        return out
+
+    a, b = flat(saved), flat(wanted)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def parse_toml_value(text: str, where: str) -> Any:
+    """One TOML value (``3``, ``1e-3``, ``true``, ``"nature"``, ``["a", "b"]``); a bare word is
+    taken as a string."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if text and all(c.isalnum() or c in "-_./" for c in text):
+            return text
+        raise UserError(f"{where}: {text!r} is not a TOML value") from None

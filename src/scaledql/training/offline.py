@@ -1,0 +1,262 @@
+"""The one offline training loop: learner × prefetched sampler → update → log → checkpoint → eval.
+
+It knows the learner interface (``agents.base.Learner``) and the data layer, nothing of any
+algorithm or game: the learner says which batches it needs (``batch_spec``), evaluation is a
+callback the caller may give (the CLI passes one that plays the suite).
+
+Per step the update's metrics stay on the device and are summed there; they are read back
+(one host-device synchronisation) only when a row is logged or a checkpoint is due, which is also
+when a non-finite loss is noticed: the run stops before writing any checkpoint after it, naming
+the first bad step, so the last good checkpoint is kept.
+
+Runs resume bit-for-bit on CPU after a kill, Ctrl-C or SIGTERM: a checkpoint holds the learner,
+each sampler's RNG state as of the last batch *used* (not the ones sampled ahead) and the global
+RNG states; a signal during an update is acted on once that update has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from scaledql.agents.base import Learner, Problem
+from scaledql.agents.registry import learner_class
+from scaledql.checkpoint import FILENAME, learner_payload, load_checkpoint, save_checkpoint
+from scaledql.data.prefetch import Prefetcher
+from scaledql.data.sampler import make_sampler
+from scaledql.data.store import open_dataset
+from scaledql.errors import UserError
+from scaledql.io import atomic_write_json, exclusive_lock
+from scaledql.policies import Policy
+from scaledql.training.config import RunConfig, resume_differences
+from scaledql.training.distributed import Dist, gather, init_distributed, shutdown
+from scaledql.training.metrics import MetricsLog
+from scaledql.training.rng import rng_state, seed_everything, set_rng_state
+
+EvalFn = Callable[[Policy, list[str], int], dict]
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+class _DeviceWindow:
+    """Sums of the update metrics since the last log, kept on the device, and the first step
+    whose loss was not finite (-1 while none was)."""
+
+    def __init__(self, device: torch.device, step: int) -> None:
+        self.names: list[str] = []
+        self.sums: torch.Tensor | None = None
+        self.count = 0
+        self.step = torch.tensor(step, device=device)
+        self.first_bad_step = torch.tensor(-1, device=device)
+        self.first_bad_loss = torch.tensor(0.0, device=device)
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        if not self.names:
+            self.names = list(metrics)
+        values = torch.stack([metrics[k].detach().float() for k in self.names])
+        self.sums = values if self.sums is None else self.sums + values
+        self.count += 1
+        self.step += 1
+        loss = metrics["loss"].detach().float()
+        bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, self.step, self.first_bad_step)
+        self.first_bad_loss = torch.where(bad, loss, self.first_bad_loss)
+
+    def check_finite(self, checkpoint: Path) -> None:
+        step = int(self.first_bad_step.item())
+        if step >= 0:
+            raise NonFiniteLoss(
+                f"loss became {self.first_bad_loss.item()} at step {step}; stopped. The last "
+                f"good checkpoint ({checkpoint}) is kept: try a lower learning rate")
+
+    def take(self) -> dict[str, float]:
+        """Means since the last take (one device→host copy), and reset."""
+        if self.sums is None:
+            return {}
+        means = (self.sums / self.count).tolist()
+        self.sums, self.count = None, 0
+        return dict(zip(self.names, means, strict=True))
+
+
+def env_options_of(game_data) -> dict:
+    """The game options the data was collected with (so evaluation plays the same game)."""
+    options = (game_data.manifest.get("provenance") or {}).get("env_options") or {}
+    return {k: v for k, v in options.items() if k in
+            ("sticky", "max_episode_steps", "full_action_space", "mode", "difficulty")}
+
+
+def _prepare_resume(cfg: RunConfig, ckpt_file: Path) -> dict:
+    if not ckpt_file.exists():
+        raise UserError(f"--resume: no checkpoint in {ckpt_file.parent}")
+    payload = load_checkpoint(ckpt_file, "cpu")
+    if "run_config" not in payload:
+        raise UserError(f"{ckpt_file} is not a training run's checkpoint (nothing to resume)")
+    saved = RunConfig.from_dict(payload["run_config"], f"{ckpt_file} run_config")
+    diff = resume_differences(saved, cfg)
+    if diff:
+        raise UserError(f"--resume: options differ from the run's config ({', '.join(diff)})")
+    if cfg.steps < payload["step"]:
+        raise UserError(f"--resume: the run is at step {payload['step']}; --steps "
+                        f"{cfg.steps} would go back")
+    return payload
+
+
+def train(cfg: RunConfig, resume: bool = False, evaluate_fn: EvalFn | None = None,
+          progress: bool = True, stop_after: int | None = None) -> dict:
+    """Run (or resume) training; returns a summary dict. ``stop_after``: stop (with a checkpoint)
+    after that many steps in this call, as an interrupt would — used to test resumption."""
+    cfg.validate()
+    run = Path(cfg.out)
+    dist, device = init_distributed(cfg.device)
+    if dist.is_main:
+        with exclusive_lock(run, "training run"):
+            return _train(cfg, dist, device, resume, evaluate_fn, progress, stop_after)
+    return _train(cfg, dist, device, resume, evaluate_fn, progress, stop_after)
+
+
+def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
+           evaluate_fn: EvalFn | None, progress: bool, stop_after: int | None) -> dict:
+    run = Path(cfg.out)
+    ckpt_file = run / FILENAME
+    payload = _prepare_resume(cfg, ckpt_file) if resume else None
+    if payload is None and ckpt_file.exists():
+        raise UserError(f"{run} already holds a run; pass --resume to continue it or choose "
+                        "another --out")
+
+    dataset = open_dataset(Path(cfg.data), cfg.games)
+    games = list(cfg.games or dataset.games)
+    data = [dataset.game(g) for g in games]
+    suite = data[0].suite
+    if any(d.suite != suite for d in data):
+        raise UserError(f"{cfg.data}: games from different suites cannot share a network")
+    problem = Problem(obs_shape=tuple(data[0].obs_shape), num_actions=tuple(d.num_actions for d in data),
+                      games=tuple(games), frame_channels=data[0].frame_shape[0])
+    env_options = env_options_of(data[0])
+
+    seed_everything(cfg.seed)
+    learner: Learner = learner_class(cfg.algo)(cfg.learner, problem, device,
+                                               distributed=dist.active)
+    spec = learner.batch_spec()
+    if spec.batch_size % dist.world_size:
+        raise UserError(f"batch size {spec.batch_size} is not divisible by the "
+                        f"{dist.world_size} processes")
+    if payload is not None:
+        learner.load_state_dict(payload["learner"])
+        set_rng_state(payload["rng"])
+    elif cfg.init_from:
+        from scaledql.transfer import transfer_torso
+
+        transfer_torso(learner, Path(cfg.init_from), cfg.init_parts, verbose=dist.is_main)
+    if cfg.freeze_encoder:
+        learner.freeze_encoder()
+
+    def make(worker: int):
+        seq = np.random.SeedSequence([cfg.seed, dist.rank, worker])
+        return make_sampler(dataset, games, spec, spec.batch_size // dist.world_size, seq)
+
+    prefetcher = Prefetcher(make, device, workers=cfg.sample_workers, depth=cfg.prefetch,
+                            states=payload["prefetch"][dist.rank] if payload else None)
+    start = learner.step
+    counts = learner.param_counts()
+    log = MetricsLog(run, dist.is_main, start)
+    if dist.is_main:
+        atomic_write_json(run / "config.json", cfg.to_dict())
+        atomic_write_json(run / "params.json", counts)
+        log.write_text("config", json.dumps(cfg.to_dict(), indent=2))
+        log.write_text("parameters", json.dumps(counts, indent=2))
+        print(f"[train] {cfg.algo} on {len(games)} games, obs {problem.obs_shape}: "
+              f"{counts['total']:,} parameters ({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}); "
+              f"device {device}; {dist.world_size} process(es), {cfg.sample_workers} sampling "
+              f"thread(s)", file=sys.stderr)
+
+    def save() -> None:
+        states = gather(prefetcher.state_dict(), dist)
+        if dist.is_main:
+            save_checkpoint({**learner_payload(learner, suite, env_options),
+                             "run_config": cfg.to_dict(), "prefetch": states,
+                             "rng": rng_state()}, ckpt_file)
+
+    def run_eval() -> None:
+        if evaluate_fn is None or not dist.is_main:
+            return
+        if any(r["step"] == learner.step for r in log.rows("eval")):
+            return  # a resumed, finished run: this evaluation is already logged
+        log.write({"step": learner.step, **evaluate_fn(learner.policy(), games, learner.step)},
+                  kind="eval")
+
+    state = {"in_update": False, "stop": False}
+
+    def on_signal(signum, frame):  # Ctrl-C or a scheduler's SIGTERM: save and leave
+        if state["in_update"]:
+            state["stop"] = True  # acted on once the update has finished: exact resume
+        else:
+            raise KeyboardInterrupt
+
+    # Installed explicitly: a process started in the background of a non-interactive shell
+    # inherits SIGINT as *ignored*, and Python then never raises KeyboardInterrupt.
+    old_handlers = ({sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+                    if dist.is_main else {})
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.algo}", unit="step",
+               dynamic_ncols=True, disable=not (progress and dist.is_main), file=sys.stderr)
+    window = _DeviceWindow(device, start)
+    interrupted = False
+    t0, steps_in_window = time.perf_counter(), 0
+    try:
+        try:
+            while learner.step < cfg.steps and not state["stop"]:
+                if stop_after is not None and learner.step - start >= stop_after:
+                    break
+                state["in_update"] = True
+                window.add(learner.update(prefetcher.next()))
+                state["in_update"] = False
+                steps_in_window += 1
+                bar.update(1)
+                step = learner.step
+                if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0:
+                    window.check_finite(ckpt_file)
+                if step % cfg.log_every == 0:
+                    seconds = time.perf_counter() - t0
+                    row = {"step": step, **window.take(),
+                           "steps_per_second": steps_in_window / seconds,
+                           "samples_per_second": steps_in_window * spec.batch_size / seconds}
+                    log.write(row)
+                    bar.set_postfix(loss=f"{row['loss']:.3f}",
+                                    sps=f"{row['steps_per_second']:.1f}", refresh=False)
+                    t0, steps_in_window = time.perf_counter(), 0
+                if step % cfg.checkpoint_every == 0:
+                    save()
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+                    run_eval()
+            interrupted = state["stop"]
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            state["in_update"] = False
+            bar.close()
+            prefetcher.close()
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+        window.check_finite(ckpt_file)
+        save()
+        if interrupted or learner.step < cfg.steps:
+            if interrupted and dist.is_main:
+                print(f"[train] interrupted at step {learner.step}; checkpoint saved to "
+                      f"{ckpt_file}; continue with --resume", file=sys.stderr)
+            return {"step": learner.step, "interrupted": interrupted, "run": str(run)}
+        run_eval()
+        return {"step": learner.step, "interrupted": False, "run": str(run), "games": games,
+                "param_counts": counts, "rank": dist.rank}
+    finally:
+        log.close()
+        if not interrupted:
+            shutdown(dist)

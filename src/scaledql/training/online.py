@@ -1,0 +1,167 @@
+"""The one online loop: a learner acts ε-greedily in vector environments, learns from a replay.
+
+Used by ``collect`` (an online DQN whose every transition is logged, the DQN-Replay way, or a
+fixed policy with learning off) and by online fine-tuning. Per vector step: ε-greedy actions
+from the learner's policy, the environments step, transitions go into the in-memory replay (and
+to an optional ``Recorder``), and every ``update_period`` transitions after ``learning_starts``
+the learner takes one gradient step on a replay batch. Returns of finished episodes are kept
+with the environment step at which they ended (learning curves).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from scaledql.agents.base import Learner
+from scaledql.data.replay import RingReplay
+from scaledql.errors import UserError
+from scaledql.policies import epsilon_greedy
+from scaledql.suites import EnvOptions, get_suite
+
+
+@dataclass
+class OnlineSchedule:
+    """How an online learner interacts (Dopamine's DQN, scaled down for CPUs).
+
+    ``update_period`` counts environment transitions per gradient step; ε decays linearly from
+    ``epsilon_start`` to ``epsilon_end`` over ``epsilon_decay_steps`` transitions.
+    """
+
+    replay_capacity: int = 100_000
+    learning_starts: int = 2_000
+    update_period: int = 4
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    epsilon_decay_steps: int = 25_000
+
+    def epsilon(self, step: int) -> float:
+        frac = min(1.0, step / max(1, self.epsilon_decay_steps))
+        return self.epsilon_start + frac * (self.epsilon_end - self.epsilon_start)
+
+    def validate(self) -> OnlineSchedule:
+        for name in ("replay_capacity", "update_period", "epsilon_decay_steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.learning_starts < 0:
+            raise UserError(f"learning-starts must be >= 0, got {self.learning_starts}")
+        for name in ("epsilon_start", "epsilon_end"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise UserError(f"{name.replace('_', '-')} must be in [0, 1], got {value}")
+        return self
+
+
+class Recorder(Protocol):
+    """Receives every transition (collection writes them to the store)."""
+
+    def begin(self, env: int, obs: np.ndarray) -> None:
+        """A new episode in env ``env`` starts at ``obs``."""
+
+    def record(self, env: int, action: int, reward: float, next_obs: np.ndarray) -> None: ...
+
+    def end(self, env: int, terminated: bool, truncated: bool) -> float:
+        """The episode ended; returns its raw return."""
+
+
+@dataclass
+class OnlineResult:
+    steps: int
+    episode_returns: list[float] = field(default_factory=list)
+    episode_end_steps: list[int] = field(default_factory=list)  # env step at each episode's end
+    updates: int = 0
+
+
+def _final_obs(info: dict, i: int, fallback: np.ndarray) -> np.ndarray:
+    """The observation that ended env i's episode (SAME_STEP autoreset puts it in ``info``)."""
+    final = info.get("final_obs")
+    if final is None or final[i] is None:
+        return fallback
+    return np.asarray(final[i])
+
+
+def run_online(learner: Learner, suite_name: str, game: str, options: EnvOptions, *, steps: int,
+               schedule: OnlineSchedule, seed: int, num_envs: int = 4, learn: bool = True,
+               recorder: Recorder | None = None, progress: bool = True,
+               desc: str | None = None) -> OnlineResult:
+    """Interact for ``steps`` environment transitions in ``game`` (one of the learner's games).
+
+    With ``learn`` the learner updates from a replay of ``schedule.replay_capacity``
+    transitions (its batch spec gives batch size, γ and reward clipping); otherwise it only
+    acts. Seeds: environments ``seed``, ε draws ``default_rng(seed)``, replay ``seed``.
+    """
+    schedule.validate()
+    suite = get_suite(suite_name)
+    spec = suite.spec(game, options)
+    policy = learner.policy()
+    policy.reset(game, num_envs)
+    num_actions = spec.num_actions
+    rng = np.random.default_rng(seed)
+    batch = learner.batch_spec()
+    replay = None
+    if learn:
+        if batch.kind != "transitions" or batch.n_step != 1:
+            raise UserError(f"online learning needs 1-step transitions; {learner.name} asks for "
+                            f"{batch.kind} (n_step {batch.n_step})")
+        replay = RingReplay(min(schedule.replay_capacity, steps), spec.obs_shape,
+                            spec.frame_shape[0], batch.reward_clip, batch.gamma, seed,
+                            game_id=policy.games.index(game))
+    result = OnlineResult(steps=0)
+    recent: deque[float] = deque(maxlen=20)
+    running = np.zeros(num_envs)
+    updates_due = 0.0
+    envs = suite.make_vector_env(game, num_envs, options)
+    try:
+        with tqdm(total=steps, desc=desc or f"online {game}", unit="step", disable=not progress,
+                  dynamic_ncols=True, file=sys.stderr) as bar:
+            obs, _ = envs.reset(seed=seed)
+            if recorder is not None:
+                for i in range(num_envs):
+                    recorder.begin(i, obs[i])
+            while result.steps < steps:
+                n = min(num_envs, steps - result.steps)  # the last step may use fewer envs
+                eps = schedule.epsilon(result.steps)
+                actions = epsilon_greedy(policy, obs, eps, num_actions, rng)
+                next_obs, rewards, terminated, truncated, info = envs.step(actions)
+                done = np.logical_or(terminated, truncated)
+                policy.observe(actions, rewards, done)
+                true_next = next_obs.copy()
+                for i in np.flatnonzero(done):
+                    true_next[i] = _final_obs(info, i, next_obs[i])
+                if recorder is not None:
+                    for i in range(n):
+                        recorder.record(i, int(actions[i]), float(rewards[i]), true_next[i])
+                if replay is not None:
+                    replay.add(obs[:n], actions[:n], rewards[:n],
+                               terminated[:n].astype(np.float32), true_next[:n])
+                running += rewards
+                for i in range(n):
+                    if done[i]:
+                        if recorder is not None:
+                            recorder.end(i, bool(terminated[i]),
+                                         bool(truncated[i] and not terminated[i]))
+                            recorder.begin(i, next_obs[i])
+                        result.episode_returns.append(float(running[i]))
+                        result.episode_end_steps.append(result.steps + i + 1)
+                        recent.append(running[i])
+                        running[i] = 0.0
+                result.steps += n
+                if replay is not None and result.steps >= schedule.learning_starts:
+                    updates_due += n / schedule.update_period
+                    while updates_due >= 1:
+                        learner.update(replay.sample(batch.batch_size))
+                        result.updates += 1
+                        updates_due -= 1
+                obs = next_obs
+                bar.update(n)
+                if recent:
+                    bar.set_postfix(ret=f"{np.mean(recent):.1f}", eps=f"{eps:.2f}", refresh=False)
+    finally:
+        envs.close()
+    return result
