@@ -12,9 +12,9 @@ from scaledql.agents.base import Problem, as_tensors
 from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig, scaled_ql_loss
 from scaledql.checkpoint import build_learner
 from scaledql.data.sampler import TransitionBatch
-from scaledql.policies import epsilon_greedy
 from scaledql.errors import UserError
 from scaledql.models import NetworkOutput
+from scaledql.policies import epsilon_greedy
 
 # Small tensors: one thread avoids OpenMP contention on the shared 2-core machine.
 torch.set_num_threads(1)

@@ -7,15 +7,14 @@ import json
 import numpy as np
 import pytest
 
+from scaledql.agents.dqn import DQNConfig
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
-from scaledql.agents.dqn import DQNConfig
 from scaledql.collect import CollectConfig, collect
 from scaledql.data.sampler import TransitionSampler
 from scaledql.data.store import open_dataset
 from scaledql.errors import UserError
 from scaledql.suites import EnvOptions
-
 from scaledql.training.online import OnlineSchedule
 
 TINY_DQN = DQNConfig(width=0.25, feature_dim=16, batch_size=8, target_update_period=10)
