@@ -99,3 +99,100 @@ def mse_td_loss(
     if huber_delta is None:
         return 0.5 * (q_at_action - target.detach()).square()
     return F.huber_loss(q_at_action, target.detach(), reduction="none", delta=huber_delta)
+
+
+# =============================================================================================
+# Decision Transformer (multi-game DT, Lee et al. 2022): tokenization and the sequence loss.
+# Conventions: B batch, L window steps, R return classes, A the shared action vocabulary.
+# =============================================================================================
+
+# Reward classes, numbered as the release's ``encode_reward`` (multi_game_dt colab).
+REWARD_ZERO, REWARD_POSITIVE, REWARD_TERMINAL, REWARD_NEGATIVE = 0, 1, 2, 3
+
+
+def encode_returns(returns_to_go: torch.Tensor, rtg_min: int, rtg_max: int) -> torch.Tensor:
+    """Return-to-go values → class indices: rounded to integers, clipped to [rtg_min, rtg_max],
+    offset by −rtg_min. float[...] → int64[...] in [0, rtg_max − rtg_min].
+
+    The values are expected to be sums of clipped (unit) rewards, hence integers; rounding only
+    absorbs float error (the release truncates with ``astype(int32)``, the same on integers).
+    The release sizes its table ``rtg_max − rtg_min`` (120 for Atari), one short of the clipped
+    range; we use ``rtg_max − rtg_min + 1`` classes.
+    """
+    r = torch.round(returns_to_go.float()).clamp(rtg_min, rtg_max)
+    return (r - rtg_min).long()
+
+
+def decode_returns(tokens: torch.Tensor, rtg_min: int) -> torch.Tensor:
+    """Class indices → integer returns (int64)."""
+    return tokens.long() + rtg_min
+
+
+def encode_rewards(reward: torch.Tensor, terminal: torch.Tensor | None = None) -> torch.Tensor:
+    """Rewards → 4 classes: ``REWARD_ZERO``, ``REWARD_POSITIVE``, ``REWARD_NEGATIVE`` by sign, and
+    ``REWARD_TERMINAL`` where ``terminal`` is nonzero (it overrides the sign: the step that ended
+    the episode). reward, terminal: float[...] → int64[...]. Only the sign is used, so clipped
+    and raw rewards give the same classes."""
+    classes = torch.where(reward > 0, REWARD_POSITIVE,
+                          torch.where(reward < 0, REWARD_NEGATIVE, REWARD_ZERO))
+    if terminal is not None:
+        classes = torch.where(terminal > 0, REWARD_TERMINAL, classes)
+    return classes.long()
+
+
+def _per_sample_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the valid steps of each sample, then over the batch. x, mask: float[B, L] → 0-d.
+
+    A batch mean (not a mean over all valid steps) keeps the per-process normalizer constant, so
+    a DDP gradient average equals the gradient of one big batch."""
+    return ((x * mask).sum(1) / mask.sum(1).clamp(min=1.0)).mean()
+
+
+def dt_loss(
+    return_logits: torch.Tensor,
+    action_logits: torch.Tensor,
+    reward_logits: torch.Tensor,
+    return_targets: torch.Tensor,
+    actions: torch.Tensor,
+    reward_targets: torch.Tensor,
+    mask: torch.Tensor,
+    action_mask: torch.Tensor,
+    single_return_token: bool = True,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The Decision Transformer objective: the mean of three cross-entropies.
+
+    return_logits: float[B, L, R]; action_logits: float[B, L, A]; reward_logits: float[B, L, 4];
+    return_targets (``encode_returns``), actions, reward_targets (``encode_rewards``):
+    int64[B, L]; mask: float[B, L] (0 on padding after the episode's end: it contributes
+    nothing); action_mask: bool[B, A] (the sample's game has the action; the others are left out
+    of the action softmax). ``single_return_token``: only the window's first return is a target
+    (the release's setting), else every step's.
+
+    Each cross-entropy is averaged over a sample's valid steps, then over the batch
+    (``_per_sample_mean``). The release's ``cross_entropy`` also divides by the number of classes
+    (``jnp.mean`` over the one-hot axis), which weights the three terms by 1/R, 1/A, 1/4; we use
+    plain cross-entropies. Returns (loss, metrics: loss, action_loss, return_loss, reward_loss,
+    action_accuracy, as detached 0-d tensors).
+    """
+    mask = mask.float()
+    act_logits = action_logits.float().masked_fill(~action_mask[:, None, :], float("-inf"))
+    act_logp = F.log_softmax(act_logits, dim=-1)
+    action_ce = -act_logp.gather(-1, actions[..., None]).squeeze(-1)
+    reward_ce = F.cross_entropy(reward_logits.float().transpose(1, 2), reward_targets,
+                                reduction="none")
+    steps = 1 if single_return_token else return_logits.shape[1]
+    return_ce = F.cross_entropy(return_logits[:, :steps].float().transpose(1, 2),
+                                return_targets[:, :steps], reduction="none")
+    action_loss = _per_sample_mean(action_ce, mask)
+    reward_loss = _per_sample_mean(reward_ce, mask)
+    return_loss = _per_sample_mean(return_ce, mask[:, :steps])
+    loss = (action_loss + return_loss + reward_loss) / 3.0
+    correct = (act_logits.argmax(-1) == actions).float()
+    metrics = {
+        "loss": loss.detach(),
+        "action_loss": action_loss.detach(),
+        "return_loss": return_loss.detach(),
+        "reward_loss": reward_loss.detach(),
+        "action_accuracy": _per_sample_mean(correct, mask).detach(),
+    }
+    return loss, metrics

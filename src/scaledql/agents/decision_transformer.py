@@ -1,0 +1,260 @@
+"""The multi-game Decision Transformer (Lee et al. 2022), the paper's DT baseline, as a ``Learner``.
+
+The network is ``models/transformer.py``; the tokenization and the loss are pure functions in
+``losses.py`` (section "Decision Transformer"); expert-action inference is
+``agents/dt_policy.py``. Sources: the authors' release (google-research ``multi_game_dt``
+colab) and ``/work/shared/reference.md``.
+
+Data (a ``TrajectoryBatch`` of ``context`` steps):
+- frames: the newest frame of each stacked observation (its last ``frame_channels`` channels):
+  one 84×84 grayscale frame per step for Atari, the 10×10×10 grid for MinAtar;
+- returns-to-go: the batch's ``return_to_go``, i.e. the stored return from the step to the
+  episode's end. We rely on it being a sum of clipped rewards, as the release's returns are:
+  DQN Replay stores rewards already clipped to ±1 and MinAtar rewards are 0/1. A store of raw
+  Atari rewards (``rewards_clipped`` false) would give raw returns here, only bounded by the
+  clip to [rtg_min, rtg_max] (a clipped return-to-go needs the whole episode, which a window
+  does not have: that would belong in the store or the sampler);
+- rewards: only their sign is used (4 classes with "terminal" from ``terminal``), so the
+  sampler's reward clipping is irrelevant and ``batch_spec`` asks for raw rewards.
+
+Values and their sources — release: ``context`` 4, dropout 0.1, key size 64 (heads =
+d_model/64), the Atari return range [−20, 100], ``single_return_token`` (only the window's first
+return-to-go is an input and a target), 4 reward classes, inference with 128 return samples,
+return inverse temperature 0.75, action inverse temperature 1, action top percentile 50, κ = 0
+(the release's demo; the paper's κ is unconfirmed). Chosen here: the sizes (d_model 128, 2
+layers: CPU scale; the release model is d_model 1280, 10 layers), AdamW (the paper trained with
+LAMB) with lr 3e-4, weight decay 0.01 on weight matrices only, linear warm-up over 500 steps,
+global-norm clipping at 1.0. For MinAtar we suggest ``rtg_min = 0, rtg_max = 50``
+(``MINATAR_RTG_RANGE``): its rewards are never negative, and the mean returns of this
+project's CPU-budget reference agents are below 25 (``suites/scores.py``), so behaviour data
+rarely reach 50; larger returns saturate the top class. Patching: 14×14 for Atari (release), 5×5 for MinAtar (4 tokens of 250 values; see
+``models.transformer.default_patch_size``).
+
+Dropout draws from torch's global generator, which the training loop checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from scaledql import losses
+from scaledql.agents.base import (
+    BatchSpec,
+    Learner,
+    LearnerConfig,
+    Problem,
+    as_tensors,
+    check,
+    maybe_compile,
+    resolve_bf16,
+    wrap_distributed,
+)
+from scaledql.agents.dt_policy import DecisionTransformerPolicy
+from scaledql.agents.registry import register
+from scaledql.data.sampler import TrajectoryBatch
+from scaledql.errors import UserError
+from scaledql.models.transformer import DecisionTransformerNet, default_patch_size, patch_grid
+from scaledql.policies import Policy
+
+ATARI_RTG_RANGE = (-20, 100)  # the release's ATARI_RETURN_RANGE
+MINATAR_RTG_RANGE = (0, 50)  # chosen: see the module docstring
+
+
+@dataclass
+class DecisionTransformerConfig(LearnerConfig):
+    """The Decision Transformer's knobs (saved with every run); sources in the module docstring."""
+
+    d_model: int = 128
+    num_layers: int = 2
+    num_heads: int | None = None  # None: d_model // 64 (key size 64, the release), at least 1
+    context: int = 4  # steps per window (paper)
+    patch_size: int | None = None  # None: 14 for 84×84, 5 for 10×10 (default_patch_size)
+    dropout: float = 0.1
+    rtg_min: int = ATARI_RTG_RANGE[0]
+    rtg_max: int = ATARI_RTG_RANGE[1]
+    single_return_token: bool = True  # only the window's first return-to-go (the release)
+    obs_scale: float = 1.0 / 255.0
+    batch_size: int = 128
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 500  # linear warm-up of the learning rate from lr/warmup to lr
+    adam_eps: float = 1e-8
+    grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
+    # Expert-action inference (the policy).
+    kappa: float = 0.0  # optimality bias κ·(R − R_low)/(R_high − R_low) on the return logits
+    return_inverse_temperature: float = 0.75
+    return_samples: int = 128  # returns drawn per step; the largest is kept
+    return_top_percentile: float | None = None  # keep return logits above this percentile
+    action_inverse_temperature: float = 1.0
+    action_top_percentile: float | None = 50.0  # keep action logits above this percentile
+    seed: int = 0  # the policy's sampling generator
+    bf16: bool = False
+    compile: bool = False
+
+    @property
+    def heads(self) -> int:
+        return self.num_heads if self.num_heads is not None else max(1, self.d_model // 64)
+
+    def validate(self) -> DecisionTransformerConfig:
+        super().validate()
+        floats = (self.dropout, self.obs_scale, self.lr, self.weight_decay, self.adam_eps,
+                  self.kappa, self.return_inverse_temperature, self.action_inverse_temperature)
+        check([
+            (all(math.isfinite(x) for x in floats), "dropout, obs_scale, lr, weight_decay, "
+             "adam_eps, kappa and the inverse temperatures must be finite"),
+            (self.d_model > 0 and self.num_layers > 0, "d_model and num_layers must be > 0"),
+            (self.heads > 0 and self.d_model % self.heads == 0,
+             f"num_heads must divide d_model ({self.d_model})"),
+            # With one step the reward token feeds nothing: its embedding would get no gradient.
+            (self.context >= 2, "context must be >= 2"),
+            (self.patch_size is None or self.patch_size >= 1, "patch_size must be >= 1"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (self.rtg_max > self.rtg_min, "rtg_max must be > rtg_min"),
+            (self.obs_scale > 0 and self.lr > 0 and self.adam_eps > 0,
+             "obs_scale, lr and adam_eps must be > 0"),
+            (self.weight_decay >= 0 and self.warmup_steps >= 0,
+             "weight_decay and warmup_steps must be >= 0"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
+            (self.return_inverse_temperature >= 0 and self.action_inverse_temperature >= 0,
+             "inverse temperatures must be >= 0"),
+            (self.return_samples >= 1, "return_samples must be >= 1"),
+            (all(p is None or 0 <= p < 100
+                 for p in (self.return_top_percentile, self.action_top_percentile)),
+             "top percentiles must be in [0, 100) (or none)"),
+        ])  # fmt: skip
+        return self
+
+    @property
+    def num_returns(self) -> int:
+        return self.rtg_max - self.rtg_min + 1
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on the weight matrices of linear and convolution layers only (the GPT
+    convention: not on biases, LayerNorms, embeddings or position tables)."""
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if id(p) in decay], "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
+
+
+@register
+class DecisionTransformer(Learner):
+    """``DecisionTransformerNet`` trained with AdamW on trajectory windows; see the module
+    docstring. ``distributed=True`` wraps the network in DistributedDataParallel."""
+
+    name = "dt"
+    config_class = DecisionTransformerConfig
+    summary = "multi-game Decision Transformer (Lee et al. 2022): the paper's DT baseline"
+    cfg: DecisionTransformerConfig
+
+    def __init__(self, cfg: DecisionTransformerConfig, problem: Problem,
+                 device: torch.device | str = "cpu", distributed: bool = False) -> None:
+        super().__init__(cfg, problem, device, distributed)
+        c = problem.frame_channels
+        _, h, w = problem.obs_shape
+        self.frame_shape = (c, h, w)
+        patch = cfg.patch_size if cfg.patch_size is not None else default_patch_size(h, w)
+        try:
+            patch_grid(self.frame_shape, patch)
+        except ValueError as exc:
+            raise UserError(f"dt: {exc} (set patch_size)") from None
+        self.model = DecisionTransformerNet(
+            self.frame_shape, problem.num_actions, num_returns=cfg.num_returns,
+            d_model=cfg.d_model, num_layers=cfg.num_layers, num_heads=cfg.heads,
+            context=cfg.context, patch_size=patch, dropout=cfg.dropout,
+            single_return_token=cfg.single_return_token, obs_scale=cfg.obs_scale,
+        ).to(self.device)  # fmt: skip
+        forward = wrap_distributed(self.model, self.device) if distributed else self.model
+        self._train_forward = maybe_compile(forward, cfg.compile, self.device)
+        self._bf16 = resolve_bf16(cfg.bf16, self.device)
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.model, cfg.weight_decay), lr=cfg.lr, eps=cfg.adam_eps,
+            fused=self.device.type in ("cpu", "cuda"))
+
+    @classmethod
+    def tiny_config(cls) -> DecisionTransformerConfig:
+        return cls.config_class(d_model=32, num_layers=1, num_heads=2, context=3, batch_size=8,
+                                lr=1e-3, warmup_steps=2, return_samples=16)
+
+    # -- the interface -------------------------------------------------------------------------
+    def batch_spec(self) -> BatchSpec:
+        # Raw rewards: the reward classes use only their sign (module docstring).
+        return BatchSpec("trajectories", self.cfg.batch_size, length=self.cfg.context,
+                         reward_clip=None)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16)
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of gradient step ``step`` (0-based): linear warm-up, then ``lr``."""
+        if self.cfg.warmup_steps == 0:
+            return self.cfg.lr
+        return self.cfg.lr * min(1.0, (step + 1) / self.cfg.warmup_steps)
+
+    def _loss(self, batch: TrajectoryBatch, forward: torch.nn.Module
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        t = as_tensors(batch, self.device)
+        cfg = self.cfg
+        frames = t.obs[:, :, -self.frame_shape[0]:]  # the newest frame of each stack
+        returns = losses.encode_returns(t.return_to_go, cfg.rtg_min, cfg.rtg_max)
+        rewards = losses.encode_rewards(t.reward, t.terminal)
+        with self._autocast():
+            out = forward(frames, returns, t.action, rewards)
+        return losses.dt_loss(
+            out.return_logits, out.action_logits, out.reward_logits, returns, t.action, rewards,
+            t.mask, self.model.action_mask[t.game_id], cfg.single_return_token)
+
+    def update(self, batch: TrajectoryBatch) -> dict[str, torch.Tensor]:
+        """One gradient step on a trajectory batch (tensors on the device; numpy is moved).
+
+        Returns 0-d tensors on the device: loss, action_loss, return_loss, reward_loss,
+        action_accuracy, grad_norm (before clipping).
+        """
+        cfg = self.cfg
+        self.model.train()
+        loss, metrics = self._loss(batch, self._train_forward)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        lr = self.learning_rate(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.step += 1
+        return metrics
+
+    @torch.no_grad()
+    def evaluate_loss(self, batch: TrajectoryBatch) -> dict[str, torch.Tensor]:
+        """The metrics of ``update`` on a batch without learning (no dropout): validation."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._loss(batch, self.model)[1]
+        finally:
+            self.model.train(was_training)
+
+    def policy(self, seed: int | None = None) -> Policy:
+        """Expert-action inference (``DecisionTransformerPolicy``), sampling from a generator
+        seeded with ``seed`` (default: the config's), so an evaluation is reproducible."""
+        return DecisionTransformerPolicy(
+            self.model, self.cfg, self.problem.games, self.problem.num_actions, self.device,
+            seed=self.cfg.seed if seed is None else seed, autocast=self._autocast)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimizer state and step (the warm-up schedule is a function of the step)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
