@@ -180,9 +180,16 @@ def _ddp_worker(rank: int, name: str, root: str, init_file: str, out_dir: str) -
                               for f in dataclasses.fields(union)})
         torch.manual_seed(0)
         learner.update(mine)
-        torch.save(learner.state_dict(), f"{out_dir}/rank{rank}.pt")
+        torch.save({"grads": gradients(learner), "state": learner.state_dict()},
+                   f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def gradients(learner: Learner) -> dict[str, torch.Tensor]:
+    """The gradients the last update stepped on (learners zero them at the *start* of a step)."""
+    return {f"{m}.{n}": p.grad.clone() for m, module in learner.modules().items()
+            for n, p in module.named_parameters() if p.grad is not None}
 
 
 def _union_batch(learner: Learner, root: Path):
@@ -195,43 +202,17 @@ def test_two_process_ddp_step_equals_single_process_step(name, store, tmp_path):
     mp.spawn(_ddp_worker, args=(name, str(store), str(tmp_path / "init"), str(tmp_path)),
              nprocs=WORLD, join=True)
     single = make(name, store, seed=0)
-    before = {k: v.clone() for k, v in state_tensors(single.state_dict()).items()}
     torch.manual_seed(0)
     single.update(_union_batch(single, store))
-    want = state_tensors(single.state_dict())
-    moved = max((want[k].float() - v.float()).abs().max().item() for k, v in before.items()
-                if v.is_floating_point())
-    assert moved > 1e-6  # the step really changed the weights
-    for rank in range(WORLD):
-        got = state_tensors(torch.load(tmp_path / f"rank{rank}.pt", weights_only=True))
-        for k, v in want.items():
-            if ".step" in k or not v.is_floating_point():
-                continue
-            torch.testing.assert_close(got[k], v, atol=1e-5, rtol=1e-4, msg=f"rank {rank}: {k}")
-
-
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize(("suite_name", "games"), [("minatar", ["breakout", "asterix"]),
-                                                   ("atari", ["Pong", "Breakout"])])
-def test_policy_plays_only_valid_actions(name, suite_name, games):
-    suite = get_suite(suite_name)
-    options = EnvOptions(max_episode_steps=6)  # several episode ends in 20 steps
-    specs = [suite.spec(g, options) for g in games]
-    problem = Problem(specs[0].obs_shape, tuple(s.num_actions for s in specs), tuple(games),
-                      specs[0].frame_shape[0])
-    cls = learner_class(name)
-    torch.manual_seed(0)
-    policy = cls(cls.tiny_config(), problem, "cpu").policy()
-    for game, spec in zip(games, specs, strict=True):
-        envs = suite.make_vector_env(game, 2, options)
-        try:
-            obs, _ = envs.reset(seed=0)
-            policy.reset(game, 2)
-            for _ in range(20):
-                actions = np.asarray(policy.act(obs))
-                assert actions.shape == (2,) and actions.dtype.kind == "i"
-                assert ((0 <= actions) & (actions < spec.num_actions)).all(), (game, actions)
-                obs, rewards, terminated, truncated, _ = envs.step(actions)
-                policy.observe(actions, rewards, np.logical_or(terminated, truncated))
-        finally:
-            envs.close()
+    want = gradients(single)
+    assert len(want) > 4 and max(g.abs().max().item() for g in want.values()) > 0
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    for rank, result in enumerate(ranks):
+        # DDP's invariant: every rank steps on the gradient of the union batch. (Weights after
+        # an Adam step are compared across ranks only: Adam's first step is g/|g|, which
+        # turns rounding noise on a zero gradient into a full step.)
+        assert result["grads"].keys() == want.keys()
+        for k, g in want.items():
+            torch.testing.assert_close(result["grads"][k], g, atol=1e-6, rtol=1e-4,
+                                       msg=f"rank {rank}: {k}")
+    assert_same_state(ranks[0]["state"], ranks[1]["state"])
