@@ -29,7 +29,6 @@ from scaledql.agents.registry import learner_class, learner_names
 from scaledql.checkpoint import load_checkpoint
 from scaledql.data.sampler import make_sampler
 from scaledql.data.store import GameWriter, open_dataset
-from scaledql.suites import EnvOptions, get_suite
 from scaledql.training.config import RunConfig
 from scaledql.training.offline import train
 
