@@ -120,12 +120,13 @@ def _layer(algo: str, layer: dict[str, Any], where: str) -> tuple[dict, dict]:
     learner = layer.pop("learner", {})
     if not isinstance(learner, dict):
         raise UserError(f"{where}: learner must be a table")
-    algos = set(learner_names())
-    common = {k: v for k, v in learner.items() if k not in algos}
-    specific = learner.get(algo, {})
-    for name in algos & set(learner):
-        if not isinstance(learner[name], dict):
-            raise UserError(f"{where}: [learner.{name}] must be a table")
+    tables = {k: v for k, v in learner.items() if isinstance(v, dict)}  # [learner.<algo>]
+    unknown = set(tables) - set(learner_names())
+    if unknown:
+        raise UserError(f"{where}: [learner.{sorted(unknown)[0]}] names no registered learner "
+                        f"({', '.join(learner_names())})")
+    common = {k: v for k, v in learner.items() if k not in tables}
+    specific = tables.get(algo, {})
     return layer, {**common, **specific}
 
 
