@@ -46,13 +46,16 @@ def transfer_torso(target: Learner, source: Path, parts: str = "encoder", freeze
     src, payload = load_learner(source, "cpu")
     if src.torso is None:
         raise UserError(f"{source}: a {src.name} run has no torso to transfer")
+    theirs, ours = getattr(src.cfg, "encoder", None), getattr(target.cfg, "encoder", None)
+    if theirs != ours:
+        raise UserError(f"{source}: the pretrained encoder is {theirs!r}, this network's is "
+                        f"{ours!r}")
     prefixes = ("encoder.",) if parts == "encoder" else ("encoder.", "projection.")
     wanted = {k: v for k, v in src.torso.state_dict().items() if k.startswith(prefixes)}
     mine = target.torso.state_dict()
     for key, value in wanted.items():
         if key not in mine:
-            raise UserError(f"{source}: torso parameter {key} has no counterpart here (the "
-                            f"pretrained encoder is {payload['learner_config'].get('encoder')!r})")
+            raise UserError(f"{source}: torso parameter {key} has no counterpart here")
         if mine[key].shape != value.shape:
             raise UserError(f"{source}: {key} has shape {tuple(value.shape)}, this network "
                             f"needs {tuple(mine[key].shape)} (same encoder, width and input?)")

@@ -156,7 +156,8 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
     elif cfg.init_from:
         from scaledql.transfer import transfer_torso
 
-        transfer_torso(learner, Path(cfg.init_from), cfg.init_parts, verbose=dist.is_main)
+        transfer_torso(learner, Path(cfg.init_from), cfg.init_parts, cfg.freeze_encoder,
+                       verbose=dist.is_main)
     if cfg.freeze_encoder:
         learner.freeze_encoder()
 
