@@ -27,7 +27,8 @@ class ScaledQNetwork(nn.Module):
     Observations are multiplied by ``obs_scale`` here (1/255: Atari pixels and MinAtar's 0/255
     cells), so callers pass raw uint8, 4× cheaper to move to a device than float.
     ``feature_norm=True`` divides the penultimate features by their L2 norm (no learned scale),
-    the Scaled QL stabilizer; ``num_atoms=None`` makes scalar-Q heads.
+    the Scaled QL stabilizer; ``num_atoms=None`` makes scalar-Q heads. ``encoder_layout``
+    picks a ResNet's downsampling layout (``make_encoder``'s ``layout``; None = its default).
     """
 
     def __init__(
@@ -41,11 +42,14 @@ class ScaledQNetwork(nn.Module):
         num_atoms: int | None = 51,
         channels_last: bool = False,
         obs_scale: float = 1.0 / 255.0,
+        encoder_layout: str | None = None,
     ) -> None:
         super().__init__()
         self.obs_scale = obs_scale
         in_channels, height, width_px = (int(s) for s in obs_shape)
-        self.encoder = make_encoder(encoder, in_channels, (height, width_px), width)
+        self.encoder = make_encoder(
+            encoder, in_channels, (height, width_px), width, layout=encoder_layout
+        )
         self.projection = nn.Linear(self.encoder.output_shape[0], feature_dim)
         self.heads = MultiGameHeads(feature_dim, num_actions, num_atoms)
         self.feature_norm = feature_norm
