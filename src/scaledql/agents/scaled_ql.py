@@ -34,6 +34,7 @@ from scaledql.agents.registry import register
 from scaledql.data.sampler import TransitionBatch
 from scaledql.errors import UserError
 from scaledql.models import NetworkOutput, ScaledQNetwork, canonical_encoder_name
+from scaledql.models.encoders import RESNET_LAYOUTS
 from scaledql.policies import GreedyPolicy, Policy
 
 LOSSES = ("c51", "mse")
@@ -51,6 +52,7 @@ class ScaledQLConfig(LearnerConfig):
 
     encoder: str = "resnet34"
     width: float = 1.0  # channel multiplier of the encoder
+    encoder_layout: str | None = None  # ResNets: "authors" / "torchvision" / "small"; None: by input
     feature_dim: int = 512  # width of the dense projection before the heads
     feature_norm: bool = True  # divide the penultimate features by their L2 norm
     obs_scale: float = 1.0 / 255.0  # uint8 obs × this (both suites store 0..255)
@@ -83,6 +85,9 @@ class ScaledQLConfig(LearnerConfig):
     def validate(self) -> ScaledQLConfig:
         super().validate()
         self.encoder = canonical_encoder_name(self.encoder)
+        if self.encoder_layout is not None and self.encoder_layout not in RESNET_LAYOUTS:
+            raise UserError(f"unknown encoder_layout {self.encoder_layout!r} (choose from "
+                            f"{', '.join(RESNET_LAYOUTS)})")
         if self.loss not in LOSSES:
             raise UserError(f"unknown loss {self.loss!r} (choose from {', '.join(LOSSES)})")
         if self.lr_scaling not in LR_SCALINGS:
@@ -185,6 +190,7 @@ class ScaledQL(Learner):
             feature_dim=cfg.feature_dim, feature_norm=cfg.feature_norm,
             num_atoms=cfg.num_atoms if cfg.loss == "c51" else None,
             channels_last=cfg.channels_last, obs_scale=cfg.obs_scale,
+            encoder_layout=cfg.encoder_layout,
         ).to(self.device)  # fmt: skip
         forward = wrap_distributed(self.online, self.device) if distributed else self.online
         self.target = copy.deepcopy(self.online).requires_grad_(False).eval()

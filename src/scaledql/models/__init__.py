@@ -1,7 +1,13 @@
 """Networks: encoders (Nature CNN, IMPALA, GroupNorm ResNets), spatial embeddings, the
 torso (encoder → projection → feature norm), game heads."""
 
-from scaledql.models.encoders import ENCODER_NAMES, canonical_encoder_name, make_encoder
+from scaledql.models.encoders import (
+    ENCODER_NAMES,
+    RESNET_LAYOUTS,
+    canonical_encoder_name,
+    encoder_param_counts,
+    make_encoder,
+)
 from scaledql.models.heads import MultiGameHeads
 from scaledql.models.network import NetworkOutput, ScaledQNetwork
 from scaledql.models.spatial import SpatialEmbedding
@@ -9,6 +15,7 @@ from scaledql.models.torso import Torso, TorsoOutput
 
 __all__ = [
     "ENCODER_NAMES",
+    "RESNET_LAYOUTS",
     "MultiGameHeads",
     "NetworkOutput",
     "ScaledQNetwork",
@@ -16,5 +23,6 @@ __all__ = [
     "Torso",
     "TorsoOutput",
     "canonical_encoder_name",
+    "encoder_param_counts",
     "make_encoder",
 ]

@@ -25,6 +25,8 @@ class ScaledQNetwork(nn.Module):
 
     ``num_atoms=None`` makes one scalar per action (scalar Q, or the action logits of behaviour
     cloning). The torso is ``self.torso``; the per-game heads ``self.heads``.
+    ``encoder_layout`` picks a ResNet's downsampling layout (``make_encoder``'s ``layout``;
+    None = its default: the authors' for Atari-size frames).
     """
 
     def __init__(
@@ -38,11 +40,12 @@ class ScaledQNetwork(nn.Module):
         num_atoms: int | None = 51,
         channels_last: bool = False,
         obs_scale: float = 1.0 / 255.0,
+        encoder_layout: str | None = None,
     ) -> None:
         super().__init__()
         self.torso = Torso(encoder, obs_shape, width=width, feature_dim=feature_dim,
                            feature_norm=feature_norm, channels_last=channels_last,
-                           obs_scale=obs_scale)
+                           obs_scale=obs_scale, encoder_layout=encoder_layout)
         self.heads = MultiGameHeads(feature_dim, num_actions, num_atoms)
 
     def forward(self, obs: torch.Tensor, game_id: torch.Tensor) -> NetworkOutput:

@@ -7,23 +7,27 @@ each channel gets ``F`` learned spatial filters over the whole feature map:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from scaledql.models.init import variance_scaling_
+
 
 class SpatialEmbedding(nn.Module):
-    """x: float[B, C, H, W] → float[B, C · F] (F = ``num_features``, 8 in the authors' encoder)."""
+    """x: float[B, C, H, W] → float[B, C · F] (F = ``num_features``).
+
+    The authors' encoder uses F = 8 after basic-block ResNets and F = 4 after bottleneck ones
+    (Asap7772/PTR, ``pixel_cql_learner.py``); ``ResNetEncoder`` picks it.
+    """
 
     def __init__(self, height: int, width: int, channels: int, num_features: int = 8) -> None:
         super().__init__()
         self.num_features = num_features
-        # Kernel laid out (H, W, C, F) as in the method's description. Each output sums over H·W
-        # inputs, so a normal with std 1/sqrt(H·W) keeps its scale near the input's (LeCun).
-        self.kernel = nn.Parameter(
-            torch.randn(height, width, channels, num_features) / math.sqrt(height * width)
-        )
+        # Kernel laid out (H, W, C, F) as in the method's description and the authors' Flax
+        # module, whose default init is LeCun normal; Flax counts the fan-in of an (H, W, C, F)
+        # kernel as H·W·C (all axes but the last), so std = 1/sqrt(H·W·C), truncated at ±2σ.
+        self.kernel = nn.Parameter(torch.empty(height, width, channels, num_features))
+        variance_scaling_(self.kernel, 1.0, height * width * channels)
         self.output_dim = channels * num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

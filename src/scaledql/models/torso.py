@@ -39,11 +39,13 @@ class Torso(nn.Module):
         feature_norm: bool = True,
         channels_last: bool = False,
         obs_scale: float = 1.0 / 255.0,
+        encoder_layout: str | None = None,
     ) -> None:
         super().__init__()
         in_channels, height, width_px = (int(s) for s in obs_shape)
         self.obs_scale = obs_scale
-        self.encoder = make_encoder(encoder, in_channels, (height, width_px), width)
+        self.encoder = make_encoder(encoder, in_channels, (height, width_px), width,
+                                    layout=encoder_layout)
         self.projection = nn.Linear(self.encoder.output_shape[0], feature_dim)
         self.feature_dim = feature_dim
         self.feature_norm = feature_norm
