@@ -39,10 +39,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaledql.agents import AgentConfig, ScaledQLAgent
+from scaledql.agents.base import Problem
+from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig
 from scaledql.data.sampler import TransitionSampler
 from scaledql.data.store import GameWriter, open_dataset
-from scaledql.train import load_preset, preset_path
+from scaledql.training.config import preset_path, read_toml
 
 HERE = Path(__file__).resolve().parent
 D3RLPY_PYTHON = HERE / ".venv-d3rlpy" / "bin" / "python"
@@ -50,15 +51,14 @@ D3RLPY_PYTHON = HERE / ".venv-d3rlpy" / "bin" / "python"
 # (a): the Atari learner at DQN's batch size; single game (Pong's 6 actions). float32 is the
 # like-for-like comparison with d3rlpy; bf16 autocast (native on CPUs with AVX512-BF16/AMX)
 # is measured next to it.
-ATARI = AgentConfig(encoder="nature", width=1.0, batch_size=32, channels_last=True)
+ATARI = ScaledQLConfig(encoder="nature", width=1.0, batch_size=32, channels_last=True)
 ATARI_BF16 = replace(ATARI, bf16=True)
 ATARI_GAMES = {"Pong": 6}
 # (b): the default MinAtar learner, read from the packaged preset the `train` command uses;
 # all five games (their action counts) in every batch.
-MINATAR_PRESET = load_preset(preset_path("minatar"))
-MINATAR = AgentConfig(**MINATAR_PRESET.get("agent", {}))
+MINATAR = ScaledQLConfig(**read_toml(preset_path("minatar"))["learner"]["scaled-ql"])
 MINATAR_GAMES = {"asterix": 5, "breakout": 3, "freeway": 3, "seaquest": 6, "space_invaders": 4}
-N_STEP = int(MINATAR_PRESET.get("n_step", 3))  # the presets' n-step, used for both runs
+N_STEP = MINATAR.n_step  # the preset's n-step, used for both runs
 EPISODE = 1000  # steps per synthetic episode
 
 
@@ -95,16 +95,18 @@ def write_store(root: Path, suite: str, games: dict[str, int], frame_shape: tupl
                               terminated=True, truncated=False)
 
 
-def make_learner(root: Path, cfg: AgentConfig, games: dict[str, int], obs_shape, seed: int = 0):
+def make_learner(root: Path, cfg: ScaledQLConfig, games: dict[str, int], obs_shape, seed: int = 0):
     dataset = open_dataset(root)
     sampler = TransitionSampler(dataset, list(games), batch_size=cfg.batch_size, n_step=N_STEP,
                                 gamma=cfg.gamma, reward_clip=1.0, seed=seed)
     torch.manual_seed(seed)
-    agent = ScaledQLAgent(cfg, obs_shape, list(games.values()), device="cpu")
+    problem = Problem(tuple(obs_shape), tuple(games.values()), tuple(games), obs_shape[0] // 4
+                      if obs_shape[0] == 4 else obs_shape[0])
+    agent = ScaledQL(cfg, problem, device="cpu")
     return agent, sampler
 
 
-def time_training(agent: ScaledQLAgent, sampler: TransitionSampler, steps: int, warmup: int) -> dict:
+def time_training(agent: ScaledQL, sampler: TransitionSampler, steps: int, warmup: int) -> dict:
     batch = sampler.empty_batch()  # refilled in place: no fresh arrays (page faults) per step
     for _ in range(warmup):
         agent.update(sampler.sample(out=batch))
@@ -117,9 +119,9 @@ def time_training(agent: ScaledQLAgent, sampler: TransitionSampler, steps: int, 
             "samples_per_s": steps * b / seconds}
 
 
-def flops_per_update(agent: ScaledQLAgent, sampler: TransitionSampler) -> int:
+def flops_per_update(agent: ScaledQL, sampler: TransitionSampler) -> int:
     """FLOPs of one full update (3 forward passes, backward), counted on a copy of the agent."""
-    probe = ScaledQLAgent(agent.cfg, agent.obs_shape, agent.num_actions)
+    probe = ScaledQL(agent.cfg, agent.problem)
     counter = FlopCounterMode(display=False)
     with counter:
         probe.update(sampler.sample())
