@@ -2,10 +2,12 @@
 
 1. **Data** — DQN-Replay-style behaviour data: per game an online DQN trained from scratch, every
    transition it sees logged, exploration included (``collect``). Kept in ``OUT/data`` and reused.
-2. **Learner** — one multi-game Scaled QL agent trained offline on all games (``train``).
-3. **Evaluation** — the agent in the real games; the behaviour policy as the score of the
-   dataset's episodes (the paper's "behaviour policy" bar) and, for context, the last DQN
-   snapshot of each game's collection run.
+2. **Learners** — one multi-game Scaled QL agent trained offline on all games (``train``), and
+   the baselines the paper compares against on the same data: the multi-game Decision
+   Transformer and behaviour cloning (``baselines``), each from the MinAtar preset.
+3. **Evaluation** — every learner in the real games under the same protocol; the behaviour
+   policy as the score of the dataset's episodes (the paper's "behaviour policy" bar) and, for
+   context, the last DQN snapshot of each game's collection run.
 4. **Report** — ``OUT/report.md`` with PNG plots (``report``).
 
 ``quick=True`` runs the same pipeline tiny (for tests and smoke checks).
@@ -21,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from scaledql.agents.dqn import DQNConfig
+from scaledql.agents.registry import learner_class
 from scaledql.collect import CollectConfig, collect
 from scaledql.data.store import open_dataset
 from scaledql.evaluate import EvalConfig, EvalReport, evaluate, policy_evaluator, write_json
 from scaledql.suites import EnvOptions, get_suite
-from scaledql.training.config import merge, preset_path, read_toml
+from scaledql.training.config import RunConfig, merge, preset_path, read_toml
 from scaledql.training.offline import train
 from scaledql.training.online import OnlineSchedule
 
@@ -37,6 +40,9 @@ class DemoConfig:
     quick: bool = False
     collect_steps: int = 25_000  # per game: the first ~40% of the reference DQN's 60k-step run
     train_steps: int = 8_000
+    # Baselines on the same data: learner → gradient steps (their steps cost differently; the
+    # report states steps and samples seen next to each score).
+    baselines: dict[str, int] = field(default_factory=lambda: {"dt": 2_500, "bc": 6_000})
     eval_every: int = 2_000
     eval_episodes: int = 30
     max_episode_steps: int | None = None  # None: the suite's cap
@@ -49,6 +55,7 @@ class DemoConfig:
     def quick_config(cls, out: Path, seed: int = 0, device: str = "auto",
                      progress: bool = True) -> DemoConfig:
         return cls(out=out, seed=seed, quick=True, collect_steps=400, train_steps=40,
+                   baselines={"dt": 20, "bc": 20},
                    eval_every=20, eval_episodes=2, max_episode_steps=100, device=device,
                    progress=progress,
                    dqn=DQNConfig(width=0.25, feature_dim=64),
@@ -74,22 +81,22 @@ def run_demo(cfg: DemoConfig) -> dict:
     timings["collect"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    learner = {"width": 0.125, "feature_dim": 64, "batch_size": 32} if cfg.quick else {}
-    train_cfg = merge("scaled-ql", read_toml(preset_path("minatar")), None, {
-        "data": str(data_dir), "out": str(run_dir), "steps": cfg.train_steps, "seed": cfg.seed,
-        "eval_every": cfg.eval_every, "eval_episodes": cfg.eval_episodes,
-        "checkpoint_every": min(1000, cfg.train_steps), "log_every": min(100, cfg.train_steps),
-        "device": cfg.device}, learner)
     # one environment per episode: a single round, however long the good agents' episodes are
     eval_cfg = EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed + 10_000,
                           num_envs=cfg.eval_episodes, options=options, progress=False)
-    evaluator = policy_evaluator(suite.name, eval_cfg, run_dir / "eval")
-    resume = (run_dir / "checkpoint.pt").exists()
-    train(train_cfg, resume=resume, evaluate_fn=evaluator, progress=cfg.progress)
+    train_cfg = train_learner(cfg, "scaled-ql", data_dir, run_dir, cfg.train_steps, eval_cfg,
+                              cfg.eval_every)
     timings["train"] = time.perf_counter() - t
+    baseline_reports, baseline_configs = {}, {}
+    for algo, steps in cfg.baselines.items():
+        t = time.perf_counter()
+        baseline_configs[algo] = train_learner(cfg, algo, data_dir, cfg.out / algo, steps,
+                                               eval_cfg, 0).to_dict()
+        baseline_reports[algo] = _last_eval(cfg.out / algo)
+        timings[f"train_{algo}"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    agent_report = json.loads(sorted((run_dir / "eval").glob("step_*.json"))[-1].read_text())
+    agent_report = _last_eval(run_dir)
     behaviour = behaviour_report(data_dir, games, cfg.seed)
     snapshots = dqn_snapshot_report(data_dir, games, eval_cfg, cfg.device)
     timings["evaluate"] = time.perf_counter() - t
@@ -97,6 +104,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary = {
         "seed": cfg.seed, "quick": cfg.quick, "games": games,
         "agent": agent_report, "behaviour_dataset": behaviour, "behaviour_last_dqn": snapshots,
+        "baselines": baseline_reports, "baseline_configs": baseline_configs,
         "collect": collected, "config": _jsonable(asdict(cfg)), "train_config": train_cfg.to_dict(),
         "timings_seconds": timings, "wall_seconds": time.perf_counter() - start,
     }
@@ -105,6 +113,26 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     summary["report"] = str(write_report(cfg.out))
     return summary
+
+
+def train_learner(cfg: DemoConfig, algo: str, data_dir: Path, run_dir: Path, steps: int,
+                  eval_cfg: EvalConfig, eval_every: int) -> RunConfig:
+    """Train (or finish, or reuse) one learner on the demo data from the MinAtar preset; quick
+    mode uses the learner's tiny config."""
+    learner = learner_class(algo).tiny_config().to_dict() if cfg.quick else {}
+    run_cfg = merge(algo, read_toml(preset_path("minatar")), None, {
+        "data": str(data_dir), "out": str(run_dir), "steps": steps, "seed": cfg.seed,
+        "eval_every": eval_every, "eval_episodes": cfg.eval_episodes,
+        "checkpoint_every": min(1000, steps), "log_every": min(100, steps),
+        "device": cfg.device}, learner)
+    resume = (run_dir / "checkpoint.pt").exists()
+    train(run_cfg, resume=resume, evaluate_fn=policy_evaluator("minatar", eval_cfg, run_dir / "eval"),
+          progress=cfg.progress)
+    return run_cfg
+
+
+def _last_eval(run_dir: Path) -> dict:
+    return json.loads(sorted((run_dir / "eval").glob("step_*.json"))[-1].read_text())
 
 
 def behaviour_report(data_dir: Path, games: list[str], seed: int) -> dict:

@@ -24,6 +24,17 @@ from scaledql.suites.scores import has_reference, normalize
 ROWS = (("agent", "Scaled QL (offline, multi-game)"),
         ("behaviour_dataset", "Behaviour policy (dataset episodes)"),
         ("behaviour_last_dqn", "Last online-DQN snapshot"))
+BASELINE_LABELS = {"dt": "Decision Transformer (offline, multi-game)",
+                   "bc": "Behaviour cloning (offline, multi-game)"}
+
+
+def _rows(summary: dict) -> list[tuple[str, str, dict]]:
+    """(key, label, evaluation report) of every policy in the summary, the learners first."""
+    rows = [("agent", ROWS[0][1], summary["agent"])]
+    for algo, report in (summary.get("baselines") or {}).items():
+        rows.append((algo, BASELINE_LABELS.get(algo, algo), report))
+    rows += [(key, label, summary[key]) for key, label in ROWS[1:]]
+    return rows
 
 
 def _game_normalized(entry: dict, game: str) -> float | None:
@@ -59,38 +70,42 @@ def _save(fig, path: Path) -> None:
 
 def plot_per_game(summary: dict, path: Path) -> None:
     games = summary["games"]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(ROWS)
-    for i, (key, label) in enumerate(ROWS):
-        values = [_game_normalized(summary[key]["games"][g], g) or 0.0 for g in games]
-        ax.bar(np.arange(len(games)) + (i - 1) * width, values, width, label=label)
+    rows = _rows(summary)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(rows)
+    for i, (_, label, report) in enumerate(rows):
+        values = [_game_normalized(report["games"][g], g) or 0.0 for g in games]
+        ax.bar(np.arange(len(games)) + (i - (len(rows) - 1) / 2) * width, values, width,
+               label=label, color=f"C{i}")
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(1, color="grey", lw=0.8, ls="--")
     ax.set_xticks(np.arange(len(games)), games)
     ax.set_ylabel("normalized score (0 random, 1 reference DQN)")
     ax.set_title("Per-game normalized score")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
 
 
 def plot_aggregates(summary: dict, path: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
-    for ax, metric in zip(axes, ("iqm", "median", "mean"), strict=True):
-        labels, points, errs = [], [], []
-        for key, label in ROWS:
-            agg = summary[key]["aggregate"]
-            if metric not in agg:
-                continue
-            lo, hi = agg[f"{metric}_ci"]
-            labels.append(label.split(" (")[0])
-            points.append(agg[metric])
-            errs.append([agg[metric] - lo, hi - agg[metric]])
-        y = np.arange(len(labels))
-        ax.errorbar(points, y, xerr=np.array(errs).T if errs else None, fmt="o", capsize=4)
-        ax.set_yticks(y, labels if metric == "iqm" else [""] * len(labels))
-        ax.set_title(f"{metric.upper()} (95% CI)")
-        ax.grid(axis="x", alpha=0.3)
+    """IQM / median / mean with 95% CIs of every policy, drawn by rliable's plot_utils."""
+    from rliable import plot_utils
+
+    points, intervals = {}, {}
+    for _, label, report in _rows(summary):
+        agg = report["aggregate"]
+        if "iqm" not in agg:
+            continue
+        name = label.split(" (")[0]
+        points[name] = np.array([agg[m] for m in ("iqm", "median", "mean")])
+        intervals[name] = np.array([[agg[f"{m}_ci"][i] for m in ("iqm", "median", "mean")]
+                                    for i in (0, 1)])
+    if not points:
+        return
+    colors = {name: f"C{i}" for i, name in enumerate(points)}
+    fig, _ = plot_utils.plot_interval_estimates(
+        points, intervals, metric_names=["IQM", "Median", "Mean"], algorithms=list(points),
+        colors=colors, xlabel="Normalized score (95% CI)", xlabel_y_coordinate=-0.3)
     fig.tight_layout()
     _save(fig, path)
 
@@ -143,12 +158,13 @@ def write_report(out: Path) -> Path:
     summary = json.loads(summary_file.read_text())
     for key, _ in ROWS:  # normalize afresh: the reference-score tables may have changed
         summary[key] = _renormalized(summary[key])
+    summary["baselines"] = {k: _renormalized(v) for k, v in (summary.get("baselines") or {}).items()}
     run = out / "agent"
     games = summary["games"]
     plot_per_game(summary, out / "per_game.png")
     plot_aggregates(summary, out / "aggregates.png")
     plot_learning_curves(run, summary, out / "learning_curves.png")
-    profiles = {label.split(" (")[0]: _matrix(summary[key], "minatar") for key, label in ROWS}
+    profiles = {label.split(" (")[0]: _matrix(report, "minatar") for _, label, report in _rows(summary)}
     profiles = {k: v for k, v in profiles.items() if v.size}
     if profiles:
         plot_performance_profile(profiles, out / "performance_profile.png", seed=summary["seed"])
@@ -181,8 +197,8 @@ def write_report(out: Path) -> Path:
         "| policy | IQM | 95% CI | median | mean |",
         "|---|---|---|---|---|",
     ]
-    for key, label in ROWS:
-        agg = summary[key]["aggregate"]
+    for _, label, report in _rows(summary):
+        agg = report["aggregate"]
         if "iqm" in agg:
             ci = f"[{agg['iqm_ci'][0]:.3f}, {agg['iqm_ci'][1]:.3f}]"
             lines.append(f"| {label} | **{agg['iqm']:.3f}** | {ci} | {agg['median']:.3f} | "
@@ -195,16 +211,28 @@ def write_report(out: Path) -> Path:
         verdict = "above" if agent_iqm > data_iqm else "NOT above"
         lines += ["", f"The offline agent's IQM is **{verdict}** the behaviour policy's "
                       f"({agent_iqm:.3f} vs {data_iqm:.3f})."]
+        for algo, report in summary["baselines"].items():
+            other = report["aggregate"].get("iqm")
+            if other is not None:
+                word = "above" if agent_iqm > other else "NOT above"
+                lines.append(f"Scaled QL's IQM is **{word}** {BASELINE_LABELS.get(algo, algo).split(' (')[0]}'s "
+                             f"({agent_iqm:.3f} vs {other:.3f}; one seed, CIs over episodes: "
+                             "overlapping intervals mean the data cannot tell them apart).")
     lines += ["", "![aggregates](aggregates.png)", "", "## Per game", "",
-              "| game | agent return | dataset return (all episodes) | last DQN return | "
-              "agent normalized | dataset normalized | last DQN normalized |",
-              "|---|---|---|---|---|---|---|"]
+              "| game | " + " | ".join(label.split(" (")[0] for _, label, _ in _rows(summary))
+              + " |", "|---|" + "---|" * len(_rows(summary))]
     for g in games:
-        a, d, s = (summary[k]["games"][g] for k, _ in ROWS)
-        lines.append(f"| {g} | {a['mean']:.2f} | {_fmt(d.get('mean_all_episodes'), 2)} "
-                     f"({d.get('episodes_in_dataset')} ep.) | {s['mean']:.2f} | "
-                     f"{_fmt(a['normalized'])} | {_fmt(_game_normalized(d, g))} | "
-                     f"{_fmt(s['normalized'])} |")
+        cells = []
+        for key, _, report in _rows(summary):
+            entry = report["games"][g]
+            if key == "behaviour_dataset":
+                cells.append(f"{_fmt(entry.get('mean_all_episodes'), 2)} "
+                             f"({_fmt(_game_normalized(entry, g))}; "
+                             f"{entry.get('episodes_in_dataset')} ep.)")
+            else:
+                cells.append(f"{entry['mean']:.2f} ({_fmt(entry['normalized'])})")
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    lines += ["", "Cells: mean return (normalized score).", ""]
     lines += ["", "![per game](per_game.png)", "", "## Learning curves", "",
               "![learning curves](learning_curves.png)", "", "## Performance profile", "",
               "![performance profile](performance_profile.png)", "", "## Setup", "",
@@ -221,6 +249,12 @@ def write_report(out: Path) -> Path:
               "sticky actions 0.1.",
               "- Full configs: `summary.json`, `agent/config.json`; logs: `agent/metrics.csv`, "
               "`agent/tensorboard/`."]
+    for algo, bc in (summary.get("baseline_configs") or {}).items():
+        learner = bc["learner"]
+        knobs = ", ".join(f"{k} {learner[k]}" for k in ("encoder", "d_model", "num_layers", "context",
+                                                      "batch_size", "lr") if k in learner)
+        lines.append(f"- {BASELINE_LABELS.get(algo, algo).split(' (')[0]} (`--algo {algo}`): "
+                     f"{bc['steps']:,} gradient steps, {knobs}; config `{algo}/config.json`.")
     path = out / "report.md"
     tmp = path.with_name("report.md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
