@@ -10,9 +10,14 @@ configurations so a busy neighbour slows all alike; the best round is reported, 
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads: with a core taken by another job, spinning OpenMP threads make an update
+# many times slower (benchmarks/README.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
-import os
 import time
 from dataclasses import replace
 
