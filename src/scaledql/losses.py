@@ -196,3 +196,73 @@ def dt_loss(
         "action_accuracy": _per_sample_mean(correct, mask).detach(),
     }
     return loss, metrics
+
+
+# ==============================================================================================
+# Behaviour cloning and MAE
+# (BC: ``agents/bc.py``; masked-autoencoder pretraining: ``agents/mae.py``.)
+# ``P`` is the patch side in pixels; an image of H×W has a grid of ``Hp × Wp = H/P × W/P``.
+# ==============================================================================================
+
+
+def bc_loss(logits: torch.Tensor, action: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+    """Behaviour-cloning cross-entropy ``−log π(a_data | s)`` per sample, the softmax taken over
+    the sample's game's valid actions only (padding logits are set to −inf first, so they get
+    neither probability nor gradient).
+
+    logits: float[B, A]; action: int64[B] (valid for its row); action_mask: bool[B, A] → float[B].
+    """
+    log_probs = F.log_softmax(logits.masked_fill(~action_mask, float("-inf")), dim=-1)
+    return -log_probs.gather(1, action[:, None]).squeeze(1)
+
+
+def masked_entropy(logits: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the softmax over the valid actions. logits: float[B, A];
+    action_mask: bool[B, A] → float[B], in [0, log(valid actions)]."""
+    log_probs = F.log_softmax(logits.masked_fill(~action_mask, float("-inf")), dim=-1)
+    # Padding has p = 0 and log p = −inf; 0 · −inf would be NaN, so those terms are set to 0.
+    return -(log_probs.exp() * log_probs.masked_fill(~action_mask, 0.0)).sum(dim=-1)
+
+
+def _patch_view(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """float[B, C, H, W] → the same memory viewed as [B, C, Hp, P, Wp, P] (no copy)."""
+    b, c, h, w = x.shape
+    if h % patch or w % patch:
+        raise ValueError(f"image {h}×{w} is not a whole number of {patch}×{patch} patches")
+    return x.reshape(b, c, h // patch, patch, w // patch, patch)
+
+
+def patch_normalize(
+    x: torch.Tensor, patch: int, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-patch normalization of a reconstruction target (He et al. 2022, ``norm_pix_loss``):
+    each P×P patch, over all its channels, minus its mean and divided by ``sqrt(var + eps)``.
+
+    x: float[B, C, H, W] → (normalized float[B, C, H, W], mean, std), mean and std float[B, 1, H, W]
+    (each patch's value at its pixels), so that ``normalized · std + mean == x``.
+    """
+    b, c, h, w = x.shape
+    v = _patch_view(x, patch)
+    mean = v.mean(dim=(1, 3, 5), keepdim=True)
+    std = (v.var(dim=(1, 3, 5), unbiased=False, keepdim=True) + eps).sqrt()
+    normalized = ((v - mean) / std).reshape(b, c, h, w)
+    expand = (b, 1, h // patch, patch, w // patch, patch)
+    return (normalized, mean.expand(expand).reshape(b, 1, h, w),
+            std.expand(expand).reshape(b, 1, h, w))
+
+
+def masked_patch_mse(
+    pred: torch.Tensor, target: torch.Tensor, patch_mask: torch.Tensor, patch: int
+) -> torch.Tensor:
+    """MAE reconstruction loss: the mean squared error over the pixels (all channels) of the
+    masked patches only; visible patches contribute nothing.
+
+    pred, target: float[B, C, H, W]; patch_mask: bool[B, Hp, Wp] (True = masked); patch: P with
+    H = Hp·P, W = Wp·P → float scalar. It is the mean over masked patches of each patch's
+    mean squared error (every patch has C·P² pixels). With the same number of masked patches
+    in every sample (the MAE's masks), it is also a mean over samples, so DDP's gradient
+    average equals one big batch.
+    """
+    per_patch = _patch_view((pred - target).square(), patch).mean(dim=(1, 3, 5))  # [B, Hp, Wp]
+    weight = patch_mask.to(per_patch.dtype)
+    return (per_patch * weight).sum() / weight.sum().clamp(min=1.0)

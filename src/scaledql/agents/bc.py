@@ -1,0 +1,195 @@
+"""Behaviour cloning: the Scaled QL network trained to predict the data's actions (a ``Learner``).
+
+The paper's multi-game BC baseline gives no details; the natural reading (``shared/reference.md``,
+"Multi-game Decision Transformer baseline") is the *same* network as Scaled QL — torso (encoder →
+projection + ReLU → feature norm) and one linear head per game — with one logit per action and a
+cross-entropy on the data actions. Keeping the architecture and optimizer settings of Scaled QL
+makes the comparison one of objectives only. Defaults and their sources:
+``docs/defaults_bc_mae.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from scaledql import losses
+from scaledql.agents.base import (
+    BatchSpec,
+    Learner,
+    LearnerConfig,
+    Problem,
+    as_tensors,
+    check,
+    make_adam,
+    maybe_compile,
+    resolve_bf16,
+    wrap_distributed,
+)
+from scaledql.agents.registry import register
+from scaledql.data.sampler import TransitionBatch
+from scaledql.errors import UserError
+from scaledql.models import ScaledQNetwork, canonical_encoder_name
+from scaledql.policies import GreedyPolicy, Policy
+
+LR_SCALINGS = {"sqrt": 0.5, "linear": 1.0, "none": 0.0}
+
+
+@dataclass
+class BCConfig(LearnerConfig):
+    """Behaviour cloning over all games. Network and optimizer defaults are Scaled QL's.
+
+    ``batch_size`` is the global batch; ``effective_lr = lr · (batch_size / lr_batch_size) ** p``
+    with p = 0.5 (``sqrt``, Scaled QL's rule), 1 (``linear``) or 0 (``none``).
+    """
+
+    encoder: str = "resnet34"
+    width: float = 1.0  # channel multiplier of the encoder
+    encoder_layout: str | None = None  # ResNets: "authors" / "torchvision" / "small"; None: by input
+    feature_dim: int = 512  # width of the dense projection before the heads
+    feature_norm: bool = True  # as Scaled QL: the same torso, so encoders compare and transfer
+    obs_scale: float = 1.0 / 255.0  # uint8 obs × this
+    lr: float = 2e-4  # at lr_batch_size (Scaled QL's, Appendix B.3)
+    lr_batch_size: int = 512
+    lr_scaling: str = "sqrt"
+    batch_size: int = 512
+    adam_eps: float = 3.125e-4  # Scaled QL's (Dopamine's C51 value)
+    grad_clip: float | None = None  # max global grad norm; None = no clipping
+    channels_last: bool = False  # NHWC convolutions
+    bf16: bool = False  # bf16 autocast of the forward pass (where native)
+    compile: bool = False  # torch.compile the training forward
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr * (self.batch_size / self.lr_batch_size) ** LR_SCALINGS[self.lr_scaling]
+
+    def validate(self) -> BCConfig:
+        super().validate()
+        self.encoder = canonical_encoder_name(self.encoder)
+        if self.lr_scaling not in LR_SCALINGS:
+            raise UserError(f"unknown lr_scaling {self.lr_scaling!r} ({', '.join(LR_SCALINGS)})")
+        finite = all(math.isfinite(x) for x in (self.width, self.obs_scale, self.lr, self.adam_eps))
+        check([
+            (finite, "width, obs_scale, lr and adam_eps must be finite"),
+            (self.width > 0, "width must be > 0"),
+            (self.obs_scale > 0, "obs_scale must be > 0"),
+            (self.feature_dim > 0, "feature_dim must be > 0"),
+            (self.lr > 0 and self.lr_batch_size > 0 and self.adam_eps > 0,
+             "lr, lr_batch_size and adam_eps must be > 0"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
+        ])  # fmt: skip
+        return self
+
+
+@register
+class BehaviourCloning(Learner):
+    """``ScaledQNetwork`` with one logit per action, cross-entropy on the data actions, Adam.
+
+    ``distributed=True`` wraps the network in DistributedDataParallel (the process group must
+    exist; each process gets its share of the global batch).
+    """
+
+    name = "bc"
+    config_class = BCConfig
+    summary = "multi-game behaviour cloning: the Scaled QL network, cross-entropy on data actions"
+    cfg: BCConfig
+
+    def __init__(self, cfg: BCConfig, problem: Problem, device: torch.device | str = "cpu",
+                 distributed: bool = False) -> None:
+        super().__init__(cfg, problem, device, distributed)
+        self.network = ScaledQNetwork(
+            cfg.encoder, problem.obs_shape, problem.num_actions, width=cfg.width,
+            feature_dim=cfg.feature_dim, feature_norm=cfg.feature_norm, num_atoms=None,
+            channels_last=cfg.channels_last, obs_scale=cfg.obs_scale,
+            encoder_layout=cfg.encoder_layout,
+        ).to(self.device)  # fmt: skip
+        forward = wrap_distributed(self.network, self.device) if distributed else self.network
+        self.optimizer = make_adam(self.network.parameters(), cfg.effective_lr, cfg.adam_eps,
+                                   self.device)
+        self._train_forward = maybe_compile(forward, cfg.compile, self.device)
+        self._bf16 = resolve_bf16(cfg.bf16, self.device)
+
+    @classmethod
+    def tiny_config(cls) -> BCConfig:
+        return cls.config_class(encoder="nature", width=0.25, feature_dim=16, batch_size=8,
+                                lr=1e-3, lr_scaling="none")
+
+    # -- the interface -------------------------------------------------------------------------
+    def batch_spec(self) -> BatchSpec:
+        # Only obs, action and game_id are read; 1-step transitions are the cheapest batch.
+        return BatchSpec("transitions", self.cfg.batch_size, n_step=1)
+
+    @property
+    def torso(self):
+        return self.network.torso
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"network": self.network}
+
+    def param_counts(self) -> dict[str, int]:
+        """Network parameters by part (encoder, projection, heads, total)."""
+        return self.network.param_counts()
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16)
+
+    def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
+        """One gradient step on a transition batch (tensors on the device; numpy is moved).
+
+        Returns 0-d tensors on the device: loss (mean cross-entropy), accuracy (greedy action
+        equals the data action), entropy (of the policy over valid actions, nats),
+        feature_norm (pre-normalization L2 norm), grad_norm (before clipping).
+        """
+        t = as_tensors(batch, self.device)
+        self.network.train()
+        with self._autocast():
+            out = self._train_forward(t.obs, t.game_id)
+        logits = out.values.float()  # the loss in float32 even under bf16
+        # Mean over the batch: DDP's gradient average then equals one big batch.
+        loss = losses.bc_loss(logits, t.action, out.action_mask).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), max_norm)
+        self.optimizer.step()
+        self.step += 1
+        with torch.no_grad():
+            greedy = losses.masked_argmax(logits, out.action_mask)
+            return {
+                "loss": loss.detach(),
+                "accuracy": (greedy == t.action).float().mean(),
+                "entropy": losses.masked_entropy(logits, out.action_mask).mean(),
+                "feature_norm": out.feature_norm.mean(),
+                "grad_norm": grad_norm,
+            }
+
+    @torch.no_grad()
+    def action_logits(self, obs: torch.Tensor, game_id: int | torch.Tensor) -> torch.Tensor:
+        """obs: uint8[B, S*C, H, W] → float32[B, A_max] logits; actions the game lacks are -inf."""
+        obs = torch.as_tensor(obs).to(self.device)
+        ids = torch.as_tensor(game_id, dtype=torch.int64, device=self.device)
+        ids = ids.expand(obs.shape[0]) if ids.dim() == 0 else ids
+        was_training = self.network.training
+        self.network.eval()
+        with self._autocast():
+            out = self.network(obs, ids)
+        self.network.train(was_training)
+        return out.values.float().masked_fill(~out.action_mask, float("-inf"))
+
+    def policy(self) -> Policy:
+        """Greedy (most likely) action; evaluation's ε-greedy wrapper adds the exploration."""
+        return GreedyPolicy(self.action_logits, self.problem.games, self.problem.num_actions,
+                            self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Network weights, optimizer state and step (tensors; torch.save-able)."""
+        return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
