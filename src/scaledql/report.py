@@ -105,7 +105,8 @@ def plot_aggregates(summary: dict, path: Path) -> None:
     colors = {name: f"C{i}" for i, name in enumerate(points)}
     fig, _ = plot_utils.plot_interval_estimates(
         points, intervals, metric_names=["IQM", "Median", "Mean"], algorithms=list(points),
-        colors=colors, xlabel="Normalized score (95% CI)", xlabel_y_coordinate=-0.3)
+        colors=colors, xlabel="Normalized score (95% CI)", xlabel_y_coordinate=-0.25,
+        subfigure_width=3.6, row_height=0.5, max_ticks=4)
     fig.tight_layout()
     _save(fig, path)
 
@@ -177,9 +178,8 @@ def write_report(out: Path) -> Path:
         "",
         f"Seed **{summary['seed']}**{' (quick mode: a smoke test, not a result)' if summary['quick'] else ''}. "
         f"Wall time {summary['wall_seconds'] / 60:.1f} min "
-        f"(collect {summary['timings_seconds']['collect'] / 60:.1f}, train "
-        f"{summary['timings_seconds']['train'] / 60:.1f}, evaluate "
-        f"{summary['timings_seconds']['evaluate'] / 60:.1f}).",
+        "(" + ", ".join(f"{k.replace('_', ' ')} {v / 60:.1f}"
+                        for k, v in summary["timings_seconds"].items()) + ").",
         "",
         "Reproduce: `./run scaledql demo"
         + (" --quick" if summary["quick"] else "")
