@@ -22,6 +22,7 @@ The training loop, checkpoints, evaluation and the CLI know this interface and t
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import warnings
 from abc import ABC, abstractmethod
@@ -73,6 +74,68 @@ class LearnerConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+
+LR_SCALINGS = {"sqrt": 0.5, "linear": 1.0, "none": 0.0}  # exponent p of (batch / lr_batch)
+
+
+@dataclass
+class TorsoConfig(LearnerConfig):
+    """Options every learner built on the shared torso has (Scaled QL, DQN, BC, MAE): the
+    network, Adam, learning-rate scaling and execution switches. Defaults are the paper's
+    Scaled QL ones (docs/defaults.md); one learner's config adds its own options.
+
+    ``batch_size`` is the global batch; ``effective_lr = lr · (batch_size / lr_batch_size) ** p``
+    with p = 0.5 (``sqrt``), 1 (``linear``) or 0 (``none``).
+    """
+
+    encoder: str = "resnet34"
+    width: float = 1.0  # channel multiplier of the encoder
+    encoder_layout: str | None = None  # ResNets: "authors" / "torchvision" / "small"; None: by input
+    feature_dim: int = 512  # width of the dense projection before the heads
+    feature_norm: bool = True  # divide the penultimate features by their L2 norm
+    obs_scale: float = 1.0 / 255.0  # uint8 obs × this (both suites store 0..255)
+    lr: float = 2e-4  # at lr_batch_size
+    lr_batch_size: int = 512
+    lr_scaling: str = "sqrt"
+    batch_size: int = 512
+    adam_eps: float = 3.125e-4
+    grad_clip: float | None = None  # max global grad norm; None = no clipping
+    channels_last: bool = False  # NHWC convolutions (can be faster on CPU/GPU)
+    bf16: bool = False  # bf16 autocast of forward passes (GPUs; CPUs with native bf16 support)
+    compile: bool = False  # torch.compile the training forward (needs a C++ compiler on CPU)
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr * (self.batch_size / self.lr_batch_size) ** LR_SCALINGS[self.lr_scaling]
+
+    def torso_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``models.Torso`` (and ``ScaledQNetwork``) besides the encoder."""
+        return {"width": self.width, "feature_dim": self.feature_dim,
+                "feature_norm": self.feature_norm, "channels_last": self.channels_last,
+                "obs_scale": self.obs_scale, "encoder_layout": self.encoder_layout}
+
+    def validate(self) -> TorsoConfig:
+        from scaledql.models.encoders import RESNET_LAYOUTS, canonical_encoder_name
+
+        super().validate()
+        self.encoder = canonical_encoder_name(self.encoder)
+        if self.encoder_layout is not None and self.encoder_layout not in RESNET_LAYOUTS:
+            raise UserError(f"unknown encoder_layout {self.encoder_layout!r} (choose from "
+                            f"{', '.join(RESNET_LAYOUTS)})")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise UserError(f"unknown lr_scaling {self.lr_scaling!r} ({', '.join(LR_SCALINGS)})")
+        finite = all(math.isfinite(x) for x in (self.width, self.obs_scale, self.lr, self.adam_eps))
+        check([
+            (finite, "width, obs_scale, lr and adam_eps must be finite"),
+            (self.width > 0, "width must be > 0"),
+            (self.obs_scale > 0, "obs_scale must be > 0"),
+            (self.feature_dim > 0, "feature_dim must be > 0"),
+            (self.lr > 0 and self.lr_batch_size > 0 and self.adam_eps > 0,
+             "lr, lr_batch_size and adam_eps must be > 0"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
+        ])  # fmt: skip
+        return self
 
 
 def check(conditions: list[tuple[bool, str]], where: str = "learner config") -> None:
@@ -134,6 +197,11 @@ class Learner(ABC):
         counts = {name: sum(p.numel() for p in m.parameters()) for name, m in self.modules().items()}
         counts["total"] = sum(counts.values())
         return counts
+
+    def _autocast(self):
+        """bf16 autocast on the learner's device when the learner resolved bf16 on (``_bf16``)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=getattr(self, "_bf16", False))
 
     def freeze_encoder(self) -> None:
         """Stop gradients into the torso's encoder (transfer with a frozen representation)."""

@@ -20,10 +20,9 @@ from scaledql import losses
 from scaledql.agents.base import (
     BatchSpec,
     Learner,
-    LearnerConfig,
     Problem,
+    TorsoConfig,
     as_tensors,
-    check,
     make_adam,
     maybe_compile,
     resolve_bf16,
@@ -31,56 +30,17 @@ from scaledql.agents.base import (
 )
 from scaledql.agents.registry import register
 from scaledql.data.sampler import TransitionBatch
-from scaledql.errors import UserError
-from scaledql.models import ScaledQNetwork, canonical_encoder_name
+from scaledql.models import ScaledQNetwork
 from scaledql.policies import GreedyPolicy, Policy
-
-LR_SCALINGS = {"sqrt": 0.5, "linear": 1.0, "none": 0.0}
 
 
 @dataclass
-class BCConfig(LearnerConfig):
-    """Behaviour cloning over all games. Network and optimizer defaults are Scaled QL's.
-
-    ``batch_size`` is the global batch; ``effective_lr = lr · (batch_size / lr_batch_size) ** p``
-    with p = 0.5 (``sqrt``, Scaled QL's rule), 1 (``linear``) or 0 (``none``).
-    """
-
-    encoder: str = "resnet34"
-    width: float = 1.0  # channel multiplier of the encoder
-    encoder_layout: str | None = None  # ResNets: "authors" / "torchvision" / "small"; None: by input
-    feature_dim: int = 512  # width of the dense projection before the heads
-    feature_norm: bool = True  # as Scaled QL: the same torso, so encoders compare and transfer
-    obs_scale: float = 1.0 / 255.0  # uint8 obs × this
-    lr: float = 2e-4  # at lr_batch_size (Scaled QL's, Appendix B.3)
-    lr_batch_size: int = 512
-    lr_scaling: str = "sqrt"
-    batch_size: int = 512
-    adam_eps: float = 3.125e-4  # Scaled QL's (Dopamine's C51 value)
-    grad_clip: float | None = None  # max global grad norm; None = no clipping
-    channels_last: bool = False  # NHWC convolutions
-    bf16: bool = False  # bf16 autocast of the forward pass (where native)
-    compile: bool = False  # torch.compile the training forward
-
-    @property
-    def effective_lr(self) -> float:
-        return self.lr * (self.batch_size / self.lr_batch_size) ** LR_SCALINGS[self.lr_scaling]
+class BCConfig(TorsoConfig):
+    """Behaviour cloning over all games: exactly Scaled QL's torso options and defaults
+    (``TorsoConfig``), so the comparison is one of objectives only."""
 
     def validate(self) -> BCConfig:
         super().validate()
-        self.encoder = canonical_encoder_name(self.encoder)
-        if self.lr_scaling not in LR_SCALINGS:
-            raise UserError(f"unknown lr_scaling {self.lr_scaling!r} ({', '.join(LR_SCALINGS)})")
-        finite = all(math.isfinite(x) for x in (self.width, self.obs_scale, self.lr, self.adam_eps))
-        check([
-            (finite, "width, obs_scale, lr and adam_eps must be finite"),
-            (self.width > 0, "width must be > 0"),
-            (self.obs_scale > 0, "obs_scale must be > 0"),
-            (self.feature_dim > 0, "feature_dim must be > 0"),
-            (self.lr > 0 and self.lr_batch_size > 0 and self.adam_eps > 0,
-             "lr, lr_batch_size and adam_eps must be > 0"),
-            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
-        ])  # fmt: skip
         return self
 
 
@@ -100,12 +60,8 @@ class BehaviourCloning(Learner):
     def __init__(self, cfg: BCConfig, problem: Problem, device: torch.device | str = "cpu",
                  distributed: bool = False) -> None:
         super().__init__(cfg, problem, device, distributed)
-        self.network = ScaledQNetwork(
-            cfg.encoder, problem.obs_shape, problem.num_actions, width=cfg.width,
-            feature_dim=cfg.feature_dim, feature_norm=cfg.feature_norm, num_atoms=None,
-            channels_last=cfg.channels_last, obs_scale=cfg.obs_scale,
-            encoder_layout=cfg.encoder_layout,
-        ).to(self.device)  # fmt: skip
+        self.network = ScaledQNetwork(cfg.encoder, problem.obs_shape, problem.num_actions,
+                                      num_atoms=None, **cfg.torso_kwargs()).to(self.device)  # fmt: skip
         forward = wrap_distributed(self.network, self.device) if distributed else self.network
         self.optimizer = make_adam(self.network.parameters(), cfg.effective_lr, cfg.adam_eps,
                                    self.device)
@@ -132,9 +88,6 @@ class BehaviourCloning(Learner):
     def param_counts(self) -> dict[str, int]:
         """Network parameters by part (encoder, projection, heads, total)."""
         return self.network.param_counts()
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16)
 
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         """One gradient step on a transition batch (tensors on the device; numpy is moved).

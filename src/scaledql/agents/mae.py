@@ -29,8 +29,8 @@ from scaledql import losses
 from scaledql.agents.base import (
     BatchSpec,
     Learner,
-    LearnerConfig,
     Problem,
+    TorsoConfig,
     as_tensors,
     check,
     make_adam,
@@ -41,11 +41,10 @@ from scaledql.agents.base import (
 from scaledql.agents.registry import register
 from scaledql.data.sampler import TransitionBatch
 from scaledql.errors import UserError
-from scaledql.models import Torso, canonical_encoder_name
+from scaledql.models import Torso
 from scaledql.models.decoder import MAENetwork, random_patch_mask
 from scaledql.policies import Policy, RandomPolicy
 
-LR_SCALINGS = {"sqrt": 0.5, "linear": 1.0, "none": 0.0}
 FILLS = ("zero", "learned")
 # Automatic patch sides: the target for large frames (84 → 7×7 patches) and for small grids
 # (MinAtar 10 → 5×5); the largest divisor of both sides not above it is used.
@@ -59,19 +58,14 @@ def auto_patch_size(height: int, width: int) -> int:
 
 
 @dataclass
-class MAEConfig(LearnerConfig):
-    """Masked-autoencoder pretraining. ``encoder``/``width``/``feature_dim``/``obs_scale`` must
-    equal those of the Scaled QL run the encoder is meant for (the torso is built the same way).
+class MAEConfig(TorsoConfig):
+    """Masked-autoencoder pretraining. The torso options (``TorsoConfig``: encoder, width,
+    encoder_layout, feature_dim, obs_scale) must equal those of the Scaled QL run the encoder is
+    meant for (the torso is built the same way; MAE trains only the encoder's trunk).
 
-    ``effective_lr = lr · (batch_size / lr_batch_size) ** p``: He et al.'s rule is linear in the
-    batch from a base lr at 256.
+    Optimizer defaults follow He et al. (2022): base lr 1.5e-4 at batch 256, scaled linearly.
     """
 
-    encoder: str = "resnet34"
-    width: float = 1.0
-    encoder_layout: str | None = None  # as Scaled QL's, so the encoder transfers
-    feature_dim: int = 512  # only so the torso matches Scaled QL's; MAE does not train it
-    obs_scale: float = 1.0 / 255.0  # uint8 obs × this: the reconstruction target is in [0, 1]
     mask_ratio: float = 0.75  # He et al. 2022
     patch_size: int | None = None  # pixels per patch side; None = auto_patch_size (12 / 2)
     norm_pix: bool = False  # per-patch normalized target (He et al.'s norm_pix_loss)
@@ -81,38 +75,18 @@ class MAEConfig(LearnerConfig):
     lr: float = 1.5e-4  # He et al.'s base lr, at lr_batch_size
     lr_batch_size: int = 256
     lr_scaling: str = "linear"
-    batch_size: int = 512
     adam_eps: float = 1e-8  # PyTorch's / MAE's
-    grad_clip: float | None = None
-    channels_last: bool = False
-    bf16: bool = False
-    compile: bool = False
-
-    @property
-    def effective_lr(self) -> float:
-        return self.lr * (self.batch_size / self.lr_batch_size) ** LR_SCALINGS[self.lr_scaling]
 
     def validate(self) -> MAEConfig:
         super().validate()
-        self.encoder = canonical_encoder_name(self.encoder)
-        if self.lr_scaling not in LR_SCALINGS:
-            raise UserError(f"unknown lr_scaling {self.lr_scaling!r} ({', '.join(LR_SCALINGS)})")
         if self.mask_fill not in FILLS:
             raise UserError(f"unknown mask_fill {self.mask_fill!r} ({', '.join(FILLS)})")
-        finite = all(math.isfinite(x) for x in (self.width, self.obs_scale, self.lr, self.adam_eps,
-                                                self.mask_ratio))
         check([
-            (finite, "width, obs_scale, mask_ratio, lr and adam_eps must be finite"),
-            (self.width > 0, "width must be > 0"),
-            (self.obs_scale > 0, "obs_scale must be > 0"),
-            (self.feature_dim > 0, "feature_dim must be > 0"),
-            (0 < self.mask_ratio < 1, "mask_ratio must be in (0, 1)"),
+            (math.isfinite(self.mask_ratio) and 0 < self.mask_ratio < 1,
+             "mask_ratio must be in (0, 1)"),
             (self.patch_size is None or self.patch_size >= 1, "patch_size must be >= 1 (or none)"),
             ((self.decoder_width is None or self.decoder_width >= 1) and self.decoder_depth >= 0,
              "decoder_width must be >= 1 (or none) and decoder_depth >= 0"),
-            (self.lr > 0 and self.lr_batch_size > 0 and self.adam_eps > 0,
-             "lr, lr_batch_size and adam_eps must be > 0"),
-            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
         ])  # fmt: skip
         return self
 
@@ -141,9 +115,7 @@ class MAE(Learner):
         self.patch = cfg.patch_size or auto_patch_size(height, width)
         if height % self.patch or width % self.patch:
             raise UserError(f"patch_size {self.patch} does not divide the {height}×{width} frames")
-        torso = Torso(cfg.encoder, problem.obs_shape, width=cfg.width, feature_dim=cfg.feature_dim,
-                      channels_last=cfg.channels_last, obs_scale=cfg.obs_scale,
-                      encoder_layout=cfg.encoder_layout)
+        torso = Torso(cfg.encoder, problem.obs_shape, **cfg.torso_kwargs())
         self.network = MAENetwork(torso, problem.obs_shape, self.patch, cfg.decoder_width,
                                   cfg.decoder_depth, cfg.mask_fill == "learned").to(self.device)
         self._params = [p for p in self.network.parameters() if p.requires_grad]

@@ -21,8 +21,8 @@ from scaledql import losses
 from scaledql.agents.base import (
     BatchSpec,
     Learner,
-    LearnerConfig,
     Problem,
+    TorsoConfig,
     as_tensors,
     check,
     make_adam,
@@ -33,29 +33,18 @@ from scaledql.agents.base import (
 from scaledql.agents.registry import register
 from scaledql.data.sampler import TransitionBatch
 from scaledql.errors import UserError
-from scaledql.models import NetworkOutput, ScaledQNetwork, canonical_encoder_name
-from scaledql.models.encoders import RESNET_LAYOUTS
+from scaledql.models import NetworkOutput, ScaledQNetwork
 from scaledql.policies import GreedyPolicy, Policy
 
 LOSSES = ("c51", "mse")
-LR_SCALINGS = ("sqrt", "linear", "none")
 
 
 @dataclass
-class ScaledQLConfig(LearnerConfig):
-    """Everything that defines the learner (saved with every run).
+class ScaledQLConfig(TorsoConfig):
+    """Everything that defines the learner (saved with every run): the torso's options
+    (``TorsoConfig``: encoder, width, feature norm, Adam, lr scaling, switches) and the
+    distributional CQL objective's."""
 
-    ``batch_size`` is the *global* batch (summed over DDP processes); it also sets the learning
-    rate: ``effective_lr = lr · (batch_size / lr_batch_size) ** p`` with p = 0.5 for
-    ``lr_scaling="sqrt"``, 1 for ``"linear"``, 0 for ``"none"``.
-    """
-
-    encoder: str = "resnet34"
-    width: float = 1.0  # channel multiplier of the encoder
-    encoder_layout: str | None = None  # ResNets: "authors" / "torchvision" / "small"; None: by input
-    feature_dim: int = 512  # width of the dense projection before the heads
-    feature_norm: bool = True  # divide the penultimate features by their L2 norm
-    obs_scale: float = 1.0 / 255.0  # uint8 obs × this (both suites store 0..255)
     loss: str = "c51"  # "c51" (distributional, cross-entropy) or "mse" (scalar Q regression)
     num_atoms: int = 51
     v_min: float = -10.0
@@ -66,49 +55,22 @@ class ScaledQLConfig(LearnerConfig):
     cql_alpha: float = 0.1
     huber_delta: float | None = None  # mse only: None = squared error, a number = Huber loss
     double_q: bool = True  # bootstrap action = argmax of the *online* net at s'
-    lr: float = 2e-4  # at lr_batch_size
-    lr_batch_size: int = 512
-    lr_scaling: str = "sqrt"
-    batch_size: int = 512
-    adam_eps: float = 3.125e-4
     target_update_period: int = 2000  # gradient steps between hard target copies
-    grad_clip: float | None = None  # max global grad norm; None = no clipping
-    channels_last: bool = False  # NHWC convolutions (can be faster on CPU/GPU)
-    bf16: bool = False  # bf16 autocast of forward passes (GPUs; CPUs with native bf16 support)
-    compile: bool = False  # torch.compile the online forward (needs a C++ compiler on CPU)
-
-    @property
-    def effective_lr(self) -> float:
-        power = {"sqrt": 0.5, "linear": 1.0, "none": 0.0}[self.lr_scaling]
-        return self.lr * (self.batch_size / self.lr_batch_size) ** power
 
     def validate(self) -> ScaledQLConfig:
         super().validate()
-        self.encoder = canonical_encoder_name(self.encoder)
-        if self.encoder_layout is not None and self.encoder_layout not in RESNET_LAYOUTS:
-            raise UserError(f"unknown encoder_layout {self.encoder_layout!r} (choose from "
-                            f"{', '.join(RESNET_LAYOUTS)})")
         if self.loss not in LOSSES:
             raise UserError(f"unknown loss {self.loss!r} (choose from {', '.join(LOSSES)})")
-        if self.lr_scaling not in LR_SCALINGS:
-            raise UserError(f"unknown lr_scaling {self.lr_scaling!r} ({', '.join(LR_SCALINGS)})")
-        finite = all(math.isfinite(x) for x in (self.width, self.obs_scale, self.v_min, self.v_max,
-                                                self.gamma, self.cql_alpha, self.lr, self.adam_eps))
+        finite = all(math.isfinite(x) for x in (self.v_min, self.v_max, self.gamma, self.cql_alpha))
         check([
-            (finite, "width, obs_scale, v_min, v_max, gamma, cql_alpha, lr and adam_eps must be finite"),
-            (self.width > 0, "width must be > 0"),
-            (self.obs_scale > 0, "obs_scale must be > 0"),
-            (self.feature_dim > 0, "feature_dim must be > 0"),
+            (finite, "v_min, v_max, gamma and cql_alpha must be finite"),
             (self.num_atoms >= 2, "num_atoms must be >= 2"),
             (self.v_max > self.v_min, "v_max must be > v_min"),
             (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
             (self.n_step >= 1, "n_step must be >= 1"),
             (self.reward_clip is None or self.reward_clip > 0, "reward_clip must be > 0 (or none)"),
             (self.cql_alpha >= 0, "cql_alpha must be >= 0"),
-            (self.lr > 0 and self.lr_batch_size > 0 and self.adam_eps > 0,
-             "lr, lr_batch_size and adam_eps must be > 0"),
             (self.target_update_period >= 1, "target_update_period must be >= 1"),
-            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
             (self.huber_delta is None or self.huber_delta > 0, "huber_delta must be > 0"),
         ])  # fmt: skip
         return self
@@ -186,12 +148,9 @@ class ScaledQL(Learner):
                  distributed: bool = False) -> None:
         super().__init__(cfg, problem, device, distributed)
         self.online = ScaledQNetwork(
-            cfg.encoder, problem.obs_shape, problem.num_actions, width=cfg.width,
-            feature_dim=cfg.feature_dim, feature_norm=cfg.feature_norm,
-            num_atoms=cfg.num_atoms if cfg.loss == "c51" else None,
-            channels_last=cfg.channels_last, obs_scale=cfg.obs_scale,
-            encoder_layout=cfg.encoder_layout,
-        ).to(self.device)  # fmt: skip
+            cfg.encoder, problem.obs_shape, problem.num_actions,
+            num_atoms=cfg.num_atoms if cfg.loss == "c51" else None, **cfg.torso_kwargs(),
+        ).to(self.device)
         forward = wrap_distributed(self.online, self.device) if distributed else self.online
         self.target = copy.deepcopy(self.online).requires_grad_(False).eval()
         self.optimizer = make_adam(self.online.parameters(), cfg.effective_lr, cfg.adam_eps,
@@ -225,9 +184,6 @@ class ScaledQL(Learner):
     def param_counts(self) -> dict[str, int]:
         """Online-network parameters by part (encoder, projection, heads, total)."""
         return self.online.param_counts()
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16)
 
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         """One gradient step on a transition batch (tensors on the device; numpy is moved).
