@@ -274,3 +274,25 @@ def test_learns_a_two_game_contextual_bandit_from_random_data(loss):
             obs = np.zeros((1, *OBS_SHAPE), np.uint8)
             obs[:] = 255 * context
             assert act(agent, obs, game)[0] == best[game][context], (game, context)
+
+
+def test_version_1_checkpoints_load(tmp_path):
+    """Files written before the learner interface (a Scaled QL ``agent`` without a torso module)
+    still evaluate: keys are mapped to the torso, n-step comes from the old train config."""
+    from scaledql.checkpoint import load_learner
+
+    agent = make_agent()
+    agent.update(random_batch(8))
+    old = {k.removeprefix("torso."): v for k, v in agent.online.state_dict().items()}
+    cfg = {k: v for k, v in agent.cfg.to_dict().items() if k not in ("n_step", "reward_clip",
+                                                                     "encoder_layout")}
+    torch.save({"format": "scaledql-checkpoint", "version": 1, "step": 1, "suite": "minatar",
+                "games": ["breakout", "asterix"], "num_actions": NUM_ACTIONS, "obs_shape": list(OBS_SHAPE),
+                "agent_config": cfg, "train_config": {"n_step": 2, "reward_clip": 1.0},
+                "agent": {"online": old, "target": old, "optimizer": agent.optimizer.state_dict(),
+                          "step": 1}}, tmp_path / "v1.pt")
+    learner, payload = load_learner(tmp_path / "v1.pt", "cpu")
+    assert payload["version"] == 2 and learner.name == "scaled-ql" and learner.cfg.n_step == 2
+    assert learner.problem.frame_channels == 10
+    for k, v in agent.online.state_dict().items():
+        assert torch.equal(learner.online.state_dict()[k], v), k
