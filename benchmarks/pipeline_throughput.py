@@ -7,7 +7,9 @@ For each configuration it measures, on the same learner, store and device:
   the loop, one step after the other: the loop before the prefetcher) and 1, 2 (background
   threads, pinned buffers and a side-stream copy on CUDA).
 Loop steps/s are read from the run's own ``metrics.jsonl`` (``steps_per_second`` of each logged
-window), skipping the first window (warm-up, compilation).
+window), skipping the first window (warm-up, compilation). The measurements of one config are
+repeated ``--repeats`` times in turn (ceiling, loop 0, loop 1, ..., ceiling, ...) and the
+medians reported, so that load from other processes hits every variant alike.
 
     python benchmarks/pipeline_throughput.py                    # CPU set, ~4 minutes on 2 cores
     python benchmarks/pipeline_throughput.py --set gpu          # Nature CNN and ResNet-50, batch 512
@@ -119,6 +121,7 @@ def main() -> int:
     parser.add_argument("--workers", default="0,1,2", help="sample_workers values to time")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (and compile on CUDA)")
     parser.add_argument("--frames", type=int, default=20_000, help="transitions per game")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of all measurements")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     device = pick_device(args.device)
@@ -135,10 +138,17 @@ def main() -> int:
             if suite not in stores:
                 stores[suite] = Path(tmp, suite)
                 write_store(stores[suite], suite, args.frames)
-            ceiling = update_only(stores[suite], cfg, device, steps)
-            row = {"update_only_steps_per_s": ceiling}
-            for w in (int(x) for x in args.workers.split(",")):
-                rate = loop(stores[suite], Path(tmp, f"{name}-w{w}"), cfg, str(device), steps, w)
+            workers = [int(x) for x in args.workers.split(",")]
+            rates: dict[str, list[float]] = {"ceiling": [], **{f"w{w}": [] for w in workers}}
+            for rep in range(args.repeats):
+                rates["ceiling"].append(update_only(stores[suite], cfg, device, steps))
+                for w in workers:
+                    out = Path(tmp, f"{name}-w{w}-r{rep}")
+                    rates[f"w{w}"].append(loop(stores[suite], out, cfg, str(device), steps, w))
+            ceiling = statistics.median(rates["ceiling"])
+            row = {"update_only_steps_per_s": ceiling, "all": rates}
+            for w in workers:
+                rate = statistics.median(rates[f"w{w}"])
                 row[f"loop_w{w}_steps_per_s"] = rate
                 row[f"loop_w{w}_fraction"] = rate / ceiling
             results["runs"][name] = row
@@ -151,7 +161,8 @@ def main() -> int:
 
 
 def report(r: dict) -> str:
-    workers = sorted({k.split("_")[1] for row in r["runs"].values() for k in row if k.startswith("loop_")})
+    workers = sorted({k.split("_")[1] for row in r["runs"].values() for k in row
+                      if k.startswith("loop_")})
     head = "| config | update only (steps/s) | " + " | ".join(
         f"loop {w.replace('w', 'workers=')} (steps/s, share)" for w in workers) + " |"
     lines = [f"device {r['device']} ({r['gpu'] or 'CPU'}), torch {r['torch']}, {r['threads']} "
