@@ -211,13 +211,19 @@ def write_report(out: Path) -> Path:
         verdict = "above" if agent_iqm > data_iqm else "NOT above"
         lines += ["", f"The offline agent's IQM is **{verdict}** the behaviour policy's "
                       f"({agent_iqm:.3f} vs {data_iqm:.3f})."]
+        agent_ci = summary["agent"]["aggregate"]["iqm_ci"]
         for algo, report in summary["baselines"].items():
             other = report["aggregate"].get("iqm")
-            if other is not None:
-                word = "above" if agent_iqm > other else "NOT above"
-                lines.append(f"Scaled QL's IQM is **{word}** {BASELINE_LABELS.get(algo, algo).split(' (')[0]}'s "
-                             f"({agent_iqm:.3f} vs {other:.3f}; one seed, CIs over episodes: "
-                             "overlapping intervals mean the data cannot tell them apart).")
+            if other is None:
+                continue
+            ci = report["aggregate"]["iqm_ci"]
+            overlap = agent_ci[0] <= ci[1] and ci[0] <= agent_ci[1]
+            word = "above" if agent_iqm > other else "NOT above"
+            name = BASELINE_LABELS.get(algo, algo).split(" (")[0]
+            lines.append(f"Scaled QL's IQM is **{word}** {name}'s ({agent_iqm:.3f} vs {other:.3f}); "
+                         + ("their 95% intervals overlap, so this one seed cannot separate them."
+                            if overlap else "their 95% intervals do not overlap (over episodes "
+                            "of one seed: not yet evidence over seeds)."))
     lines += ["", "![aggregates](aggregates.png)", "", "## Per game", "",
               "| game | " + " | ".join(label.split(" (")[0] for _, label, _ in _rows(summary))
               + " |", "|---|" + "---|" * len(_rows(summary))]
