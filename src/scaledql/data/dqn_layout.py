@@ -306,28 +306,33 @@ def copy_unit(unit: Unit, chunk_bytes: int = CHUNK_BYTES,
         buf = np.empty((min(chunk_frames, unit.capacity), h, w), np.uint8)
         segs = unit.segments.tolist()
         k = 0
+        previous: dict[int, list[int]] = {}
         for s0 in range(0, unit.capacity, chunk_frames):
             s1 = min(unit.capacity, s0 + chunk_frames)
             chunk = buf[: s1 - s0]
             stream.read_into(chunk)
             flat = memoryview(chunk.reshape(-1))
-            touched = set()
+            written: dict[int, list[int]] = {}  # shard -> [first, end) byte offsets
             while k < len(segs) and segs[k][0] < s1:
                 slot_lo, slot_hi, s, frame_lo = segs[k]
                 lo, hi = max(slot_lo, s0), min(slot_hi, s1)
-                _pwrite_all(fds[s], flat[(lo - s0) * fb:(hi - s0) * fb],
-                            _NPY_HEADER_BYTES + (frame_lo + lo - slot_lo) * fb, unit)
-                touched.add(s)
+                offset = _NPY_HEADER_BYTES + (frame_lo + lo - slot_lo) * fb
+                _pwrite_all(fds[s], flat[(lo - s0) * fb:(hi - s0) * fb], offset, unit)
+                span = written.setdefault(s, [offset, offset])
+                span[0], span[1] = min(span[0], offset), max(span[1], offset + (hi - lo) * fb)
                 if slot_hi > s1:
                     break  # the segment goes on in the next chunk
                 k += 1
-            for s in touched:
-                _start_writeback(fds[s])
+            for s, span in written.items():  # this chunk's pages, and the previous chunk's
+                for a, b in (span, previous.get(s)) if s in previous else (span,):
+                    _start_writeback(fds[s], a, b - a)
+            previous = written
             if progress is not None:
                 progress((s1 - s0) * fb)
         stream.finish()
         for fd in fds.values():
             os.fdatasync(fd)
+            _start_writeback(fd, 0, 0)  # all clean now: drop what is left of ours
     except OSError as exc:
         raise UserError(f"{unit.staging}: writing frames failed ({exc})") from None
     finally:
@@ -337,16 +342,18 @@ def copy_unit(unit: Unit, chunk_bytes: int = CHUNK_BYTES,
     return unit.nbytes
 
 
-def _start_writeback(fd: int) -> None:
-    """Start writing the file's dirty pages to disk now and drop its clean ones.
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a range's dirty pages to disk now and drop its clean ones (``length`` 0:
+    to the end of the file). Called on each 64 MB piece just written, and again one piece
+    later, when its pages are clean and can go.
 
     Without it the kernel holds a whole file's frames dirty until ``fdatasync`` and the copy
     waits for the disk at the end; and fresh page-cache pages for every file cost more than
-    reused ones (measured: 1.0-1.4 s instead of 1.3-4.3 s per 1.41 GB file on this VM). The
+    reused ones (measured: 0.9-1.4 s instead of 1.3-4.3 s per 1.41 GB file on this VM). The
     price: the imported frames are not left in the page cache.
     """
     if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int, unit: Unit) -> None:

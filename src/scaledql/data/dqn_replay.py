@@ -343,7 +343,8 @@ def _window_episodes(win: _Window, stack: int, gap_follows: bool) -> list[_Episo
     head = win.head_terminals if win.head_terminals is not None else np.zeros(pads + 1, bool)
     ext = np.concatenate([head[1:], term])  # ext[pads + i] is add g0 + i
     n = len(term)
-    pad = np.arange(g0, g0 + n) < pads  # the run's first adds pad its first episode
+    pad = np.zeros(n, bool)
+    pad[: max(0, min(n, pads - g0))] = True  # the run's first adds pad its first episode
     for j in range(1, pads + 1):  # the pads adds after a terminal one are padding
         pad |= ext[pads - j: pads - j + n]
     # An episode starting at the window's first add has a known start only at the run's start
@@ -353,10 +354,8 @@ def _window_episodes(win: _Window, stack: int, gap_follows: bool) -> list[_Episo
     if not len(real):
         return []
     ends_here = term[real] != 0
-    # Episode number of each real add: terminal real adds before it. Padding only follows a
-    # terminal add, so each episode's real adds are contiguous.
-    ep = np.concatenate([[0], np.cumsum(ends_here)[:-1]])
-    cuts = np.flatnonzero(np.diff(ep)) + 1
+    # Padding only follows a terminal add, so each episode's real adds are contiguous.
+    cuts = np.flatnonzero(ends_here[:-1]) + 1  # an episode ends at each terminal real add
     episodes: list[_Episode] = []
     for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(real)], strict=True):
         i, j = int(real[lo]), int(real[hi - 1])
