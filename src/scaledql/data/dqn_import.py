@@ -173,6 +173,15 @@ def _prepare(game: str, num_actions: int, opts: ImportOptions) -> _Game:
     return g
 
 
+@contextlib.contextmanager
+def _writing(where: Path):
+    """A failed write (disk full, permissions) becomes one ``UserError`` line."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"{where}: writing failed ({exc})") from None
+
+
 def _staged_fingerprint(path: Path) -> str | None:
     try:
         d = json.loads(path.read_text())
@@ -190,6 +199,8 @@ def _lock(directory: Path) -> int:
         os.close(fd)
         raise UserError(f"{directory}: another import of this game into {directory.parent} is "
                         "running") from None
+    except OSError:  # a filesystem without flock (some network ones): go on unguarded
+        pass
     return fd
 
 
@@ -220,9 +231,10 @@ def _clean(g: _Game) -> int:
 
 def _plan(spec: _PlanSpec, progress: Callable[[int], None] | None = None) -> GameLayout:
     timelines = (load_run(sel, spec.num_actions, spec.stack) for sel in spec.selection)
-    layout = layout_game(spec.game, timelines, spec.staging, spec.shard_steps, spec.write)
-    if spec.write:
-        _write_json_atomic(spec.staging / PLAN, {"fingerprint": spec.fingerprint})
+    with _writing(spec.staging):
+        layout = layout_game(spec.game, timelines, spec.staging, spec.shard_steps, spec.write)
+        if spec.write:
+            _write_json_atomic(spec.staging / PLAN, {"fingerprint": spec.fingerprint})
     return layout
 
 
@@ -297,7 +309,8 @@ def import_games(games: dict[str, int | None], opts: ImportOptions, *, jobs: int
     with contextlib.ExitStack() as locks, Progress(progress) as bar, terminate_as_interrupt():
         for g in state.values():
             if g.state != "skip":
-                locks.callback(os.close, _clean(g))
+                with _writing(g.spec.staging):
+                    locks.callback(os.close, _clean(g))
         runner: Inline | Pool = Inline(bar.update) if jobs == 1 else Pool(jobs, bar.update)
         ok = False
         try:
@@ -306,13 +319,16 @@ def import_games(games: dict[str, int | None], opts: ImportOptions, *, jobs: int
                 if g.state == "skip":
                     summaries[name] = _summary(g, skipped=True)
                 elif g.state == "publish":
-                    summaries[name] = _publish(g)
+                    with _writing(g.final):
+                        summaries[name] = _publish(g)
                 else:
                     runner.submit(("plan", name), _plan, g.spec)
                     busy += 1
             while busy:
                 kind, key, result = runner.next_event()
                 busy -= 1
+                if kind == "cancelled":
+                    continue
                 g = state[key[1]]
                 if kind == "error":
                     runner.close(terminate=True)
@@ -322,19 +338,21 @@ def import_games(games: dict[str, int | None], opts: ImportOptions, *, jobs: int
                 if key[0] == "plan":
                     g.layout = result
                     todo = [u for u in result.units if not _marker(g, u).exists()]
-                    bar.add_work(sum(u.nbytes for u in result.units),
-                                 sum(u.nbytes for u in result.units) - sum(u.nbytes for u in todo),
-                                 len(result.units), len(result.units) - len(todo))
+                    total = sum(u.nbytes for u in result.units)
+                    bar.add_work(total, total - sum(u.nbytes for u in todo), len(result.units),
+                                 len(result.units) - len(todo))
                     g.pending = {u.key for u in todo}
                     for u in todo:
                         runner.submit(("unit", key[1], u), _copy, (u, opts.chunk_bytes))
                         busy += 1
                 else:
-                    _mark_done(g, key[2])
+                    with _writing(g.spec.staging):
+                        _mark_done(g, key[2])
                     g.pending.discard(key[2].key)
                     bar.file_done()
                 if g.layout is not None and not g.pending and key[1] not in summaries:
-                    summaries[key[1]] = _publish(g)
+                    with _writing(g.final):
+                        summaries[key[1]] = _publish(g)
             ok = True
         finally:
             runner.close(terminate=not ok)

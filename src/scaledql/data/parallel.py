@@ -21,11 +21,16 @@ class Inline:
     def __init__(self, progress: Callable[[int], None]):
         self.progress = progress
         self.events: deque = deque()
+        self.failed = False
 
     def submit(self, key: tuple, fn: Callable, arg: Any) -> None:
+        if self.failed:  # the import stops at the error already queued: skip the work
+            self.events.append(("cancelled", key, None))
+            return
         try:
             self.events.append(("done", key, fn(arg, self.progress)))
         except UserError as exc:
+            self.failed = True
             self.events.append(("error", key, exc))
 
     def next_event(self) -> tuple:
