@@ -82,3 +82,43 @@ def test_minari_export_then_import_commands(tmp_path, capsys, monkeypatch):
     assert main(["data", "info", str(tmp_path / "b"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)["games"]["breakout"]
     assert (info["transitions"], info["episode_returns"]) == (3, [6.0])
+
+
+def test_import_several_games_runs_jobs_and_card(tmp_path, capsys):
+    for game, first in (("Pong", 1), ("Breakout", 100)):
+        for run in ("1", "2", "3"):
+            buf = LoggedBuffer(tmp_path / "src" / game / run / "replay_logs", capacity=10)
+            play(buf, [5, 7, 6, 4], first_label=first, every_cycle_logged=True)
+    out = tmp_path / "data"
+    assert main(["data", "import", "dqn-replay", str(tmp_path / "src"), "--games",
+                 "pong,breakout", "--runs", "1-2", "--fraction", "0.5", "--out", str(out),
+                 "--jobs", "2"]) == 0
+    assert capsys.readouterr().out.count("wrote") == 2
+    assert main(["data", "card", str(out), "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    pong = card["games"]["Pong"]
+    assert pong["runs"] == {"1": [0, 1], "2": [0, 1]} and pong["checkpoint_files"] == 4
+    assert pong["rewards_clipped"] and card["aggregate"]["iqm_ci"][0] <= card["aggregate"]["iqm"]
+    text = (out / "DATACARD.md").read_text()
+    assert "| Pong | dqn-replay | 1: 0-1; 2: 0-1 | 4 |" in text and "IQM" in text
+    assert main(["data", "card", str(out)]) == 0
+    assert capsys.readouterr().out == text
+    assert main(["data", "info", str(out)]) == 0  # the card file is not a game
+    assert "2 games" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["--game", "Pong", "--games", "Pong,Breakout"],
+    ["--games", "Pong", "--jobs", "0"],
+    ["--games", "Pong", "--runs", "3-1"],
+    ["--games", "Pong,NoSuchGame"],
+])
+def test_bad_import_options_are_one_line(tmp_path, capsys, argv):
+    try:
+        code = main(["data", "import", "dqn-replay", str(tmp_path), "--out",
+                     str(tmp_path / "o"), *argv])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

@@ -41,8 +41,10 @@ class LoggedBuffer:
     importer that read an uninitialized slot would fail loudly. ``adds`` records the ground truth.
     """
 
-    def __init__(self, log_dir, capacity, stack=4, trap=None):
-        self.dir, self.cap, self.stack, self.trap = log_dir, capacity, stack, trap
+    def __init__(self, log_dir, capacity, stack=4, trap=None, log=True):
+        """``log=False``: Dopamine's own OutOfGraphReplayBuffer, saved only by ``save(n)``
+        (with its true add_count), as Dopamine's checkpointing does."""
+        self.dir, self.cap, self.stack, self.trap, self.log = log_dir, capacity, stack, trap, log
         log_dir.mkdir(parents=True)
         self.obs = np.full((capacity, *HW), 255, np.uint8)
         self.action = np.full(capacity, 99, np.int32)
@@ -63,7 +65,7 @@ class LoggedBuffer:
             for _ in range(self.stack - 1):
                 self._add(0, 0, 0.0, 0, True)
         self._add(label, a, r, int(terminal), False)
-        if self.add_count % self.cap == self.cap - 1:  # checked once per add(), as batch_rl does
+        if self.log and self.add_count % self.cap == self.cap - 1:  # once per add(), as batch_rl
             self.save(self.log_count)
             self.log_count += 1
 
@@ -109,7 +111,9 @@ def play(buf, lengths, first_label=1, last_unfinished=False, every_cycle_logged=
 
 
 def expected(adds, lo, hi, *, gap_follows, head_known):
-    """Episodes in adds[lo:hi], by a plain loop over the ground truth (padding flags known)."""
+    """Episodes in adds[lo:hi] in time order, by a plain loop over the ground truth (padding
+    flags known). Every real add is a step; the frame after an episode's last step was never
+    stored, so it is all zeros (label 0)."""
     eps, cur = [], None
     for g in range(lo, hi):
         label, a, r, t, pad = adds[g]
@@ -124,14 +128,14 @@ def expected(adds, lo, hi, *, gap_follows, head_known):
         if t:
             eps.append({**cur, "labels": [*cur["labels"], 0], "flag": "terminated"})
             cur = None
-    if cur is not None and len(cur["labels"]) > 1:  # last entry becomes the final frame
-        eps.append({**cur, "actions": cur["actions"][:-1], "rewards": cur["rewards"][:-1],
+    if cur is not None:  # cut by the end of the window: its last step is kept too
+        eps.append({**cur, "labels": [*cur["labels"], 0],
                     "flag": "truncated" if gap_follows else "unfinished"})
     return eps
 
 
 def stored(game_dir_root, game="Pong"):
-    """Episodes of an imported store, in the same form as ``expected``."""
+    """Episodes of an imported store in store order, in the same form as ``expected``."""
     g = open_dataset(game_dir_root).game(game)
     assert g.frame_shape == (1, *HW) and g.stack == 4 and g.manifest["rewards_clipped"]
     out = []
@@ -145,7 +149,7 @@ def stored(game_dir_root, game="Pong"):
                         "partial": bool(flags & 4),
                         "flag": "terminated" if flags & 1 else "truncated" if flags & 2
                         else "unfinished"})
-    return sorted(out, key=lambda e: e["labels"][0])
+    return out
 
 
 def run_dir(tmp_path, run="1"):
@@ -164,8 +168,48 @@ def test_full_run_joins_checkpoints_with_nothing_lost(tmp_path):
     assert not marker.exists()  # episode_end_indices (a pickle) was never opened
     want = expected(buf.adds, 0, buf.add_count, gap_follows=False, head_known=True)
     assert stored(tmp_path / "out") == want
-    assert [len(e["actions"]) for e in want] == [9, 14, 2, 5, 4, 3]  # the last one unfinished
-    assert summary.transitions == 9 + 14 + 2 + 5 + 4 + 3 and summary.episodes == 5
+    assert [len(e["actions"]) for e in want] == [9, 14, 2, 5, 4, 4]  # the last one unfinished
+    assert summary.transitions == 9 + 14 + 2 + 5 + 4 + 4 and summary.episodes == 5
+
+
+def _dopamine_two_checkpoints(tmp_path):
+    """Dopamine's own buffer saved twice by save() (true add counts): file 0 at add_count 15
+    inside an episode that goes on in file 1 (add_count 30), which ends in an unfinished
+    episode. File 1's new adds 15..29 wrap its ring: slots 0..9 (adds 20..29) come first in
+    its stream, slots 15..19 (the spanning episode's last adds) last."""
+    buf = LoggedBuffer(run_dir(tmp_path), capacity=20, log=False)
+    label = play(buf, [4, 5], last_unfinished=True)
+    buf.save(0)
+    assert buf.add_count == 15
+    label = play(buf, [3], first_label=label)  # the spanning episode's last 3 steps
+    play(buf, [4, 2], first_label=label, last_unfinished=True)
+    buf.save(1)
+    assert buf.add_count == 30 and buf.adds[14][0] == 9 and buf.adds[15][0] == 10
+    summary = import_dqn_replay(tmp_path / "src", "Pong", tmp_path / "out",
+                                num_actions=NUM_ACTIONS, chunk_bytes=7 * 6)
+    return buf, summary, stored(tmp_path / "out")
+
+
+def test_episodes_in_time_order_across_files(tmp_path):
+    # Hardening item 6, first finding: the spanning episode (labels 5..12) was listed after
+    # the episodes that lie wholly in file 1.
+    _, _, got = _dopamine_two_checkpoints(tmp_path)
+    assert [e["labels"][0] for e in got] == [1, 5, 13, 17]
+    assert [e["labels"][:-1] for e in got] == [[1, 2, 3, 4], list(range(5, 13)),
+                                               [13, 14, 15, 16], [17, 18]]
+
+
+def test_every_real_step_counted_including_the_last(tmp_path):
+    # Hardening item 6, second finding: the last real step before the final save (label 18,
+    # whose next frame was never stored) was dropped from the transitions.
+    buf, summary, got = _dopamine_two_checkpoints(tmp_path)
+    real_steps = sum(1 for add in buf.adds if not add[4])
+    assert summary.transitions == real_steps == 4 + 8 + 4 + 2
+    assert got[-1]["labels"] == [17, 18, 0] and got[-1]["flag"] == "unfinished"
+    assert got[-1]["actions"] == [17 % NUM_ACTIONS, 18 % NUM_ACTIONS]
+    assert got[-1]["rewards"] == [1.0 if 17 % 3 else -1.0, 1.0 if 18 % 3 else -1.0]
+    assert got == expected(buf.adds, 0, 30, gap_follows=False, head_known=True)
+    assert summary.episodes == 3
 
 
 def test_unlogged_cycle_becomes_a_gap(tmp_path):
@@ -202,7 +246,7 @@ def test_first_checkpoints_and_gap_cut_episodes(tmp_path):
             + expected(buf.adds, 29, 39, gap_follows=False, head_known=False))
     got = stored(tmp_path / "b")
     assert got == want
-    assert [e["flag"] for e in got if e["labels"][-1] == 13] == ["truncated"]
+    assert [e["flag"] for e in got if e["labels"][-2] == 13] == ["truncated"]
     assert [e["partial"] for e in got if e["labels"][0] == 21] == [True]
 
 
@@ -224,15 +268,16 @@ def test_wrapped_buffer_from_an_ordinary_checkpoint(tmp_path):
 
 
 def test_runs_go_into_one_store(tmp_path):
-    want = []
+    want = {}
     for run, first in (("1", 1), ("2", 100)):
         buf = LoggedBuffer(run_dir(tmp_path, run), capacity=10)
         play(buf, [4, 6, 5], first_label=first, every_cycle_logged=True)
         buf.log_final_buffer()
-        want += expected(buf.adds, 0, buf.add_count, gap_follows=False, head_known=True)
+        want[run] = expected(buf.adds, 0, buf.add_count, gap_follows=False, head_known=True)
     summary = import_dqn_replay(tmp_path / "src", "Pong", tmp_path / "out",
                                 num_actions=NUM_ACTIONS, runs=["2", "1"])
-    assert stored(tmp_path / "out") == want and summary.runs == ["2", "1"]
+    # runs in the order given, each in time order
+    assert stored(tmp_path / "out") == want["2"] + want["1"] and summary.runs == ["2", "1"]
     assert summary.episodes == 6
 
 

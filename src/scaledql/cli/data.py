@@ -1,7 +1,9 @@
 """``scaledql data``: inspect, import and export offline datasets.
 
     scaledql data info DIR [--json]
-    scaledql data import dqn-replay SRC --game GAME --out DIR [--runs 1,2] [--checkpoints 0-9 | --fraction 0.2]
+    scaledql data card DIR [--json]
+    scaledql data import dqn-replay SRC (--game GAME | --games train40) --out DIR [--runs 1-5]
+        [--checkpoints 0-9 | --fraction 0.2] [--jobs N]
     scaledql data import minari PATH_OR_ID --out DIR [--game GAME]
     scaledql data export minari DIR --game GAME --dataset-id NAMESPACE/NAME-v0
 """
@@ -26,20 +28,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=run_info)
 
+    card = groups.add_parser("card", help="data card: sources, counts, behaviour scores, IQM; "
+                             "written to DIR/DATACARD.md and printed")
+    card.add_argument("dir", type=Path, help="dataset directory (one subdirectory per game)")
+    card.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    card.set_defaults(func=run_card)
+
     imp = groups.add_parser("import", help="import a dataset into the scaledql store")
     sources = imp.add_subparsers(dest="source", metavar="SOURCE", parser_class=type(p))
     dqn = sources.add_parser("dqn-replay", help="the DQN Replay Dataset (Dopamine logs)")
     dqn.add_argument("src", type=Path, help="root holding GAME/RUN/replay_logs/")
-    dqn.add_argument("--game", required=True, help="Atari game, e.g. Pong")
+    which = dqn.add_mutually_exclusive_group(required=True)
+    which.add_argument("--game", help="one Atari game, e.g. Pong")
+    which.add_argument("--games", help="comma list of games or a named list (train40, "
+                                      "heldout5, all)")
     dqn.add_argument("--out", type=Path, required=True, help="dataset directory to write into")
-    dqn.add_argument("--runs", default=None, help="comma list of runs (default: all)")
+    dqn.add_argument("--runs", default=None,
+                     help="runs, e.g. 1-5 or 1,3 (default: all of each game's runs)")
     sel = dqn.add_mutually_exclusive_group()
     sel.add_argument("--checkpoints", default=None,
                      help="checkpoint ranges, inclusive, e.g. 0-9 or 0-4,20-29 (default: all)")
     sel.add_argument("--fraction", type=float, default=None,
                      help="the first FRACTION of each run's checkpoints, e.g. 0.2 (the paper's "
                           "sub-optimal data); default: all (near-optimal)")
-    dqn.add_argument("--overwrite", action="store_true", help="replace an existing game store")
+    dqn.add_argument("--jobs", type=int, default=1,
+                     help="processes: checkpoint files of all games and runs are copied in "
+                          "parallel (default 1)")
+    dqn.add_argument("--overwrite", action="store_true",
+                     help="replace existing game stores (an interrupted import of the same "
+                          "selection resumes without it)")
     dqn.set_defaults(func=run_import_dqn)
 
     mi = sources.add_parser("minari", help="a local Minari dataset (path or id)")
@@ -92,23 +109,42 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_card(args: argparse.Namespace) -> int:
+    from scaledql.cli.common import print_json
+    from scaledql.data.datacard import data_card, write_card
+
+    card = data_card(args.dir)
+    text = write_card(card, args.dir)
+    if args.json:
+        print_json(card)
+    else:
+        print(text, end="")
+    return 0
+
+
 def run_import_dqn(args: argparse.Namespace) -> int:
-    from scaledql.data.dqn_replay import import_dqn_replay, parse_checkpoint_spec
+    from scaledql.data.dqn_import import ImportOptions, import_games
+    from scaledql.data.dqn_replay import parse_checkpoint_spec, parse_runs_spec
     from scaledql.suites import get_suite
 
-    game = get_suite("atari").resolve_games(args.game)
-    if len(game) != 1:
-        raise UserError(f"--game takes one game, got {args.game!r}")
-    runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
+    suite = get_suite("atari")
+    games = suite.resolve_games(args.game if args.game is not None else args.games)
+    if args.game is not None and len(games) != 1:
+        raise UserError(f"--game takes one game, got {args.game!r} (use --games for several)")
+    runs = parse_runs_spec(args.runs) if args.runs else None
     checkpoints = parse_checkpoint_spec(args.checkpoints) if args.checkpoints else None
-    summary = import_dqn_replay(args.src, game[0], args.out, runs=runs, checkpoints=checkpoints,
-                                fraction=args.fraction, overwrite=args.overwrite,
-                                command=_command("data", "import", "dqn-replay", args.src,
-                                                 game=game[0], out=args.out, runs=args.runs,
-                                                 checkpoints=args.checkpoints,
-                                                 fraction=args.fraction))
-    print(f"wrote {summary.game_dir}: {summary.transitions:,} transitions, "
-          f"{summary.episodes:,} finished episodes from runs {', '.join(summary.runs)}")
+    # --jobs and --overwrite change how, not what: left out so that a resumed import with other
+    # values writes the same bytes
+    command = _command("data", "import", "dqn-replay", args.src, game=args.game,
+                       games=args.games, out=args.out, runs=args.runs,
+                       checkpoints=args.checkpoints, fraction=args.fraction)
+    opts = ImportOptions(src=args.src, out=args.out, runs=runs, checkpoints=checkpoints,
+                         fraction=args.fraction, overwrite=args.overwrite, command=command)
+    summaries = import_games(dict.fromkeys(games), opts, jobs=args.jobs, progress=True)
+    for s in summaries:
+        what = "already imported" if s.skipped else "wrote"
+        print(f"{what} {s.game_dir}: {s.transitions:,} transitions, {s.episodes:,} finished "
+              f"episodes from runs {', '.join(s.runs)}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Import the DQN Replay Dataset (Dopamine's logged replay buffers) into a game store, streamed.
+"""The DQN Replay Dataset (Dopamine's logged replay buffers): layout, selection, timeline, episodes.
 
 Source layout (``SRC/GAME/RUN/replay_logs/``), one set of files per checkpoint ``N``, each file
 ``gzip(np.save(array))``::
@@ -34,106 +34,41 @@ logged_replay_buffer.py``, ``OutOfGraphLoggedReplayBuffer``):
 * So consecutive checkpoints of a run join into one timeline of adds with nothing lost; a
   selection with a gap splits it into windows. Entries that follow a terminal entry (or start
   the run) for ``stack_size - 1`` adds are padding and are dropped.
+* Newer Dopamine versions also pad after an ``episode_end`` add that is not terminal (a time
+  limit); that boundary is recorded only in ``episode_end_indices`` (a pickle, never read), so
+  such files would join the two episodes. The DQN Replay Dataset predates it: its 27,000-step
+  cap is terminal.
 
-Episodes: a terminated episode of ``T`` entries becomes ``T`` transitions plus an all-zero final
-frame (never used: ``done`` stops the bootstrap; Dopamine stored no frame there either). An
-episode cut by the end of a window keeps its last entry's observation as the final frame and
-drops that entry's action and reward (they have no next observation): *truncated* when a gap
-follows, *unfinished* at the end of a run's selection. An episode whose start lies before the
-window is marked ``partial_start`` (its steps are kept; its return is not a behaviour return).
-Episodes capped at 27,000 steps are terminal in the source and stay terminated.
+Episodes: every real add is a step of the behaviour policy, so an episode of ``T`` entries
+becomes ``T`` transitions and ``T + 1`` frames, its entries' observations then one all-zero final
+frame. The frame after the last entry was never stored (Dopamine keeps it in the agent, not the
+buffer): after a terminal entry it is never used (``done`` stops the bootstrap); after an episode
+cut by the end of a window it is unknown, and the zero frame says so (a sampler that bootstraps
+the last step of such an episode bootstraps from a zero frame). An episode cut by a window's
+end is *truncated* when a gap follows, *unfinished* at the end of a run's selection. An episode
+whose start lies before the window is marked ``partial_start`` (its steps are kept; its return
+is not a behaviour return). Episodes capped at 27,000 steps are terminal in the source and stay
+terminated. Episodes are stored in time order: runs in the order given, then by add.
 
-Memory: the small per-entry arrays of one checkpoint (~9 bytes per entry), one chunk of frames
-and the frames of the episodes still open (at most a few episodes; an Atari episode is capped at
-27,000 frames): independent of the file size. Frames stream from gzip in chunks; every gzip
-stream is read to its end so its CRC is checked. Nothing is ever unpickled: arrays are parsed with
-``numpy.lib.format`` headers and object dtypes are refused.
+Frames are copied by ``dqn_import`` (parallel, resumable) where ``dqn_layout`` places them: this
+module reads the small arrays, checks them and builds the timeline; frames never pass through
+it. Nothing is ever
+unpickled: arrays are parsed with ``numpy.lib.format`` headers (``gzip_npy``).
 """
 
 from __future__ import annotations
 
-import gzip
 import re
-import sys
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from scaledql.data.store import GameWriter, read_manifest
+from scaledql.data.gzip_npy import NpyStream, read_small_array
 from scaledql.errors import UserError
 
 STORE_PREFIX = "$store$_"
-CHUNK_BYTES = 64 << 20  # frames decompressed per read
-
-
-# ------------------------------------------------------------------------------------------------
-# Reading gzip(np.save(...)) streams without unpickling
-
-
-class _NpyStream:
-    """A ``.npy`` array inside a gzip file, read sequentially. ``dtype``, ``shape`` from its header."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self._f = gzip.open(path, "rb")  # noqa: SIM115 (closed by finish/close)
-            version = np.lib.format.read_magic(self._f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(self._f)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(self._f)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
-        except FileNotFoundError:
-            raise UserError(f"{path}: missing") from None
-        except (OSError, EOFError, ValueError, zlib.error) as exc:
-            raise UserError(f"{path}: not a gzip-compressed .npy array ({exc})") from None
-        if dtype.hasobject:
-            raise UserError(f"{path}: holds Python objects (a pickle); refusing to load it")
-        if fortran and len(shape) > 1:
-            raise UserError(f"{path}: Fortran-ordered array, not what Dopamine writes")
-        self.shape: tuple[int, ...] = tuple(shape)
-        self.dtype: np.dtype = dtype
-
-    def read_into(self, out: np.ndarray) -> None:
-        """Fill ``out`` (C-contiguous, this array's dtype) with the next ``out.nbytes`` bytes."""
-        view = memoryview(out.reshape(-1).view(np.uint8))
-        got = 0
-        try:
-            while got < len(view):
-                n = self._f.readinto(view[got:])
-                if not n:
-                    raise EOFError("file ends before the array does")
-                got += n
-        except (OSError, EOFError, zlib.error) as exc:
-            raise UserError(f"{self.path}: truncated or corrupt ({exc})") from None
-
-    def read_all(self) -> np.ndarray:
-        out = np.empty(self.shape, self.dtype)
-        self.read_into(out)
-        self.finish()
-        return out
-
-    def finish(self) -> None:
-        """Read to the end of the gzip stream (checks its CRC) and close."""
-        try:
-            while self._f.read(1 << 20):
-                pass
-        except (OSError, EOFError, zlib.error) as exc:
-            raise UserError(f"{self.path}: truncated or corrupt ({exc})") from None
-        finally:
-            self._f.close()
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def read_small_array(path: Path) -> np.ndarray:
-    """Load a whole (small) gzip-compressed ``.npy`` array; never unpickles."""
-    return _NpyStream(path).read_all()
+ARRAYS = ("observation", "action", "reward", "terminal")  # the $store$_ files of a checkpoint
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,6 +90,26 @@ def find_checkpoints(log_dir: Path) -> list[int]:
 def find_runs(game_dir: Path) -> list[str]:
     runs = [p.name for p in game_dir.iterdir() if (p / "replay_logs").is_dir()]
     return sorted(runs, key=lambda r: (not r.isdigit(), int(r) if r.isdigit() else 0, r))
+
+
+def parse_runs_spec(spec: str) -> list[str]:
+    """``"1-5"``, ``"2,1"``, ``"1-3,7"`` → run names in the order given (numeric ranges
+    inclusive; other names as they are), each once."""
+    out: list[str] = []
+    for part in spec.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)-(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise UserError(f"bad run range {part!r}: end before start")
+            names = [str(i) for i in range(lo, hi + 1)]
+        else:
+            names = [part] if part else []
+        out += [r for r in names if r not in out]
+    if not out:
+        raise UserError(f"no runs in {spec!r}")
+    return out
 
 
 def parse_checkpoint_spec(spec: str) -> list[int]:
@@ -256,7 +211,7 @@ def _load_checkpoint(log_dir: Path, n: int, num_actions: int,
                      prev: _Checkpoint | None = None) -> _Checkpoint:
     """Read and check checkpoint ``n``'s small arrays; ``prev``: checkpoint ``n - 1`` if loaded."""
     obs_path = checkpoint_path(log_dir, STORE_PREFIX + "observation", n)
-    header = _NpyStream(obs_path)
+    header = NpyStream(obs_path)
     header.close()
     if header.dtype != np.uint8 or len(header.shape) != 3:
         raise UserError(f"{obs_path}: holds {header.dtype}{list(header.shape)}, expected "
@@ -364,187 +319,52 @@ def _plan_windows(ckpts: list[_Checkpoint]) -> list[_Window]:
 
 @dataclass
 class _Episode:
-    g0: int  # first add of the episode
-    entries: int  # adds in it (its frames obs_0 .. obs_{entries-1})
+    g0: int  # first add of the episode; its entries are adds g0 .. g0 + length - 1
+    length: int  # T: real steps = transitions (frames obs_0 .. obs_{T-1}, then a zero frame)
     terminated: bool
     truncated: bool
     partial_start: bool
-    actions: np.ndarray
-    rewards: np.ndarray
-    frames: np.ndarray | None = None
-    filled: int = 0
-
-    @property
-    def transitions(self) -> int:
-        return self.entries if self.terminated else self.entries - 1
+    actions: np.ndarray  # int64[T]
+    rewards: np.ndarray  # float32[T]
+    shard: int = -1  # where the layout puts it (dqn_layout)
+    frame_start: int = -1
 
 
 def _window_episodes(win: _Window, stack: int, gap_follows: bool) -> list[_Episode]:
     """Split a window into episodes from its terminal flags; padding adds are dropped."""
-    term = np.concatenate([p.ckpt.terminal[np.arange(p.a, p.b) % p.ckpt.capacity]
-                           for p in win.parts])
-    act = np.concatenate([p.ckpt.action[np.arange(p.a, p.b) % p.ckpt.capacity]
-                          for p in win.parts])
-    rew = np.concatenate([p.ckpt.reward[np.arange(p.a, p.b) % p.ckpt.capacity]
-                          for p in win.parts])
+    def gather(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p.ckpt, name)[np.arange(p.a, p.b) % p.ckpt.capacity]
+                               for p in win.parts])
+
+    term, act, rew = gather("terminal"), gather("action"), gather("reward")
     g0 = win.start
     pads = stack - 1
     # head_terminals[m] is add g0 - pads - 1 + m; unknown history: assume mid-episode.
     head = win.head_terminals if win.head_terminals is not None else np.zeros(pads + 1, bool)
     ext = np.concatenate([head[1:], term])  # ext[pads + i] is add g0 + i
     n = len(term)
-    pad = np.arange(g0, g0 + n) < pads  # the run's first adds pad its first episode
+    pad = np.zeros(n, bool)
+    pad[: max(0, min(n, pads - g0))] = True  # the run's first adds pad its first episode
     for j in range(1, pads + 1):  # the pads adds after a terminal one are padding
         pad |= ext[pads - j: pads - j + n]
     # An episode starting at the window's first add has a known start only at the run's start
     # or right after the padding that follows a terminal add.
     head_known = g0 == pads or (win.head_terminals is not None and bool(head[0]))
+    real = np.flatnonzero(~pad)
+    if not len(real):
+        return []
+    ends_here = term[real] != 0
+    # Padding only follows a terminal add, so each episode's real adds are contiguous.
+    cuts = np.flatnonzero(ends_here[:-1]) + 1  # an episode ends at each terminal real add
     episodes: list[_Episode] = []
-    i = 0
-    while i < n:
-        if pad[i]:
-            i += 1
-            continue
-        ends = np.flatnonzero(term[i:])
-        j = i + int(ends[0]) if len(ends) else n - 1
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(real)], strict=True):
+        i, j = int(real[lo]), int(real[hi - 1])
         terminated = bool(term[j])
-        entries = j - i + 1
-        t = entries if terminated else entries - 1
-        episodes.append(_Episode(int(g0 + i), entries, terminated,
+        episodes.append(_Episode(g0 + i, j - i + 1, terminated,
                                  truncated=not terminated and gap_follows,
                                  partial_start=i == 0 and not head_known,
-                                 actions=act[i:i + t], rewards=rew[i:i + t]))
-        i = j + 1
+                                 actions=act[i:j + 1], rewards=rew[i:j + 1]))
     return episodes
-
-
-# ------------------------------------------------------------------------------------------------
-# Streaming frames into episodes
-
-
-def _stream_part_frames(part: _Part, chunk_frames: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first_add, frames uint8[k, H, W])`` covering adds [a, b) in stream (slot) order."""
-    c = part.ckpt
-    cap = c.capacity
-    stream = _NpyStream(c.path(STORE_PREFIX + "observation"))
-    if stream.shape != (cap, *c.frame_hw) or stream.dtype != np.uint8:
-        stream.close()
-        raise UserError(f"{stream.path}: changed since it was first read")
-    try:
-        buf = np.empty((chunk_frames, *c.frame_hw), np.uint8)
-        for s0 in range(0, cap, chunk_frames):
-            s1 = min(cap, s0 + chunk_frames)
-            chunk = buf[: s1 - s0]
-            stream.read_into(chunk)
-            s = np.arange(s0, s1)
-            g = part.a + (s - part.a) % cap  # the add in [a, a + cap) that sits in slot s
-            inside = g < part.b
-            if not inside.any():
-                continue
-            # Slots map to adds with one possible wrap inside a chunk: split into runs.
-            idx = np.flatnonzero(inside)
-            breaks = np.flatnonzero(np.diff(g[idx]) != 1) + 1
-            for run in np.split(idx, breaks):
-                yield int(g[run[0]]), chunk[run[0]: run[-1] + 1]
-        stream.finish()
-    except BaseException:
-        stream.close()
-        raise
-
-
-def _import_window(win: _Window, episodes: list[_Episode], writer: GameWriter,
-                   frame_shape: tuple[int, int, int], chunk_frames: int) -> None:
-    starts = np.array([e.g0 for e in episodes], np.int64)
-    lasts = np.array([e.g0 + e.entries - 1 for e in episodes], np.int64)
-    for part in win.parts:
-        for ga, frames in _stream_part_frames(part, chunk_frames):
-            gb = ga + len(frames)
-            k = int(np.searchsorted(lasts, ga))  # first episode ending at or after ga
-            while k < len(episodes) and starts[k] < gb:
-                ep = episodes[k]
-                lo, hi = max(ga, ep.g0), min(gb, ep.g0 + ep.entries)
-                if ep.frames is None:  # allocated when its first frame arrives
-                    ep.frames = np.zeros((ep.transitions + 1, *frame_shape), np.uint8)
-                ep.frames[lo - ep.g0: hi - ep.g0, 0] = frames[lo - ga: hi - ga]
-                ep.filled += hi - lo
-                if ep.filled == ep.entries:
-                    writer.add_episode(ep.frames, ep.actions, ep.rewards, ep.terminated,
-                                       ep.truncated, partial_start=ep.partial_start)
-                    ep.frames = None  # free it
-                k += 1
-    unfilled = [e for e in episodes if e.filled != e.entries]
-    if unfilled:  # cannot happen when the files match their headers; guard the invariant
-        raise UserError(f"{win.parts[0].ckpt.log_dir}: frames missing for {len(unfilled)} episodes")
-
-
-# ------------------------------------------------------------------------------------------------
-# Entry point
-
-
-@dataclass
-class ImportSummary:
-    game_dir: Path
-    runs: list[str]
-    checkpoints: dict[str, list[int]]
-    transitions: int
-    episodes: int
-
-
-def import_dqn_replay(src: Path, game: str, out: Path, *, runs: list[str] | None = None,
-                      checkpoints: list[int] | None = None, fraction: float | None = None,
-                      num_actions: int | None = None, stack: int = 4, suite: str = "atari",
-                      overwrite: bool = False, shard_steps: int = 1_000_000,
-                      chunk_bytes: int = CHUNK_BYTES, command: str | None = None) -> ImportSummary:
-    """Read ``SRC/GAME/RUN/replay_logs`` (selected runs/checkpoints) into ``out/GAME``.
-
-    ``num_actions``: the game's action count (default: the suite's minimal action set).
-    Raises ``UserError`` on any bad input; on error nothing is published.
-    """
-    if num_actions is None:
-        from scaledql.suites import get_suite
-
-        num_actions = get_suite(suite).spec(game).num_actions
-    selection = select(src, game, runs=runs, checkpoints=checkpoints, fraction=fraction)
-    # Load and check every selected file's small arrays and headers before writing anything.
-    loaded: list[tuple[RunSelection, list[_Checkpoint]]] = []
-    frame_hw: tuple[int, int] | None = None
-    for sel in selection:
-        ckpts: list[_Checkpoint] = []
-        for n in sel.checkpoints:
-            prev = ckpts[-1] if ckpts and ckpts[-1].n == n - 1 else None
-            ckpts.append(_load_checkpoint(sel.log_dir, n, num_actions, prev))
-        for c in ckpts:
-            if frame_hw is None:
-                frame_hw = c.frame_hw
-            if c.frame_hw != frame_hw or c.capacity != ckpts[0].capacity:
-                raise UserError(f"{c.path(STORE_PREFIX + 'observation')}: frames "
-                                f"{c.capacity}x{c.frame_hw} differ from the run's first file "
-                                f"({ckpts[0].capacity}x{ckpts[0].frame_hw})")
-        loaded.append((sel, ckpts))
-    assert frame_hw is not None
-    frame_shape = (1, *frame_hw)
-    chunk_frames = max(1, chunk_bytes // (frame_hw[0] * frame_hw[1]))
-    provenance = {
-        "source": "dqn-replay",
-        "path": str(Path(src).resolve()),
-        "runs": {sel.run: sel.checkpoints for sel in selection},
-        "command": command or " ".join(sys.argv),
-    }
-    with GameWriter(out, suite=suite, game=game, num_actions=num_actions,
-                    frame_shape=frame_shape, stack=stack, action_set="minimal",
-                    rewards_clipped=True, provenance=provenance, shard_steps=shard_steps,
-                    overwrite=overwrite) as writer:
-        for sel, ckpts in loaded:
-            windows = _plan_windows(ckpts)
-            for wi, win in enumerate(windows):
-                win.head_terminals = _head_terminals(sel.log_dir, win, stack, num_actions)
-                episodes = _window_episodes(win, stack, gap_follows=wi + 1 < len(windows))
-                _import_window(win, episodes, writer, frame_shape, chunk_frames)
-        game_dir = writer.close()
-    m = read_manifest(game_dir)
-    return ImportSummary(game_dir, [s.run for s in selection],
-                         {s.run: s.checkpoints for s in selection},
-                         m["counts"]["transitions"], m["counts"]["episodes"])
 
 
 def _head_terminals(log_dir: Path, win: _Window, stack: int, num_actions: int) -> np.ndarray | None:
@@ -564,3 +384,24 @@ def _head_terminals(log_dir: Path, win: _Window, stack: int, num_actions: int) -
     if g[0] < prev.lo or g[-1] >= prev.hi:
         return None
     return prev.terminal[g % prev.capacity]
+
+
+def import_dqn_replay(src: Path, game: str, out: Path, *, runs: list[str] | None = None,
+                      checkpoints: list[int] | None = None, fraction: float | None = None,
+                      num_actions: int | None = None, stack: int = 4, suite: str = "atari",
+                      overwrite: bool = False, shard_steps: int = 1_000_000,
+                      chunk_bytes: int | None = None, command: str | None = None,
+                      jobs: int = 1, progress: bool = False):
+    """Import one game's ``SRC/GAME/RUN/replay_logs`` into ``out/GAME``; see ``dqn_import``.
+
+    ``num_actions``: the game's action count (default: the suite's minimal action set).
+    Returns a ``dqn_import.ImportSummary``. Raises ``UserError`` on any bad input.
+    """
+    from scaledql.data.dqn_import import ImportOptions, import_games
+
+    opts = ImportOptions(src=Path(src), out=Path(out), runs=runs, checkpoints=checkpoints,
+                         fraction=fraction, stack=stack, suite=suite, overwrite=overwrite,
+                         shard_steps=shard_steps, command=command)
+    if chunk_bytes is not None:
+        opts.chunk_bytes = chunk_bytes
+    return import_games({game: num_actions}, opts, jobs=jobs, progress=progress)[0]
