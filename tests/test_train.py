@@ -41,6 +41,7 @@ def minatar_data(tmp_path) -> Path:
 
 
 def tiny_config(data: Path, out: Path, steps: int = 6, **kw) -> RunConfig:
+    kw.setdefault("sample_workers", 1)  # the threaded pipeline (a CPU run's default is 0)
     return RunConfig(data=str(data), out=str(out), steps=steps, checkpoint_every=3,
                      log_every=2, seed=7, device="cpu", learner=ScaledQLConfig(**TINY_AGENT), **kw)
 
@@ -76,7 +77,7 @@ def test_resume_after_hard_kill_matches_uninterrupted(minatar_data, tmp_path):
             return real(self, batch)
         ScaledQL.update = update
         cfg = RunConfig(data={str(minatar_data)!r}, out={str(killed)!r}, steps=6,
-                        checkpoint_every=3, log_every=2, seed=7, device="cpu",
+                        checkpoint_every=3, log_every=2, seed=7, device="cpu", sample_workers=1,
                         learner=ScaledQLConfig(**{TINY_AGENT!r}))
         train(cfg, progress=False)
     """)

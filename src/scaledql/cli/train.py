@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--checkpoint-every", type=int)
     g.add_argument("--eval-every", type=int, help="gradient steps between evaluations (0: end only)")
     g.add_argument("--eval-episodes", type=int)
-    g.add_argument("--sample-workers", type=int, help="background sampling threads (0: none)")
+    g.add_argument("--sample-workers", type=int,
+                   help="background sampling threads (0: none; default 1 on CUDA, 0 on CPU)")
     g.add_argument("--prefetch", type=int, help="batches each sampling thread keeps ready")
     g.add_argument("--init-from", help="a run whose torso initialises this network (transfer)")
     g.add_argument("--init-parts", choices=["encoder", "torso"],

@@ -165,7 +165,8 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
         seq = np.random.SeedSequence([cfg.seed, dist.rank, worker])
         return make_sampler(dataset, games, spec, spec.batch_size // dist.world_size, seq)
 
-    prefetcher = Prefetcher(make, device, workers=cfg.sample_workers, depth=cfg.prefetch,
+    workers = cfg.sample_workers if cfg.sample_workers is not None else int(device.type == "cuda")
+    prefetcher = Prefetcher(make, device, workers=workers, depth=cfg.prefetch,
                             states=payload["prefetch"][dist.rank] if payload else None)
     start = learner.step
     counts = learner.param_counts()
@@ -177,7 +178,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
         log.write_text("parameters", json.dumps(counts, indent=2))
         print(f"[train] {cfg.algo} on {len(games)} games, obs {problem.obs_shape}: "
               f"{counts['total']:,} parameters ({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}); "
-              f"device {device}; {dist.world_size} process(es), {cfg.sample_workers} sampling "
+              f"device {device}; {dist.world_size} process(es), {workers} sampling "
               f"thread(s)", file=sys.stderr)
 
     def save() -> None:
