@@ -238,7 +238,7 @@ def test_online_arms_heads_are_new_and_report(setup, tmp_path):
     # no learning yet (learning starts after the run): the weights are what the transfer left
     cfg = online_cfg(setup, tmp_path / "on", arms=["pretrained", "scratch", "mae", "dqn"],
                      steps=8, eval_every=8, mae=setup["mae"], dqn_steps=12,
-                     schedule={"learning_starts": 100}, cql_alpha=0.0)
+                     schedule={"learning_starts": 100}, cql_alpha=0.2)
     assert not run_online_finetune(cfg)["interrupted"]
     src = online_state(setup["pretrained"])
     mine = online_state(tmp_path / "on" / "pretrained" / "seed_0")
@@ -249,7 +249,7 @@ def test_online_arms_heads_are_new_and_report(setup, tmp_path):
     scratch = online_state(tmp_path / "on" / "scratch" / "seed_0")
     assert not any(torch.equal(scratch[k], v) for k, v in encoder(src).items())
     config = json.loads((tmp_path / "on" / "pretrained" / "seed_0" / "config.json").read_text())
-    assert config["learner"]["n_step"] == 1 and config["learner"]["cql_alpha"] == 0.0
+    assert config["learner"]["n_step"] == 1 and config["learner"]["cql_alpha"] == 0.2
     assert config["options"]["sticky"] == 0.3
     dqn = tmp_path / "on" / "dqn" / "seed_0"
     assert json.loads((dqn / "config.json").read_text())["algo"] == "dqn"
@@ -302,3 +302,8 @@ def test_atari_online_variant_end_to_end(tmp_path, capsys):
     assert json.loads((ft / "config.json").read_text())["options"]["mode"] == 1
     assert [r["step"] for r in rows(ft, "eval")] == [0, 4, 8]
     assert "report.md" in capsys.readouterr().out
+
+
+def test_report_needs_an_experiment_folder(tmp_path, capsys):
+    assert main(["finetune", "report", str(tmp_path)]) == 2
+    assert "holds no fine-tuning experiment (no finetune.json)" in capsys.readouterr().err

@@ -36,7 +36,9 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
     g.add_argument("--lr", type=float)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--target-update-period", type=int)
-    g.add_argument("--cql-alpha", type=float, help="CQL weight of the Scaled QL arms (0: none)")
+    g.add_argument("--cql-alpha", type=float,
+                   help="CQL weight of the Scaled QL arms (0: none); default: "
+                        + ("the pretrained run's" if kind == "offline" else "0 (online)"))
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any option: learner.KEY=VALUE for the learners"
                         + (", KEY=VALUE for the runs (e.g. sample_workers=0)"
@@ -165,7 +167,8 @@ def run_online(args: argparse.Namespace) -> int:
         pretrained=args.from_run, game=game[0], out=args.out, steps=args.steps, suite=suite.name,
         options=env_options(args), arms=parse_arms(args.arms, "online", args.freeze_encoder),
         seeds=parse_seeds(args.seeds), mae=args.mae, dqn_steps=args.dqn_steps,
-        cql_alpha=args.cql_alpha, learner_overrides=learner, schedule=schedule,
+        cql_alpha=0.0 if args.cql_alpha is None else args.cql_alpha,
+        learner_overrides=learner, schedule=schedule,
         num_envs=args.num_envs, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
         checkpoint_every=args.checkpoint_every, device=args.device or "auto",
         progress=not args.no_progress)

@@ -124,6 +124,10 @@ def write_spec(out: Path, spec: dict[str, Any]) -> dict[str, Any]:
             old = json.loads(file.read_text())
         except (ValueError, UnicodeDecodeError):
             raise UserError(f"{file}: not valid JSON") from None
+        if spec.get("mae") is None:  # a later command without the mae arm needs no --mae
+            spec["mae"] = old.get("mae")
+        elif old.get("mae") is None:  # the mae arm added to an experiment that had none
+            old["mae"] = spec["mae"]
         fixed = [k for k in spec if k not in ("arms", "seeds", "commands", "steps", "dqn_steps")]
         diff = [k for k in fixed if old.get(k) != spec[k]]
         if diff:

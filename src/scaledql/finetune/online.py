@@ -9,10 +9,12 @@ a variant); a game it never saw is accepted and reported as such.
 Per arm (``common.ONLINE_ARMS``) × seed, ``OUT/<arm>/seed_<s>/`` holds one run of the shared
 online loop (``training.online.run_online``) for ``steps`` environment steps (agent steps;
 4 frames each on Atari). Scaled QL arms build the pretrained run's learner config with
-``n_step = 1`` (the replay holds 1-step transitions) and the CQL weight ``cql_alpha`` (default:
-the pretrained run's, i.e. the Scaled QL update continued unchanged; 0 turns it into C51 +
-feature normalization); transferred arms load the encoder, the projection and head start
-fresh. The ``dqn`` arm is the online double DQN that ``collect`` runs (its own config), the
+``n_step = 1`` (the replay holds 1-step transitions) and the CQL weight ``cql_alpha``, default
+0: the Scaled QL update (C51, feature normalization, same network and optimizer) without the
+conservative term. Online, CQL pushes up the replay's actions, which are the agent's own: in
+our MinAtar runs with the pretrained run's α = 0.1 every Scaled QL arm locked into one action
+within 3,000 steps (docs/finetune.md); ``--cql-alpha 0.1`` continues the offline objective
+as is. Transferred arms load the encoder; the projection and head start fresh. The ``dqn`` arm is the online double DQN that ``collect`` runs (its own config), the
 paper's single-game DQN baseline, for ``dqn_steps`` (default ``steps``).
 
 Logged to ``metrics.jsonl``/``.csv``: ``kind=episode`` rows (env step at the episode's end,
@@ -71,7 +73,7 @@ class OnlineFinetune:
     seeds: list[int] = field(default_factory=lambda: [0])
     mae: Path | None = None
     dqn_steps: int | None = None  # the dqn arm's steps (the paper gives DQN far more)
-    cql_alpha: float | None = None  # None: the pretrained run's
+    cql_alpha: float = 0.0  # the Scaled QL arms' CQL weight (see the module docstring)
     learner_overrides: dict[str, Any] = field(default_factory=dict)  # every arm's learner
     schedule: dict[str, Any] = field(default_factory=dict)  # OnlineSchedule fields given
     num_envs: int = 4
@@ -149,8 +151,7 @@ def run_config(cfg: OnlineFinetune, arm_name: str, seed: int, pretrained: dict) 
     steps = cfg.dqn_steps if arm.algo == "dqn" and cfg.dqn_steps else cfg.steps
     eval_every = cfg.eval_every or max(1, cfg.steps // 5)
     if arm.algo == "scaled-ql":
-        alpha = pretrained["learner_config"]["cql_alpha"] if cfg.cql_alpha is None else cfg.cql_alpha
-        learner = {**pretrained["learner_config"], "n_step": 1, "cql_alpha": alpha}
+        learner = {**pretrained["learner_config"], "n_step": 1, "cql_alpha": cfg.cql_alpha}
     else:
         learner = {}
     cls = learner_class(arm.algo).config_class

@@ -33,6 +33,7 @@ class RunRecord:
     evals: list[tuple[int, float, float | None]]  # (step, mean return, normalized)
     episodes: list[tuple[int, float]] = field(default_factory=list)  # online: (end step, return)
     wall: float = 0.0
+    eval_episodes: int = 0
 
     @property
     def final(self) -> tuple[int, float, float | None] | None:
@@ -49,7 +50,8 @@ def _record(run: Path, game: str, seed: int, online: bool) -> RunRecord | None:
     config = run / "config.json"
     if not config.exists():
         return None
-    steps = int(json.loads(config.read_text())["steps"])
+    saved = json.loads(config.read_text())
+    steps = int(saved["steps"])
     rows = _rows(run)
     ret, norm = ("return", "normalized") if online else (f"{game}/return", f"{game}/normalized")
     evals = {int(r["step"]): (float(r[ret]), r.get(norm)) for r in rows
@@ -57,7 +59,7 @@ def _record(run: Path, game: str, seed: int, online: bool) -> RunRecord | None:
     wall = json.loads((run / WALL_FILE).read_text())["seconds"] if (run / WALL_FILE).exists() else 0.0
     return RunRecord(game, seed, steps, [(s, *evals[s]) for s in sorted(evals)],
                      [(int(r["step"]), float(r["return"])) for r in rows if r.get("kind") == "episode"],
-                     float(wall))
+                     float(wall), int(saved["eval_episodes"]))
 
 
 def collect(out: Path, spec: dict) -> dict[str, list[RunRecord]]:
@@ -202,6 +204,8 @@ def write_report(out: Path) -> Path:
     records = collect(out, spec)
     games = spec["games"]
     lines = _header(spec)
+    episodes = sorted({r.eval_episodes for recs in records.values() for r in recs})
+    lines[-1:-1] = [f"- Evaluation: {', '.join(map(str, episodes))} episodes per game, ε = 0.001"]
     lines += ["## Final scores", "",
               "Normalized score of each run's last evaluation (MinAtar: 0 random, 1 the "
               "project's reference; Atari: human-normalized), aggregated per arm over seeds × "
