@@ -150,7 +150,7 @@ class _GameIndex:
     def episodes_for(self, fraction: float) -> int:
         """How many first episodes hold at least ``fraction`` of the transitions (>= 1)."""
         cumulative = np.cumsum(self.length)
-        # A tolerance so that 0.1 of 1,000 transitions is 100, not 101 (0.1 * 1000 rounds up).
+        # A tolerance: 0.3 of 20 transitions is 6, though 0.3 * 20 is 6.000000000000001.
         need = fraction * float(cumulative[-1]) * (1 - 1e-12)
         return max(1, int(np.searchsorted(cumulative, need, side="left")) + 1)
 
