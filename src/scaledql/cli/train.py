@@ -14,7 +14,7 @@ from scaledql.cli.common import add_device_arg
 
 # Flag (argparse dest) → run option; None-valued flags are left to the layers below them.
 RUN_FLAGS = ("steps", "seed", "log_every", "checkpoint_every", "eval_every", "eval_episodes",
-             "sample_workers", "prefetch", "init_from", "init_parts")
+             "sample_workers", "prefetch", "init_from", "init_parts", "data_fraction")
 # Flag → learner option (an error if the chosen learner has no such option).
 LEARNER_FLAGS = ("encoder", "width", "feature_dim", "batch_size", "lr", "cql_alpha", "loss",
                  "n_step", "reward_clip", "target_update_period", "grad_clip")
@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--init-parts", choices=["encoder", "torso"],
                    help="what --init-from transfers (default: encoder, as the paper)")
     g.add_argument("--freeze-encoder", action="store_true", help="keep the encoder fixed")
+    g.add_argument("--data-fraction", type=float,
+                   help="share of each game's data: its first episodes, whole, holding at least "
+                        "this share of its transitions (default 1)")
     g = p.add_argument_group("learner options (the paper's comparisons: --loss mse for scalar "
                              "CQL, --encoder impala|nature, --no-feature-norm)")
     g.add_argument("--encoder", help="nature, impala, resnet18, resnet34, resnet50, resnet101")

@@ -4,9 +4,17 @@ Offline training reads the on-disk store (``store.py``/``sampler.py``); an onlin
 buffer it can write and sample in the same loop, before anything is published. Each slot keeps
 the stacked observation and only the *newest* frame of the next observation (the rest of the next
 stack is the current stack shifted by one), so a slot costs (S + 1)·C·H·W bytes.
+
+``save``/``load`` keep the filled slots, the cursor and the sampling RNG in one compressed
+``.npz`` (plain arrays, no pickles), written atomically: a resumed online run continues with
+the same replay contents and the same sample sequence.
 """
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -59,3 +67,32 @@ class RingReplay:
             discount=np.full(batch_size, self.gamma, np.float32), done=self.terminated[idx],
             next_obs=next_obs, game_id=np.full(batch_size, self.game_id, np.int64),
         )
+
+    # -- saving --------------------------------------------------------------------------------
+    _ARRAYS = ("obs", "next_frame", "action", "reward", "terminated")
+
+    def save(self, path: Path) -> None:
+        """Write the filled slots, cursor, capacity and RNG state to ``path`` (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        meta = {"capacity": self.capacity, "size": self.size, "cursor": self.cursor,
+                "game_id": self.game_id, "rng": self.rng.bit_generator.state}
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, meta=np.array(json.dumps(meta)),
+                                **{k: getattr(self, k)[:self.size] for k in self._ARRAYS})
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> None:
+        """Restore what ``save`` wrote into this (same-shaped) replay."""
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta["capacity"] != self.capacity or z["obs"].shape[1:] != self.obs.shape[1:]:
+                raise ValueError(f"{path}: a replay of capacity {meta['capacity']} and obs "
+                                 f"{z['obs'].shape[1:]}, not {self.capacity} and {self.obs.shape[1:]}")
+            for k in self._ARRAYS:
+                getattr(self, k)[:meta["size"]] = z[k]
+        self.size, self.cursor, self.game_id = meta["size"], meta["cursor"], meta["game_id"]
+        self.rng.bit_generator.state = meta["rng"]

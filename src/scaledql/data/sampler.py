@@ -17,6 +17,12 @@ array (no intermediate copy), in ascending frame order (steps are sorted) for lo
 rows are ordered by game, then by step (hence by shard); ``game_id`` says which game each row
 is from.
 
+Limited data (``data_fraction`` < 1, offline fine-tuning with 1% or 10% of a game): each game
+keeps only its first episodes in time order, whole, as few as hold at least that share of its
+transitions (at least one episode) — the way the DQN Replay subsets are "the first X%" of a run.
+By transitions rather than by episode count, because a learning behaviour policy's episodes grow
+longer over the run (10% of the episodes can be far less than 10% of the data).
+
 Reproducibility: one ``numpy.random.Generator`` (PCG64) seeded by ``seed``; ``state_dict`` /
 ``load_state_dict`` save and restore it for an exact resume. Different processes (DDP ranks)
 construct samplers with different seeds over the same files.
@@ -136,6 +142,33 @@ class _GameIndex:
                           np.full(int(keep.sum()), first_shard_id + si, np.int64)))
         return cls(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
 
+    def first(self, count: int) -> _GameIndex:
+        """The first ``count`` episodes only."""
+        return _GameIndex(self.step_offset[:count], self.frame_start[:count],
+                          self.length[:count], self.terminated[:count], self.shard[:count])
+
+    def episodes_for(self, fraction: float) -> int:
+        """How many first episodes hold at least ``fraction`` of the transitions (>= 1)."""
+        cumulative = np.cumsum(self.length)
+        # A tolerance: 0.3 of 20 transitions is 6, though 0.3 * 20 is 6.000000000000001.
+        need = fraction * float(cumulative[-1]) * (1 - 1e-12)
+        return max(1, int(np.searchsorted(cumulative, need, side="left")) + 1)
+
+
+def check_fraction(fraction: float) -> float:
+    if not (np.isfinite(fraction) and 0.0 < fraction <= 1.0):
+        raise UserError(f"data fraction must be in (0, 1], got {fraction}")
+    return float(fraction)
+
+
+def fraction_of(game: GameData, fraction: float) -> dict[str, int]:
+    """What ``data_fraction`` keeps of one game: episodes and transitions kept, and the totals
+    (episodes counted as the sampler does: those with at least one transition)."""
+    index = _GameIndex.build(game, 0)
+    kept = index.episodes_for(check_fraction(fraction)) if len(index.length) else 0
+    return {"episodes": kept, "transitions": int(index.length[:kept].sum()),
+            "total_episodes": len(index.length), "total_transitions": game.num_transitions}
+
 
 @dataclass
 class _Located:
@@ -153,7 +186,8 @@ class _MultiGameSampler:
     """Shared part: game shares, uniform step sampling, locating steps in shards, RNG state."""
 
     def __init__(self, dataset: Dataset, games: list[str], *, batch_size: int,
-                 game_weights: dict[str, float] | None, seed: int | np.random.SeedSequence):
+                 game_weights: dict[str, float] | None, seed: int | np.random.SeedSequence,
+                 data_fraction: float = 1.0):
         if not games:
             raise UserError("no games to sample from")
         if len(set(games)) != len(games):
@@ -186,11 +220,18 @@ class _MultiGameSampler:
         self._rng = np.random.Generator(np.random.PCG64(seed))
         # Shard ids increase with game order, then shard order, so a batch's rows (game, then
         # sorted step) come in runs of one shard each.
+        self.data_fraction = check_fraction(data_fraction)
         self._shards: list[_ShardArrays] = []
         self._index: list[_GameIndex] = []
         for g in self.data:
-            self._index.append(_GameIndex.build(g, len(self._shards)))
+            index = _GameIndex.build(g, len(self._shards))
+            if self.data_fraction < 1.0:
+                index = index.first(index.episodes_for(self.data_fraction))
+            self._index.append(index)
             self._shards.extend(_ShardArrays.of(sh) for sh in g.shards)
+        # Steps drawn per game: the kept episodes are the first ones, so their steps are the
+        # game-wide step indices [0, n) (episodes are contiguous in step order).
+        self._num_steps = [int(index.length.sum()) for index in self._index]
         self._stack_offsets = np.arange(1 - self.stack, 1, dtype=np.int64)
 
     # -- RNG state ----------------------------------------------------------------------------
@@ -215,10 +256,10 @@ class _MultiGameSampler:
         """Draw the batch's steps (sorted within each game) and look them up in the global index."""
         counts = self._game_counts()
         parts = []
-        for g, index, k in zip(self.data, self._index, counts, strict=True):
+        for num_steps, index, k in zip(self._num_steps, self._index, counts, strict=True):
             if k == 0:
                 continue
-            steps = np.sort(self._rng.integers(0, g.num_transitions, size=int(k)))
+            steps = np.sort(self._rng.integers(0, num_steps, size=int(k)))
             ep = np.searchsorted(index.step_offset, steps, side="right") - 1
             start = index.frame_start[ep]
             parts.append((start + (steps - index.step_offset[ep]), start,
@@ -247,9 +288,9 @@ class TransitionSampler(_MultiGameSampler):
     def __init__(self, dataset: Dataset, games: list[str], *, batch_size: int, n_step: int = 1,
                  gamma: float = 0.99, reward_clip: float | None = None,
                  game_weights: dict[str, float] | None = None,
-                 seed: int | np.random.SeedSequence = 0):
+                 seed: int | np.random.SeedSequence = 0, data_fraction: float = 1.0):
         super().__init__(dataset, games, batch_size=batch_size, game_weights=game_weights,
-                         seed=seed)
+                         seed=seed, data_fraction=data_fraction)
         if n_step < 1:
             raise UserError(f"n_step must be >= 1, got {n_step}")
         if not 0.0 <= gamma <= 1.0:
@@ -323,9 +364,9 @@ class TrajectorySampler(_MultiGameSampler):
 
     def __init__(self, dataset: Dataset, games: list[str], *, batch_size: int, length: int,
                  reward_clip: float | None = None, game_weights: dict[str, float] | None = None,
-                 seed: int | np.random.SeedSequence = 0):
+                 seed: int | np.random.SeedSequence = 0, data_fraction: float = 1.0):
         super().__init__(dataset, games, batch_size=batch_size, game_weights=game_weights,
-                         seed=seed)
+                         seed=seed, data_fraction=data_fraction)
         if length < 1:
             raise UserError(f"trajectory length must be >= 1, got {length}")
         if reward_clip is not None and reward_clip <= 0:
@@ -375,12 +416,16 @@ class TrajectorySampler(_MultiGameSampler):
 
 
 def make_sampler(dataset: Dataset, games: list[str], spec: BatchSpec, batch_size: int,
-                 seed: int | np.random.SeedSequence) -> TransitionSampler | TrajectorySampler:
-    """The sampler of ``spec``'s kind drawing ``batch_size`` rows (one process's share)."""
+                 seed: int | np.random.SeedSequence,
+                 data_fraction: float = 1.0) -> TransitionSampler | TrajectorySampler:
+    """The sampler of ``spec``'s kind drawing ``batch_size`` rows (one process's share) from
+    the first ``data_fraction`` of each game (see the module docstring)."""
     if spec.kind == "transitions":
         return TransitionSampler(dataset, games, batch_size=batch_size, n_step=spec.n_step,
-                                 gamma=spec.gamma, reward_clip=spec.reward_clip, seed=seed)
+                                 gamma=spec.gamma, reward_clip=spec.reward_clip, seed=seed,
+                                 data_fraction=data_fraction)
     if spec.kind == "trajectories":
         return TrajectorySampler(dataset, games, batch_size=batch_size, length=spec.length,
-                                 reward_clip=spec.reward_clip, seed=seed)
+                                 reward_clip=spec.reward_clip, seed=seed,
+                                 data_fraction=data_fraction)
     raise ValueError(f"unknown batch kind {spec.kind!r}")

@@ -42,6 +42,9 @@ class RunConfig:
     out: str
     algo: str = "scaled-ql"
     games: list[str] | None = None  # default: every game in the dataset
+    # Share of each game's data used: its first episodes in time order, whole, as few as hold
+    # at least this share of its transitions (>= 1 episode); see data/sampler.py.
+    data_fraction: float = 1.0
     steps: int = 20_000  # gradient steps
     seed: int = 0
     log_every: int = 100
@@ -69,6 +72,8 @@ class RunConfig:
             raise UserError("eval_every, sample_workers and seed must be >= 0")
         if not (math.isfinite(self.eval_epsilon) and 0 <= self.eval_epsilon <= 1):
             raise UserError(f"eval_epsilon must be in [0, 1], got {self.eval_epsilon}")
+        if not (math.isfinite(self.data_fraction) and 0 < self.data_fraction <= 1):
+            raise UserError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
         if self.init_parts not in TRANSFER_PARTS:
             raise UserError(f"init_parts must be one of {', '.join(TRANSFER_PARTS)}, "
                             f"got {self.init_parts!r}")

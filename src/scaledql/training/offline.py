@@ -31,7 +31,7 @@ from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
 from scaledql.checkpoint import FILENAME, learner_payload, load_checkpoint, save_checkpoint
 from scaledql.data.prefetch import Prefetcher
-from scaledql.data.sampler import make_sampler
+from scaledql.data.sampler import fraction_of, make_sampler
 from scaledql.data.store import open_dataset
 from scaledql.errors import UserError
 from scaledql.io import atomic_write_json, exclusive_lock
@@ -163,7 +163,8 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
 
     def make(worker: int):
         seq = np.random.SeedSequence([cfg.seed, dist.rank, worker])
-        return make_sampler(dataset, games, spec, spec.batch_size // dist.world_size, seq)
+        return make_sampler(dataset, games, spec, spec.batch_size // dist.world_size, seq,
+                            data_fraction=cfg.data_fraction)
 
     workers = cfg.sample_workers if cfg.sample_workers is not None else int(device.type == "cuda")
     prefetcher = Prefetcher(make, device, workers=workers, depth=cfg.prefetch,
@@ -180,6 +181,12 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
               f"{counts['total']:,} parameters ({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}); "
               f"device {device}; {dist.world_size} process(es), {workers} sampling "
               f"thread(s)", file=sys.stderr)
+        if cfg.data_fraction < 1:
+            kept = {g: fraction_of(d, cfg.data_fraction) for g, d in zip(games, data, strict=True)}
+            print(f"[train] data fraction {cfg.data_fraction:g}: " + "; ".join(
+                f"{g} {k['transitions']:,} of {k['total_transitions']:,} transitions (first "
+                f"{k['episodes']} of {k['total_episodes']} episodes)" for g, k in kept.items()),
+                file=sys.stderr)
 
     def save() -> None:
         states = gather(prefetcher.state_dict(), dist)

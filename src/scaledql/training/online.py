@@ -6,6 +6,12 @@ from the learner's policy, the environments step, transitions go into the in-mem
 to an optional ``Recorder``), and every ``update_period`` transitions after ``learning_starts``
 the learner takes one gradient step on a replay batch. Returns of finished episodes are kept
 with the environment step at which they ended (learning curves).
+
+Online fine-tuning also needs to evaluate, log and checkpoint while it runs, and to continue
+after a kill: ``on_step`` is called after every vector step with the loop's ``OnlineState``
+(counters, episode returns, the ε generator, the replay), and a saved state passed back in
+continues from its step. Only the environments cannot be saved (emulators keep no restorable
+state across processes): a resumed run starts fresh episodes, so it is not bit-exact.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -78,6 +85,40 @@ class OnlineResult:
     updates: int = 0
 
 
+@dataclass
+class OnlineState:
+    """Everything the loop carries between vector steps except the environments.
+
+    ``rng`` draws the ε-greedy choices; ``updates_due`` is the fractional gradient step owed
+    (``update_period`` need not divide the number of environments).
+    """
+
+    result: OnlineResult
+    rng: np.random.Generator
+    replay: RingReplay | None
+    updates_due: float = 0.0
+
+
+def new_state(learner: Learner, game: str, obs_shape: tuple[int, int, int], frame_channels: int,
+              *, steps: int, schedule: OnlineSchedule, seed: int, learn: bool) -> OnlineState:
+    """The state a fresh run starts from (seeds: ε draws ``default_rng(seed)``, replay ``seed``)."""
+    replay = None
+    if learn:
+        batch = learner.batch_spec()
+        if batch.kind != "transitions" or batch.n_step != 1:
+            raise UserError(f"online learning needs 1-step transitions; {learner.name} asks for "
+                            f"{batch.kind} (n_step {batch.n_step})")
+        replay = RingReplay(min(schedule.replay_capacity, steps), obs_shape, frame_channels,
+                            batch.reward_clip, batch.gamma, seed,
+                            game_id=list(learner.problem.games).index(game))
+    return OnlineState(OnlineResult(steps=0), np.random.default_rng(seed), replay)
+
+
+def resume_seed(seed: int, step: int) -> int:
+    """Environment seed of a run resumed at ``step``: new episodes, not a replay of the first."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
 def _final_obs(info: dict, i: int, fallback: np.ndarray) -> np.ndarray:
     """The observation that ended env i's episode (SAME_STEP autoreset puts it in ``info``)."""
     final = info.get("final_obs")
@@ -89,12 +130,15 @@ def _final_obs(info: dict, i: int, fallback: np.ndarray) -> np.ndarray:
 def run_online(learner: Learner, suite_name: str, game: str, options: EnvOptions, *, steps: int,
                schedule: OnlineSchedule, seed: int, num_envs: int = 4, learn: bool = True,
                recorder: Recorder | None = None, progress: bool = True,
-               desc: str | None = None) -> OnlineResult:
-    """Interact for ``steps`` environment transitions in ``game`` (one of the learner's games).
+               desc: str | None = None, state: OnlineState | None = None,
+               on_step: Callable[[OnlineState], bool] | None = None) -> OnlineResult:
+    """Interact until ``steps`` environment transitions in ``game`` (one of the learner's games).
 
     With ``learn`` the learner updates from a replay of ``schedule.replay_capacity``
     transitions (its batch spec gives batch size, γ and reward clipping); otherwise it only
     acts. Seeds: environments ``seed``, ε draws ``default_rng(seed)``, replay ``seed``.
+    ``state``: continue a saved run from its step (environments seeded ``resume_seed``);
+    ``on_step(state)`` after every vector step, once its updates are done; True stops the loop.
     """
     schedule.validate()
     suite = get_suite(suite_name)
@@ -102,25 +146,19 @@ def run_online(learner: Learner, suite_name: str, game: str, options: EnvOptions
     policy = learner.policy()
     policy.reset(game, num_envs)
     num_actions = spec.num_actions
-    rng = np.random.default_rng(seed)
     batch = learner.batch_spec()
-    replay = None
-    if learn:
-        if batch.kind != "transitions" or batch.n_step != 1:
-            raise UserError(f"online learning needs 1-step transitions; {learner.name} asks for "
-                            f"{batch.kind} (n_step {batch.n_step})")
-        replay = RingReplay(min(schedule.replay_capacity, steps), spec.obs_shape,
-                            spec.frame_shape[0], batch.reward_clip, batch.gamma, seed,
-                            game_id=policy.games.index(game))
-    result = OnlineResult(steps=0)
-    recent: deque[float] = deque(maxlen=20)
+    if state is None:
+        state = new_state(learner, game, spec.obs_shape, spec.frame_shape[0], steps=steps,
+                          schedule=schedule, seed=seed, learn=learn)
+    result, rng, replay = state.result, state.rng, state.replay
+    env_seed = seed if result.steps == 0 else resume_seed(seed, result.steps)
+    recent: deque[float] = deque(result.episode_returns[-20:], maxlen=20)
     running = np.zeros(num_envs)
-    updates_due = 0.0
     envs = suite.make_vector_env(game, num_envs, options)
     try:
-        with tqdm(total=steps, desc=desc or f"online {game}", unit="step", disable=not progress,
-                  dynamic_ncols=True, file=sys.stderr) as bar:
-            obs, _ = envs.reset(seed=seed)
+        with tqdm(total=steps, initial=result.steps, desc=desc or f"online {game}", unit="step",
+                  disable=not progress, dynamic_ncols=True, file=sys.stderr) as bar:
+            obs, _ = envs.reset(seed=env_seed)
             if recorder is not None:
                 for i in range(num_envs):
                     recorder.begin(i, obs[i])
@@ -153,15 +191,17 @@ def run_online(learner: Learner, suite_name: str, game: str, options: EnvOptions
                         running[i] = 0.0
                 result.steps += n
                 if replay is not None and result.steps >= schedule.learning_starts:
-                    updates_due += n / schedule.update_period
-                    while updates_due >= 1:
+                    state.updates_due += n / schedule.update_period
+                    while state.updates_due >= 1:
                         learner.update(replay.sample(batch.batch_size))
                         result.updates += 1
-                        updates_due -= 1
+                        state.updates_due -= 1
                 obs = next_obs
                 bar.update(n)
                 if recent:
                     bar.set_postfix(ret=f"{np.mean(recent):.1f}", eps=f"{eps:.2f}", refresh=False)
+                if on_step is not None and on_step(state):
+                    break
     finally:
         envs.close()
     return result
