@@ -108,7 +108,9 @@ MINATAR_SOURCES = {
         "--encoder nature --width 1 --target-update-period 500 --lr 2e-3 --eval-episodes 100 "
         "--seed 0` (its final evaluation). A CPU-budget reference, far from MinAtar's "
         "multi-million-frame DQNs: for asterix and seaquest it is barely above random, so "
-        "normalized scores there are large and noisy."
+        "normalized scores there are large and noisy. Measured at commit ae9bf46; later "
+        "versions draw evaluation's exploration numbers in another order and sample training "
+        "batches from other seed streams, so rerunning gives other numbers within the noise."
     ),
 }
 def reference_scores(suite: str, game: str) -> tuple[float, float]:
