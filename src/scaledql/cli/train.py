@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scaledql.cli.common import add_device_arg
+from scaledql.cli.common import add_device_arg, check_batch_memory
 
 # Flag (argparse dest) → run option; None-valued flags are left to the layers below them.
 RUN_FLAGS = ("steps", "seed", "log_every", "checkpoint_every", "eval_every", "eval_episodes",
@@ -100,16 +100,35 @@ def _parse_set(items: list[str]) -> tuple[dict, dict]:
 
 
 def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
+    from scaledql.errors import UserError
+
     run, learner = _parse_set(args.set)
     run.update({k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None})
     if args.freeze_encoder:
         run["freeze_encoder"] = True
-    if args.games:
-        run["games"] = [g.strip() for g in args.games.split(",") if g.strip()]
+    if args.games is not None:
+        games = [g.strip() for g in args.games.split(",") if g.strip()]
+        twice = sorted({g for g in games if games.count(g) > 1})
+        if twice:
+            raise UserError(f"--games lists {', '.join(twice)} twice")
+        run["games"] = games
     if args.device is not None:
         run["device"] = args.device
     learner.update({k: getattr(args, k) for k in LEARNER_FLAGS if getattr(args, k) is not None})
     learner.update({key: value for flag, (key, value) in SWITCHES.items() if getattr(args, flag)})
+    return run, learner
+
+
+def _typed_overrides(algo: str, run: dict, learner: dict) -> tuple[dict, dict]:
+    """``--set`` values are TOML: check them against the options' types as the config layers
+    are checked (``steps=5.5`` is an error, ``lr=1`` becomes 1.0)."""
+    from scaledql.agents.registry import learner_class
+    from scaledql.training.config import RunConfig
+    from scaledql.typed import typed
+
+    run = {**run, **typed(RunConfig, run, "--set", skip=("learner",))}
+    learner = {**learner, **typed(learner_class(algo).config_class, learner,
+                                  f"--set learner ({algo})")}
     return run, learner
 
 
@@ -132,11 +151,16 @@ def build_config(args: argparse.Namespace):
         if not isinstance(saved, dict):
             raise UserError(f"{saved_file}: not a run configuration")
         algo = args.algo or saved.get("algo", "scaled-ql")
+        if not isinstance(algo, str):
+            raise UserError(f"{saved_file}: algo must be a learner name, got {algo!r}")
+        run, learner = _typed_overrides(algo, run, learner)
         user = read_toml(preset_path(args.config)) if args.config else None
         run.update(out=str(args.out))
         if args.data is not None:
             run["data"] = str(args.data)
         saved_learner = saved.pop("learner", {})
+        if not isinstance(saved_learner, dict):
+            raise UserError(f"{saved_file}: learner must be a table of learner options")
         return merge(algo, {**saved, "learner": {algo: saved_learner}}, user, run, learner,
                      preset_name=str(saved_file), user_name=str(args.config))
     if args.data is None:
@@ -149,6 +173,7 @@ def build_config(args: argparse.Namespace):
     user = None
     if args.config and preset_path(args.config) != preset_path(suite):
         user = read_toml(preset_path(args.config))
+    run, learner = _typed_overrides(args.algo or "scaled-ql", run, learner)
     run.update(data=str(args.data), out=str(args.out))
     cfg = merge(args.algo or "scaled-ql", preset, user, run, learner,
                 preset_name=f"preset {suite}", user_name=str(args.config))
@@ -169,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     dataset = open_dataset(Path(cfg.data), cfg.games)
     first = dataset.game(dataset.games[0])
+    check_batch_memory(int(cfg.learner.batch_size), first.obs_shape, "--batch-size")
     evaluator = policy_evaluator(
         first.suite,
         EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed, epsilon=cfg.eval_epsilon,
