@@ -164,6 +164,10 @@ CASES += [
          ckpt(lambda p: p.pop("prefetch"))),
     case("resume-checkpoint-wrong-weights", RESUME, r"weights do not fit .*Missing key",
          ckpt(lambda p: p["learner"]["online"].popitem())),
+    case("resume-run-in-use", RESUME, r"run is in use by process \d+",
+         lambda c: c.hold(c.run() / ".lock")),
+    case("train-run-in-use", [*TRAIN, "--out", "{tmp}/newrun"], r"newrun is in use by process",
+         lambda c: c.hold(c.tmp / "newrun" / ".lock")),
     case("resume-steps-back", [*RESUME, "--steps", "1"], r"would go back"),
     case("resume-changed-lr", [*RESUME, "--lr", "0.5"], r"options differ"),
 ]

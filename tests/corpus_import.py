@@ -112,6 +112,8 @@ CASES: list[Case] = [
          r"no such directory"),
     case("dqn-src-a-file", ["data", "import", "dqn-replay", "{tmp}/f", *DQN[4:]],
          r"no such directory", lambda c: write(c.tmp / "f", "x")),
+    case("dqn-game-in-use", DQN, r"T?o/Pong is in use by process \d+",
+         lambda c: c.hold(c.tmp / "o" / ".Pong.lock")),
     case("dqn-already-there", DQN, r"already holds a dataset for Pong",
          lambda c: _published_pong(c)),
 ]
@@ -243,6 +245,8 @@ CASES += [
          lambda c: (c.mds(), write(c.tmp / "f", "x"))),
     case("minari-out-unwritable", [*MI[:4], "--out", "{ro}/o", *MI[6:]], r"scaledql-corpus|ro",
          lambda c: c.mds()),
+    case("minari-game-in-use", MI, r"o/breakout is in use by process \d+",
+         lambda c: (c.mds(), c.hold(c.tmp / "o" / ".breakout.lock"))),
     case("minari-already-imported", MI, r"already holds a dataset for breakout",
          lambda c: _import_once(c)),
 ]

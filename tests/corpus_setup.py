@@ -53,6 +53,18 @@ class Ctx:
 
     def __init__(self, tmp: Path, assets: Assets):
         self.tmp, self.assets = tmp, assets
+        self.held: list[int] = []  # lock descriptors a case holds while its command runs
+
+    def hold(self, lock_file: Path) -> None:
+        """Hold a writer's lock, as another process writing the same output would."""
+        from scaledql.io import acquire_lock
+
+        self.held.append(acquire_lock(lock_file, "test", lock_file))
+
+    def release(self) -> None:
+        for fd in self.held:
+            os.close(fd)
+        self.held.clear()
 
     def _copy(self, name: str) -> Path:
         dst = self.tmp / name

@@ -228,6 +228,9 @@ for name in ("shard-path-dotdot", "frames-truncated", "frames-fortran", "frames-
     _, setup, expect = next(d for d in STORE_DAMAGE if d[0] == name)
     CASES.append(case(f"train-{name}", TRAIN, expect, setup))
 
+CASES.append(case("train-num-actions-not-the-games", TRAIN, r"the store has 4 actions, minatar "
+                  r"breakout as configured has 3", m_set("num_actions", 4)))
+
 EXPORT = ["data", "export", "minari", "{store}", "--game", "breakout", "--dataset-id",
           "scaledql/breakout-v0"]
 CASES += [
@@ -251,6 +254,8 @@ CASES += [
          r"no complete game store for pong"),
     case("export-exists", EXPORT, r"already exists",
          lambda c: (c.tmp / "mds" / "scaledql" / "breakout-v0").mkdir(parents=True)),
+    case("export-id-in-use", EXPORT, r"breakout-v0 is in use by process \d+",
+         lambda c: c.hold(c.tmp / "mds" / ".scaledql__breakout-v0.export.lock")),
     case("export-damaged-store", EXPORT, r"frames\.npy: truncated", cut("frames")),
     case("export-legacy-cells", EXPORT, r"values other than 0 and 255", legacy_cells),
     case("export-datasets-path-file", EXPORT, r"not a directory",

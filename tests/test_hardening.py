@@ -113,7 +113,10 @@ def test_bad_input_is_one_line_and_exit_2(c, assets, tmp_path, capsys, monkeypat
     argv = [ctx.resolve(a) for a in c.argv]
     before = _snapshot(tmp_path)
     capsys.readouterr()
-    code = _run(ctx, argv, monkeypatch)
+    try:
+        code = _run(ctx, argv, monkeypatch)
+    finally:
+        ctx.release()
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     assert code == 2, f"exit {code} (silently accepted?)\n{err}"
@@ -148,3 +151,20 @@ def test_the_import_baselines_succeed(assets, tmp_path, capsys, monkeypatch):
     for argv in (DQN, MI, ["data", "verify", "{store}"], ["data", "info", "{store}"]):
         assert _run(ctx, [ctx.resolve(a) for a in argv], monkeypatch) == 0, \
             capsys.readouterr().err
+
+
+def test_the_installed_command_exits_2_with_one_line(assets, tmp_path):
+    """The same contract through a real process (interpreter exit code, real stderr)."""
+    import subprocess
+    import sys
+
+    import scaledql
+
+    env = {**os.environ, "PYTHONPATH": str(Path(scaledql.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "scaledql", "train", "--data", str(assets.store),
+                           "--out", str(tmp_path / "run"), "--lr", "nan"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: scaledql train: argument --lr: 'nan' is not a finite number (see --help)"]
+    assert not (tmp_path / "run").exists()

@@ -140,3 +140,20 @@ def test_opening_a_store_reads_headers_and_episode_tables_only(tmp_path):
     seconds = time.perf_counter() - start
     assert all(g.num_transitions == 16 for g in games)
     assert seconds < 2.0, seconds
+
+
+def test_a_run_folder_sheds_the_temporaries_of_killed_writers(tmp_path, capsys):
+    with _writer(tmp_path / "data") as w:
+        w.add_episode(*_episode(), True, False)
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    dead = [run / ".metrics.csv.tmp-999999999", run / "eval" / ".step_1.json.tmp-999999998"]
+    for f in dead:
+        f.write_text("half")
+    live = run / f".notes.txt.tmp-{os.getpid()}"  # a live writer's (ours): kept
+    live.write_text("being written")
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(run), "--steps", "1",
+                 "--encoder", "nature", "--width", "0.25", "--feature-dim", "8",
+                 "--batch-size", "2", "--eval-episodes", "1", "--no-progress",
+                 "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert not any(f.exists() for f in dead) and live.exists()

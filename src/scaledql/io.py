@@ -45,6 +45,19 @@ def remove_stale_temporaries(path: Path) -> None:
                 tmp.unlink()
 
 
+def remove_stale_temporaries_in(directory: Path) -> None:
+    """Every ``.NAME.tmp-PID`` in ``directory`` whose writer is dead (whatever NAME)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for tmp in directory.glob(".*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) \
+                and tmp.is_file():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
 @contextmanager
 def atomic_output(path: Path, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to; renamed into place when the block

@@ -181,9 +181,24 @@ def build_config(args: argparse.Namespace):
     return cfg
 
 
+def check_action_counts(dataset, options) -> None:
+    """Each game's heads are played in the real game: the store's action count must be the
+    game's (a store saying 18 for a 3-action game trains, then fails at its evaluation)."""
+    from scaledql.errors import UserError
+    from scaledql.suites import get_suite
+
+    for name in dataset.games:
+        g = dataset.game(name)
+        want = get_suite(g.suite).spec(name, options).num_actions
+        if g.num_actions != want:
+            raise UserError(f"{g.directory}: the store has {g.num_actions} actions, {g.suite} "
+                            f"{name} as configured has {want}: its head could not be played")
+
+
 def run(args: argparse.Namespace) -> int:
     from scaledql.data.store import open_dataset
     from scaledql.evaluate import EvalConfig, policy_evaluator
+    from scaledql.io import remove_stale_temporaries_in
     from scaledql.suites import EnvOptions
     from scaledql.training.config import to_toml
     from scaledql.training.offline import env_options_of, train
@@ -195,12 +210,16 @@ def run(args: argparse.Namespace) -> int:
     dataset = open_dataset(Path(cfg.data), cfg.games)
     first = dataset.game(dataset.games[0])
     check_batch_memory(int(cfg.learner.batch_size), first.obs_shape, "--batch-size")
+    options = EnvOptions(**env_options_of(first))
+    check_action_counts(dataset, options)
     evaluator = policy_evaluator(
         first.suite,
         EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed, epsilon=cfg.eval_epsilon,
-                   options=EnvOptions(**env_options_of(first)), progress=False),
+                   options=options, progress=False),
         Path(cfg.out) / "eval",
     )
+    for folder in (Path(cfg.out), Path(cfg.out) / "eval"):  # what killed writers left
+        remove_stale_temporaries_in(folder)
     summary = train(cfg, resume=args.resume, evaluate_fn=evaluator, progress=not args.no_progress)
     if summary.get("interrupted"):
         return 130

@@ -126,6 +126,8 @@ def import_minari(path_or_id: str, out: Path, *, game: str | None = None,
     game = _canonical_game(suite, game, where)
     provenance = {"source": "minari", "dataset": str(path_or_id),
                   "command": command or " ".join(sys.argv)}
+    if suite == "atari" and src.num_actions == 18:  # evaluation then plays all 18 actions too
+        provenance["env_options"] = {"full_action_space": True}
     with GameWriter(out, suite=suite, game=game, num_actions=src.num_actions,
                     frame_shape=frame_shape, stack=stack, action_set="dataset",
                     rewards_clipped=False, provenance=provenance, shard_steps=shard_steps,
