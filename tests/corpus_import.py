@@ -214,6 +214,8 @@ CASES += [
          ep("rewards", lambda r: r[:-1])),
     case("minari-truncations-2d", MI, r"truncations has shape \(3, 2\)",
          ep("truncations", lambda t: np.stack([t, t], 1))),
+    case("minari-actions-scalar", MI, r"actions have shape \(\), expected one per step",
+         ep("actions", lambda a: np.int64(1))),
     case("minari-actions-float", MI, r"actions have dtype float64",
          ep("actions", lambda a: a.astype(np.float64))),
     case("minari-rewards-strings", MI, r"rewards have dtype",

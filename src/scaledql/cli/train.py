@@ -126,9 +126,9 @@ def _typed_overrides(algo: str, run: dict, learner: dict) -> tuple[dict, dict]:
     from scaledql.training.config import RunConfig
     from scaledql.typed import typed
 
-    run = {**run, **typed(RunConfig, run, "--set", skip=("learner",))}
+    run = {**run, **typed(RunConfig, run, "--set/flags", skip=("learner",))}
     learner = {**learner, **typed(learner_class(algo).config_class, learner,
-                                  f"--set learner ({algo})")}
+                                  f"--set/flags learner ({algo})")}
     return run, learner
 
 

@@ -214,7 +214,10 @@ class MinariSource:
                             "listed in metadata.json)")
         arrays = {k: self._dataset(group, k, i) for k in ("observations", "actions", "rewards",
                                                           "terminations", "truncations")}
-        t = arrays["actions"].shape[0] if arrays["actions"].ndim else -1
+        if arrays["actions"].ndim not in (1, 2):
+            raise UserError(f"{self.where}: episode {i}: actions have shape "
+                            f"{arrays['actions'].shape}, expected one per step")
+        t = arrays["actions"].shape[0]
         for key in ("actions", "rewards", "terminations", "truncations"):
             ds = arrays[key]
             if ds.shape not in ((t,), (t, 1)):
