@@ -25,6 +25,7 @@ import numpy as np
 from scaledql.data import GameWriter, TransitionSampler, open_dataset
 
 GEOMETRY = {"atari": ((1, 84, 84), 4, 6), "minatar": ((10, 10, 10), 1, 6)}
+GAME = {"atari": "Pong", "minatar": "seaquest"}  # a real game of the suite with 6 actions
 
 
 def proc_status() -> dict[str, int]:
@@ -43,7 +44,7 @@ def write_store(root: Path, kind: str, transitions: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     block = rng.integers(0, 256, (2001, *frame_shape), dtype=np.uint8)
     written = 0
-    with GameWriter(root, suite=kind, game="Synthetic", num_actions=num_actions,
+    with GameWriter(root, suite=kind, game=GAME[kind], num_actions=num_actions,
                     frame_shape=frame_shape, stack=stack,
                     provenance={"source": "benchmarks/sampler_throughput.py"}) as w:
         while written < transitions:
@@ -80,7 +81,7 @@ def main() -> None:
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="scaledql-bench-", dir="/work"))
     try:
-        if not (root / "Synthetic" / "manifest.json").exists():
+        if not (root / GAME[args.frames] / "manifest.json").exists():
             t0 = time.perf_counter()
             write_store(root, args.frames, args.transitions)
             write_s = time.perf_counter() - t0
@@ -90,8 +91,9 @@ def main() -> None:
         t0 = time.perf_counter()
         ds = open_dataset(root)
         open_ms = (time.perf_counter() - t0) * 1e3
-        sampler = TransitionSampler(ds, ["Synthetic"], batch_size=args.batch, n_step=args.n_step)
-        g = ds.game("Synthetic")
+        sampler = TransitionSampler(ds, [GAME[args.frames]], batch_size=args.batch,
+                                    n_step=args.n_step)
+        g = ds.game(GAME[args.frames])
         # Warm-up: one pass over the frames puts them in the page cache (as a long run would).
         for sh in g.shards:
             for i in range(0, len(sh.frames), 65536):

@@ -70,7 +70,7 @@ def test_minari_export_then_import_commands(tmp_path, capsys, monkeypatch):
     from scaledql.data.store import GameWriter
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    grids = np.random.default_rng(0).integers(0, 2, (4, 10, 10, 10), dtype=np.uint8)
+    grids = 255 * np.random.default_rng(0).integers(0, 2, (4, 10, 10, 10), dtype=np.uint8)
     with GameWriter(tmp_path / "a", suite="minatar", game="breakout", num_actions=3,
                     frame_shape=(10, 10, 10), stack=1) as w:
         w.add_episode(grids, np.array([0, 1, 2]), np.array([1, 2, 3], np.float32), True, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import gymnasium as gym
@@ -74,7 +75,8 @@ def test_minatar_grids_are_padded_to_ten_channels(tmp_path):
     g = open_dataset(tmp_path / "d").game("breakout")
     assert (g.suite, g.frame_shape, g.stack) == ("minatar", (10, 10, 10), 1)
     frames = np.asarray(g.shards[0].frames[1:7])
-    assert np.array_equal(frames[:, :4], np.moveaxis(grids, -1, 1).astype(np.uint8))
+    # MinAtar's 0/1 cells become the store's (and the suite's) 0/255
+    assert np.array_equal(frames[:, :4], 255 * np.moveaxis(grids, -1, 1).astype(np.uint8))
     assert not frames[:, 4:].any()
     assert g.episode_returns.tolist() == [1 + 2 + 3 + 4 + 5]
 
@@ -97,3 +99,135 @@ def test_unsupported_or_missing_datasets_fail_cleanly(tmp_path):
     with pytest.raises(UserError, match="cannot open Minari dataset 'nowhere/none-v0' locally"):
         import_minari("nowhere/none-v0", tmp_path / "d", game="x")
     assert not (tmp_path / "d").exists() or list((tmp_path / "d").iterdir()) == []
+
+
+def _evil_env_spec(tmp_path, monkeypatch) -> tuple[str, object]:
+    """An env_spec whose entry point, if anything ever called it, would leave a marker file."""
+    marker = tmp_path / "entry_point_ran"
+    (tmp_path / "evil_entry.py").write_text(
+        "from pathlib import Path\n\n\ndef make(**kwargs):\n"
+        f"    Path({str(marker)!r}).touch()\n    raise RuntimeError('entry point ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = {"id": "MinAtar/Breakout-v1", "entry_point": "evil_entry:make",
+            "reward_threshold": None, "nondeterministic": False, "max_episode_steps": None,
+            "order_enforce": True, "disable_env_checker": False, "kwargs": {},
+            "additional_wrappers": [], "vector_entry_point": None}
+    return json.dumps(spec), marker
+
+
+@pytest.mark.parametrize("drop", ["action_space", "observation_space", None])
+def test_a_dataset_never_runs_the_entry_point_it_names(tmp_path, monkeypatch, drop):
+    grids = np.random.default_rng(3).integers(0, 2, (4, 10, 10, 4)).astype(bool)
+    make_minari("toy/evil-v0", gym.spaces.Box(0, 1, (10, 10, 4), bool), [(grids, True)])
+    meta_file = tmp_path / "minari" / "toy" / "evil-v0" / "data" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["env_spec"], marker = _evil_env_spec(tmp_path, monkeypatch)
+    if drop:
+        del meta[drop]  # minari's reader would build the space with gym.make(env_spec)
+    meta_file.write_text(json.dumps(meta))
+    if drop:
+        with pytest.raises(UserError, match=f"metadata has no {drop}"):
+            import_minari("toy/evil-v0", tmp_path / "d")
+        assert not (tmp_path / "d").exists()
+    else:  # spaces present: the env_spec serves only to name the game
+        import_minari("toy/evil-v0", tmp_path / "d")
+        assert open_dataset(tmp_path / "d").games == ["breakout"]
+    assert not marker.exists()
+
+
+def test_minatar_cells_round_trip_and_keep_the_suites_scale(tmp_path):
+    from scaledql.data.store import GameWriter
+
+    rng = np.random.default_rng(4)
+    grids = 255 * rng.integers(0, 2, (6, 10, 10, 10), dtype=np.uint8)  # as the suite shows them
+    with GameWriter(tmp_path / "a", suite="minatar", game="breakout", num_actions=3,
+                    frame_shape=(10, 10, 10), stack=1) as w:
+        w.add_episode(grids, np.arange(5) % 3, np.ones(5, np.float32), True, False)
+    export_minari(tmp_path / "a", "breakout", "scaledql/breakout-v0")
+    # Minari holds MinAtar's own 0/1 cells ...
+    data = tmp_path / "minari" / "scaledql" / "breakout-v0" / "data"
+    space = json.loads(json.loads((data / "metadata.json").read_text())["observation_space"])
+    assert space["high"][0][0][0] == 1
+    import h5py
+
+    with h5py.File(data / "main_data.hdf5") as f:
+        assert set(np.unique(f["episode_0/observations"][()]).tolist()) == {0, 1}
+    # ... and import gives back the store's bytes.
+    import_minari("scaledql/breakout-v0", tmp_path / "b", game="breakout")
+    a = open_dataset(tmp_path / "a").game("breakout").shards[0]
+    b = open_dataset(tmp_path / "b").game("breakout").shards[0]
+    assert np.array_equal(np.asarray(a.frames), np.asarray(b.frames))
+
+
+@pytest.mark.parametrize(("space", "values", "ok"), [
+    (gym.spaces.Box(0, 1, (10, 10, 4), np.uint8), (0, 1), True),
+    (gym.spaces.Box(0, 255, (10, 10, 4), np.uint8), (0, 255), True),
+    (gym.spaces.Box(0, 1, (10, 10, 4), np.uint8), (0, 255), False),  # the old export's files
+    (gym.spaces.Box(0, 255, (10, 10, 4), np.uint8), (0, 1), False),
+    (gym.spaces.Box(0, 3, (10, 10, 4), np.uint8), (0, 3), False),
+])
+def test_minatar_grids_import_at_the_suites_scale_or_not_at_all(tmp_path, space, values, ok):
+    rng = np.random.default_rng(5)
+    grids = np.asarray(values, np.uint8)[rng.integers(0, 2, (4, 10, 10, 4))]
+    make_minari("toy/grid-v0", space, [(grids, True)])
+    if not ok:
+        with pytest.raises(UserError, match="MinAtar grid"):
+            import_minari("toy/grid-v0", tmp_path / "d", game="breakout")
+        assert not (tmp_path / "d").exists()
+        return
+    import_minari("toy/grid-v0", tmp_path / "d", game="breakout")
+    frames = np.asarray(open_dataset(tmp_path / "d").game("breakout").shards[0].frames[1:5])
+    assert np.array_equal(frames[:, :4], 255 * (np.moveaxis(grids, -1, 1) != 0))
+
+
+def test_game_names_are_checked_against_the_suite(tmp_path):
+    grids = np.zeros((3, 10, 10, 4), bool)
+    make_minari("toy/grid-v0", gym.spaces.Box(0, 1, (10, 10, 4), bool), [(grids, True)])
+    with pytest.raises(UserError, match="unknown minatar game 'frobnicate'"):
+        import_minari("toy/grid-v0", tmp_path / "d", game="frobnicate")
+    assert not (tmp_path / "d").exists()
+    import_minari("toy/grid-v0", tmp_path / "d", game="Space-Invaders")  # spelled loosely
+    assert open_dataset(tmp_path / "d").games == ["space_invaders"]
+
+
+def _atari_store(root):
+    from scaledql.data.store import GameWriter
+
+    frames = np.random.default_rng(6).integers(0, 256, (4, 1, 84, 84), dtype=np.uint8)
+    with GameWriter(root, suite="atari", game="Pong", num_actions=6, frame_shape=(1, 84, 84),
+                    stack=4) as w:
+        w.add_episode(frames, np.arange(3), np.ones(3, np.float32), True, False)
+
+
+def test_a_crashed_export_leaves_nothing_that_blocks_a_retry(tmp_path, monkeypatch):
+    import minari
+
+    _atari_store(tmp_path / "a")
+    real = minari.create_dataset_from_buffers
+
+    def crash(dataset_id, *args, **kwargs):
+        real(dataset_id, *args, **kwargs)  # everything written ...
+        raise KeyboardInterrupt  # ... and killed before it was published
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export_minari(tmp_path / "a", "Pong", "scaledql/pong-v0")
+    assert not (tmp_path / "minari" / "scaledql" / "pong-v0").exists()
+    # A process killed outright leaves its staging directory: the next export removes it.
+    (tmp_path / "minari" / ".scaledql__pong-v0.export" / "scaledql" / "pong-v0").mkdir(
+        parents=True)
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", real)
+    export_minari(tmp_path / "a", "Pong", "scaledql/pong-v0")
+    assert sorted(p.name for p in (tmp_path / "minari").iterdir()) == ["scaledql"]
+    import_minari("scaledql/pong-v0", tmp_path / "b", game="Pong")
+    assert open_dataset(tmp_path / "b").game("Pong").num_transitions == 3
+
+
+def test_one_exporter_per_dataset_id(tmp_path):
+    from scaledql.io import file_lock
+
+    _atari_store(tmp_path / "a")
+    lock = tmp_path / "minari" / ".scaledql__pong-v0.export.lock"
+    with file_lock(lock, "Minari export"), pytest.raises(UserError, match=r"in use by process \d+"):
+        export_minari(tmp_path / "a", "Pong", "scaledql/pong-v0")
+    assert not (tmp_path / "minari" / "scaledql" / "pong-v0").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -61,6 +62,7 @@ def test_interrupted_write_is_invisible_and_restart_is_clean(tmp_path, write_gam
                    frame_shape=(1, 2, 2), stack=1)
     w.add_episode(frames_labelled(1, 3), np.zeros(2, int), np.zeros(2, np.float32), True, False)
     w._shard.finish()  # data on disk, manifest never written
+    os.close(w._lock_fd)  # the process died: its lock on the game went with it
     assert (tmp_path / ".asterix.partial").is_dir()
     with pytest.raises(UserError, match="no game stores"):
         open_dataset(tmp_path)

@@ -25,6 +25,7 @@ from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
 from scaledql.device import pick_device
 from scaledql.errors import UserError
+from scaledql.io import remove_stale_temporaries
 from scaledql.policies import Policy
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.typed import typed
@@ -40,24 +41,6 @@ def checkpoint_path(path: Path) -> Path:
     if path.is_dir():
         path = path / FILENAME
     return path
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.NAME.tmp-PID`` files left by writers that were killed mid-write."""
-    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
@@ -107,8 +90,11 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
         raise UserError(f"checkpoint {file} does not exist")
     try:
         payload = torch.load(file, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
-            OSError) as exc:
+    except pickle.UnpicklingError:  # torch's message is pages of advice; ours is one line
+        raise UserError(f"{file} is not a scaledql checkpoint (not a weights-only torch file: "
+                        "it holds objects other than tensors and plain data, or is damaged)") \
+            from None
+    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{file} is not a scaledql checkpoint ({first[:120]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -121,7 +107,57 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     if payload.get("version") != VERSION:
         raise UserError(f"{file}: checkpoint version {payload.get('version')} is not supported "
                         f"(this scaledql reads versions 1 and {VERSION})")
+    check_payload(payload, file)
     return payload
+
+
+def _ints(value: Any, n: int | None = None) -> bool:
+    return (isinstance(value, list | tuple) and (n is None or len(value) == n)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
+
+
+def _non_finite(obj: Any, name: str = "") -> str | None:
+    """The name of the first floating tensor in ``obj`` holding NaN or infinity, or None."""
+    if isinstance(obj, torch.Tensor):
+        return name if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) \
+        if isinstance(obj, list | tuple) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def check_payload(payload: dict, file: Path) -> None:
+    """The fields every reader of a checkpoint relies on, with their types; finite weights."""
+    from scaledql.data.validate import check_game_name
+
+    kinds = {"algo": str, "suite": str, "games": list, "num_actions": list, "obs_shape": list,
+             "frame_channels": int, "learner_config": dict, "learner": dict}
+    for key, kind in kinds.items():
+        if key not in payload:
+            raise UserError(f"{file}: checkpoint lacks {key}")
+        if not isinstance(payload[key], kind) or isinstance(payload[key], bool):
+            raise UserError(f"{file}: checkpoint {key} must be a {kind.__name__}, got "
+                            f"{type(payload[key]).__name__}")
+    games = payload["games"]
+    if not games or len(set(map(str, games))) != len(games):
+        raise UserError(f"{file}: checkpoint games must be distinct game names, got {games!r}")
+    for game in games:
+        check_game_name(payload["suite"], game, f"{file}: checkpoint")
+    if not _ints(payload["num_actions"], len(games)):
+        raise UserError(f"{file}: checkpoint num_actions must be one positive integer per game")
+    if not _ints(payload["obs_shape"], 3) or payload["frame_channels"] < 1:
+        raise UserError(f"{file}: checkpoint obs_shape / frame_channels are not an observation "
+                        "shape")
+    bad = _non_finite(payload["learner"])
+    if bad is not None:
+        raise UserError(f"{file}: checkpoint holds non-finite weights ({bad}): NaN or infinity")
+    if "run_config" in payload:  # a training run's: what --resume restores
+        for key, kind in (("run_config", dict), ("prefetch", list), ("rng", dict), ("step", int)):
+            if not isinstance(payload.get(key), kind):
+                raise UserError(f"{file}: training checkpoint lacks a valid {key}")
 
 
 def problem_of(payload: dict) -> Problem:
@@ -140,12 +176,17 @@ def build_learner(payload: dict, device: torch.device | str) -> Learner:
         learner = cls(cfg, problem_of(payload), device)
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{file} does not describe a learner ({exc})") from None
-    try:
-        learner.load_state_dict(payload["learner"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{file} weights do not fit its learner config ({first})") from None
+    load_learner_state(learner, payload["learner"], file)
     return learner
+
+
+def load_learner_state(learner: Learner, state: dict, file: Path | str = "checkpoint") -> None:
+    """``learner.load_state_dict(state)``; weights that do not fit are one ``UserError``."""
+    try:
+        learner.load_state_dict(state)
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+        text = " ".join(str(exc).split())[:240] or type(exc).__name__
+        raise UserError(f"{file} weights do not fit its learner config ({text})") from None
 
 
 def load_learner(path: Path, device: str | torch.device | None = None) -> tuple[Learner, dict]:

@@ -23,7 +23,8 @@ import torch
 from scaledql.agents.base import Problem
 from scaledql.agents.dqn import DQN, DQNConfig
 from scaledql.checkpoint import check_policy_games, learner_payload, load_learner, save_checkpoint
-from scaledql.data.store import GameWriter, list_games
+from scaledql.data.store import list_games
+from scaledql.data.writer import GameWriter
 from scaledql.device import pick_device
 from scaledql.errors import UserError
 from scaledql.suites import EnvOptions, get_suite

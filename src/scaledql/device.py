@@ -17,4 +17,8 @@ def pick_device(name: str | None = None) -> torch.device:
         raise UserError(f"unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} requested but CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and \
+            device.index >= torch.cuda.device_count():
+        raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                        "device(s)")
     return device

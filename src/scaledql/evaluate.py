@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from scaledql.errors import UserError
+from scaledql.io import atomic_output, atomic_write_text
 from scaledql.policies import Policy, epsilon_greedy
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.suites.scores import has_reference, normalize
@@ -44,6 +45,8 @@ class EvalConfig:
             raise UserError(f"--epsilon must be in [0, 1], got {self.epsilon}")
         if self.num_envs <= 0:
             raise UserError(f"--num-envs must be positive, got {self.num_envs}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}")
 
 
 def play(suite_name: str, game: str, policy: Policy, cfg: EvalConfig,
@@ -181,20 +184,17 @@ def plot_performance_profile(profiles: dict[str, np.ndarray], path: Path,
     if len(profiles) > 1:
         ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
 def write_json(report: dict, path: Path) -> None:
     """Atomic JSON write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(report, indent=2))
 
 
 def policy_evaluator(suite_name: str, cfg: EvalConfig, out_dir: Path | None = None):

@@ -1,7 +1,12 @@
-"""Small file helpers every writer shares: atomic writes and an exclusive lock per output."""
+"""Small file helpers every writer shares: atomic writes and exclusive locks per output.
+
+Temporary files are named ``.NAME.tmp-PID`` beside their destination; a writer killed mid-write
+leaves one behind, and the next write of the same file removes those of dead processes.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -13,17 +18,129 @@ from typing import Any
 from scaledql.errors import UserError
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file and a rename: readers never see half a file."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_path(path: Path) -> Path:
+    """Where a write of ``path`` by this process goes before its rename."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.NAME.tmp-PID`` files left beside ``path`` by writers that were killed mid-write."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def remove_stale_temporaries_in(directory: Path) -> None:
+    """Every ``.NAME.tmp-PID`` in ``directory`` whose writer is dead (whatever NAME)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for tmp in directory.glob(".*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) \
+                and tmp.is_file():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+@contextmanager
+def atomic_output(path: Path, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s content to; renamed into place when the block
+    succeeds, removed when it fails. Readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    remove_stale_temporaries(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file and a rename: readers never see half a file."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def acquire_lock(lock_file: Path, what: str, subject: Path | str) -> int:
+    """Take an exclusive ``flock`` on ``lock_file`` (created if needed) and write our pid in it;
+    returns its descriptor (closing it releases the lock). A second holder gets one
+    ``UserError`` line naming ``subject`` and the first holder. Filesystems without ``flock``
+    go unguarded."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{subject} is in use by {holder} (one {what} writer at a time)") \
+                from None
+        except OSError:  # no flock on this filesystem (some network ones)
+            return fd
+        try:  # a holder that released it may have removed the file meanwhile: lock the new one
+            same = os.stat(lock_file).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+    return fd
+
+
+def release_lock(fd: int, lock_file: Path) -> None:
+    """Remove ``lock_file`` and release the lock ``acquire_lock`` returned as ``fd``."""
+    with contextlib.suppress(OSError):
+        os.unlink(lock_file)
+    os.close(fd)
+
+
+@contextmanager
+def file_lock(lock_file: Path, what: str, subject: Path | str | None = None,
+              remove: bool = False) -> Iterator[None]:
+    """Hold ``acquire_lock(lock_file, ...)`` for the block; ``remove``: delete the lock file
+    when done (for locks beside data that should leave no trace)."""
+    fd = acquire_lock(lock_file, what, subject if subject is not None else lock_file)
+    try:
+        yield
+    finally:
+        if remove:
+            release_lock(fd, Path(lock_file))
+        else:
+            os.close(fd)
 
 
 @contextmanager
@@ -33,17 +150,5 @@ def exclusive_lock(directory: Path, what: str = "output") -> Iterator[None]:
     An ``flock`` dies with its process, so a killed run never leaves a stale lock behind.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise UserError(f"{directory} is in use by {holder} (one {what} writer at a time)") \
-                from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+    with file_lock(directory / ".lock", what, directory, remove=True):
         yield
-    finally:
-        os.close(fd)

@@ -4,6 +4,10 @@
 and last-DQN evaluations, timings, configs), ``agent/metrics.jsonl`` and ``agent/eval/*.json`` —
 and writes ``OUT/report.md`` with ``per_game.png``, ``aggregates.png``, ``learning_curves.png`` and
 ``performance_profile.png`` beside it. It never trains or plays: re-running it is cheap.
+
+Everything is read and checked, and the Markdown composed, before anything is written: a damaged
+or incomplete folder is one ``UserError`` naming the file, and leaves the old report as it was.
+Each file is replaced atomically.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 from scaledql.errors import UserError
 from scaledql.evaluate import EvalReport, plot_performance_profile
+from scaledql.io import atomic_output, atomic_write_text
 from scaledql.suites.scores import has_reference, normalize
 
 ROWS = (("agent", "Scaled QL (offline, multi-game)"),
@@ -62,10 +67,11 @@ def _matrix(report: dict, suite: str) -> np.ndarray:
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
 
 
 def plot_per_game(summary: dict, path: Path) -> None:
@@ -111,17 +117,44 @@ def plot_aggregates(summary: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_learning_curves(run: Path, summary: dict, path: Path) -> None:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-    train_rows = [r for r in rows if "td_loss" in r]
-    evals = sorted(run.glob("eval/step_*.json"))
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist (an incomplete demo folder?)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not valid JSON ({str(exc)[:100]})") from None
+
+
+def _run_logs(run: Path) -> tuple[list[dict], list[tuple[int, dict]]]:
+    """The agent run's training rows (with a TD loss) and (step, aggregate) of its evaluations."""
+    path = run / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+        rows = [json.loads(line) for line in lines if line]
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist (an incomplete demo folder?)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not valid JSON lines ({str(exc)[:100]})") from None
+    train_rows = [r for r in rows if isinstance(r, dict) and "td_loss" in r]
+    evals = []
+    for f in sorted(run.glob("eval/step_*.json")):
+        agg = _read_json(f)
+        if not isinstance(agg, dict) or not isinstance(agg.get("aggregate"), dict):
+            raise UserError(f"{f}: not an evaluation report")
+        evals.append((int(f.stem.split("_")[1]), agg["aggregate"]))
+    return train_rows, evals
+
+
+def plot_learning_curves(logs: tuple[list[dict], list[tuple[int, dict]]], summary: dict,
+                         path: Path) -> None:
+    train_rows, evals = logs
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
     if evals:
         steps, iqm, lo, hi = [], [], [], []
-        for f in evals:
-            agg = json.loads(f.read_text())["aggregate"]
+        for step, agg in evals:
             if "iqm" in agg:
-                steps.append(int(f.stem.split("_")[1]))
+                steps.append(step)
                 iqm.append(agg["iqm"])
                 lo.append(agg["iqm_ci"][0])
                 hi.append(agg["iqm_ci"][1])
@@ -156,21 +189,37 @@ def write_report(out: Path) -> Path:
     summary_file = out / "summary.json"
     if not summary_file.is_file():
         raise UserError(f"{summary_file} does not exist: run `scaledql demo --out {out}` first")
-    summary = json.loads(summary_file.read_text())
-    for key, _ in ROWS:  # normalize afresh: the reference-score tables may have changed
-        summary[key] = _renormalized(summary[key])
-    summary["baselines"] = {k: _renormalized(v) for k, v in (summary.get("baselines") or {}).items()}
+    summary = _read_json(summary_file)
     run = out / "agent"
-    games = summary["games"]
+    try:  # read and compose everything first: a bad folder writes nothing
+        if not isinstance(summary, dict):
+            raise TypeError("not a JSON object")
+        for key, _ in ROWS:  # normalize afresh: the reference-score tables may have changed
+            summary[key] = _renormalized(summary[key])
+        summary["baselines"] = {k: _renormalized(v)
+                                for k, v in (summary.get("baselines") or {}).items()}
+        logs = _run_logs(run)
+        params = _read_json(run / "params.json")
+        text = _markdown(out, summary, params)
+        profiles = {label.split(" (")[0]: _matrix(report, "minatar")
+                    for _, label, report in _rows(summary)}
+        profiles = {k: v for k, v in profiles.items() if v.size}
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise UserError(f"{summary_file}: not a complete demo summary ({type(exc).__name__}: "
+                        f"{str(exc)[:100]})") from None
     plot_per_game(summary, out / "per_game.png")
     plot_aggregates(summary, out / "aggregates.png")
-    plot_learning_curves(run, summary, out / "learning_curves.png")
-    profiles = {label.split(" (")[0]: _matrix(report, "minatar") for _, label, report in _rows(summary)}
-    profiles = {k: v for k, v in profiles.items() if v.size}
+    plot_learning_curves(logs, summary, out / "learning_curves.png")
     if profiles:
         plot_performance_profile(profiles, out / "performance_profile.png", seed=summary["seed"])
+    path = out / "report.md"
+    atomic_write_text(path, text)
+    return path
 
-    params = json.loads((run / "params.json").read_text())
+
+def _markdown(out: Path, summary: dict, params: dict) -> str:
+    """The report's Markdown (plots are referenced by name)."""
+    games = summary["games"]
     tc = summary["train_config"]
     agent_cfg = tc.get("learner") or tc["agent"]  # "agent": summaries written before 0.2
     lines = [
@@ -261,8 +310,4 @@ def write_report(out: Path) -> Path:
                                                       "batch_size", "lr") if k in learner)
         lines.append(f"- {BASELINE_LABELS.get(algo, algo).split(' (')[0]} (`--algo {algo}`): "
                      f"{bc['steps']:,} gradient steps, {knobs}; config `{algo}/config.json`.")
-    path = out / "report.md"
-    tmp = path.with_name("report.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    return "\n".join(lines) + "\n"

@@ -3,6 +3,12 @@
 Each command group lives in its own module exposing ``register(subparsers)``; a registered
 parser sets ``func`` (``args -> int`` exit code). Bad input raises ``UserError`` anywhere below
 and becomes one line on stderr with exit code 2 — never a traceback.
+
+Checks that hold for every command live here, once: every ``type=float`` option of every
+parser accepts finite numbers only (``nan``, ``inf`` and ``1e999`` are refused by argparse's
+type registry, so a new float option cannot forget it); a failed file operation (an ``--out``
+that is a file, a read-only directory, a full disk) is one line naming the path; running out of
+memory is one line too.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import importlib
+import math
 import sys
 
 from scaledql.errors import UserError
@@ -23,8 +30,24 @@ from scaledql.errors import UserError
 COMMAND_MODULES = ("suites", "data", "collect", "train", "evaluate", "finetune", "demo", "report")
 
 
+def finite_float(text: str) -> float:
+    """argparse type of every float option: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a wrong flag as one line and exit code 2 (its default), no usage dump."""
+    """argparse that reports a wrong flag as one line and exit code 2 (its default), no usage
+    dump; ``type=float`` means ``finite_float`` in every parser and argument group."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("type", float, finite_float)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"error: {self.prog}: {message} (see --help)\n")
@@ -49,12 +72,41 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
+        _check_out(getattr(args, "out", None))
         return int(args.func(args) or 0)
     except UserError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {_one_line(str(exc))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the environment refused a file operation: say which and why
+        # a rename names its destination second: that is the file the user asked for
+        where = exc.filename2 or exc.filename or "a file operation"
+        sys.stderr.write(f"error: {where}: {_one_line(exc.strerror or str(exc))}\n")
+        return 2
+    except MemoryError as exc:
+        sys.stderr.write(f"error: out of memory ({_one_line(str(exc)) or 'MemoryError'}); "
+                         "reduce the batch size or the data in memory\n")
+        return 2
+
+
+def _check_out(out: object) -> None:
+    """Every command's ``--out`` is a directory: a file there (or on the way) is one line."""
+    from pathlib import Path
+
+    if not isinstance(out, Path):
+        return
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is not a directory" if p == out else f"cannot be made: {p} is a file"
+                raise UserError(f"--out {out} {what}")
+            return
+
+
+def _one_line(text: str) -> str:
+    """A message on one line, whatever the exception carried."""
+    return " ".join(text.split())

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from scaledql.cli.common import add_device_arg, add_game_args, env_options
+from scaledql.cli.common import add_device_arg, add_game_args, check_batch_memory, env_options
 
 # Options of the online DQN a flag may set: learner options and the online schedule.
 DQN_LEARNER_FLAGS = ("encoder", "width", "feature_dim", "lr", "adam_eps", "batch_size",
@@ -53,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
     given = {k[4:]: v for k, v in vars(args).items() if k.startswith("dqn_") and v is not None}
     dqn = DQNConfig(**{k: v for k, v in given.items() if k in DQN_LEARNER_FLAGS})
     schedule = OnlineSchedule(**{k: v for k, v in given.items() if k not in DQN_LEARNER_FLAGS})
+    if schedule.replay_capacity >= 1 and dqn.batch_size >= 1:
+        games = suite.resolve_games(args.games)
+        obs = suite.spec(games[0], env_options(args)).obs_shape
+        check_batch_memory(dqn.batch_size, obs, "--dqn-batch-size")
+        check_batch_memory(schedule.replay_capacity // 2, obs, "--dqn-replay-capacity")
     cfg = CollectConfig(
         suite=suite.name, games=suite.resolve_games(args.games), steps=args.steps, out=args.out,
         seed=args.seed, num_envs=args.num_envs, policy=args.policy, epsilon=args.epsilon,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from scaledql.suites import SUITE_NAMES, EnvOptions
@@ -36,6 +37,23 @@ def env_options(args: argparse.Namespace) -> EnvOptions:
     return EnvOptions(sticky=args.sticky, max_episode_steps=args.max_episode_steps,
                       full_action_space=args.full_action_space, mode=args.mode,
                       difficulty=args.difficulty)
+
+
+def check_batch_memory(batch_size: int, obs_shape: tuple[int, ...], flag: str) -> None:
+    """Refuse a batch whose observations alone (uint8, two stacks a row: obs and next_obs) would
+    not fit in this machine's memory; it would fail later, allocating, after output exists."""
+    import os
+
+    from scaledql.errors import UserError
+
+    need = 2 * batch_size * math.prod(obs_shape)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: let the allocation decide
+        return
+    if need > have:
+        raise UserError(f"{flag} {batch_size}: its observations alone need {need / 2**30:,.0f} "
+                        f"GiB, more than this machine's memory ({have / 2**30:,.0f} GiB)")
 
 
 def add_device_arg(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:

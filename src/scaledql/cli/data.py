@@ -1,6 +1,7 @@
 """``scaledql data``: inspect, import and export offline datasets.
 
     scaledql data info DIR [--json]
+    scaledql data verify DIR [--games G] [--json]
     scaledql data card DIR [--json]
     scaledql data import dqn-replay SRC (--game GAME | --games train40) --out DIR [--runs 1-5]
         [--checkpoints 0-9 | --fraction 0.2] [--jobs N]
@@ -27,6 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--games", default=None, help="comma list of games (default: all)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=run_info)
+
+    ver = groups.add_parser("verify", help="full scan: every action in range, every reward "
+                            "finite, episode tables, flags, counts and returns consistent")
+    ver.add_argument("dir", type=Path, help="dataset directory (or one game's directory)")
+    ver.add_argument("--games", default=None, help="comma list of games (default: all)")
+    ver.add_argument("--json", action="store_true", help="machine-readable output")
+    ver.set_defaults(func=run_verify)
 
     card = groups.add_parser("card", help="data card: sources, counts, behaviour scores, IQM; "
                              "written to DIR/DATACARD.md and printed")
@@ -89,12 +97,21 @@ def _command(*words: object, **options: object) -> str:
     return shlex.join(argv)
 
 
+def _games(spec: str | None) -> list[str] | None:
+    """``--games`` of a dataset command: None (all) or a non-empty list."""
+    if spec is None:
+        return None
+    games = [g.strip() for g in spec.split(",") if g.strip()]
+    if not games:
+        raise UserError(f"--games {spec!r}: no games given")
+    return games
+
+
 def run_info(args: argparse.Namespace) -> int:
     from scaledql.cli.common import print_json
     from scaledql.data.store import open_dataset
 
-    games = [g.strip() for g in args.games.split(",") if g.strip()] if args.games else None
-    info = open_dataset(args.dir, games).info()
+    info = open_dataset(args.dir, _games(args.games)).info()
     if args.json:
         print_json(info)
         return 0
@@ -106,6 +123,49 @@ def run_info(args: argparse.Namespace) -> int:
         norm = "-" if g["normalized_score"] is None else f"{g['normalized_score']:.3f}"
         print(f"  {name:<18} {g['suite']:<8} {g['transitions']:>12,} {g['episodes']:>9,} "
               f"{mean:>12} {norm:>10}  {g['provenance'].get('source', '?')}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Each game opened (cheap checks) and scanned (full checks) on its own, so one damaged
+    game does not hide the others; any failure is the exit code and one stderr line."""
+    from scaledql.cli.common import print_json
+    from scaledql.data.store import MANIFEST, GameData, list_games
+    from scaledql.data.validate import verify_game
+
+    root = args.dir
+    if not root.is_dir():
+        raise UserError(f"dataset directory {root} does not exist")
+    games = _games(args.games)
+    if (root / MANIFEST).is_file():
+        dirs = [root]
+    else:
+        if games is not None:
+            available = list_games(root)
+            unknown = [g for g in games if g not in available]
+            if unknown:
+                raise UserError(f"{root}: no complete game store for {', '.join(unknown)} "
+                                f"(it has {', '.join(available) or 'none'})")
+        dirs = [root / g for g in (games or list_games(root))]
+        if not dirs:
+            raise UserError(f"{root} holds no game stores")
+    results: dict[str, dict] = {}
+    for d in dirs:
+        try:
+            results[d.name] = {"ok": True, **verify_game(GameData(d))}
+        except UserError as exc:
+            results[d.name] = {"ok": False, "problem": str(exc)}
+    if args.json:
+        print_json(results)
+    else:
+        for name, r in results.items():
+            print(f"{'ok ' if r['ok'] else 'BAD'} {name:<18} " + (
+                f"{r['transitions']:,} transitions, {r['episodes']:,} finished episodes, "
+                f"{r['shards']} shard(s)" if r["ok"] else r["problem"]))
+    bad = [r["problem"] for r in results.values() if not r["ok"]]
+    if bad:
+        more = f" (and {len(bad) - 1} more damaged games)" if len(bad) > 1 else ""
+        raise UserError(bad[0] + more)
     return 0
 
 

@@ -27,9 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scaledql.device import pick_device
     from scaledql.evaluate import EvalConfig, evaluate, plot_performance_profile, write_json
     from scaledql.suites import get_suite
 
+    pick_device(args.device)  # a bad --device is refused even where the policy ignores it
     options = env_options(args)
     cfg = EvalConfig(episodes=args.episodes, seed=args.seed, epsilon=args.epsilon,
                      num_envs=args.num_envs, options=options, progress=not args.no_progress)
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
         policy, payload = load_policy(args.checkpoint, args.device)
         suite = get_suite(payload["suite"])
-        games = suite.resolve_games(args.games) if args.games else list(payload["games"])
+        games = (suite.resolve_games(args.games) if args.games is not None
+                 else list(payload["games"]))
         check_policy_games(payload, games, options)
     else:
         from scaledql.policies import RandomPolicy

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scaledql.cli.common import add_device_arg
+from scaledql.cli.common import add_device_arg, check_batch_memory
 
 # Flag (argparse dest) → run option; None-valued flags are left to the layers below them.
 RUN_FLAGS = ("steps", "seed", "log_every", "checkpoint_every", "eval_every", "eval_episodes",
@@ -104,16 +104,35 @@ def _parse_set(items: list[str]) -> tuple[dict, dict]:
 
 
 def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
+    from scaledql.errors import UserError
+
     run, learner = _parse_set(args.set)
     run.update({k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None})
     if args.freeze_encoder:
         run["freeze_encoder"] = True
-    if args.games:
-        run["games"] = [g.strip() for g in args.games.split(",") if g.strip()]
+    if args.games is not None:
+        games = [g.strip() for g in args.games.split(",") if g.strip()]
+        twice = sorted({g for g in games if games.count(g) > 1})
+        if twice:
+            raise UserError(f"--games lists {', '.join(twice)} twice")
+        run["games"] = games
     if args.device is not None:
         run["device"] = args.device
     learner.update({k: getattr(args, k) for k in LEARNER_FLAGS if getattr(args, k) is not None})
     learner.update({key: value for flag, (key, value) in SWITCHES.items() if getattr(args, flag)})
+    return run, learner
+
+
+def _typed_overrides(algo: str, run: dict, learner: dict) -> tuple[dict, dict]:
+    """``--set`` values are TOML: check them against the options' types as the config layers
+    are checked (``steps=5.5`` is an error, ``lr=1`` becomes 1.0)."""
+    from scaledql.agents.registry import learner_class
+    from scaledql.training.config import RunConfig
+    from scaledql.typed import typed
+
+    run = {**run, **typed(RunConfig, run, "--set/flags", skip=("learner",))}
+    learner = {**learner, **typed(learner_class(algo).config_class, learner,
+                                  f"--set/flags learner ({algo})")}
     return run, learner
 
 
@@ -136,11 +155,16 @@ def build_config(args: argparse.Namespace):
         if not isinstance(saved, dict):
             raise UserError(f"{saved_file}: not a run configuration")
         algo = args.algo or saved.get("algo", "scaled-ql")
+        if not isinstance(algo, str):
+            raise UserError(f"{saved_file}: algo must be a learner name, got {algo!r}")
+        run, learner = _typed_overrides(algo, run, learner)
         user = read_toml(preset_path(args.config)) if args.config else None
         run.update(out=str(args.out))
         if args.data is not None:
             run["data"] = str(args.data)
         saved_learner = saved.pop("learner", {})
+        if not isinstance(saved_learner, dict):
+            raise UserError(f"{saved_file}: learner must be a table of learner options")
         return merge(algo, {**saved, "learner": {algo: saved_learner}}, user, run, learner,
                      preset_name=str(saved_file), user_name=str(args.config))
     if args.data is None:
@@ -153,6 +177,7 @@ def build_config(args: argparse.Namespace):
     user = None
     if args.config and preset_path(args.config) != preset_path(suite):
         user = read_toml(preset_path(args.config))
+    run, learner = _typed_overrides(args.algo or "scaled-ql", run, learner)
     run.update(data=str(args.data), out=str(args.out))
     cfg = merge(args.algo or "scaled-ql", preset, user, run, learner,
                 preset_name=f"preset {suite}", user_name=str(args.config))
@@ -160,9 +185,24 @@ def build_config(args: argparse.Namespace):
     return cfg
 
 
+def check_action_counts(dataset, options) -> None:
+    """Each game's heads are played in the real game: the store's action count must be the
+    game's (a store saying 18 for a 3-action game trains, then fails at its evaluation)."""
+    from scaledql.errors import UserError
+    from scaledql.suites import get_suite
+
+    for name in dataset.games:
+        g = dataset.game(name)
+        want = get_suite(g.suite).spec(name, options).num_actions
+        if g.num_actions != want:
+            raise UserError(f"{g.directory}: the store has {g.num_actions} actions, {g.suite} "
+                            f"{name} as configured has {want}: its head could not be played")
+
+
 def run(args: argparse.Namespace) -> int:
     from scaledql.data.store import open_dataset
     from scaledql.evaluate import EvalConfig, policy_evaluator
+    from scaledql.io import remove_stale_temporaries_in
     from scaledql.suites import EnvOptions
     from scaledql.training.config import to_toml
     from scaledql.training.offline import env_options_of, train
@@ -173,12 +213,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     dataset = open_dataset(Path(cfg.data), cfg.games)
     first = dataset.game(dataset.games[0])
+    check_batch_memory(int(cfg.learner.batch_size), first.obs_shape, "--batch-size")
+    options = EnvOptions(**env_options_of(first))
+    check_action_counts(dataset, options)
     evaluator = policy_evaluator(
         first.suite,
         EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed, epsilon=cfg.eval_epsilon,
-                   options=EnvOptions(**env_options_of(first)), progress=False),
+                   options=options, progress=False),
         Path(cfg.out) / "eval",
     )
+    for folder in (Path(cfg.out), Path(cfg.out) / "eval"):  # what killed writers left
+        remove_stale_temporaries_in(folder)
     summary = train(cfg, resume=args.resume, evaluate_fn=evaluator, progress=not args.no_progress)
     if summary.get("interrupted"):
         return 130

@@ -16,7 +16,8 @@ from scaledql.data.sampler import (
     TransitionSampler,
     make_sampler,
 )
-from scaledql.data.store import Dataset, GameData, GameWriter, open_dataset
+from scaledql.data.store import Dataset, GameData, open_dataset
+from scaledql.data.writer import GameWriter
 
 __all__ = [
     "BatchSpec",

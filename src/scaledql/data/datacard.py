@@ -24,13 +24,13 @@ understates the behaviour policy (positive rewards larger than 1 count as 1).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from scaledql.data.store import _fsync_dir, open_dataset
+from scaledql.io import atomic_output
 
 CARD = "DATACARD.md"
 MAX_ROWS = 1000
@@ -152,11 +152,7 @@ def write_card(card: dict[str, Any], root: Path) -> str:
     """Write ``root/DATACARD.md`` atomically; returns its text."""
     text = card_markdown(card)
     path = Path(root) / CARD
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_output(path, fsync=True) as tmp:
+        tmp.write_text(text)
     _fsync_dir(path.parent)
     return text

@@ -59,12 +59,16 @@ from scaledql.data.store import (
     MANIFEST,
     SCHEMA,
     SCHEMA_VERSION,
+    GameData,
     _fsync_dir,
     _write_json_atomic,
+    game_lock_path,
     read_manifest,
     validate_game_name,
 )
+from scaledql.data.validate import verify_game
 from scaledql.errors import UserError
+from scaledql.io import acquire_lock, release_lock
 
 FORMAT = 1  # bump when the layout of an import changes: older staging directories are discarded
 PLAN = "plan.json"
@@ -268,6 +272,7 @@ def _publish(g: _Game) -> ImportSummary:
         manifest.update(shards=g.layout.shards, episode_returns=g.layout.episode_returns,
                         counts=g.layout.counts, created=g.created)
         _write_json_atomic(staging / MANIFEST, manifest)
+    verify_game(GameData(staging, name=g.spec.game), frames=False)  # before anyone sees it
     shutil.rmtree(staging / "done", ignore_errors=True)
     (staging / PLAN).unlink(missing_ok=True)
     _fsync_dir(staging)
@@ -307,6 +312,13 @@ def import_games(games: dict[str, int | None], opts: ImportOptions, *, jobs: int
         state[game] = _prepare(game, num_actions, opts)  # all checks before any write
     summaries: dict[str, ImportSummary] = {}
     with contextlib.ExitStack() as locks, Progress(progress) as bar, terminate_as_interrupt():
+        # One writer per game store (any importer, any collection): then look again, under it.
+        for game in state:
+            lock = game_lock_path(opts.out, game)
+            with _writing(opts.out):
+                locks.callback(release_lock, acquire_lock(lock, "game-store", Path(opts.out) / game),
+                               lock)
+        state = {game: _prepare(game, g.spec.num_actions, opts) for game, g in state.items()}
         for g in state.values():
             if g.state != "skip":
                 with _writing(g.spec.staging):

@@ -147,7 +147,7 @@ class GameLayout:
 
 
 class _ShardBuilder:
-    """One shard's small arrays, built as ``store._ShardWriter`` builds them."""
+    """One shard's small arrays, built as ``writer._ShardWriter`` builds them."""
 
     def __init__(self, index: int):
         self.index = index

@@ -1,163 +1,219 @@
-"""Minari import and export (``minari`` package, HDF5 backend), for Atari frames and MinAtar grids.
+"""Minari import and export (HDF5 backend), for Atari frames and MinAtar grids.
 
 Observation layouts understood on import (one step's observation; ``step`` the frame layout):
 
 * Atari frames, uint8: ``(84, 84)``, ``(84, 84, 1)``, ``(1, 84, 84)`` → one frame ``(1, 84, 84)``;
   stacked ``(84, 84, S)`` or ``(S, 84, 84)`` with ``S`` in 2..4 → the newest frame of each
   stack (the last channel), re-stacked at sample time (stack 4).
-* MinAtar grids, bool or uint8 (values 0/1): ``(10, 10, C)`` as MinAtar returns them →
-  ``(10, 10, 10)`` channels-first, channels zero-padded to 10 (the suite's shared shape), stack 1.
+* MinAtar grids ``(10, 10, C)`` as MinAtar returns them → ``(10, 10, 10)`` channels-first,
+  channels zero-padded to 10 (the suite's shared shape), stack 1.
+
+**MinAtar cell convention.** A game store (and the ``minatar`` suite's environments, which
+the learners see at evaluation) holds a set cell as **255** and an empty one as 0, so that a
+network scaling ``uint8`` inputs by 1/255 sees 1.0 in both suites. A Minari dataset holds
+MinAtar's own values: ``bool``, or ``uint8`` 0/1, with the space's ``high`` = 1. Import scales
+by 255 (a set cell is one equal to the space's ``high``: a ``uint8`` Box with ``high`` 255 holding
+0/255 is taken as it is); any other value is refused, never silently rescaled. Export writes
+``uint8`` 0/1 grids with ``Box(0, 1)``, so export → import gives back the same store bytes.
 
 Anything else (other shapes, dtypes, non-Discrete actions, Dict/Tuple spaces) → ``UserError``.
 Export writes single frames: Atari as ``uint8[84, 84]``, MinAtar as ``uint8[10, 10, C]`` (its
 native layout), lossless (no JPEG), with ``Discrete(num_actions)`` actions; an unfinished trailing
 episode is exported as truncated (Minari episodes always end). Only local datasets are read
-(``MINARI_DATASETS_PATH``); nothing is ever downloaded.
+(``MINARI_DATASETS_PATH``); nothing is ever downloaded. Reading never goes through minari's own
+reader (see ``minari_read``: nothing in a dataset can name code to run).
+
+Writers: an import writes through ``GameWriter`` (one writer per game store, atomic publish).
+An export holds a lock per dataset id, builds the dataset in a hidden staging directory of the
+datasets root and moves it into place when complete; a crashed export leaves only the staging
+directory, which the next export of that id removes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from scaledql.data.store import FLAG_TERMINATED, FLAG_TRUNCATED, GameWriter, open_dataset
+from scaledql.data.minari_read import BoxSpace, MinariSource, datasets_root, env_id
+from scaledql.data.store import FLAG_TERMINATED, FLAG_TRUNCATED, open_dataset
+from scaledql.data.writer import GameWriter
 from scaledql.errors import UserError
+from scaledql.io import file_lock
 
 ATARI_HW = (84, 84)
 MINATAR_HW = (10, 10)
 MINATAR_CHANNELS = 10
+MINATAR_ON = 255  # a set cell in a store (scaledql.suites.minatar.ON)
+EXPORT_ID = re.compile(r"([\w-]+/)?[\w-]+-v\d+")
 
 
-def _load(path_or_id: str):
-    import minari
-
-    path = Path(path_or_id)
-    try:
-        if path.exists():
-            data = path / "data" if (path / "data").is_dir() else path
-            return minari.MinariDataset(data)
-        return minari.load_dataset(path_or_id, download=False)
-    except UserError:
-        raise
-    except Exception as exc:  # minari raises FileNotFoundError, ValueError, KeyError, OSError...
-        raise UserError(f"cannot open Minari dataset {path_or_id!r} locally ({exc}); "
-                        "nothing is downloaded: set MINARI_DATASETS_PATH or give a path") from None
-
-
-def _frame_layout(space, where: str) -> tuple[str, tuple[int, int, int], int]:
+def _frame_layout(space: BoxSpace, where: str) -> tuple[str, tuple[int, int, int], int]:
     """(kind, frame_shape, stack) for an observation space; ``UserError`` if unsupported."""
-    import gymnasium as gym
-
-    if not isinstance(space, gym.spaces.Box):
-        raise UserError(f"{where}: observation space {space} is not supported (need a Box of "
-                        "Atari frames or MinAtar grids)")
-    shape, dtype = tuple(space.shape), np.dtype(space.dtype)
+    shape, dtype = space.shape, space.dtype
     if dtype == np.uint8 and (shape == ATARI_HW or shape in ((*ATARI_HW, 1), (1, *ATARI_HW))):
         return "atari", (1, *ATARI_HW), 4
     if dtype == np.uint8 and len(shape) == 3 and shape[:2] == ATARI_HW and 2 <= shape[2] <= 4:
         return "atari_hwc_stack", (1, *ATARI_HW), 4
     if dtype == np.uint8 and len(shape) == 3 and shape[1:] == ATARI_HW and 2 <= shape[0] <= 4:
         return "atari_chw_stack", (1, *ATARI_HW), 4
-    if (dtype in (np.bool_, np.uint8) and len(shape) == 3 and shape[:2] == MINATAR_HW
-            and 1 <= shape[2] <= MINATAR_CHANNELS):
-        return "minatar", (MINATAR_CHANNELS, *MINATAR_HW), 1
-    raise UserError(f"{where}: observation space {space} is not supported (Atari frames uint8 "
-                    "84x84[xS] or MinAtar grids 10x10xC bool/uint8)")
+    if len(shape) == 3 and shape[:2] == MINATAR_HW and 1 <= shape[2] <= MINATAR_CHANNELS:
+        if dtype == np.bool_ or (space.low == 0 and space.high in (1, MINATAR_ON)):
+            return "minatar", (MINATAR_CHANNELS, *MINATAR_HW), 1
+        raise UserError(f"{where}: MinAtar grids need a bool Box or a uint8 Box(0, 1) "
+                        f"(or Box(0, 255) holding 0/255), not uint8 Box({space.low:g}, "
+                        f"{space.high:g})")
+    raise UserError(f"{where}: observation space Box{shape} {dtype} is not supported (Atari "
+                    "frames uint8 84x84[xS] or MinAtar grids 10x10xC bool/uint8)")
 
 
-def _to_frames(obs: np.ndarray, kind: str) -> np.ndarray:
-    """Observations [T+1, ...] → single frames uint8[T+1, C, H, W]."""
+def _to_frames(obs: np.ndarray, kind: str, high: float, where: str) -> np.ndarray:
+    """Observations [T+1, ...] → single store frames uint8[T+1, C, H, W]."""
     if kind == "atari":
         return obs.reshape(len(obs), 1, *ATARI_HW).astype(np.uint8, copy=False)
     if kind == "atari_hwc_stack":
         return np.ascontiguousarray(obs[..., -1])[:, None]
     if kind == "atari_chw_stack":
         return np.ascontiguousarray(obs[:, -1:])
-    grid = np.moveaxis(obs, -1, 1).astype(np.uint8)  # [T+1, C, 10, 10]
+    on = 1 if obs.dtype == np.bool_ else int(high)
+    if obs.dtype != np.bool_ and ((obs != 0) & (obs != on)).any():
+        raise UserError(f"{where}: MinAtar grid values must be 0 or {on} (the space's high), "
+                        f"found {int(obs[(obs != 0) & (obs != on)][0])}")
+    grid = np.moveaxis(obs != 0, -1, 1)  # [T+1, C, 10, 10], set cells
     out = np.zeros((len(obs), MINATAR_CHANNELS, *MINATAR_HW), np.uint8)
-    out[:, : grid.shape[1]] = grid
+    out[:, : grid.shape[1]][grid] = MINATAR_ON
     return out
 
 
-def _game_from(dataset, path_or_id: str) -> str | None:
-    spec = getattr(dataset, "env_spec", None) or getattr(dataset.spec, "env_spec", None)
-    env_id = getattr(spec, "id", None) or ""
-    m = re.match(r"^(?:ALE/)?([A-Za-z]+)(?:NoFrameskip)?-v\d+$", env_id)
+def _game_from(source: MinariSource) -> str | None:
+    m = re.match(r"^(?:ALE/)?([A-Za-z]+)(?:NoFrameskip)?-v\d+$", env_id(source.meta))
     if m:
         return m.group(1)
-    m = re.match(r"^MinAtar/([A-Za-z-]+)-v\d+$", env_id)
+    m = re.match(r"^MinAtar/([A-Za-z-]+)-v\d+$", env_id(source.meta))
     if m:
         return m.group(1).lower().replace("-", "_")
-    del path_or_id
     return None
+
+
+def _canonical_game(suite_name: str, game: str, where: str) -> str:
+    """One game of the suite, spelled as the suite spells it (``pong`` → ``Pong``)."""
+    from scaledql.suites import get_suite
+
+    suite = get_suite(suite_name)
+    if game in suite.named_lists() or "," in game:
+        raise UserError(f"{where}: --game takes one {suite_name} game, got {game!r}")
+    return suite.resolve_games(game)[0]
 
 
 def import_minari(path_or_id: str, out: Path, *, game: str | None = None,
                   overwrite: bool = False, shard_steps: int = 1_000_000,
                   command: str | None = None) -> Path:
     """Import a local Minari dataset into ``out/<game>``; episodes are streamed one at a time."""
-    import gymnasium as gym
-
-    ds = _load(path_or_id)
-    where = f"Minari dataset {path_or_id}"
-    kind, frame_shape, stack = _frame_layout(ds.observation_space, where)
-    if not isinstance(ds.action_space, gym.spaces.Discrete):
-        raise UserError(f"{where}: action space {ds.action_space} is not Discrete")
+    src = MinariSource(path_or_id)
+    where = src.where
+    kind, frame_shape, stack = _frame_layout(src.obs, where)
     suite = "minatar" if kind == "minatar" else "atari"
-    game = game or _game_from(ds, path_or_id)
+    game = game or _game_from(src)
     if not game:
         raise UserError(f"{where}: cannot tell the game from its environment spec; pass --game")
-    num_actions = int(ds.action_space.n)
+    game = _canonical_game(suite, game, where)
     provenance = {"source": "minari", "dataset": str(path_or_id),
                   "command": command or " ".join(sys.argv)}
-    with GameWriter(out, suite=suite, game=game, num_actions=num_actions,
+    if suite == "atari" and src.num_actions == 18:  # evaluation then plays all 18 actions too
+        provenance["env_options"] = {"full_action_space": True}
+    with GameWriter(out, suite=suite, game=game, num_actions=src.num_actions,
                     frame_shape=frame_shape, stack=stack, action_set="dataset",
                     rewards_clipped=False, provenance=provenance, shard_steps=shard_steps,
                     overwrite=overwrite) as writer:
-        for i, ep in enumerate(ds.iterate_episodes()):
-            obs = np.asarray(ep.observations)
-            actions = np.asarray(ep.actions)
-            t = len(actions)
-            if obs.shape[0] != t + 1:
-                raise UserError(f"{where}: episode {i} has {obs.shape[0]} observations for "
-                                f"{t} actions (expected {t + 1})")
-            if kind == "minatar" and obs.dtype == np.uint8 and obs.max(initial=0) > 1:
-                raise UserError(f"{where}: episode {i}: MinAtar grid values must be 0/1")
-            terminated = bool(np.asarray(ep.terminations)[-1]) if t else False
-            truncated = bool(np.asarray(ep.truncations)[-1]) if t else False
-            writer.add_episode(_to_frames(obs, kind), actions.reshape(t).astype(np.int64),
-                               np.asarray(ep.rewards, dtype=np.float32).reshape(t),
-                               terminated, truncated and not terminated)
+        for i, ep in enumerate(src.episodes()):
+            writer.add_episode(_to_frames(ep.observations, kind, src.obs.high,
+                                          f"{where}: episode {i}"),
+                               ep.actions, ep.rewards, ep.terminated,
+                               ep.truncated and not ep.terminated)
         return writer.close()
+
+
+@contextlib.contextmanager
+def _datasets_path(path: Path) -> Iterator[None]:
+    """minari writes under ``MINARI_DATASETS_PATH``: point it at ``path`` for the block."""
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def _encoder(g):
+    """(observation space, frames → Minari observations) of a game store; ``UserError`` if the
+    store is neither Atari frames nor MinAtar grids."""
+    import gymnasium as gym
+
+    if g.suite == "atari" and g.frame_shape == (1, *ATARI_HW):
+        return gym.spaces.Box(0, 255, ATARI_HW, np.uint8), lambda f: np.ascontiguousarray(f[:, 0])
+    if g.suite == "minatar" and g.frame_shape[1:] == MINATAR_HW:
+        def encode(frames: np.ndarray) -> np.ndarray:
+            if ((frames != 0) & (frames != MINATAR_ON)).any():
+                raise UserError(f"{g.directory}: MinAtar frames hold values other than 0 and "
+                                f"{MINATAR_ON} (run `scaledql data verify`)")
+            return np.ascontiguousarray(np.moveaxis(frames == MINATAR_ON, 1, -1)).astype(np.uint8)
+
+        return gym.spaces.Box(0, 1, (*MINATAR_HW, g.frame_shape[0]), np.uint8), encode
+    raise UserError(f"{g.directory}: only Atari (1x84x84) and MinAtar (Cx10x10) stores can be "
+                    f"exported to Minari, not {g.suite} {g.frame_shape}")
 
 
 def export_minari(root: Path, game: str, dataset_id: str, *, author: str | None = None,
                   description: str | None = None) -> str:
     """Write the game store ``root/<game>`` as the local Minari dataset ``dataset_id``."""
     import gymnasium as gym
+
+    if not EXPORT_ID.fullmatch(dataset_id):
+        raise UserError(f"bad Minari dataset id {dataset_id!r} (expected namespace/name-v0)")
+    g = open_dataset(root, [game]).game(game)
+    obs_space, encode = _encoder(g)
+    base = datasets_root()
+    final = base / dataset_id
+    flat = dataset_id.replace("/", "__")
+    if final.exists():
+        raise UserError(f"Minari dataset {dataset_id!r} already exists ({final}); remove it or "
+                        "choose another id")
+    if base.exists() and not base.is_dir():
+        raise UserError(f"MINARI_DATASETS_PATH {base} is not a directory")
+    with file_lock(base / f".{flat}.export.lock", "Minari export", final, remove=True):
+        if final.exists():  # finished by another export while we waited for the lock
+            raise UserError(f"Minari dataset {dataset_id!r} already exists ({final})")
+        staging = base / f".{flat}.export"
+        shutil.rmtree(staging, ignore_errors=True)  # what a crashed export left behind
+        try:
+            _write_dataset(g, dataset_id, staging, obs_space, encode, author, description,
+                           gym.spaces.Discrete(g.num_actions))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            meta = final.parent / "namespace_metadata.json"
+            staged_meta = (staging / dataset_id).parent / "namespace_metadata.json"
+            if "/" in dataset_id and not meta.exists() and staged_meta.exists():
+                shutil.copyfile(staged_meta, meta)
+            os.rename(staging / dataset_id, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return dataset_id
+
+
+def _write_dataset(g, dataset_id: str, staging: Path, obs_space, encode, author: str | None,
+                   description: str | None, action_space) -> None:
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
-    g = open_dataset(root, [game]).game(game)
-    if g.suite == "atari" and g.frame_shape == (1, *ATARI_HW):
-        obs_space = gym.spaces.Box(0, 255, ATARI_HW, np.uint8)
-
-        def encode(frames):
-            return np.ascontiguousarray(frames[:, 0])
-    elif g.suite == "minatar" and g.frame_shape[1:] == MINATAR_HW:
-        obs_space = gym.spaces.Box(0, 1, (*MINATAR_HW, g.frame_shape[0]), np.uint8)
-
-        def encode(frames):
-            return np.ascontiguousarray(np.moveaxis(frames, 1, -1))
-    else:
-        raise UserError(f"{g.directory}: only Atari (1x84x84) and MinAtar (Cx10x10) stores can be "
-                        f"exported to Minari, not {g.suite} {g.frame_shape}")
-    if not re.fullmatch(r"([\w-]+/)?[\w-]+-v\d+", dataset_id):
-        raise UserError(f"bad Minari dataset id {dataset_id!r} (expected namespace/name-v0)")
     buffers = []
     for sh in g.shards:
         for start, t, flags in zip(sh.ep_frame_start.tolist(), sh.ep_length.tolist(),
@@ -172,15 +228,17 @@ def export_minari(root: Path, game: str, dataset_id: str, *, author: str | None 
                 rewards=np.asarray(sh.rewards[start:start + t], np.float64).tolist(),
                 terminations=[False] * (t - 1) + [terminated],
                 truncations=[False] * (t - 1) + [truncated]))
-    with warnings.catch_warnings():
+    if not buffers:
+        raise UserError(f"{g.directory}: no episode with a step to export")
+    staging.mkdir(parents=True)
+    with warnings.catch_warnings(), _datasets_path(staging):
         warnings.simplefilter("ignore", UserWarning)  # minari nags about optional metadata
         try:
             minari.create_dataset_from_buffers(
-                dataset_id, buffers, action_space=gym.spaces.Discrete(g.num_actions),
+                dataset_id, buffers, action_space=action_space,
                 observation_space=obs_space, algorithm_name="scaledql export",
-                author=author, description=description or f"{g.suite} {game} exported by scaledql "
-                f"from {g.directory} (provenance: {g.manifest.get('provenance', {})})",
+                author=author, description=description or f"{g.suite} {g.name} exported by "
+                f"scaledql from {g.directory} (provenance: {g.manifest.get('provenance', {})})",
                 jpeg_encoding=False)
         except ValueError as exc:
             raise UserError(f"cannot create Minari dataset {dataset_id!r}: {exc}") from None
-    return dataset_id

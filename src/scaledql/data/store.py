@@ -45,9 +45,15 @@ unfinished, partial_start, stored_episodes}, ``episode_returns`` (finished episo
 ``shards`` [{name, frames, transitions, episodes}], ``provenance`` {source, command, ...},
 ``created`` (UTC ISO time).
 
-Atomic writes: a ``GameWriter`` builds the whole game store in a hidden temporary directory next
-to its destination (``DIR/.Pong.partial``), fsyncs every file, writes the manifest last and
-publishes the directory with one ``rename``. An interrupted write leaves only the hidden
+Checks: opening a game store runs ``validate``'s cheap structural checks (manifest types and
+ranges, shard paths inside the store, array headers against the manifest and the file sizes,
+episode tables); ``GameWriter.close`` runs the full scan (``validate.verify_game``) before it
+publishes. One writer per game: ``DIR/.GAME.lock`` (``io.acquire_lock``) is held from the
+writer's creation to its publication; a second writer gets one line naming the first.
+
+Atomic writes: a ``GameWriter`` (``writer.py``) builds the whole game store in a hidden
+temporary directory next to its destination (``DIR/.Pong.partial``), fsyncs every file, writes
+the manifest last and publishes the directory with one ``rename``. An interrupted write leaves only the hidden
 directory, which the next writer for that game removes; ``open_dataset`` never lists it. Growing a
 game (``append=True``) writes new shards under temporary names, then renames them and replaces the
 manifest atomically (``os.replace``): shards that no manifest lists are invisible.
@@ -56,17 +62,15 @@ manifest atomically (``os.replace``): shards that no manifest lists are invisibl
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import json
 import os
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from scaledql.data.validate import check_episode_tables, check_manifest, open_array
 from scaledql.errors import UserError
 
 SCHEMA = "scaledql.game_store"
@@ -128,311 +132,35 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     return prefix + len(header).to_bytes(2, "little") + header
 
 
+def game_lock_path(root: Path, game: str) -> Path:
+    """The lock every writer of ``root/<game>`` holds (GameWriter, the DQN Replay import)."""
+    return Path(root) / f".{game}.lock"
+
+
 def validate_game_name(game: str) -> None:
     if not game or game.startswith(".") or "/" in game or "\\" in game or game in ("..",):
         raise UserError(f"invalid game name {game!r} for a dataset directory")
 
 
 # ------------------------------------------------------------------------------------------------
-# Writer
-
-
-class _ShardWriter:
-    """Streams the episodes of one shard to ``directory``; ``finish`` writes the small arrays."""
-
-    def __init__(self, directory: Path, frame_shape: tuple[int, int, int]):
-        self.directory = directory
-        directory.mkdir(parents=True)
-        self.frame_shape = frame_shape
-        self._frames_file = open(directory / "frames.npy", "wb")  # noqa: SIM115 (closed in finish)
-        self._frames_file.write(_npy_header(np.uint8, (0, *frame_shape)))
-        self._frames_file.write(np.zeros(frame_shape, np.uint8).tobytes())  # sentinel frame 0
-        self.num_frames = 1
-        self.num_transitions = 0
-        self._actions: list[np.ndarray] = [np.zeros(1, np.int32)]
-        self._rewards: list[np.ndarray] = [np.zeros(1, np.float32)]
-        self._rtg: list[np.ndarray] = [np.zeros(1, np.float32)]
-        self._episodes: list[tuple[int, int, int, int, float]] = []
-
-    def add(self, frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, flags: int) -> None:
-        t = len(actions)
-        self._frames_file.write(np.ascontiguousarray(frames).tobytes())
-        self._actions.append(np.append(actions.astype(np.int32), np.int32(0)))
-        self._rewards.append(np.append(rewards, np.float32(0)))
-        # Suffix sums in float64, stored float32: returns-to-go for the trajectory sampler.
-        rtg = np.cumsum(rewards[::-1].astype(np.float64))[::-1]
-        self._rtg.append(np.append(rtg, 0.0).astype(np.float32))
-        ret = float(rtg[0]) if t else 0.0
-        self._episodes.append((self.num_frames, t, self.num_transitions, flags, ret))
-        self.num_frames += t + 1
-        self.num_transitions += t
-
-    def finish(self) -> dict:
-        f = self._frames_file
-        f.flush()
-        f.seek(0)
-        f.write(_npy_header(np.uint8, (self.num_frames, *self.frame_shape)))
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        d = self.directory
-        _save_npy(d / "actions.npy", np.concatenate(self._actions))
-        _save_npy(d / "rewards.npy", np.concatenate(self._rewards))
-        _save_npy(d / "returns_to_go.npy", np.concatenate(self._rtg))
-        ep = self._episodes
-        _save_npy(d / "ep_frame_start.npy", np.array([e[0] for e in ep], np.int64))
-        _save_npy(d / "ep_length.npy", np.array([e[1] for e in ep], np.int64))
-        _save_npy(d / "ep_step_offset.npy", np.array([e[2] for e in ep], np.int64))
-        _save_npy(d / "ep_flags.npy", np.array([e[3] for e in ep], np.uint8))
-        _save_npy(d / "ep_return.npy", np.array([e[4] for e in ep], np.float64))
-        _fsync_dir(d)
-        return {"name": d.name, "frames": self.num_frames, "transitions": self.num_transitions,
-                "episodes": len(ep)}
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self._frames_file.close()
-
-
-class GameWriter:
-    """Writes one game's store ``root/<game>`` episode by episode; publishes it atomically.
-
-    Usage::
-
-        with GameWriter(root, suite="atari", game="Pong", num_actions=6,
-                        frame_shape=(1, 84, 84), stack=4, provenance={...}) as w:
-            w.add_episode(frames, actions, rewards, terminated=True, truncated=False)
-        # published at DIR/Pong on a clean exit; nothing published if the block raised.
-
-    ``add_episode(frames uint8[T+1, C, H, W] (obs_0 .. obs_T, single frames), actions int[T],
-    rewards float32[T] raw, terminated, truncated)``: ``terminated`` = the game ended (no
-    bootstrap from obs_T); ``truncated`` = cut (step cap, gap); neither = the unfinished trailing
-    episode. ``partial_start=True`` marks an episode whose beginning is not in the data (an import
-    that starts mid-episode): its steps are kept but its return is not a behaviour episode return.
-
-    An existing complete store for the game is refused (``UserError``) unless ``overwrite=True``
-    (replace it) or ``append=True`` (add shards to it; the game's metadata must match).
-    Memory: the current shard's actions/rewards (a few bytes per step); frames are streamed.
-    """
-
-    def __init__(self, root: Path, *, suite: str, game: str, num_actions: int,
-                 frame_shape: tuple[int, int, int], stack: int, action_set: str = "minimal",
-                 rewards_clipped: bool = False, provenance: dict | None = None,
-                 shard_steps: int = 1_000_000, overwrite: bool = False, append: bool = False):
-        validate_game_name(game)
-        if overwrite and append:
-            raise ValueError("overwrite and append exclude each other")
-        if len(frame_shape) != 3 or stack < 1 or num_actions < 1 or shard_steps < 1:
-            raise ValueError(f"bad store geometry: frame_shape={frame_shape} stack={stack} "
-                             f"num_actions={num_actions} shard_steps={shard_steps}")
-        self.root = Path(root)
-        self.game = game
-        self.final_dir = self.root / game
-        self.frame_shape = tuple(int(x) for x in frame_shape)
-        self.num_actions = int(num_actions)
-        self.shard_steps = int(shard_steps)
-        self.append = append
-        self._closed = False
-        self._shard: _ShardWriter | None = None
-        self._shards: list[dict] = []
-        self._counts = dict.fromkeys(("transitions", "frames", "episodes", "terminated",
-                                      "truncated", "unfinished", "partial_start",
-                                      "stored_episodes"), 0)
-        self._returns: list[float] = []
-        self.manifest: dict[str, Any] = {
-            "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "suite": suite, "game": game,
-            "num_actions": self.num_actions, "action_set": action_set,
-            "frame_shape": list(self.frame_shape), "stack": int(stack),
-            "rewards_clipped": bool(rewards_clipped),
-            "provenance": dict(provenance or {"source": "unknown",
-                                              "command": " ".join(sys.argv)}),
-        }
-        complete = (self.final_dir / MANIFEST).is_file()
-        if self.final_dir.exists() and not complete and not self.final_dir.is_dir():
-            raise UserError(f"{self.final_dir} exists and is not a game store directory")
-        if append:
-            if not complete:
-                raise UserError(f"cannot append to {self.final_dir}: no complete game store there")
-            old = read_manifest(self.final_dir)
-            for key in ("suite", "game", "num_actions", "action_set", "frame_shape", "stack",
-                        "rewards_clipped"):
-                if old[key] != self.manifest[key]:
-                    raise UserError(f"cannot append to {self.final_dir}: {key} is {old[key]!r} "
-                                    f"there, {self.manifest[key]!r} here")
-            self._old_manifest = old
-            # Shards of an interrupted earlier append are not in the manifest: remove them.
-            listed = {s["name"] for s in old["shards"]}
-            for p in self.final_dir.iterdir():
-                if p.name.startswith(".shard_") or (p.name.startswith("shard_")
-                                                    and p.name not in listed):
-                    shutil.rmtree(p, ignore_errors=True)
-            self._work_dir = self.final_dir
-            self._next_shard_index = 1 + max(int(s["name"].split("_")[1]) for s in old["shards"])
-        else:
-            if (complete or self.final_dir.exists()) and not overwrite:
-                if complete:
-                    raise UserError(f"{self.final_dir} already holds a dataset for {game}; "
-                                    "pass --overwrite (overwrite=True) to replace it")
-                raise UserError(f"{self.final_dir} exists and is not a complete game store; "
-                                "remove it or pass --overwrite")
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._work_dir = self.root / f".{game}.partial"
-            if self._work_dir.exists():  # left by an interrupted earlier write
-                shutil.rmtree(self._work_dir)
-            self._work_dir.mkdir()
-            self._next_shard_index = 0
-
-    # -- context manager --------------------------------------------------------------------
-    def __enter__(self) -> GameWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    # -- writing -----------------------------------------------------------------------------
-    def add_episode(self, frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-                    terminated: bool, truncated: bool, *, partial_start: bool = False) -> None:
-        """Append one episode (see the class docstring). ``UserError`` on malformed data."""
-        if self._closed:
-            raise RuntimeError("GameWriter is closed")
-        frames = np.asarray(frames)
-        actions = np.asarray(actions)
-        rewards = np.asarray(rewards)
-        where = f"episode {self._counts['stored_episodes']} of {self.game}"
-        if frames.dtype != np.uint8:
-            raise UserError(f"{where}: frames have dtype {frames.dtype}, expected uint8")
-        if frames.ndim != 4 or tuple(frames.shape[1:]) != self.frame_shape:
-            raise UserError(f"{where}: frames have shape {frames.shape}, expected "
-                            f"(T+1, {', '.join(map(str, self.frame_shape))})")
-        t = frames.shape[0] - 1
-        if t < 0:
-            raise UserError(f"{where}: no frames")
-        if actions.shape != (t,) or rewards.shape != (t,):
-            raise UserError(f"{where}: {t + 1} frames need {t} actions and rewards, got "
-                            f"{actions.shape} and {rewards.shape}")
-        if t and not np.issubdtype(actions.dtype, np.integer):
-            raise UserError(f"{where}: actions have dtype {actions.dtype}, expected integers")
-        if t and (actions.min() < 0 or actions.max() >= self.num_actions):
-            raise UserError(f"{where}: action {int(actions.max() if actions.max() >= self.num_actions else actions.min())} "
-                            f"out of range [0, {self.num_actions})")
-        rewards = rewards.astype(np.float32, copy=False)
-        if not np.isfinite(rewards).all():
-            raise UserError(f"{where}: rewards contain NaN or infinity")
-        if terminated and truncated:
-            raise UserError(f"{where}: an episode cannot be both terminated and truncated")
-        if t == 0 and not terminated:
-            return  # a lone first observation: nothing to learn from, nothing to count
-        if self._shard is None:
-            name = f"shard_{self._next_shard_index:05d}"
-            self._next_shard_index += 1
-            sub = f".{name}" if self.append else name  # appended shards get renamed at close
-            self._shard = _ShardWriter(self._work_dir / sub, self.frame_shape)
-        flags = ((FLAG_TERMINATED if terminated else 0) | (FLAG_TRUNCATED if truncated else 0)
-                 | (FLAG_PARTIAL_START if partial_start else 0))
-        self._shard.add(frames, actions, rewards, flags)
-        c = self._counts
-        c["stored_episodes"] += 1
-        c["transitions"] += t
-        c["frames"] += t + 1
-        if terminated:
-            c["terminated"] += 1
-        elif truncated:
-            c["truncated"] += 1
-        else:
-            c["unfinished"] += 1
-        if partial_start:
-            c["partial_start"] += 1
-        elif terminated or truncated:
-            c["episodes"] += 1
-            self._returns.append(float(np.sum(rewards, dtype=np.float64)))
-        if self._shard.num_transitions >= self.shard_steps:
-            self._finish_shard()
-
-    def _finish_shard(self) -> None:
-        assert self._shard is not None
-        info = self._shard.finish()
-        if self.append:
-            info["name"] = info["name"].lstrip(".")
-        self._shards.append(info)
-        self._shard = None
-
-    def close(self) -> Path:
-        """Finish the last shard, write the manifest last and publish; returns ``root/<game>``."""
-        if self._closed:
-            return self.final_dir
-        try:
-            if self._shard is not None:
-                self._finish_shard()
-            manifest = dict(self.manifest)
-            if self.append:
-                old = self._old_manifest
-                for s in self._shards:
-                    os.rename(self._work_dir / f".{s['name']}", self._work_dir / s["name"])
-                _fsync_dir(self._work_dir)
-                counts = {k: old["counts"].get(k, 0) + v for k, v in self._counts.items()}
-                manifest["shards"] = old["shards"] + self._shards
-                manifest["episode_returns"] = old["episode_returns"] + self._returns
-                manifest["provenance"] = {**old["provenance"],
-                                          "appended": [*old["provenance"].get("appended", []),
-                                                       self.manifest["provenance"]]}
-            else:
-                counts = dict(self._counts)
-                manifest["shards"] = self._shards
-                manifest["episode_returns"] = self._returns
-            if not manifest["shards"]:
-                raise UserError(f"no transitions to write for {self.game}")
-            counts["frames"] = sum(s["frames"] for s in manifest["shards"])  # with sentinels
-            manifest["counts"] = counts
-            manifest["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            _fsync_dir(self._work_dir)
-            _write_json_atomic(self._work_dir / MANIFEST, manifest)
-            if not self.append:
-                trash = self.root / f".{self.game}.old"
-                if trash.exists():
-                    shutil.rmtree(trash)
-                if self.final_dir.exists():  # overwrite=True was checked in __init__
-                    os.rename(self.final_dir, trash)
-                os.rename(self._work_dir, self.final_dir)
-                _fsync_dir(self.root)
-                shutil.rmtree(trash, ignore_errors=True)
-        except BaseException:
-            self.abort()
-            raise
-        self._closed = True
-        return self.final_dir
-
-    def abort(self) -> None:
-        """Discard everything written; the destination is left as it was."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._shard is not None:
-            self._shard.abort()
-        if self.append:
-            for s in self._shards:
-                shutil.rmtree(self._work_dir / f".{s['name']}", ignore_errors=True)
-            if self._shard is not None:
-                shutil.rmtree(self._shard.directory, ignore_errors=True)
-        else:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
-        self._shard = None
-
-
-# ------------------------------------------------------------------------------------------------
 # Reader
 
 
-def read_manifest(game_dir: Path) -> dict:
+def read_manifest(game_dir: Path, name: str | None = None) -> dict:
+    """A game store's manifest, its types and ranges checked (``validate.check_manifest``);
+    ``name``: the game it must hold (default: the directory's name)."""
     path = Path(game_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{game_dir} is not a game store (no {MANIFEST}; an interrupted write?)") from None
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable manifest ({exc})") from None
+        raise UserError(f"{path}: unreadable manifest ({str(exc)[:120]})") from None
+    return checked_manifest(manifest, path, name if name is not None else Path(game_dir).name)
+
+
+def checked_manifest(manifest: Any, path: Path, dir_name: str | None) -> dict:
+    """``manifest`` if it is one this scaledql reads (``UserError`` naming the problem)."""
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise UserError(f"{path}: not a scaledql game-store manifest")
     if manifest.get("schema_version") != SCHEMA_VERSION:
@@ -442,6 +170,7 @@ def read_manifest(game_dir: Path) -> dict:
                            "shards", "episode_returns") if k not in manifest]
     if missing:
         raise UserError(f"{path}: manifest lacks {', '.join(missing)}")
+    check_manifest(manifest, path, dir_name)
     return manifest
 
 
@@ -459,9 +188,12 @@ class Shard:
     ep_flags: np.ndarray  # uint8[E]
     ep_return: np.ndarray  # float64[E]
     num_transitions: int
+    directory: Path | None = None
 
     @classmethod
     def open(cls, directory: Path, info: dict, frame_shape: tuple[int, ...]) -> Shard:
+        """Map the shard's arrays; headers, file sizes and episode tables are checked
+        (``validate``), so a damaged shard is one ``UserError`` here, not a wrong sample later."""
         arrays = {}
         expect = {"frames": (np.uint8, (info["frames"], *frame_shape)),
                   "actions": (np.int32, (info["frames"],)),
@@ -472,19 +204,13 @@ class Shard:
                   "ep_step_offset": (np.int64, (info["episodes"],)),
                   "ep_flags": (np.uint8, (info["episodes"],)),
                   "ep_return": (np.float64, (info["episodes"],))}
+        if not directory.is_dir():
+            raise UserError(f"{directory}: missing shard directory (the dataset is incomplete)")
         for name, (dtype, shape) in expect.items():
-            path = directory / f"{name}.npy"
-            try:
-                arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            except FileNotFoundError:
-                raise UserError(f"{path}: missing (the dataset is incomplete)") from None
-            except (OSError, ValueError) as exc:
-                raise UserError(f"{path}: corrupt array file ({exc})") from None
-            if arr.dtype != dtype or arr.shape != shape:
-                raise UserError(f"{path}: holds {arr.dtype}{list(arr.shape)}, the manifest "
-                                f"says {np.dtype(dtype)}{list(shape)}")
-            arrays[name] = arr
-        return cls(**arrays, num_transitions=int(info["transitions"]))
+            arrays[name] = open_array(directory / f"{name}.npy", dtype, shape)
+        shard = cls(**arrays, num_transitions=int(info["transitions"]), directory=directory)
+        check_episode_tables(shard, info, directory)
+        return shard
 
 
 class GameData:
@@ -496,9 +222,13 @@ class GameData:
     ``rewards_clipped``, ``shards`` (list of ``Shard``), ``shard_step_offsets`` int64[len(shards)+1].
     """
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *, name: str | None = None, manifest: dict | None = None):
+        """Open ``directory``; ``name``: the game it must hold (default: the directory's name);
+        ``manifest``: use this (checked) manifest instead of the directory's file."""
         self.directory = Path(directory)
-        m = read_manifest(self.directory)
+        dir_name = name if name is not None else self.directory.name
+        m = (read_manifest(self.directory, dir_name) if manifest is None
+             else checked_manifest(manifest, self.directory / MANIFEST, dir_name))
         self.manifest = m
         self.name: str = m["game"]
         self.suite: str = m["suite"]
@@ -595,7 +325,8 @@ def open_dataset(root: Path, games: list[str] | None = None) -> Dataset:
     """
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"dataset directory {root} does not exist")
+        raise UserError(f"dataset directory {root} " + (
+            "is not a directory" if root.exists() else "does not exist"))
     if (root / MANIFEST).is_file():  # pointed at one game's store
         g = GameData(root)
         if games is not None and list(games) != [g.name]:
@@ -615,3 +346,12 @@ def open_dataset(root: Path, games: list[str] | None = None) -> Dataset:
             raise UserError(f"{root}: no complete game store for {', '.join(unknown)} "
                             f"(it has {', '.join(available) or 'none'})")
     return Dataset(root, {name: GameData(root / name) for name in names})
+
+
+def __getattr__(name: str) -> Any:
+    """``store.GameWriter`` (where it used to live) is ``writer.GameWriter``."""
+    if name == "GameWriter":
+        from scaledql.data.writer import GameWriter
+
+        return GameWriter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,4 +23,19 @@ def get_suite(name: str) -> Suite:
     raise UserError(f"unknown suite {name!r} (suites: {', '.join(SUITE_NAMES)})")
 
 
-__all__ = ["SUITE_NAMES", "EnvOptions", "GameSpec", "Suite", "get_suite"]
+@functools.cache
+def game_names(suite: str) -> frozenset[str]:
+    """The canonical game names of a suite, without building the suite (cheap: checking a
+    store's manifest must not load MinAtar's games)."""
+    if suite == "minatar":
+        from scaledql.suites.minatar import GAMES
+
+        return frozenset(GAMES)
+    if suite == "atari":
+        from scaledql.suites.atari import _registry
+
+        return frozenset(_registry())
+    raise UserError(f"unknown suite {suite!r} (suites: {', '.join(SUITE_NAMES)})")
+
+
+__all__ = ["SUITE_NAMES", "EnvOptions", "GameSpec", "Suite", "game_names", "get_suite"]

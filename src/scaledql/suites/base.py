@@ -80,8 +80,10 @@ def resolve_from(suite: str, named: dict[str, list[str]], spec: str | None,
     """
     from scaledql.errors import UserError
 
-    if spec is None or spec.strip() == "":
+    if spec is None:
         return list(named.get("default", named["all"]))
+    if not spec.strip():  # an empty --games is a mistake, not "the default games"
+        raise UserError(f"no games given in --games {spec!r}")
     if spec in named:
         return list(named[spec])
     out: list[str] = []

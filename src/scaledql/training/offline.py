@@ -29,7 +29,13 @@ from tqdm.auto import tqdm
 
 from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
-from scaledql.checkpoint import FILENAME, learner_payload, load_checkpoint, save_checkpoint
+from scaledql.checkpoint import (
+    FILENAME,
+    learner_payload,
+    load_checkpoint,
+    load_learner_state,
+    save_checkpoint,
+)
 from scaledql.data.prefetch import Prefetcher
 from scaledql.data.sampler import fraction_of, make_sampler
 from scaledql.data.store import open_dataset
@@ -151,7 +157,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
         raise UserError(f"batch size {spec.batch_size} is not divisible by the "
                         f"{dist.world_size} processes")
     if payload is not None:
-        learner.load_state_dict(payload["learner"])
+        load_learner_state(learner, payload["learner"], ckpt_file)
         set_rng_state(payload["rng"])
     elif cfg.init_from:
         from scaledql.transfer import transfer_torso
