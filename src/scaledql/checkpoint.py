@@ -154,10 +154,11 @@ def check_payload(payload: dict, file: Path) -> None:
     bad = _non_finite(payload["learner"])
     if bad is not None:
         raise UserError(f"{file}: checkpoint holds non-finite weights ({bad}): NaN or infinity")
-    if "run_config" in payload:  # a training run's: what --resume restores
-        for key, kind in (("run_config", dict), ("prefetch", list), ("rng", dict), ("step", int)):
-            if not isinstance(payload.get(key), kind):
-                raise UserError(f"{file}: training checkpoint lacks a valid {key}")
+    # What a resume restores, where present (an offline run has all four; online fine-tuning
+    # saves its replay state instead of samplers; a collection checkpoint none).
+    for key, kind in (("run_config", dict), ("prefetch", list), ("rng", dict), ("step", int)):
+        if key in payload and not isinstance(payload[key], kind):
+            raise UserError(f"{file}: checkpoint {key} is not a valid {kind.__name__}")
 
 
 def problem_of(payload: dict) -> Problem:

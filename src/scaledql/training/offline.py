@@ -105,8 +105,10 @@ def _prepare_resume(cfg: RunConfig, ckpt_file: Path) -> dict:
     if not ckpt_file.exists():
         raise UserError(f"--resume: no checkpoint in {ckpt_file.parent}")
     payload = load_checkpoint(ckpt_file, "cpu")
-    if "run_config" not in payload:
-        raise UserError(f"{ckpt_file} is not a training run's checkpoint (nothing to resume)")
+    for key in ("run_config", "prefetch", "rng"):
+        if key not in payload:
+            raise UserError(f"{ckpt_file} is not a training run's checkpoint: it lacks a valid "
+                            f"{key} (nothing to resume)")
     saved = RunConfig.from_dict(payload["run_config"], f"{ckpt_file} run_config")
     diff = resume_differences(saved, cfg)
     if diff:
