@@ -51,13 +51,25 @@ def test_collect_logs_every_transition_and_returns(tmp_path):
     assert batch.obs.shape == (16, 10, 10, 10) and set(np.unique(batch.obs)) <= {0, 255}
 
 
-def test_collect_is_reproducible(tmp_path):
+def test_collect_is_reproducible_byte_for_byte(tmp_path):
+    """Same seed, same machine: the same bytes, with learning on (updates start at step 50)."""
     def run(out):
-        collect(CollectConfig("minatar", ["breakout"], 80, out, seed=1, num_envs=2,
-                              dqn=TINY_DQN, schedule=TINY_SCHEDULE, progress=False, save_agents=False))
-        return json.loads((out / "breakout" / "manifest.json").read_text())["episode_returns"]
+        collect(CollectConfig("minatar", ["breakout"], 160, out, seed=1, num_envs=2,
+                              dqn=TINY_DQN, schedule=TINY_SCHEDULE, progress=False))
+        manifest = json.loads((out / "breakout" / "manifest.json").read_text())
+        manifest.pop("created", None)
+        manifest["provenance"].pop("command", None)
+        arrays = {p.relative_to(out).as_posix(): p.read_bytes()
+                  for p in sorted((out / "breakout").rglob("*.npy"))}
+        checkpoint = load_checkpoint(out / "_agents" / "breakout.pt")
+        assert checkpoint["step"] > 20  # the DQN learned while it collected
+        return manifest, arrays, checkpoint["learner"]["online"]
 
-    assert run(tmp_path / "a") == run(tmp_path / "b")
+    (ma, aa, wa), (mb, ab, wb) = run(tmp_path / "a"), run(tmp_path / "b")
+    assert ma == mb and aa.keys() == ab.keys() and len(aa) >= 5
+    assert all(aa[k] == ab[k] for k in aa)
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+    assert ma["counts"]["episodes"] >= 3
 
 
 def test_collect_reuses_or_refuses_existing_games(tmp_path):

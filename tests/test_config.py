@@ -196,3 +196,22 @@ def test_resume_after_a_signal_is_bit_identical(data, tmp_path, monkeypatch, sig
     for part in ("online", "target"):
         for k, v in a[part].items():
             assert torch.equal(v, b[part][k]), (part, k)
+
+
+def test_resume_follows_the_data_by_content_not_path(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--steps", "2", *TINY]) == 0
+    moved = tmp_path / "moved-data"
+    data.rename(moved)  # the same store elsewhere: the run continues on it
+    assert main(["train", "--out", str(run), "--resume", "--data", str(moved), "--steps", "4",
+                 "--no-progress"]) == 0
+    # a different store under the run's data path: refused, naming the reason
+    rng = np.random.default_rng(1)
+    with GameWriter(moved, suite="minatar", game="breakout", num_actions=3,
+                    frame_shape=(10, 10, 10), stack=1, overwrite=True,
+                    provenance={"source": "test"}) as w:
+        w.add_episode(255 * rng.integers(0, 2, (6, 10, 10, 10), dtype=np.uint8),
+                      rng.integers(0, 3, 5), np.zeros(5, np.float32), True, False)
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--steps", "6", "--no-progress"]) == 2
+    assert "is not the data this run trained on" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from scaledql.agents.dqn import DQNConfig
 from scaledql.agents.registry import learner_class
 from scaledql.collect import CollectConfig, collect
 from scaledql.data.store import open_dataset
+from scaledql.device import describe_machine
 from scaledql.evaluate import EvalConfig, EvalReport, evaluate, policy_evaluator, write_json
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.training.config import RunConfig, merge, preset_path, read_toml
@@ -107,6 +108,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "baselines": baseline_reports, "baseline_configs": baseline_configs,
         "collect": collected, "config": _jsonable(asdict(cfg)), "train_config": train_cfg.to_dict(),
         "timings_seconds": timings, "wall_seconds": time.perf_counter() - start,
+        "machine": describe_machine(cfg.device),
     }
     write_json(summary, cfg.out / "summary.json")
     from scaledql.report import write_report

@@ -22,3 +22,19 @@ def pick_device(name: str | None = None) -> torch.device:
         raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA "
                         "device(s)")
     return device
+
+
+def describe_machine(device: str | None = None) -> str:
+    """One line naming what numbers were computed on (CPU model, cores, torch, device)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    dev = pick_device(device)
+    gpu = f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, device {dev}{gpu}"

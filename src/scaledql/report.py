@@ -302,6 +302,10 @@ def _markdown(out: Path, summary: dict, params: dict) -> str:
               f"{params['projection']:,}, heads {params['heads']:,}).",
               f"- Evaluation: {summary['config']['eval_episodes']} episodes per game, ε = 0.001, "
               "sticky actions 0.1.",
+              f"- Machine: {summary.get('machine', 'not recorded')}. The same command repeats "
+              "these numbers byte for byte on this machine; another CPU make or a GPU rounds "
+              "differently, so the behaviour DQN learns other data and every number changes "
+              "(within the spread over seeds, which one seed does not show).",
               "- Full configs: `summary.json`, `agent/config.json`; logs: `agent/metrics.csv`, "
               "`agent/tensorboard/`."]
     for algo, bc in (summary.get("baseline_configs") or {}).items():

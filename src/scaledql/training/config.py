@@ -179,18 +179,18 @@ def to_toml(cfg: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Options a resumed run may change; any other difference is refused.
-CHANGEABLE_ON_RESUME = ("out", "steps", "log_every", "checkpoint_every", "eval_every",
+# Options a resumed run may change; any other difference is refused. The data may move: the
+# loop compares its content (``offline.data_identity``), not its path.
+CHANGEABLE_ON_RESUME = ("out", "data", "steps", "log_every", "checkpoint_every", "eval_every",
                         "eval_episodes", "device", "prefetch")
 
 
 def resume_differences(saved: RunConfig, wanted: RunConfig) -> list[str]:
     """Options (``learner.x`` for learner options) that differ between two configs and may
-    not change on resume. Data paths are compared resolved, so a moved run folder resumes."""
+    not change on resume (the run folder and the data may move)."""
     def flat(cfg: RunConfig) -> dict[str, Any]:
         d = cfg.to_dict()
         out = {k: v for k, v in d.items() if k not in ("learner", *CHANGEABLE_ON_RESUME)}
-        out["data"] = str(Path(d["data"]).resolve())
         out.update({f"learner.{k}": v for k, v in d["learner"].items()})
         return out
 

@@ -16,6 +16,7 @@ RNG states; a signal during an update is acted on once that update has finished.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import sys
@@ -101,6 +102,13 @@ def env_options_of(game_data) -> dict:
             ("sticky", "max_episode_steps", "full_action_space", "mode", "difficulty")}
 
 
+def data_identity(data: list) -> str:
+    """A fingerprint of the games a run trains on: their manifests (counts, shards, episode
+    returns, provenance). A resumed run must see the same data, wherever it now lies."""
+    manifests = {d.name: d.manifest for d in data}
+    return hashlib.sha256(json.dumps(manifests, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _prepare_resume(cfg: RunConfig, ckpt_file: Path) -> dict:
     if not ckpt_file.exists():
         raise UserError(f"--resume: no checkpoint in {ckpt_file.parent}")
@@ -150,6 +158,10 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
     problem = Problem(obs_shape=tuple(data[0].obs_shape), num_actions=tuple(d.num_actions for d in data),
                       games=tuple(games), frame_channels=data[0].frame_shape[0])
     env_options = env_options_of(data[0])
+    identity = data_identity(data)
+    if payload is not None and payload.get("data_identity", identity) != identity:
+        raise UserError(f"--resume: the data in {cfg.data} is not the data this run trained on "
+                        "(its games' manifests differ)")
 
     seed_everything(cfg.seed)
     learner: Learner = learner_class(cfg.algo)(cfg.learner, problem, device,
@@ -201,7 +213,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
         if dist.is_main:
             save_checkpoint({**learner_payload(learner, suite, env_options),
                              "run_config": cfg.to_dict(), "prefetch": states,
-                             "rng": rng_state()}, ckpt_file)
+                             "rng": rng_state(), "data_identity": identity}, ckpt_file)
 
     def run_eval() -> None:
         if evaluate_fn is None or not dist.is_main:
