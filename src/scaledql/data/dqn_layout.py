@@ -45,9 +45,8 @@ from scaledql.data.store import (
     FLAG_PARTIAL_START,
     FLAG_TERMINATED,
     FLAG_TRUNCATED,
-    _fsync_dir,
     _npy_header,
-    _save_npy,
+    save_shard_tables,
 )
 from scaledql.errors import UserError
 
@@ -179,16 +178,7 @@ class _ShardBuilder:
             f.truncate(_NPY_HEADER_BYTES + self.num_frames * int(np.prod(frame_shape)))
             f.flush()
             os.fsync(f.fileno())
-        _save_npy(directory / "actions.npy", np.concatenate(self.actions))
-        _save_npy(directory / "rewards.npy", np.concatenate(self.rewards))
-        _save_npy(directory / "returns_to_go.npy", np.concatenate(self.rtg))
-        ep = self.episodes
-        _save_npy(directory / "ep_frame_start.npy", np.array([e[0] for e in ep], np.int64))
-        _save_npy(directory / "ep_length.npy", np.array([e[1] for e in ep], np.int64))
-        _save_npy(directory / "ep_step_offset.npy", np.array([e[2] for e in ep], np.int64))
-        _save_npy(directory / "ep_flags.npy", np.array([e[3] for e in ep], np.uint8))
-        _save_npy(directory / "ep_return.npy", np.array([e[4] for e in ep], np.float64))
-        _fsync_dir(directory)
+        save_shard_tables(directory, self.actions, self.rewards, self.rtg, self.episodes)
 
     def info(self) -> dict:
         return {"name": shard_name(self.index), "frames": self.num_frames,

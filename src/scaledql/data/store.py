@@ -104,6 +104,23 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
+def save_shard_tables(directory: Path, actions: list[np.ndarray], rewards: list[np.ndarray],
+                      returns_to_go: list[np.ndarray], episodes: list[tuple]) -> None:
+    """Write a shard's per-step arrays and its episode table (everything but ``frames.npy``).
+
+    episodes: (frame_start, length, step_offset, flags, return) per episode, in order.
+    Every store writer (collection, Minari, DQN Replay import) ends a shard here.
+    """
+    _save_npy(directory / "actions.npy", np.concatenate(actions))
+    _save_npy(directory / "rewards.npy", np.concatenate(rewards))
+    _save_npy(directory / "returns_to_go.npy", np.concatenate(returns_to_go))
+    columns = (("ep_frame_start", np.int64), ("ep_length", np.int64),
+               ("ep_step_offset", np.int64), ("ep_flags", np.uint8), ("ep_return", np.float64))
+    for i, (name, dtype) in enumerate(columns):
+        _save_npy(directory / f"{name}.npy", np.array([e[i] for e in episodes], dtype))
+    _fsync_dir(directory)
+
+
 def _write_json_atomic(path: Path, obj: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:

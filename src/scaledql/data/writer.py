@@ -28,10 +28,10 @@ from scaledql.data.store import (
     GameData,
     _fsync_dir,
     _npy_header,
-    _save_npy,
     _write_json_atomic,
     game_lock_path,
     read_manifest,
+    save_shard_tables,
     validate_game_name,
 )
 from scaledql.data.validate import check_game_name, verify_game
@@ -77,17 +77,8 @@ class _ShardWriter:
         f.flush()
         os.fsync(f.fileno())
         f.close()
-        d = self.directory
-        _save_npy(d / "actions.npy", np.concatenate(self._actions))
-        _save_npy(d / "rewards.npy", np.concatenate(self._rewards))
-        _save_npy(d / "returns_to_go.npy", np.concatenate(self._rtg))
-        ep = self._episodes
-        _save_npy(d / "ep_frame_start.npy", np.array([e[0] for e in ep], np.int64))
-        _save_npy(d / "ep_length.npy", np.array([e[1] for e in ep], np.int64))
-        _save_npy(d / "ep_step_offset.npy", np.array([e[2] for e in ep], np.int64))
-        _save_npy(d / "ep_flags.npy", np.array([e[3] for e in ep], np.uint8))
-        _save_npy(d / "ep_return.npy", np.array([e[4] for e in ep], np.float64))
-        _fsync_dir(d)
+        d, ep = self.directory, self._episodes
+        save_shard_tables(d, self._actions, self._rewards, self._rtg, ep)
         return {"name": d.name, "frames": self.num_frames, "transitions": self.num_transitions,
                 "episodes": len(ep)}
 
