@@ -72,6 +72,29 @@ def test_collect_is_reproducible_byte_for_byte(tmp_path):
     assert ma["counts"]["episodes"] >= 3
 
 
+def test_collect_parallel_jobs_and_snapshots(tmp_path):
+    """--jobs 2 collects the games in two processes (twice: the same bytes); --snapshot-every
+    keeps the run's DQN checkpoints, each with the steps and returns seen up to it."""
+    def run(out):
+        summary = collect(CollectConfig(
+            "minatar", ["breakout", "freeway"], 120, out, seed=5, num_envs=2, dqn=TINY_DQN,
+            schedule=TINY_SCHEDULE, progress=False, jobs=2, snapshot_every=50))
+        return summary, {p.relative_to(out).as_posix(): p.read_bytes()
+                         for p in sorted(out.rglob("*.npy"))}
+
+    (sa, aa), (sb, ab) = run(tmp_path / "a"), run(tmp_path / "b")
+    assert [s["game"] for s in sa] == ["breakout", "freeway"]
+    assert [s["steps"] for s in sa] == [120, 120] and len(aa) >= 10
+    assert [s["mean_return"] for s in sa] == [s["mean_return"] for s in sb]
+    assert aa.keys() == ab.keys() and all(aa[k] == ab[k] for k in aa)
+    agents = tmp_path / "a" / "_agents" / "freeway"
+    assert sorted(p.name for p in agents.iterdir()) == ["step_00000050.pt", "step_00000100.pt"]
+    snap = load_checkpoint(agents / "step_00000100.pt")
+    assert snap["env_steps"] == 100 and snap["games"] == ["freeway"] and snap["step"] > 0
+    final = load_checkpoint(tmp_path / "a" / "_agents" / "freeway.pt")
+    assert final["step"] >= snap["step"]
+
+
 def test_collect_reuses_or_refuses_existing_games(tmp_path):
     cfg = CollectConfig("minatar", ["breakout"], 40, tmp_path / "d", dqn=TINY_DQN, schedule=TINY_SCHEDULE,
                         progress=False)
@@ -97,6 +120,8 @@ def test_collect_fixed_policy_from_checkpoint(tmp_path):
     (["--steps", "0"], "--steps must be positive"),
     (["--steps", "10", "--games", "pong"], "unknown minatar game"),
     (["--steps", "10", "--policy", "/no/such.pt"], "no such checkpoint"),
+    (["--steps", "10", "--jobs", "0"], "--jobs must be positive"),
+    (["--steps", "10", "--snapshot-every", "-5"], "--snapshot-every must be positive"),
 ])
 def test_collect_bad_input(tmp_path, capsys, argv, message):
     assert main(["collect", "--suite", "minatar", "--out", str(tmp_path / "d"), *argv]) == 2

@@ -11,6 +11,7 @@ trained policy (any learner) with a fixed ε instead.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -45,6 +46,10 @@ class CollectConfig:
     dqn: DQNConfig = field(default_factory=DQNConfig)
     schedule: OnlineSchedule = field(default_factory=OnlineSchedule)
     save_agents: bool = True  # keep each game's final DQN as OUT/_agents/GAME.pt
+    # Also keep the DQN every this many steps (OUT/_agents/GAME/step_NNNNNNNN.pt): the run's
+    # checkpoints, as DQN Replay keeps one per iteration, so a data fraction has its policy.
+    snapshot_every: int | None = None
+    jobs: int = 1  # games collected in parallel processes (one torch thread each when > 1)
     overwrite: bool = False
     device: str | None = None
     progress: bool = True
@@ -58,6 +63,10 @@ class CollectConfig:
             raise UserError(f"--epsilon must be in [0, 1], got {self.epsilon}")
         if self.seed < 0:
             raise UserError(f"--seed must be >= 0, got {self.seed}")
+        if self.snapshot_every is not None and self.snapshot_every <= 0:
+            raise UserError(f"--snapshot-every must be positive, got {self.snapshot_every}")
+        if self.jobs <= 0:
+            raise UserError(f"--jobs must be positive, got {self.jobs}")
         self.dqn.validate()
         self.schedule.validate()
 
@@ -119,6 +128,9 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
         "env_options": asdict(cfg.options),
         "dqn": {**asdict(cfg.dqn), **asdict(cfg.schedule)} if learning else None,
     }
+    on_step = None
+    if learning and cfg.save_agents and cfg.snapshot_every:
+        on_step = _snapshotter(learner, cfg, game, seed)
     start = time.perf_counter()
     with GameWriter(cfg.out, suite=cfg.suite, game=game, num_actions=spec.num_actions,
                     frame_shape=spec.frame_shape, stack=spec.stack,
@@ -127,7 +139,8 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
         recorder = _EpisodeWriter(writer, cfg.num_envs, spec.frame_shape[0])
         result = run_online(learner, cfg.suite, game, cfg.options, steps=cfg.steps,
                             schedule=schedule, seed=seed, num_envs=cfg.num_envs, learn=learning,
-                            recorder=recorder, progress=cfg.progress, desc=f"collect {game}")
+                            recorder=recorder, progress=cfg.progress, desc=f"collect {game}",
+                            on_step=on_step)
         recorder.finish()
     seconds = time.perf_counter() - start
     if learning and cfg.save_agents:
@@ -140,13 +153,54 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
             "last_20_return": float(np.mean(returns[-20:])) if returns else None}
 
 
+def _snapshotter(learner: DQN, cfg: CollectConfig, game: str, seed: int):
+    """``on_step`` hook saving the learner every ``cfg.snapshot_every`` environment steps."""
+    every = int(cfg.snapshot_every or 0)
+    next_at = [every]
+
+    def on_step(state) -> bool:
+        steps = state.result.steps
+        if steps >= next_at[0]:
+            payload = {**learner_payload(learner, cfg.suite, asdict(cfg.options)), "seed": seed,
+                       "env_steps": steps, "episode_returns": list(state.result.episode_returns)}
+            save_checkpoint(payload, cfg.out / "_agents" / game / f"step_{next_at[0]:08d}.pt")
+            while next_at[0] <= steps:
+                next_at[0] += every
+        return False
+
+    return on_step
+
+
+def _collect_in_process(cfg: CollectConfig, game: str, seed: int, threads: int) -> dict:
+    """One game in a worker process of ``collect(jobs>1)``."""
+    torch.set_num_threads(threads)
+    return collect_game(cfg, game, seed)
+
+
 def collect(cfg: CollectConfig, skip_existing: bool = False) -> list[dict]:
-    """Collect every game of ``cfg.games`` (seeds ``cfg.seed + index``); see ``collect_game``."""
+    """Collect every game of ``cfg.games`` (seeds ``cfg.seed + index``); see ``collect_game``.
+
+    ``cfg.jobs > 1`` collects games in that many processes, each with an equal share of the
+    cores as torch threads (small networks run faster on one thread than on two contending
+    ones). A game's data depends on its seed and on the thread count, not on the other games.
+    """
     done = set(list_games(cfg.out)) if cfg.out.exists() else set()
-    out = []
-    for index, game in enumerate(cfg.games):
-        if skip_existing and game in done and not cfg.overwrite:
-            out.append({"game": game, "reused": True})
-            continue
-        out.append(collect_game(cfg, game, cfg.seed + index))
-    return out
+    todo = [(index, game) for index, game in enumerate(cfg.games)
+            if not (skip_existing and game in done and not cfg.overwrite)]
+    results: dict[str, dict] = {game: {"game": game, "reused": True} for game in cfg.games}
+    if cfg.jobs <= 1 or len(todo) <= 1:
+        for index, game in todo:
+            results[game] = collect_game(cfg, game, cfg.seed + index)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        jobs = min(cfg.jobs, len(todo))
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        context = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {game: pool.submit(_collect_in_process, cfg, game, cfg.seed + index, threads)
+                       for index, game in todo}
+            for game, future in futures.items():
+                results[game] = future.result()
+    return [results[game] for game in cfg.games]

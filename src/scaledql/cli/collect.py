@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=float, default=0.01, help="ε of a fixed --policy")
     p.add_argument("--overwrite", action="store_true", help="replace games already in --out")
     p.add_argument("--skip-existing", action="store_true", help="keep games already in --out")
+    p.add_argument("--snapshot-every", type=int, default=None, metavar="N",
+                   help="also keep the DQN every N steps as OUT/_agents/GAME/step_N.pt "
+                        "(default: only the final one)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="games collected in parallel processes, the cores shared among them "
+                        "(default 1)")
     g = p.add_argument_group("online DQN (the dqn learner and its online schedule; CPU-sized "
                              "defaults)")
     defaults = {**{k: getattr(DQNConfig(), k) for k in DQN_LEARNER_FLAGS},
@@ -62,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         suite=suite.name, games=suite.resolve_games(args.games), steps=args.steps, out=args.out,
         seed=args.seed, num_envs=args.num_envs, policy=args.policy, epsilon=args.epsilon,
         options=env_options(args), dqn=dqn, schedule=schedule, overwrite=args.overwrite,
-        device=args.device, progress=not args.no_progress)
+        device=args.device, progress=not args.no_progress, snapshot_every=args.snapshot_every,
+        jobs=args.jobs)
     if cfg.policy != "dqn" and not Path(cfg.policy).exists():
         from scaledql.errors import UserError
 
