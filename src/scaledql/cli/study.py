@@ -1,0 +1,65 @@
+"""``scaledql study CONFIG``: run a study (arms × seeds × budget), resumably, and report its claims."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="run a study of many runs (packaged: claims, nstep) and "
+                                     "write its claims report; finished runs are skipped")
+    p.add_argument("config", help="a packaged study name (claims, nstep) or a study TOML file")
+    p.add_argument("--budget", default=None,
+                   help="the study's budget (claims, nstep: smoke | cpu | gpu; default: the "
+                        "study's first, smoke)")
+    p.add_argument("--runs", type=Path, default=None,
+                   help="folder of the runs (default: runs/studies/NAME-BUDGET)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="folder of the report, per-run JSON and commands, small enough to commit "
+                        "(default: results/NAME-SUITE-BUDGET)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs side by side, the cores shared among them (default: 2 on a CPU "
+                        "with at least 2 cores — faster for MinAtar-size networks — else 1)")
+    p.add_argument("--list", action="store_true",
+                   help="print the jobs and their commands, run nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the results from the runs as they are, run nothing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from scaledql.errors import UserError
+    from scaledql.experiments.results import default_results, write_results
+    from scaledql.experiments.study import job_done, load_study, run_study
+
+    study = load_study(args.config, args.budget, args.runs)
+    if args.list:
+        for job in study.jobs:
+            print(f"{'done ' if job_done(job) else 'to do'}  {job.id}: {job.command}")
+        return 0
+    jobs = args.jobs
+    if jobs is None:
+        import torch
+
+        jobs = 1 if torch.cuda.is_available() or (os.cpu_count() or 1) < 2 else 2
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    results = args.results or default_results(study)
+    from scaledql.device import describe_machine
+
+    machine = describe_machine()
+    outcome = None
+    if not args.report_only:
+        outcome = run_study(study, jobs, on_finish=lambda: write_results(study, results, machine,
+                                                                      claims=False))
+    report = write_results(study, results, machine)
+    for claim in report["claims"]:
+        print(f"{claim['id']}: {claim['verdict']}")
+    print(f"report: {results / 'report.md'}")
+    if outcome and (outcome["failed"] or outcome["blocked"]):
+        raise UserError(f"{len(outcome['failed'])} job(s) failed ({', '.join(outcome['failed'])})"
+                        f", {len(outcome['blocked'])} could not start; see {study.runs}/logs")
+    return 0

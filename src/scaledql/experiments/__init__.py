@@ -1,0 +1,1 @@
+"""Experiments built from many runs: studies (arms × seeds × budget) and their claims."""

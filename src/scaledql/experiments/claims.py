@@ -1,0 +1,266 @@
+"""A study's claims: methods' scores over runs × games, each claim's verdict from those numbers only.
+
+A ``[[method]]`` of a study is either ``runs`` (a glob of run folders under the study's runs:
+seeds of one arm; each run's score on a game is the mean raw return of its *final* evaluation,
+normalized with today's reference scores) or ``behaviour`` (a dataset: the score of its own
+episodes, the first ``fraction`` of each game's data in time order — the paper's "behaviour
+policy"; one row, since a dataset has no seeds).
+
+A ``[[claim]]`` names ``pairs`` of methods ``[a, b]`` and a ``test``:
+
+- ``above``: a scores above b. Per pair, the probability of improvement P(a > b) (rliable; the
+  Mann-Whitney statistic averaged over games) with a 95% stratified-bootstrap CI over runs:
+  **held** when the CI lies above 0.5, **not held** when it lies below 0.5 (b is above a),
+  **unclear** otherwise;
+- ``matches``: a is not below b: **held** unless the CI lies below 0.5.
+
+A claim of several pairs is held when every pair is, not held when any pair is not, unclear
+otherwise. Seeds, games and data of every method go in the row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scaledql.errors import UserError
+
+TESTS = ("above", "matches")
+REPS = 2000
+
+
+@dataclass
+class MethodScores:
+    name: str
+    games: list[str]
+    matrix: np.ndarray  # [runs, games] normalized scores
+    runs: list[str] = field(default_factory=list)  # run folders (empty for a dataset)
+    seeds: list[int] = field(default_factory=list)
+    params: int | None = None  # parameters of the whole network (runs only)
+    encoder_params: int | None = None
+    data: str = ""
+
+
+def final_eval(run: Path) -> dict[str, Any] | None:
+    """The run's last ``eval/step_*.json`` (None when it has none)."""
+    files = sorted((run / "eval").glob("step_*.json"))
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def _run_config(run: Path) -> dict[str, Any]:
+    path = run / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _params(run: Path, part: str = "total") -> int | None:
+    path = run / "params.json"
+    if not path.is_file():
+        return None
+    count = json.loads(path.read_text()).get(part)
+    return int(count) if isinstance(count, (int, float)) else None
+
+
+def runs_scores(name: str, runs: list[Path], suite: str) -> MethodScores:
+    """Each run's final evaluation, normalized per game (runs × the games all runs share)."""
+    from scaledql.suites.scores import normalize
+
+    evals = [(run, final_eval(run)) for run in runs]
+    evals = [(run, e) for run, e in evals if e is not None]
+    if not evals:
+        raise UserError(f"method {name!r}: none of its runs has an evaluation yet")
+    games = sorted(set.intersection(*(set(e["games"]) for _, e in evals)))
+    matrix = np.array([[float(normalize(suite, g, float(np.mean(e["games"][g]["returns"]))))
+                        for g in games] for _, e in evals])
+    seeds = [int(_run_config(run).get("seed", e.get("seed", -1))) for run, e in evals]
+    params = [p for p in (_params(run) for run, _ in evals) if p is not None]
+    encoder = [p for p in (_params(run, "encoder") for run, _ in evals) if p is not None]
+    data = sorted({str(_run_config(run).get("data", "")) for run, _ in evals} - {""})
+    return MethodScores(name, games, matrix, [str(r) for r, _ in evals], seeds,
+                        params[0] if params else None, encoder[0] if encoder else None,
+                        ", ".join(data))
+
+
+def behaviour_scores(name: str, data: Path, fraction: float, suite: str,
+                     games: list[str] | None = None) -> MethodScores:
+    """The dataset's own episodes (the first ``fraction`` of each game's data), normalized."""
+    from scaledql.data.sampler import fraction_of
+    from scaledql.data.store import open_dataset
+    from scaledql.suites.scores import normalize
+
+    dataset = open_dataset(data, games)
+    row = []
+    for game in dataset.games:
+        g = dataset.game(game)
+        kept = fraction_of(g, fraction)["episodes"] if fraction < 1 else len(g.episode_returns)
+        returns = g.episode_returns[:max(1, kept)]
+        row.append(float(normalize(suite, game, float(np.mean(returns)))) if len(returns)
+                   else float("nan"))
+    return MethodScores(name, list(dataset.games), np.array([row]), data=f"{data} (first "
+                        f"{fraction:g} of each game)")
+
+
+def method_scores(method: dict[str, Any], suite: str) -> MethodScores:
+    name = method.get("name")
+    if not isinstance(name, str) or not name:
+        raise UserError("every [[method]] needs a name")
+    if "runs" in method:
+        runs = sorted(Path(p) for p in glob.glob(method["runs"]) if Path(p).is_dir())
+        if not runs:
+            raise UserError(f"method {name!r}: no run folder matches {method['runs']}")
+        return runs_scores(name, runs, suite)
+    if "behaviour" in method:
+        return behaviour_scores(name, Path(method["behaviour"]), float(method.get("fraction", 1)),
+                                suite, method.get("games"))
+    raise UserError(f"method {name!r}: give runs = GLOB or behaviour = DATA")
+
+
+def _common(a: MethodScores, b: MethodScores) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    games = [g for g in a.games if g in b.games]
+    if not games:
+        raise UserError(f"methods {a.name!r} and {b.name!r} share no game")
+    return (a.matrix[:, [a.games.index(g) for g in games]],
+            b.matrix[:, [b.games.index(g) for g in games]], games)
+
+
+@contextlib.contextmanager
+def _quiet_arch() -> Iterator[None]:
+    """rliable passes ``random_state`` to arch, which warns it is deprecated on every call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+_IQM_CACHE: dict[bytes, tuple[float, float, float]] = {}
+
+
+def iqm_ci(matrix: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """IQM over runs × games with its 95% stratified-bootstrap CI (rliable); one bootstrap per
+    distinct matrix (a method appears in several pairs)."""
+    from rliable import library, metrics
+
+    key = np.ascontiguousarray(matrix, np.float64).tobytes() + str(matrix.shape).encode() + \
+        bytes([seed % 256])
+    if key in _IQM_CACHE:
+        return _IQM_CACHE[key]
+    with _quiet_arch():
+        point, ci = library.get_interval_estimates(
+            {"m": matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=REPS,
+            random_state=np.random.RandomState(seed))
+    _IQM_CACHE[key] = float(point["m"][0]), float(ci["m"][0][0]), float(ci["m"][1][0])
+    return _IQM_CACHE[key]
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """rliable's ``metrics.probability_of_improvement`` (the Mann-Whitney U of x over y per game,
+    over num_runs_x · num_runs_y, averaged over games) in one numpy expression: scipy's
+    per-call overhead made the study report's bootstraps take minutes. A test checks both agree.
+
+    x: [runs_x, games], y: [runs_y, games].
+    """
+    diff = x[:, None, :] - y[None, :, :]  # [runs_x, runs_y, games]
+    per_game = (diff > 0).mean(axis=(0, 1)) + 0.5 * (diff == 0).mean(axis=(0, 1))
+    return float(per_game.mean())
+
+
+def improvement(a: MethodScores, b: MethodScores, seed: int = 0) -> tuple[float, float, float]:
+    """P(a > b) with its 95% CI (rliable: stratified independent bootstrap over runs)."""
+    from rliable import library
+
+    x, y, _ = _common(a, b)
+    with _quiet_arch():
+        point, ci = library.get_interval_estimates(
+            {"p": (x, y)}, probability_of_improvement, reps=REPS,
+            random_state=np.random.RandomState(seed))
+    return float(np.squeeze(point["p"])), float(np.squeeze(ci["p"][0])), \
+        float(np.squeeze(ci["p"][1]))
+
+
+def pair_verdict(test: str, low: float, high: float, seeded_runs: int) -> str:
+    """``seeded_runs``: the fewer runs of the two methods that have seeds (a dataset has none);
+    with one run the bootstrap has nothing to resample, so no verdict is drawn."""
+    if seeded_runs < 2:
+        return "unclear (1 run)"
+    if low > 0.5:
+        return "held"
+    if high < 0.5:
+        return "not held"
+    return "held" if test == "matches" else "unclear"
+
+
+def judge(claim: dict[str, Any], scores: dict[str, MethodScores]) -> dict[str, Any]:
+    """One claim's row: per pair the IQMs with CIs, P(a > b) with CI and a verdict."""
+    cid = claim.get("id", "?")
+    test = claim.get("test", "above")
+    if test not in TESTS:
+        raise UserError(f"claim {cid}: test must be one of {', '.join(TESTS)}, got {test!r}")
+    rows = []
+    for pair in claim.get("pairs") or []:
+        missing = [m for m in pair if m not in scores]
+        if len(pair) != 2 or missing:
+            rows.append({"a": pair[0] if pair else "?", "b": pair[-1] if pair else "?",
+                         "verdict": "no data", "missing": missing})
+            continue
+        a, b = scores[pair[0]], scores[pair[1]]
+        x, y, games = _common(a, b)
+        p, low, high = improvement(a, b)
+        rows.append({"a": a.name, "b": b.name, "games": games,
+                     "a_iqm": iqm_ci(x), "b_iqm": iqm_ci(y), "a_runs": len(x), "b_runs": len(y),
+                     "a_seeds": a.seeds, "b_seeds": b.seeds, "a_params": a.params,
+                     "b_params": b.params, "p_improvement": (p, low, high),
+                     "verdict": pair_verdict(test, low, high, min(
+                         len(m.matrix) for m in (a, b) if m.runs) if a.runs or b.runs else 0)})
+    verdicts = [r["verdict"] for r in rows]
+    if not rows or "no data" in verdicts:
+        verdict = "no data"
+    elif all(v == "held" for v in verdicts):
+        verdict = "held"
+    elif "not held" in verdicts:  # any pair against the claim
+        verdict = "not held"
+    else:
+        verdict = "unclear"
+    return {"id": cid, "text": claim.get("text", ""), "test": test, "pairs": rows,
+            "verdict": verdict}
+
+
+def _ci(t: tuple[float, float, float]) -> str:
+    return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
+
+
+def claims_markdown(judged: list[dict[str, Any]]) -> list[str]:
+    """The claims table: one row per compared pair, the claim's verdict on its first row."""
+    lines = ["| claim | a | IQM a [95% CI] | runs a | b | IQM b [95% CI] | runs b | "
+             "P(a > b) [95% CI] | pair | claim verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for claim in judged:
+        for i, row in enumerate(claim["pairs"] or [{"a": "-", "b": "-", "verdict": "no data"}]):
+            head = f"**{claim['id']}** {claim['text']}" if i == 0 else ""
+            verdict = f"**{claim['verdict']}**" if i == 0 else ""
+            if "p_improvement" not in row:
+                lines.append(f"| {head} | {row['a']} | – | – | {row['b']} | – | – | – | "
+                             f"{row['verdict']} | {verdict} |")
+                continue
+            lines.append(
+                f"| {head} | {row['a']} | {_ci(row['a_iqm'])} | {row['a_runs']} | {row['b']} | "
+                f"{_ci(row['b_iqm'])} | {row['b_runs']} | {_ci(row['p_improvement'])} | "
+                f"{row['verdict']} | {verdict} |")
+    return lines
+
+
+def judge_study(methods: list[dict[str, Any]], claims: list[dict[str, Any]], suite: str
+                ) -> tuple[dict[str, MethodScores], dict[str, str], list[dict[str, Any]]]:
+    """Scores of every method that has data (others: why not), and every claim judged."""
+    scores: dict[str, MethodScores] = {}
+    missing: dict[str, str] = {}
+    for method in methods:
+        try:
+            scores[method["name"]] = method_scores(method, suite)
+        except UserError as exc:
+            missing[str(method.get("name"))] = str(exc)
+    return scores, missing, [judge(c, scores) for c in claims]

@@ -1,0 +1,111 @@
+"""A study's results folder: the claims report (Markdown + JSON), per-run JSON, commands, machine.
+
+``results/<study>-<suite>-<budget>/`` is small enough to commit and is rewritten after every
+finished job, so an interrupted study still leaves its finished parts:
+
+- ``report.md`` — the claims table (``claims.claims_markdown``), every method's IQM with its 95%
+  CI, runs, seeds, parameters and data, and the commands that made them;
+- ``report.json`` — the same numbers;
+- ``runs/<job>.json`` — per finished run: its config, its final evaluation (raw returns per
+  game), parameter counts and wall time;
+- ``commands.md`` — every command the study ran, with its exit status and wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from scaledql.experiments.claims import claims_markdown, final_eval, iqm_ci, judge_study
+from scaledql.experiments.study import Study, job_records
+from scaledql.io import atomic_write_json, atomic_write_text
+
+
+def default_results(study: Study) -> Path:
+    return Path("results") / f"{study.name}-{study.suite}-{study.budget}"
+
+
+def _run_folders(study: Study) -> list[tuple[str, Path]]:
+    """Every finished run folder of the study (a job's own folder or those below it)."""
+    out = []
+    for job in study.jobs:
+        for config in sorted(job.out.rglob("config.json")) if job.out.is_dir() else []:
+            if final_eval(config.parent) is not None:
+                rel = config.parent.relative_to(study.runs).as_posix()
+                out.append((rel, config.parent))
+    return out
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_results(study: Study, results: Path, machine: str, claims: bool = True
+                  ) -> dict[str, Any] | None:
+    """(Re)write the results folder from what the study's runs hold now; ``claims=False``
+    writes only the per-run JSON and the commands (cheap: after every finished job)."""
+    records = job_records(study.runs)
+    for rel, run in _run_folders(study):
+        wall = sum(r["seconds"] for r in records if r["exit"] == 0
+                   and (rel == r["job"] or rel.startswith(r["job"] + "/")))
+        atomic_write_json(results / "runs" / f"{rel.replace('/', '__')}.json", {
+            "run": rel, "config": _read(run / "config.json"), "params": _read(run / "params.json"),
+            "final_eval": final_eval(run), "job_wall_seconds": round(wall, 1)})
+    atomic_write_text(results / "commands.md", _commands_md(records))
+    if not claims:
+        return None
+    scores, missing, judged = judge_study(study.methods, study.claims, study.suite)
+    methods = []
+    for name, s in scores.items():
+        iqm = iqm_ci(s.matrix)
+        methods.append({"name": name, "runs": len(s.matrix), "seeds": s.seeds, "games": s.games,
+                        "params": s.params, "encoder_params": s.encoder_params, "iqm": iqm,
+                        "data": s.data})
+    wall = sum(r["seconds"] for r in records)
+    report = {"study": study.name, "suite": study.suite, "budget": study.budget,
+              "runs_folder": study.runs.as_posix(), "machine": machine,
+              "job_seconds": round(wall, 1), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                      time.gmtime()),
+              "methods": methods, "methods_without_data": missing, "claims": judged}
+    atomic_write_json(results / "report.json", report)
+    atomic_write_text(results / "report.md", _report_md(study, report))
+    return report
+
+
+def _commands_md(records: list[dict[str, Any]]) -> str:
+    lines = ["# Commands run, in order", "", "| finished (UTC) | job | exit | seconds | threads | "
+             "command |", "|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['finished_at']} | {r['job']} | {r['exit']} | {r['seconds']:.0f} | "
+                     f"{r['threads']} | `{r['command']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _report_md(study: Study, report: dict[str, Any]) -> str:
+    def ci(t: list[float] | tuple[float, ...]) -> str:
+        return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
+
+    lines = [f"# Study `{study.name}` — budget `{study.budget}`", "",
+             study.description, "",
+             f"Reproduce: `scaledql study {study.name} --budget {study.budget}` (finished runs are "
+             f"skipped; every command it ran is in [commands.md](commands.md)). Machine: "
+             f"{report['machine']}. Job wall time so far: {report['job_seconds'] / 60:.1f} min "
+             f"(sum over jobs; jobs may run side by side). Written {report['written']}.", "",
+             "## Claims", "",
+             "Verdicts from the numbers only: P(a > b) is rliable's probability of improvement "
+             "(Mann-Whitney over runs, averaged over games) with a 95% stratified-bootstrap CI "
+             "over runs; **held** when the CI lies above 0.5, **not held** when it lies below "
+             "(for *matches*: not held only when below), **unclear** otherwise. Scores: each "
+             "run's final evaluation, normalized per game (0 random, 1 reference).", ""]
+    lines += claims_markdown(report["claims"])
+    lines += ["", "## Methods", "", "| method | runs | seeds | parameters (encoder / all) | "
+              "IQM [95% CI] | data |", "|---|---|---|---|---|---|"]
+    for m in report["methods"]:
+        params = " / ".join(f"{p:,}" if p else "–" for p in (m["encoder_params"], m["params"]))
+        lines.append(f"| {m['name']} | {m['runs']} | {m['seeds'] or '–'} | {params} | "
+                     f"{ci(m['iqm'])} | {m['data']} |")
+    for name, why in report["methods_without_data"].items():
+        lines.append(f"| {name} | 0 | – | – | not yet: {why} | |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,150 @@
+"""`scaledql study`: study files, budgets, resumable runs, and claims judged from the numbers."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+from scaledql.cli import main
+from scaledql.errors import UserError
+from scaledql.experiments.claims import MethodScores, judge, probability_of_improvement
+from scaledql.experiments.study import load_study
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "study.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+BASE = """
+name = "t"
+budgets = ["small", "big"]
+[vars]
+steps = {small = "5", big = "500"}
+extra = {small = [], big = ["--bf16", "--compile"]}
+seeds = {small = [0], big = [0, 1, 2]}
+[[job]]
+id = "a"
+seeds = "seeds"
+resume = "train"
+argv = ["train", "--out", "{out}", "--steps", "{steps}", "--seed", "{seed}", "{extra}"]
+[[job]]
+id = "b"
+after = ["a"]
+argv = ["finetune", "offline", "--from", "{runs}/a/seed_0", "--seeds", "{seeds}", "--out", "{out}"]
+"""
+
+
+def test_budgets_resolve_values_lists_and_seeds(tmp_path):
+    path = _write(tmp_path, BASE)
+    small = load_study(str(path), None, tmp_path / "r")
+    assert small.budget == "small" and [j.id for j in small.jobs] == ["a/seed_0", "b"]
+    assert small.jobs[0].argv == ["train", "--out", f"{tmp_path}/r/a/seed_0", "--steps", "5",
+                                  "--seed", "0"]
+    big = load_study(str(path), "big", tmp_path / "r")
+    assert [j.id for j in big.jobs] == ["a/seed_0", "a/seed_1", "a/seed_2", "b"]
+    assert big.jobs[2].argv[-4:] == ["--seed", "2", "--bf16", "--compile"]
+    assert big.jobs[3].argv[-3:] == ["0,1,2", "--out", f"{tmp_path}/r/b"]
+    assert big.jobs[3].after == ["a"]
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s.replace('budgets = ["small", "big"]', 'budgets = ["small", "big"]\nbudgit = 1'),
+     "unknown key 'budgit'"),
+    (lambda s: s.replace('"{steps}"', '"{stepz}"'), "unknown field {stepz}"),
+    (lambda s: s.replace('after = ["a"]', 'after = ["zz"]'), "after names 'zz'"),
+    (lambda s: s.replace('steps = {small = "5", big = "500"}', 'steps = {big = "500"}'),
+     "no value for budget 'small'"),
+    (lambda s: s.replace('resume = "train"', 'resume = "maybe"'), "resume must be"),
+    (lambda s: s.replace('id = "b"', 'id = "a"'), "id must be a unique"),
+])
+def test_bad_study_files_are_one_line(tmp_path, edit, message):
+    path = _write(tmp_path, edit(BASE))
+    with pytest.raises(UserError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        load_study(str(path), None, tmp_path / "r")
+
+
+def test_unknown_study_or_budget_exits_2(tmp_path, capsys):
+    assert main(["study", "no-such-study"]) == 2
+    assert "no study 'no-such-study'" in capsys.readouterr().err
+    assert main(["study", "claims", "--budget", "huge", "--list"]) == 2
+    assert "has no budget 'huge'" in capsys.readouterr().err
+
+
+def test_probability_of_improvement_equals_rliables():
+    from rliable import metrics
+
+    rng = np.random.default_rng(0)
+    for shape_x, shape_y in (((3, 5), (3, 5)), ((2, 4), (1, 4)), ((5, 1), (4, 1))):
+        x = rng.integers(0, 4, shape_x).astype(float)  # ties on purpose
+        y = rng.integers(0, 4, shape_y).astype(float)
+        assert probability_of_improvement(x, y) == pytest.approx(
+            metrics.probability_of_improvement(x, y))
+
+
+def _method(name, rows, seeds=True):
+    matrix = np.asarray(rows, float)
+    return MethodScores(name, [f"g{i}" for i in range(matrix.shape[1])], matrix,
+                        runs=[f"r{i}" for i in range(len(matrix))] if seeds else [])
+
+
+def test_verdicts_follow_the_numbers():
+    good = _method("good", [[1.0, 0.9, 1.1], [1.2, 1.0, 0.95], [1.1, 1.05, 1.0]])
+    bad = _method("bad", [[0.1, 0.2, 0.0], [0.0, 0.1, 0.2], [0.2, 0.0, 0.1]])
+    mixed = _method("mixed", [[1.1, 0.0, 1.0], [0.0, 1.1, 0.1], [1.0, 0.1, 0.9]])
+    data = _method("data", [[0.5, 0.5, 0.5]], seeds=False)
+    one = _method("one", [[2.0, 2.0, 2.0]])
+    scores = {m.name: m for m in (good, bad, mixed, data, one)}
+
+    def verdict(test, *pairs):
+        return judge({"id": "c", "test": test, "pairs": [list(p) for p in pairs]}, scores)
+
+    assert verdict("above", ("good", "bad"))["verdict"] == "held"
+    assert verdict("above", ("bad", "good"))["verdict"] == "not held"
+    assert verdict("matches", ("bad", "good"))["verdict"] == "not held"
+    assert verdict("matches", ("good", "bad"))["verdict"] == "held"
+    assert verdict("above", ("good", "data"))["verdict"] == "held"  # a dataset has one row
+    assert verdict("above", ("good", "mixed"))["verdict"] == "unclear"
+    assert verdict("above", ("good", "bad"), ("bad", "good"))["verdict"] == "not held"
+    assert verdict("above", ("one", "bad"))["pairs"][0]["verdict"] == "unclear (1 run)"
+    assert verdict("above", ("good", "nobody"))["verdict"] == "no data"
+    row = verdict("above", ("good", "bad"))["pairs"][0]
+    assert row["p_improvement"][0] == 1.0 and row["a_runs"] == 3
+    assert row["a_iqm"][1] <= row["a_iqm"][0] <= row["a_iqm"][2]
+
+
+def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
+    """The issue's check: `scaledql study claims --budget smoke` runs every arm of C1-C6 (data
+    collection included), writes the report, and a second call skips every finished job."""
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    argv = ["study", "claims", "--budget", "smoke", "--runs", str(runs), "--results", str(results),
+            "--jobs", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
+    assert len(records) == 19 and all(r["exit"] == 0 for r in records)
+    report = json.loads((results / "report.json").read_text())
+    ids = [c["id"] for c in report["claims"]]
+    assert ids == ["C1", "C2 (sub-optimal)", "C2 (near-optimal)", "C3 (ResNet)", "C3 (IMPALA)",
+                   "C4", "C5", "C6"]
+    assert all(c["verdict"] != "no data" for c in report["claims"]), report["claims"]
+    assert not report["methods_without_data"]
+    md = (results / "report.md").read_text()
+    assert "| **C6**" in md and "scaledql study claims --budget smoke" in md
+    assert len(list((results / "runs").glob("*.json"))) >= 25
+    assert "C1:" in out.out
+    # Resumable: everything finished is skipped; a run whose marker is gone is resumed (a
+    # finished training run resumes to no new step and no second evaluation).
+    (runs / "sql-sub" / "seed_0" / ".study-done").unlink()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "18/19 jobs already finished" in err and "--resume" in err
+    records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
+    assert len(records) == 20 and "--resume" in records[-1]["command"]
+    evals = [json.loads(x) for x in (runs / "sql-sub" / "seed_0" / "metrics.jsonl")
+             .read_text().splitlines() if '"eval"' in x]
+    assert len(evals) == 1
