@@ -396,6 +396,11 @@ REPORT_RUNS_CASES = [
          eval_runs),
     case("report-runs-seed-flag-negative", [*REPORT_RUNS, "--seed", "-1"],
          r"--seed must be in", eval_runs),
+    case("report-runs-out-a-run", [*REPORT_RUNS, "--out", "{tmp}/runs/a"],
+         r"holds a demo, an experiment or a run \(config\.json\)", eval_runs),
+    case("report-runs-out-a-demo", [*REPORT_RUNS, "--out", "{tmp}/demo"],
+         r"holds a demo, an experiment or a run \(summary\.json\)",
+         lambda c: (eval_runs(c), demo_folder(c))),
     case("report-runs-out-a-file", [*REPORT_RUNS, "--out", "{tmp}/f"], r"not a directory",
          lambda c: (eval_runs(c), write(c.tmp / "f", "x"))),
 ]

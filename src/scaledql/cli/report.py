@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from scaledql.errors import UserError
 
     runs: list[Path] = args.runs
-    if (len(runs) == 1 and _is_demo(runs[0]) and args.out is None and not args.labels
-            and not args.group_by):
+    if (len(runs) == 1 and _is_demo(runs[0]) and not args.labels and not args.group_by
+            and (args.out is None or args.out.resolve() == runs[0].resolve())):
         from scaledql.reports.demo import write_report
 
         print(write_report(runs[0]))

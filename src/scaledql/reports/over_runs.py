@@ -121,6 +121,11 @@ def report_runs(runs: Sequence[Path | str], out: Path | str,
     paths = [Path(r) for r in runs]
     if not paths:
         raise UserError("no run folders given")
+    out = Path(out)
+    for own in ("summary.json", "finetune.json", "config.json"):
+        if (out / own).is_file():  # its report.md and plots would be overwritten
+            raise UserError(f"--out {out} holds a demo, an experiment or a run ({own}); "
+                            "choose a folder of its own")
     given = {Path(k): v for k, v in (labels or {}).items()}
     stray = [str(k) for k in given if k not in paths]
     if stray:
@@ -165,7 +170,6 @@ def report_runs(runs: Sequence[Path | str], out: Path | str,
         "unfinished": [str(r.path) for r in late],
     }
     text = _markdown(report)
-    out = Path(out)
     colors = plots.method_colors(list(matrices))
     plots.plot_intervals(aggregates, ALL_METRICS, out / "intervals.png", colors)
     plots.plot_per_game(per_game, games, out / "per_game.png", colors)
