@@ -114,8 +114,8 @@ def read_run(path: Path, label: str | None = None) -> RunResult:
         raise UserError(f"{path / 'config.json'}: seed must be a non-negative integer")
     files = [f for f in (path / "eval").glob("step_*.json") if f.stem[5:].isdigit()]
     if not files:
-        raise UserError(f"{path}: no evaluation (eval/step_N.json); a run evaluates at its "
-                        "end, so it has not finished")
+        raise UserError(f"{path}: no evaluation (eval/step_N.json; `scaledql train` writes "
+                        "one when a run finishes)")
     evals, suites, unscored = [], set(), set()
     for f in sorted(files, key=lambda f: int(f.stem[5:])):
         suite, evaluation, missing = _evaluation(f)
