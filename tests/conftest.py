@@ -43,3 +43,28 @@ def write_game():
         return root / game
 
     return write
+
+
+def write_eval_run(run: Path, returns: dict[str, list[float]] | None = None, *,
+                   evals: dict[int, dict[str, list[float]]] | None = None, algo: str = "scaled-ql",
+                   seed: int = 0, suite: str = "minatar", steps: int = 100,
+                   learner: dict | None = None, **config) -> Path:
+    """A run folder as far as reports read it, in the formats ``scaledql train`` writes:
+    ``config.json`` and ``eval/step_N.json`` (``evals``: step → raw returns per game; or
+    ``returns`` evaluated at the final step)."""
+    import json
+
+    from scaledql.evaluate import EvalReport
+
+    run = Path(run)
+    (run / "eval").mkdir(parents=True, exist_ok=True)
+    cfg = {"data": str(run.parent / "data"), "out": str(run), "algo": algo, "games": None,
+           "steps": steps, "seed": seed, "eval_episodes": 3,
+           "learner": {"encoder": "nature", "width": 0.25, **(learner or {})}, **config}
+    (run / "config.json").write_text(json.dumps(cfg))
+    for step, rets in (evals or {steps: returns or {}}).items():
+        # the aggregate is left out: reports recompute everything from the returns
+        report = {"suite": suite, "seed": seed, "epsilon": 0.001, "aggregate": {},
+                  "games": EvalReport(suite, rets, seed, 0.001).per_game()}
+        (run / "eval" / f"step_{step:08d}.json").write_text(json.dumps(report))
+    return run

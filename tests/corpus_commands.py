@@ -308,10 +308,108 @@ def summary_edit(fn):
     return demo_damaged(lambda d: edit_json(d / "summary.json", fn))
 
 
+REPORT_RUNS = ["report", "{tmp}/runs/a", "{tmp}/runs/b", "--out", "{tmp}/rep", "--reps", "20",
+               "--improvement-reps", "5"]
+
+
+def eval_runs(ctx: Ctx) -> None:
+    """Two finished runs (seeds 0 and 1) of one learner, as far as ``report`` reads them."""
+    from conftest import write_eval_run
+
+    for seed, name in ((0, "a"), (1, "b")):
+        write_eval_run(ctx.tmp / "runs" / name, {"breakout": [1.0, 2.0], "freeway": [3.0, 0.0]},
+                       seed=seed)
+
+
+def runs_damaged(fn):
+    def setup(ctx: Ctx) -> None:
+        eval_runs(ctx)
+        fn(ctx.tmp / "runs" / "b")
+    return setup
+
+
+def b_eval(fn):
+    return runs_damaged(lambda b: edit_json(b / "eval" / "step_00000100.json", fn))
+
+
+def b_config(fn):
+    return runs_damaged(lambda b: edit_json(b / "config.json", fn))
+
+
+def _rmtree(path) -> None:
+    import shutil
+
+    shutil.rmtree(path)
+
+
+def _b_is_a(b) -> None:
+    _rmtree(b)
+    b.symlink_to(b.parent / "a")
+
+
+REPORT_RUNS_CASES = [
+    case("report-runs-missing", REPORT_RUNS, r"runs/b does not exist", runs_damaged(_rmtree)),
+    case("report-runs-not-a-run", REPORT_RUNS, r"runs/b is not a run folder",
+         runs_damaged(lambda b: (b / "config.json").unlink())),
+    case("report-runs-config-not-json", REPORT_RUNS, r"config\.json: not valid JSON",
+         runs_damaged(lambda b: write(b / "config.json", "{"))),
+    case("report-runs-config-list", REPORT_RUNS, r"runs/b is not a run folder",
+         runs_damaged(lambda b: write(b / "config.json", "[]"))),
+    case("report-runs-seed-negative", REPORT_RUNS, r"seed must be a non-negative integer",
+         b_config(lambda c: c.__setitem__("seed", -1))),
+    case("report-runs-seed-string", REPORT_RUNS, r"seed must be a non-negative integer",
+         b_config(lambda c: c.__setitem__("seed", "1"))),
+    case("report-runs-no-eval", REPORT_RUNS, r"runs/b: no evaluation",
+         runs_damaged(lambda b: _rmtree(b / "eval"))),
+    case("report-runs-eval-not-json", REPORT_RUNS, r"step_00000100\.json: not valid JSON",
+         runs_damaged(lambda b: write(b / "eval" / "step_00000100.json", "[1,"))),
+    case("report-runs-eval-list", REPORT_RUNS, r"step_00000100\.json: not an evaluation report",
+         runs_damaged(lambda b: write(b / "eval" / "step_00000100.json", "[]"))),
+    case("report-runs-eval-no-suite", REPORT_RUNS, r"not an evaluation report",
+         b_eval(lambda e: e.pop("suite"))),
+    case("report-runs-returns-strings", REPORT_RUNS, r"breakout has no list of finite returns",
+         b_eval(lambda e: e["games"]["breakout"].__setitem__("returns", ["1"]))),
+    case("report-runs-returns-nan", REPORT_RUNS, r"breakout has no list of finite returns",
+         b_eval(lambda e: e["games"]["breakout"].__setitem__("returns", [float("nan")]))),
+    case("report-runs-returns-empty", REPORT_RUNS, r"breakout has no list of finite returns",
+         b_eval(lambda e: e["games"]["breakout"].__setitem__("returns", []))),
+    case("report-runs-no-reference-game", REPORT_RUNS, r"no game with reference scores \(pong\)",
+         b_eval(lambda e: e.__setitem__("games", {"pong": {"returns": [1.0]}}))),
+    case("report-runs-two-suites", REPORT_RUNS, r"runs from different suites",
+         b_eval(lambda e: e.update(suite="atari", games={"Pong": {"returns": [1.0]}}))),
+    case("report-runs-two-game-sets", REPORT_RUNS, r"scored on different games.*--common-games",
+         b_eval(lambda e: e["games"].pop("freeway"))),
+    case("report-runs-same-seed", REPORT_RUNS, r"both score seed 0 on breakout",
+         b_config(lambda c: c.__setitem__("seed", 0))),
+    case("report-runs-unfinished", REPORT_RUNS, r"step 100 of 1000 \(unfinished\)",
+         b_config(lambda c: c.__setitem__("steps", 1000))),
+    case("report-runs-given-twice", REPORT_RUNS, r"given twice", runs_damaged(_b_is_a)),
+    case("report-runs-labels-count", [*REPORT_RUNS, "--labels", "x"],
+         r"--labels: 1 label\(s\) for 2 RUN", eval_runs),
+    case("report-runs-label-empty", [*REPORT_RUNS, "--labels", "x", " "],
+         r"--labels: a label is empty", eval_runs),
+    case("report-runs-group-by-unknown", [*REPORT_RUNS, "--group-by", "learner.depth"],
+         r"no run has the option 'learner\.depth'", eval_runs),
+    case("report-runs-group-by-empty", [*REPORT_RUNS, "--group-by", ","],
+         r"--group-by: no option named", eval_runs),
+    case("report-runs-reps-zero", [*REPORT_RUNS, "--reps", "0"], r"--reps must be positive",
+         eval_runs),
+    case("report-runs-seed-flag-negative", [*REPORT_RUNS, "--seed", "-1"],
+         r"--seed must be in", eval_runs),
+    case("report-runs-out-a-run", [*REPORT_RUNS, "--out", "{tmp}/runs/a"],
+         r"holds a demo, an experiment or a run \(config\.json\)", eval_runs),
+    case("report-runs-out-a-demo", [*REPORT_RUNS, "--out", "{tmp}/demo"],
+         r"holds a demo, an experiment or a run \(summary\.json\)",
+         lambda c: (eval_runs(c), demo_folder(c))),
+    case("report-runs-out-a-file", [*REPORT_RUNS, "--out", "{tmp}/f"], r"not a directory",
+         lambda c: (eval_runs(c), write(c.tmp / "f", "x"))),
+]
+
 BASELINES["report"] = REPORT
+BASELINES["report-runs"] = REPORT_RUNS
 CASES += [
-    case("report-missing-folder", ["report", "{tmp}/nowhere"], r"summary\.json does not exist"),
-    case("report-no-summary", REPORT, r"summary\.json does not exist",
+    case("report-missing-folder", ["report", "{tmp}/nowhere"], r"nowhere does not exist"),
+    case("report-no-summary", REPORT, r"not a run folder .*no summary\.json",
          demo_damaged(lambda d: (d / "summary.json").unlink())),
     case("report-summary-not-json", REPORT, r"summary\.json: not valid JSON",
          demo_damaged(lambda d: write(d / "summary.json", "{nope"))),
@@ -337,6 +435,7 @@ CASES += [
          demo_damaged(lambda d: write(d / "agent" / "eval" / "step_00000002.json", "["))),
     case("report-eval-list", REPORT, r"step_00000002\.json: not an evaluation report",
          demo_damaged(lambda d: write(d / "agent" / "eval" / "step_00000002.json", "[]"))),
+    *REPORT_RUNS_CASES,
     case("demo-seed-negative", ["demo", "--quick", "--seed", "-1", "--out", "{tmp}/d"],
          r"--seed must be >= 0"),
     case("demo-out-a-file", ["demo", "--quick", "--out", "{tmp}/f"], r"not a directory",

@@ -17,10 +17,18 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
         assert set(summary[key]["games"]) == set(summary["games"])
     report = (out / "report.md").read_text()
     assert "Seed **0**" in report and "Behaviour policy" in report
-    for png in ("per_game.png", "aggregates.png", "learning_curves.png"):
+    for png in ("per_game.png", "aggregates.png", "learning_curves.png", "performance_profile.png"):
         assert (out / png).stat().st_size > 5_000, png
     evals = sorted((out / "agent" / "eval").glob("step_*.json"))
     assert [p.name for p in evals] == ["step_00000020.json", "step_00000040.json"]
+    # with --out, the same folder is a report over its learners' runs (one seed each)
+    rep = tmp_path / "over-runs"
+    assert main(["report", str(out), "--out", str(rep), "--reps", "50",
+                 "--improvement-reps", "10"]) == 0
+    over = json.loads((rep / "report.json").read_text())
+    assert list(over["methods"]) == ["scaled-ql", "bc", "dt"]
+    assert over["games"] == summary["games"]
+    assert over["methods"]["scaled-ql"]["final_steps"] == [40]
     # a second run reuses the data and the finished agent
     assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     again = json.loads((out / "summary.json").read_text())

@@ -134,6 +134,11 @@ def test_offline_arms_transfer_freeze_and_report(setup, tmp_path, capsys):
         assert f"| `{arm}` |" in report
     assert "Improvement over the best alternative" in report and (out / "curves.png").exists()
     assert "first 3 of 5 episodes" in report  # freeway: 16 of 32 transitions need 3 episodes
+    # the experiment is also a report over runs: one method per arm
+    assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--reps", "20",
+                 "--improvement-reps", "5"]) == 0
+    over = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert sorted(over["methods"]) == sorted(cfg.arms) and over["games"] == ["freeway"]
     # a second invocation skips every finished run
     capsys.readouterr()
     run_offline(cfg)
@@ -258,6 +263,10 @@ def test_online_arms_heads_are_new_and_report(setup, tmp_path):
     assert "Online fine-tuning to a variant of breakout" in report and "'sticky': 0.3" in report
     assert all(f"| `{a}` |" in report for a in cfg.arms)
     assert "Improvement over the best alternative" in report
+    assert main(["report", str(tmp_path / "on"), "--reps", "20", "--improvement-reps", "5"]) == 0
+    over = json.loads((tmp_path / "on" / "report" / "report.json").read_text())
+    assert sorted(over["methods"]) == sorted(cfg.arms)
+    assert over["methods"]["dqn"]["final_steps"] == [12]
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -135,10 +135,11 @@ def test_the_corpus_is_large_and_its_names_distinct():
 
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_the_baselines_succeed(name, assets, tmp_path, capsys, monkeypatch):
-    from corpus_commands import demo_folder
+    from corpus_commands import demo_folder, eval_runs
 
     ctx = Ctx(tmp_path, assets)
     demo_folder(ctx)
+    eval_runs(ctx)
     code = _run(ctx, [ctx.resolve(a) for a in BASELINES[name]], monkeypatch)
     assert code == 0, capsys.readouterr().err
 

@@ -2,6 +2,68 @@
 
 Data flows one way: suites → data → models/losses → agents → training → evaluation → reports;
 ``cli`` is a thin shell on top.
+
+The names a notebook needs are importable from the package itself (``docs/api.md``)::
+
+    import scaledql as sq
+    sq.collect_data(sq.CollectConfig(suite="minatar", games=["breakout"], steps=500, out=path))
+    cfg = sq.make_config(path, "runs/a", steps=100)
+    sq.train_run(cfg)
+    policy, info = sq.load_policy("runs/a")
+    sq.evaluate_policy(policy, "minatar", ["breakout"], episodes=5).to_dict()
+    sq.report_runs(["runs/a", "runs/b"], "runs/report")
+
+They are loaded on first use (module ``__getattr__``): ``import scaledql`` stays cheap and
+imports neither torch nor the environments until a name that needs them is used.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+# name → (module, attribute). Names differ from the package's module names (``evaluate``,
+# ``collect``): a submodule, once imported, would shadow an attribute of the same name.
+_EXPORTS: dict[str, tuple[str, str]] = {
+    # games
+    "get_suite": ("scaledql.suites", "get_suite"),
+    "EnvOptions": ("scaledql.suites", "EnvOptions"),
+    # data: collect, open, sample
+    "CollectConfig": ("scaledql.collect", "CollectConfig"),
+    "collect_data": ("scaledql.collect", "collect"),
+    "open_dataset": ("scaledql.data.store", "open_dataset"),
+    "BatchSpec": ("scaledql.data.sampler", "BatchSpec"),
+    "make_sampler": ("scaledql.data.sampler", "make_sampler"),
+    # learners: configure, build, train
+    "learner_class": ("scaledql.agents.registry", "learner_class"),
+    "learner_names": ("scaledql.agents.registry", "learner_names"),
+    "RunConfig": ("scaledql.training.config", "RunConfig"),
+    "make_config": ("scaledql.api", "make_config"),
+    "make_learner": ("scaledql.api", "make_learner"),
+    "train_run": ("scaledql.api", "train_run"),
+    # trained runs: load, act, evaluate
+    "load_policy": ("scaledql.checkpoint", "load_policy"),
+    "load_learner": ("scaledql.checkpoint", "load_learner"),
+    "EvalConfig": ("scaledql.evaluate", "EvalConfig"),
+    "evaluate_policy": ("scaledql.api", "evaluate_policy"),
+    # reports
+    "report_runs": ("scaledql.reports.over_runs", "report_runs"),
+    "UserError": ("scaledql.errors", "UserError"),
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'scaledql' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -111,7 +111,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "machine": describe_machine(cfg.device),
     }
     write_json(summary, cfg.out / "summary.json")
-    from scaledql.report import write_report
+    from scaledql.reports.demo import write_report
 
     summary["report"] = str(write_report(cfg.out))
     return summary

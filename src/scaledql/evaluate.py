@@ -5,16 +5,15 @@ cap, raw (unclipped) game score. Each game gets exactly ``episodes`` episodes, s
 per-environment quotas so that short episodes are not over-represented (taking the first N
 episodes to finish would bias towards short ones).
 
-Aggregates follow Agarwal et al. (2021) through ``rliable``: IQM, median and mean of normalized
-scores with 95% stratified-bootstrap confidence intervals over a score matrix
+Aggregates follow Agarwal et al. (2021) through ``rliable`` (``stats``): IQM, median and mean
+of normalized scores with 95% stratified-bootstrap confidence intervals over a score matrix
 ``[runs, games]``. A single evaluated agent contributes one row per *episode* (episodes are the
-independent draws); pass several agents' (seeds') rows to ``aggregate`` to bootstrap over seeds.
+independent draws); ``reports`` scores several runs (seeds) with one row each.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from scaledql.errors import UserError
-from scaledql.io import atomic_output, atomic_write_text
+from scaledql.io import atomic_write_text
 from scaledql.policies import Policy, epsilon_greedy
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.suites.scores import has_reference, normalize
@@ -82,34 +81,15 @@ def play(suite_name: str, game: str, policy: Policy, cfg: EvalConfig,
 
 
 def aggregate(normalized: np.ndarray, reps: int = 2000, seed: int = 0) -> dict:
-    """IQM, median and mean of a ``[runs, games]`` score matrix with 95% stratified-bootstrap CIs.
+    """IQM, median and mean of a ``[runs, games]`` score matrix with 95% stratified-bootstrap CIs
+    (``stats.interval_estimates``; one row: the interval is the point).
 
     >>> aggregate(np.array([[0.0, 1.0, 2.0, 3.0]]))["iqm"]   # middle half of {0,1,2,3}
     1.5
     """
-    from rliable import library as rly
-    from rliable import metrics
+    from scaledql.stats import interval_estimates
 
-    scores = np.asarray(normalized, dtype=np.float64)
-    if scores.ndim != 2 or scores.size == 0:
-        raise ValueError(f"expected a [runs, games] score matrix, got shape {scores.shape}")
-
-    def fns(x: np.ndarray) -> np.ndarray:
-        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_median(x),
-                         metrics.aggregate_mean(x)])
-
-    point = fns(scores)
-    if scores.shape[0] > 1:
-        np.random.seed(seed)  # rliable's bootstrap draws from numpy's global RNG
-        _, intervals = rly.get_interval_estimates({"agent": scores}, fns, reps=reps)
-        lo, hi = intervals["agent"]
-    else:  # one run: nothing to resample, the interval is the point
-        lo, hi = point, point
-    out = {}
-    for i, name in enumerate(("iqm", "median", "mean")):
-        out[name] = float(point[i])
-        out[f"{name}_ci"] = [float(lo[i]), float(hi[i])]
-    return out
+    return interval_estimates({"agent": normalized}, ("iqm", "median", "mean"), reps, seed)["agent"]
 
 
 @dataclass
@@ -126,16 +106,20 @@ class EvalReport:
             return np.zeros((0, 0))
         return np.stack([normalize(self.suite, g, np.asarray(self.returns[g])) for g in games], 1)
 
-    def to_dict(self) -> dict:
+    def per_game(self) -> dict[str, dict]:
+        """game → returns, mean return and its normalized score (None without reference)."""
         games = {}
         for game, rets in self.returns.items():
             mean = float(np.mean(rets))
             norm = float(normalize(self.suite, game, mean)) if has_reference(self.suite, game) else None
             games[game] = {"returns": rets, "mean": mean, "normalized": norm}
+        return games
+
+    def to_dict(self) -> dict:
         matrix = self.normalized_matrix()
         agg = aggregate(matrix, seed=self.seed) if matrix.size else {}
         return {"suite": self.suite, "seed": self.seed, "epsilon": self.epsilon,
-                "games": games, "aggregate": agg}
+                "games": self.per_game(), "aggregate": agg}
 
 
 def evaluate(suite_name: str, games: list[str], policy: Policy, cfg: EvalConfig) -> EvalReport:
@@ -152,44 +136,6 @@ def evaluate(suite_name: str, games: list[str], policy: Policy, cfg: EvalConfig)
 
             returns[game] = play(suite_name, game, policy, cfg, tick).tolist()
     return EvalReport(suite_name, returns, cfg.seed, cfg.epsilon)
-
-
-def plot_performance_profile(profiles: dict[str, np.ndarray], path: Path,
-                             title: str = "Performance profile", seed: int = 0) -> Path:
-    """Write a PNG of rliable performance profiles: fraction of runs×games with score > τ.
-
-    profiles: name → float64[runs, games] normalized scores.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from rliable import library as rly
-    from rliable import plot_utils
-
-    top = max(float(np.max(m)) for m in profiles.values())
-    taus = np.linspace(min(0.0, min(float(np.min(m)) for m in profiles.values())),
-                       max(1.0, math.ceil(top * 4) / 4), 101)
-    np.random.seed(seed)
-    many = {k: v for k, v in profiles.items() if v.shape[0] > 1}
-    dists, cis = rly.create_performance_profile(profiles, taus)
-    if many:
-        _, cis = rly.create_performance_profile(many, taus, reps=500)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plot_utils.plot_performance_profiles(
-        dists, taus, performance_profile_cis=cis or None, ax=ax,
-        xlabel=r"Normalized score ($\tau$)", ylabel=r"Fraction of episodes with score > $\tau$",
-    )
-    ax.set_title(title)
-    if len(profiles) > 1:
-        ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-    return path
 
 
 def write_json(report: dict, path: Path) -> None:

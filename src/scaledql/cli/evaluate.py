@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scaledql.device import pick_device
-    from scaledql.evaluate import EvalConfig, evaluate, plot_performance_profile, write_json
+    from scaledql.evaluate import EvalConfig, evaluate, write_json
     from scaledql.suites import get_suite
 
     pick_device(args.device)  # a bad --device is refused even where the policy ignores it
@@ -54,11 +54,17 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_json(report, args.out / "eval.json")
         from scaledql.evaluate import EvalReport
+        from scaledql.reports.plots import plot_profiles
+        from scaledql.stats import performance_profiles, profile_taus
 
         matrix = EvalReport(suite.name, {g: v["returns"] for g, v in report["games"].items()},
                             args.seed, args.epsilon).normalized_matrix()
         if matrix.size:
-            plot_performance_profile({"agent": matrix}, args.out / "performance_profile.png")
+            name = str(args.checkpoint) if args.checkpoint is not None else f"{args.policy} policy"
+            taus = profile_taus({name: matrix})
+            profiles, bands = performance_profiles({name: matrix}, taus, seed=args.seed)
+            plot_profiles(profiles, bands, taus, args.out / "performance_profile.png",
+                          rows="episodes")
     if args.json:
         print_json(report)
     else:

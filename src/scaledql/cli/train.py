@@ -139,7 +139,7 @@ def _typed_overrides(algo: str, run: dict, learner: dict) -> tuple[dict, dict]:
 def build_config(args: argparse.Namespace):
     """The merged, validated RunConfig for these arguments (fresh run or resume)."""
     from scaledql.errors import UserError
-    from scaledql.training.config import RunConfig, merge, preset_path, read_toml
+    from scaledql.training.config import merge, preset_path, read_toml
 
     run, learner = _overrides(args)
     if args.resume:
@@ -169,62 +169,29 @@ def build_config(args: argparse.Namespace):
                      preset_name=str(saved_file), user_name=str(args.config))
     if args.data is None:
         raise UserError("--data is required (except with --resume)")
-    from scaledql.data.store import open_dataset
+    from scaledql.api import make_config
 
-    dataset = open_dataset(args.data)
-    suite = dataset.game(dataset.games[0]).suite
-    preset = read_toml(preset_path(suite))
-    user = None
-    if args.config and preset_path(args.config) != preset_path(suite):
-        user = read_toml(preset_path(args.config))
-    run, learner = _typed_overrides(args.algo or "scaled-ql", run, learner)
-    run.update(data=str(args.data), out=str(args.out))
-    cfg = merge(args.algo or "scaled-ql", preset, user, run, learner,
-                preset_name=f"preset {suite}", user_name=str(args.config))
-    assert isinstance(cfg, RunConfig)
-    return cfg
-
-
-def check_action_counts(dataset, options) -> None:
-    """Each game's heads are played in the real game: the store's action count must be the
-    game's (a store saying 18 for a 3-action game trains, then fails at its evaluation)."""
-    from scaledql.errors import UserError
-    from scaledql.suites import get_suite
-
-    for name in dataset.games:
-        g = dataset.game(name)
-        want = get_suite(g.suite).spec(name, options).num_actions
-        if g.num_actions != want:
-            raise UserError(f"{g.directory}: the store has {g.num_actions} actions, {g.suite} "
-                            f"{name} as configured has {want}: its head could not be played")
+    algo = args.algo or "scaled-ql"
+    run, learner = _typed_overrides(algo, run, learner)
+    # the data, the folder and the learner come from their own flags (as --set would be
+    # overridden by them); the rest are run options
+    options = {k: v for k, v in run.items() if k not in ("data", "out", "algo", "learner", "config")}
+    return make_config(args.data, args.out, algo, config=args.config, learner=learner, **options)
 
 
 def run(args: argparse.Namespace) -> int:
+    from scaledql.api import train_run
     from scaledql.data.store import open_dataset
-    from scaledql.evaluate import EvalConfig, policy_evaluator
-    from scaledql.io import remove_stale_temporaries_in
-    from scaledql.suites import EnvOptions
     from scaledql.training.config import to_toml
-    from scaledql.training.offline import env_options_of, train
 
     cfg = build_config(args)
     if args.print_config:
         print(to_toml(cfg), end="")
         return 0
     dataset = open_dataset(Path(cfg.data), cfg.games)
-    first = dataset.game(dataset.games[0])
-    check_batch_memory(int(cfg.learner.batch_size), first.obs_shape, "--batch-size")
-    options = EnvOptions(**env_options_of(first))
-    check_action_counts(dataset, options)
-    evaluator = policy_evaluator(
-        first.suite,
-        EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed, epsilon=cfg.eval_epsilon,
-                   options=options, progress=False),
-        Path(cfg.out) / "eval",
-    )
-    for folder in (Path(cfg.out), Path(cfg.out) / "eval"):  # what killed writers left
-        remove_stale_temporaries_in(folder)
-    summary = train(cfg, resume=args.resume, evaluate_fn=evaluator, progress=not args.no_progress)
+    check_batch_memory(int(cfg.learner.batch_size), dataset.game(dataset.games[0]).obs_shape,
+                       "--batch-size")
+    summary = train_run(cfg, resume=args.resume, progress=not args.no_progress)
     if summary.get("interrupted"):
         return 130
     if summary.get("rank", 0) == 0:

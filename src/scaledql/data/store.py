@@ -62,6 +62,7 @@ manifest atomically (``os.replace``): shards that no manifest lists are invisibl
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -324,6 +325,14 @@ class Dataset:
         games = {name: g.info() for name, g in self._games.items()}
         return {"root": str(self.root), "games": games,
                 "total_transitions": sum(g["transitions"] for g in games.values())}
+
+
+def data_identity(data: list[GameData]) -> str:
+    """A fingerprint of the games a run trains on: their manifests (counts, shards, episode
+    returns, provenance). A resumed run must see the same data, wherever it now lies; reports
+    name the data of each run by it."""
+    manifests = {d.name: d.manifest for d in data}
+    return hashlib.sha256(json.dumps(manifests, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def list_games(root: Path) -> list[str]:

@@ -7,7 +7,8 @@ unfinished runs are listed and left out of the scores.
 
 Scores: a run's final score on a game is the normalized mean return of its evaluation at its
 last step. Per arm the matrix ``[seeds, games]`` of final scores is aggregated with rliable
-(IQM and mean, 95% stratified-bootstrap CIs over seeds, stratified by game). The improvement
+(IQM and mean, 95% stratified-bootstrap CIs over seeds, stratified by game); the learning
+curves are the IQM of that matrix at each evaluation step, drawn by rliable. The improvement
 over the best alternative compares the IQM of the best arm that starts from the pretrained
 Scaled QL run with the IQM of the best arm that does not.
 """
@@ -107,42 +108,43 @@ def improvement(scores: dict[str, dict], table: dict) -> str:
     return f"Improvement over the best alternative: **{(x - y) / abs(y):+.1%}** = {definition}."
 
 
-def _curve(records: list[RunRecord], games: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(steps, mean, min, max) over seeds of the per-seed mean normalized score over games."""
-    per_seed: dict[int, dict[int, list[float]]] = {}
+def _curve(records: list[RunRecord], games: list[str]) -> tuple[list, list, list, list]:
+    """(steps, IQM, lower, upper): at each evaluation step where some seeds have every game,
+    the IQM of their [seeds, games] normalized scores with its 95% CI (``stats``)."""
+    from scaledql.stats import interval_estimates
+
+    scores: dict[int, dict[int, dict[str, float]]] = {}  # step → seed → game → score
     for r in records:
         for step, _, norm in r.evals:
             if norm is not None:
-                per_seed.setdefault(r.seed, {}).setdefault(step, []).append(norm)
-    steps = sorted({s for d in per_seed.values() for s, v in d.items() if len(v) == len(games)})
-    values = [[np.mean(d[s]) for d in per_seed.values() if len(d.get(s, [])) == len(games)]
-              for s in steps]
-    return (np.array(steps), np.array([np.mean(v) for v in values]),
-            np.array([np.min(v) for v in values]), np.array([np.max(v) for v in values]))
+                scores.setdefault(step, {}).setdefault(r.seed, {})[r.game] = norm
+    out: tuple[list, list, list, list] = ([], [], [], [])
+    for step in sorted(scores):
+        rows = [[by_game[g] for g in games] for _, by_game in sorted(scores[step].items())
+                if all(g in by_game for g in games)]
+        if rows:
+            agg = interval_estimates({"x": np.array(rows)}, ("iqm",))["x"]
+            for column, value in zip(out, (step, agg["iqm"], *agg["iqm_ci"]), strict=True):
+                column.append(value)
+    return out
 
 
 def plot_curves(records: dict[str, list[RunRecord]], spec: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from scaledql.reports import plots
+
     online = spec["kind"] == "online"
+    colors = plots.method_colors(list(records))
     fig, axes = plt.subplots(1, 2 if online else 1, figsize=(11 if online else 6, 3.8),
                              squeeze=False)
     left = axes[0][0]
-    for i, (arm, recs) in enumerate(records.items()):
-        steps, mean, lo, hi = _curve(recs, spec["games"])
-        if len(steps):
-            left.plot(steps, mean, marker="o", ms=3, color=f"C{i}", label=arm)
-            left.fill_between(steps, lo, hi, color=f"C{i}", alpha=0.15)
-    left.set_xlabel(spec["x_label"])
-    left.set_ylabel("normalized score (evaluation)")
-    left.set_title("mean over games; band: min–max over seeds", fontsize=9)
-    left.legend(fontsize=8)
+    plots.plot_curves({arm: _curve(recs, spec["games"]) for arm, recs in records.items()}, left,
+                      colors, xlabel=spec["x_label"], ylabel="normalized IQM (evaluation)")
+    left.set_title("IQM over seeds × games; band: 95% CI over seeds", fontsize=9)
     if online:
         right = axes[0][1]
-        for i, (arm, recs) in enumerate(records.items()):
+        for arm, recs in records.items():
             eps = sorted(e for r in recs for e in r.episodes)
             if not eps:
                 continue
@@ -151,15 +153,12 @@ def plot_curves(records: dict[str, list[RunRecord]], spec: dict, path: Path) -> 
             which = np.clip(np.digitize(steps, edges) - 1, 0, 19)
             centers = [(edges[b] + edges[b + 1]) / 2 for b in range(20) if (which == b).any()]
             means = [returns[which == b].mean() for b in range(20) if (which == b).any()]
-            right.plot(centers, means, color=f"C{i}", label=arm)
+            right.plot(centers, means, color=colors[arm], label=arm)
         right.set_xlabel("environment steps")
         right.set_ylabel("episode return (ε-greedy, while learning)")
         right.set_title("training episodes, mean per 1/20 of the run (all seeds)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    plots.save(fig, path)
 
 
 def _fmt(agg: dict, key: str) -> str:

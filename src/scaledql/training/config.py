@@ -180,7 +180,7 @@ def to_toml(cfg: RunConfig) -> str:
 
 
 # Options a resumed run may change; any other difference is refused. The data may move: the
-# loop compares its content (``offline.data_identity``), not its path.
+# loop compares its content (``data.store.data_identity``), not its path.
 CHANGEABLE_ON_RESUME = ("out", "data", "steps", "log_every", "checkpoint_every", "eval_every",
                         "eval_episodes", "device", "prefetch")
 

@@ -16,7 +16,6 @@ RNG states; a signal during an update is acted on once that update has finished.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import sys
@@ -39,7 +38,7 @@ from scaledql.checkpoint import (
 )
 from scaledql.data.prefetch import Prefetcher
 from scaledql.data.sampler import fraction_of, make_sampler
-from scaledql.data.store import open_dataset
+from scaledql.data.store import data_identity, open_dataset
 from scaledql.errors import UserError
 from scaledql.io import atomic_write_json, exclusive_lock
 from scaledql.policies import Policy
@@ -100,13 +99,6 @@ def env_options_of(game_data) -> dict:
     options = (game_data.manifest.get("provenance") or {}).get("env_options") or {}
     return {k: v for k, v in options.items() if k in
             ("sticky", "max_episode_steps", "full_action_space", "mode", "difficulty")}
-
-
-def data_identity(data: list) -> str:
-    """A fingerprint of the games a run trains on: their manifests (counts, shards, episode
-    returns, provenance). A resumed run must see the same data, wherever it now lies."""
-    manifests = {d.name: d.manifest for d in data}
-    return hashlib.sha256(json.dumps(manifests, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _prepare_resume(cfg: RunConfig, ckpt_file: Path) -> dict:

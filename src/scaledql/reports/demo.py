@@ -1,9 +1,14 @@
-"""Reports from run folders: Markdown plus PNG plots (matplotlib), written atomically.
+"""The demo folder's report: Markdown plus PNG plots drawn by rliable, written atomically.
 
-``write_report(OUT)`` reads what the pipeline left in ``OUT`` — ``summary.json`` (agent, dataset
-and last-DQN evaluations, timings, configs), ``agent/metrics.jsonl`` and ``agent/eval/*.json`` —
-and writes ``OUT/report.md`` with ``per_game.png``, ``aggregates.png``, ``learning_curves.png`` and
-``performance_profile.png`` beside it. It never trains or plays: re-running it is cheap.
+``write_report(OUT)`` reads what the pipeline left in ``OUT`` — ``summary.json`` (agent, baselines,
+dataset and last-DQN evaluations, timings, configs), ``agent/metrics.jsonl`` and
+``agent/eval/*.json`` — and writes ``OUT/report.md`` with ``aggregates.png``, ``per_game.png``,
+``learning_curves.png`` and ``performance_profile.png`` beside it. It never trains or plays:
+re-running it is cheap.
+
+One seed: every policy is scored over its evaluation *episodes* × games (the same statistics as
+a report over runs, ``stats``, with episodes as rows). Each policy is bootstrapped with the seed
+of its own evaluation, so its numbers are the ones its evaluation report holds.
 
 Everything is read and checked, and the Markdown composed, before anything is written: a damaged
 or incomplete folder is one ``UserError`` naming the file, and leaves the old report as it was.
@@ -15,15 +20,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from scaledql.errors import UserError
-from scaledql.evaluate import EvalReport, plot_performance_profile
-from scaledql.io import atomic_output, atomic_write_text
+from scaledql.evaluate import EvalReport
+from scaledql.io import atomic_write_text
+from scaledql.reports import plots
+from scaledql.stats import (
+    ALL_METRICS,
+    interval_estimates,
+    per_game_estimates,
+    performance_profiles,
+    profile_taus,
+)
 from scaledql.suites.scores import has_reference, normalize
 
 ROWS = (("agent", "Scaled QL (offline, multi-game)"),
@@ -51,70 +60,30 @@ def _game_normalized(entry: dict, game: str) -> float | None:
     return float(normalize("minatar", game, mean_all))
 
 
-def _renormalized(report: dict) -> dict:
-    """The same report with normalized scores and aggregates recomputed from its raw returns."""
-    fresh = EvalReport(report.get("suite", "minatar"),
-                       {g: v["returns"] for g, v in report["games"].items()},
-                       report.get("seed", 0), report.get("epsilon", 0.0)).to_dict()
-    for g, v in report["games"].items():  # keep extra per-game fields (e.g. dataset counts)
-        fresh["games"][g] = {**v, **fresh["games"][g]}
-    return fresh
+def _short(label: str) -> str:
+    return label.split(" (")[0]
 
 
-def _matrix(report: dict, suite: str) -> np.ndarray:
-    return EvalReport(suite, {g: v["returns"] for g, v in report["games"].items()},
-                      report.get("seed", 0), report.get("epsilon", 0.0)).normalized_matrix()
+def _scored(report: dict) -> tuple[dict, np.ndarray]:
+    """The report with its per-game normalized scores recomputed from its raw returns (the
+    reference tables may have changed since), and its normalized [episodes, games] matrix."""
+    evaluation = EvalReport(report.get("suite", "minatar"),
+                            {g: v["returns"] for g, v in report["games"].items()},
+                            report.get("seed", 0), report.get("epsilon", 0.0))
+    # keep extra per-game fields (the dataset row's counts)
+    games = {g: {**report["games"][g], **fresh} for g, fresh in evaluation.per_game().items()}
+    return {**report, "games": games}, evaluation.normalized_matrix()
 
 
-def _save(fig, path: Path) -> None:
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-
-
-def plot_per_game(summary: dict, path: Path) -> None:
-    games = summary["games"]
-    rows = _rows(summary)
-    fig, ax = plt.subplots(figsize=(9, 4))
-    width = 0.8 / len(rows)
-    for i, (_, label, report) in enumerate(rows):
-        values = [_game_normalized(report["games"][g], g) or 0.0 for g in games]
-        ax.bar(np.arange(len(games)) + (i - (len(rows) - 1) / 2) * width, values, width,
-               label=label, color=f"C{i}")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.axhline(1, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(np.arange(len(games)), games)
-    ax.set_ylabel("normalized score (0 random, 1 reference DQN)")
-    ax.set_title("Per-game normalized score")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, path)
-
-
-def plot_aggregates(summary: dict, path: Path) -> None:
-    """IQM / median / mean with 95% CIs of every policy, drawn by rliable's plot_utils."""
-    from rliable import plot_utils
-
-    points, intervals = {}, {}
-    for _, label, report in _rows(summary):
-        agg = report["aggregate"]
-        if "iqm" not in agg:
-            continue
-        name = label.split(" (")[0]
-        points[name] = np.array([agg[m] for m in ("iqm", "median", "mean")])
-        intervals[name] = np.array([[agg[f"{m}_ci"][i] for m in ("iqm", "median", "mean")]
-                                    for i in (0, 1)])
-    if not points:
-        return
-    colors = {name: f"C{i}" for i, name in enumerate(points)}
-    fig, _ = plot_utils.plot_interval_estimates(
-        points, intervals, metric_names=["IQM", "Median", "Mean"], algorithms=list(points),
-        colors=colors, xlabel="Normalized score (95% CI)", xlabel_y_coordinate=-0.25,
-        subfigure_width=3.6, row_height=0.5, max_ticks=4)
-    fig.tight_layout()
-    _save(fig, path)
+def _estimates(summary: dict, matrices: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """(policy → aggregates, policy → per-game means), each policy bootstrapped with its own
+    evaluation's seed."""
+    seeds = {_short(label): report.get("seed", 0) for _, label, report in _rows(summary)}
+    aggregates, per_game = {}, {}
+    for name, matrix in matrices.items():
+        aggregates.update(interval_estimates({name: matrix}, ALL_METRICS, seed=seeds[name]))
+        per_game.update(per_game_estimates({name: matrix}, seed=seeds[name]))
+    return aggregates, per_game
 
 
 def _read_json(path: Path) -> object:
@@ -146,27 +115,22 @@ def _run_logs(run: Path) -> tuple[list[dict], list[tuple[int, dict]]]:
     return train_rows, evals
 
 
-def plot_learning_curves(logs: tuple[list[dict], list[tuple[int, dict]]], summary: dict,
-                         path: Path) -> None:
+def plot_learning_curves(logs: tuple[list[dict], list[tuple[int, dict]]],
+                         behaviour_iqm: float | None, path: Path) -> None:
+    """The agent's IQM at each evaluation (rliable's curve; CIs over episodes) and its losses."""
+    import matplotlib.pyplot as plt
+
     train_rows, evals = logs
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    if evals:
-        steps, iqm, lo, hi = [], [], [], []
-        for step, agg in evals:
-            if "iqm" in agg:
-                steps.append(step)
-                iqm.append(agg["iqm"])
-                lo.append(agg["iqm_ci"][0])
-                hi.append(agg["iqm_ci"][1])
-        left.plot(steps, iqm, marker="o", label="Scaled QL (IQM, 95% CI)")
-        left.fill_between(steps, lo, hi, alpha=0.2)
-        behaviour = summary["behaviour_dataset"]["aggregate"]
-        if "iqm" in behaviour:
-            left.axhline(behaviour["iqm"], color="C1", ls="--", label="behaviour (dataset) IQM")
-        left.set_xlabel("gradient steps")
-        left.set_ylabel("normalized IQM")
-        left.legend(fontsize=8)
-        left.set_title("Evaluation in the games")
+    scored = [(step, agg) for step, agg in evals if "iqm" in agg]
+    if scored:
+        plots.plot_curves({"Scaled QL": ([s for s, _ in scored], [a["iqm"] for _, a in scored],
+                                         [a["iqm_ci"][0] for _, a in scored],
+                                         [a["iqm_ci"][1] for _, a in scored])}, left)
+        if behaviour_iqm is not None:
+            left.axhline(behaviour_iqm, color="grey", ls="--", label="behaviour (dataset) IQM")
+            left.legend(fontsize=8)
+        left.set_title("Evaluation in the games (IQM, 95% CI over episodes)", fontsize=9)
     if train_rows:
         steps = [r["step"] for r in train_rows]
         right.plot(steps, [r["td_loss"] for r in train_rows], label="TD (cross-entropy)")
@@ -176,7 +140,7 @@ def plot_learning_curves(logs: tuple[list[dict], list[tuple[int, dict]]], summar
         right.legend(fontsize=8)
         right.set_title("Training losses")
     fig.tight_layout()
-    _save(fig, path)
+    plots.save(fig, path)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -194,30 +158,39 @@ def write_report(out: Path) -> Path:
     try:  # read and compose everything first: a bad folder writes nothing
         if not isinstance(summary, dict):
             raise TypeError("not a JSON object")
-        for key, _ in ROWS:  # normalize afresh: the reference-score tables may have changed
-            summary[key] = _renormalized(summary[key])
-        summary["baselines"] = {k: _renormalized(v)
-                                for k, v in (summary.get("baselines") or {}).items()}
+        matrices = {}
+        for key, label, report in _rows(summary):
+            fresh, matrix = _scored(report)
+            if key in (summary.get("baselines") or {}):
+                summary["baselines"][key] = fresh
+            else:
+                summary[key] = fresh
+            if matrix.size:
+                matrices[_short(label)] = matrix
+        games = [g for g in summary["agent"]["games"] if has_reference("minatar", g)]
+        aggregates, per_game = _estimates(summary, matrices)
         logs = _run_logs(run)
         params = _read_json(run / "params.json")
-        text = _markdown(out, summary, params)
-        profiles = {label.split(" (")[0]: _matrix(report, "minatar")
-                    for _, label, report in _rows(summary)}
-        profiles = {k: v for k, v in profiles.items() if v.size}
+        text = _markdown(out, summary, params, aggregates)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise UserError(f"{summary_file}: not a complete demo summary ({type(exc).__name__}: "
                         f"{str(exc)[:100]})") from None
-    plot_per_game(summary, out / "per_game.png")
-    plot_aggregates(summary, out / "aggregates.png")
-    plot_learning_curves(logs, summary, out / "learning_curves.png")
-    if profiles:
-        plot_performance_profile(profiles, out / "performance_profile.png", seed=summary["seed"])
+    colors = plots.method_colors(list(matrices))
+    if matrices:
+        plots.plot_intervals(aggregates, ALL_METRICS, out / "aggregates.png", colors)
+        plots.plot_per_game(per_game, games, out / "per_game.png", colors)
+        taus = profile_taus(matrices)
+        profiles, bands = performance_profiles(matrices, taus, seed=summary["seed"])
+        plots.plot_profiles(profiles, bands, taus, out / "performance_profile.png", colors,
+                            rows="episodes")
+    plot_learning_curves(logs, (aggregates.get(_short(ROWS[1][1])) or {}).get("iqm"),
+                         out / "learning_curves.png")
     path = out / "report.md"
     atomic_write_text(path, text)
     return path
 
 
-def _markdown(out: Path, summary: dict, params: dict) -> str:
+def _markdown(out: Path, summary: dict, params: dict, aggregates: dict[str, dict]) -> str:
     """The report's Markdown (plots are referenced by name)."""
     games = summary["games"]
     tc = summary["train_config"]
@@ -239,42 +212,43 @@ def _markdown(out: Path, summary: dict, params: dict) -> str:
         "Normalized = (return − random) / (reference − random), with this project's MinAtar "
         "reference scores (`src/scaledql/suites/scores.py`: a CPU-budget reference, barely above "
         "random on asterix and seaquest, where normalized values are large and noisy). "
-        "IQM/median/mean with 95% stratified-bootstrap CIs (rliable) over [episodes × games]; "
+        "IQM/median/mean and optimality gap (how far below 1, lower is better) with 95% "
+        "stratified-bootstrap CIs (rliable) over [episodes × games]; "
         "the dataset row draws the same number of episodes from every game (as many as the game "
         "with the fewest finished episodes has), the per-game table uses all of them.",
         "",
-        "| policy | IQM | 95% CI | median | mean |",
-        "|---|---|---|---|---|",
+        "| policy | IQM | 95% CI | median | mean | optimality gap |",
+        "|---|---|---|---|---|---|",
     ]
-    for _, label, report in _rows(summary):
-        agg = report["aggregate"]
-        if "iqm" in agg:
+    for _, label, _ in _rows(summary):
+        agg = aggregates.get(_short(label))
+        if agg:
             ci = f"[{agg['iqm_ci'][0]:.3f}, {agg['iqm_ci'][1]:.3f}]"
             lines.append(f"| {label} | **{agg['iqm']:.3f}** | {ci} | {agg['median']:.3f} | "
-                         f"{agg['mean']:.3f} |")
+                         f"{agg['mean']:.3f} | {agg['optimality_gap']:.3f} |")
         else:
-            lines.append(f"| {label} | — | — | — | — |")
-    agent_iqm = summary["agent"]["aggregate"].get("iqm")
-    data_iqm = summary["behaviour_dataset"]["aggregate"].get("iqm")
-    if agent_iqm is not None and data_iqm is not None:
+            lines.append(f"| {label} | — | — | — | — | — |")
+    agent = aggregates.get(_short(ROWS[0][1]))
+    data = aggregates.get(_short(ROWS[1][1]))
+    if agent is not None and data is not None:
+        agent_iqm, data_iqm = agent["iqm"], data["iqm"]
         verdict = "above" if agent_iqm > data_iqm else "NOT above"
         lines += ["", f"The offline agent's IQM is **{verdict}** the behaviour policy's "
                       f"({agent_iqm:.3f} vs {data_iqm:.3f})."]
-        agent_ci = summary["agent"]["aggregate"]["iqm_ci"]
-        for algo, report in summary["baselines"].items():
-            other = report["aggregate"].get("iqm")
-            if other is None:
+        agent_ci = agent["iqm_ci"]
+        for algo in summary["baselines"]:
+            name = _short(BASELINE_LABELS.get(algo, algo))
+            if name not in aggregates:
                 continue
-            ci = report["aggregate"]["iqm_ci"]
+            other, ci = aggregates[name]["iqm"], aggregates[name]["iqm_ci"]
             overlap = agent_ci[0] <= ci[1] and ci[0] <= agent_ci[1]
             word = "above" if agent_iqm > other else "NOT above"
-            name = BASELINE_LABELS.get(algo, algo).split(" (")[0]
             lines.append(f"Scaled QL's IQM is **{word}** {name}'s ({agent_iqm:.3f} vs {other:.3f}); "
                          + ("their 95% intervals overlap, so this one seed cannot separate them."
                             if overlap else "their 95% intervals do not overlap (over episodes "
                             "of one seed: not yet evidence over seeds)."))
     lines += ["", "![aggregates](aggregates.png)", "", "## Per game", "",
-              "| game | " + " | ".join(label.split(" (")[0] for _, label, _ in _rows(summary))
+              "| game | " + " | ".join(_short(label) for _, label, _ in _rows(summary))
               + " |", "|---|" + "---|" * len(_rows(summary))]
     for g in games:
         cells = []
@@ -287,7 +261,8 @@ def _markdown(out: Path, summary: dict, params: dict) -> str:
             else:
                 cells.append(f"{entry['mean']:.2f} ({_fmt(entry['normalized'])})")
         lines.append(f"| {g} | " + " | ".join(cells) + " |")
-    lines += ["", "Cells: mean return (normalized score).", ""]
+    lines += ["", "Cells: mean return (normalized score). The plot: each game's mean normalized "
+              "score with a 95% CI over episodes (the dataset row: its equal-size draw).", ""]
     lines += ["", "![per game](per_game.png)", "", "## Learning curves", "",
               "![learning curves](learning_curves.png)", "", "## Performance profile", "",
               "![performance profile](performance_profile.png)", "", "## Setup", "",
