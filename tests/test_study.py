@@ -10,8 +10,9 @@ import pytest
 
 from scaledql.cli import main
 from scaledql.errors import UserError
-from scaledql.experiments.claims import MethodScores, judge, probability_of_improvement
+from scaledql.experiments.claims import MethodScores, judge
 from scaledql.experiments.study import load_study
+from scaledql.stats import probability_of_improvement
 
 
 def _write(tmp_path, text: str):
@@ -95,7 +96,7 @@ def _method(name, rows, seeds=True):
 def test_verdicts_follow_the_numbers():
     good = _method("good", [[1.0, 0.9, 1.1], [1.2, 1.0, 0.95], [1.1, 1.05, 1.0]])
     bad = _method("bad", [[0.1, 0.2, 0.0], [0.0, 0.1, 0.2], [0.2, 0.0, 0.1]])
-    mixed = _method("mixed", [[1.1, 0.0, 1.0], [0.0, 1.1, 0.1], [1.0, 0.1, 0.9]])
+    mixed = _method("mixed", [[1.15, 0.95, 1.0], [1.05, 1.1, 1.05], [1.0, 0.9, 0.9]])
     data = _method("data", [[0.5, 0.5, 0.5]], seeds=False)
     one = _method("one", [[2.0, 2.0, 2.0]])
     scores = {m.name: m for m in (good, bad, mixed, data, one)}

@@ -20,17 +20,15 @@ otherwise. Seeds, games and data of every method go in the row.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from scaledql import stats
 from scaledql.errors import UserError
 
 TESTS = ("above", "matches")
@@ -130,57 +128,24 @@ def _common(a: MethodScores, b: MethodScores) -> tuple[np.ndarray, np.ndarray, l
             b.matrix[:, [b.games.index(g) for g in games]], games)
 
 
-@contextlib.contextmanager
-def _quiet_arch() -> Iterator[None]:
-    """rliable passes ``random_state`` to arch, which warns it is deprecated on every call."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        yield
-
-
 _IQM_CACHE: dict[bytes, tuple[float, float, float]] = {}
 
 
 def iqm_ci(matrix: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
-    """IQM over runs × games with its 95% stratified-bootstrap CI (rliable); one bootstrap per
-    distinct matrix (a method appears in several pairs)."""
-    from rliable import library, metrics
-
-    key = np.ascontiguousarray(matrix, np.float64).tobytes() + str(matrix.shape).encode() + \
-        bytes([seed % 256])
-    if key in _IQM_CACHE:
-        return _IQM_CACHE[key]
-    with _quiet_arch():
-        point, ci = library.get_interval_estimates(
-            {"m": matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=REPS,
-            random_state=np.random.RandomState(seed))
-    _IQM_CACHE[key] = float(point["m"][0]), float(ci["m"][0][0]), float(ci["m"][1][0])
+    """IQM over runs × games with its 95% stratified-bootstrap CI (``stats``, rliable); one
+    bootstrap per distinct matrix (a method appears in several pairs)."""
+    key = np.ascontiguousarray(matrix, np.float64).tobytes() + repr((matrix.shape, seed)).encode()
+    if key not in _IQM_CACHE:
+        estimate = stats.interval_estimates({"m": matrix}, ("iqm",), REPS, seed)["m"]
+        _IQM_CACHE[key] = (estimate["iqm"], *estimate["iqm_ci"])
     return _IQM_CACHE[key]
 
 
-def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
-    """rliable's ``metrics.probability_of_improvement`` (the Mann-Whitney U of x over y per game,
-    over num_runs_x · num_runs_y, averaged over games) in one numpy expression: scipy's
-    per-call overhead made the study report's bootstraps take minutes. A test checks both agree.
-
-    x: [runs_x, games], y: [runs_y, games].
-    """
-    diff = x[:, None, :] - y[None, :, :]  # [runs_x, runs_y, games]
-    per_game = (diff > 0).mean(axis=(0, 1)) + 0.5 * (diff == 0).mean(axis=(0, 1))
-    return float(per_game.mean())
-
-
 def improvement(a: MethodScores, b: MethodScores, seed: int = 0) -> tuple[float, float, float]:
-    """P(a > b) with its 95% CI (rliable: stratified independent bootstrap over runs)."""
-    from rliable import library
-
+    """P(a > b) with its 95% CI (rliable: runs of each resampled independently, per game)."""
     x, y, _ = _common(a, b)
-    with _quiet_arch():
-        point, ci = library.get_interval_estimates(
-            {"p": (x, y)}, probability_of_improvement, reps=REPS,
-            random_state=np.random.RandomState(seed))
-    return float(np.squeeze(point["p"])), float(np.squeeze(ci["p"][0])), \
-        float(np.squeeze(ci["p"][1]))
+    p = stats.improvement_probabilities({"a": x, "b": y}, REPS, seed)[("a", "b")]
+    return p["p"], p["ci"][0], p["ci"][1]
 
 
 def pair_verdict(test: str, low: float, high: float, seeded_runs: int) -> str:

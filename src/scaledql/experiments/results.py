@@ -70,8 +70,25 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
                                                                       time.gmtime()),
               "methods": methods, "methods_without_data": missing, "claims": judged}
     atomic_write_json(results / "report.json", report)
+    _plots(report, results)
     atomic_write_text(results / "report.md", _report_md(study, report))
     return report
+
+
+def _plots(report: dict[str, Any], results: Path) -> None:
+    """``methods.png``: every method's IQM; ``claims.png``: P(a > b) of every claim's pairs —
+    both drawn by rliable's plot_utils (``reports.plots``)."""
+    from scaledql.reports.plots import method_colors, plot_improvement, plot_intervals
+
+    if report["methods"]:
+        estimates = {m["name"]: {"iqm": m["iqm"][0], "iqm_ci": list(m["iqm"][1:])}
+                     for m in report["methods"]}
+        plot_intervals(estimates, ["iqm"], results / "methods.png", method_colors(list(estimates)))
+    pairs = {(r["a"], r["b"]): {"p": r["p_improvement"][0], "ci": list(r["p_improvement"][1:])}
+             for c in report["claims"] for r in c["pairs"] if "p_improvement" in r}
+    if pairs:
+        names = list(dict.fromkeys(name for pair in pairs for name in pair))
+        plot_improvement(pairs, results / "claims.png", method_colors(names))
 
 
 def _commands_md(records: list[dict[str, Any]]) -> str:
@@ -93,14 +110,14 @@ def _report_md(study: Study, report: dict[str, Any]) -> str:
              f"skipped; every command it ran is in [commands.md](commands.md)). Machine: "
              f"{report['machine']}. Job wall time so far: {report['job_seconds'] / 60:.1f} min "
              f"(sum over jobs; jobs may run side by side). Written {report['written']}.", "",
-             "## Claims", "",
+             "## Claims", "", "![P(a > b) per compared pair](claims.png)", "",
              "Verdicts from the numbers only: P(a > b) is rliable's probability of improvement "
              "(Mann-Whitney over runs, averaged over games) with a 95% stratified-bootstrap CI "
              "over runs; **held** when the CI lies above 0.5, **not held** when it lies below "
              "(for *matches*: not held only when below), **unclear** otherwise. Scores: each "
              "run's final evaluation, normalized per game (0 random, 1 reference).", ""]
     lines += claims_markdown(report["claims"])
-    lines += ["", "## Methods", "", "| method | runs | seeds | parameters (encoder / all) | "
+    lines += ["", "## Methods", "", "![IQM per method](methods.png)", "", "| method | runs | seeds | parameters (encoder / all) | "
               "IQM [95% CI] | data |", "|---|---|---|---|---|---|"]
     for m in report["methods"]:
         params = " / ".join(f"{p:,}" if p else "–" for p in (m["encoder_params"], m["params"]))
