@@ -9,12 +9,16 @@ their online learners (without run/prefetch state). Version-1 files (Scaled QL o
 and converted. Writes are atomic (temp file, fsync, rename): a crash never leaves a half-written
 checkpoint, and temp files of killed writers are removed by the next write. Loading uses
 ``weights_only=True``: a checkpoint from elsewhere cannot run code.
+
+History (``train --keep-every K``): ``RUN/checkpoints/step_N.pt`` are permanent copies of the
+latest checkpoint at every K-th step, the same format, loadable wherever a run is.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,7 @@ from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
 from scaledql.device import pick_device
 from scaledql.errors import UserError
-from scaledql.io import remove_stale_temporaries
+from scaledql.io import atomic_output, remove_stale_temporaries
 from scaledql.policies import Policy
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.typed import typed
@@ -33,6 +37,7 @@ from scaledql.typed import typed
 FORMAT = "scaledql-checkpoint"
 VERSION = 2
 FILENAME = "checkpoint.pt"
+HISTORY_DIR = "checkpoints"  # RUN/checkpoints/step_N.pt (train --keep-every)
 
 
 def checkpoint_path(path: Path) -> Path:
@@ -53,6 +58,22 @@ def save_checkpoint(payload: dict, path: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def history_path(run: Path, step: int) -> Path:
+    """Where ``--keep-every`` keeps the checkpoint of ``step``."""
+    return Path(run) / HISTORY_DIR / f"step_{step:08d}.pt"
+
+
+def keep_copy(ckpt_file: Path, step: int) -> Path:
+    """Keep a permanent copy of ``ckpt_file`` (the run's latest, at ``step``), written
+    atomically. A copy already there is of the same step (a resumed run passing it again):
+    it is kept as it is."""
+    dest = history_path(ckpt_file.parent, step)
+    if not dest.exists():
+        with atomic_output(dest, fsync=True) as tmp:
+            shutil.copyfile(ckpt_file, tmp)
+    return dest
 
 
 def learner_payload(learner: Learner, suite: str, env_options: dict[str, Any]) -> dict[str, Any]:
