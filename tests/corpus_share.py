@@ -66,6 +66,10 @@ CASES += [
     case("export-out-unwritable", [*EXPORT, "--out", "{ro}/exp"], r"scaledql-corpus|ro"),
     case("export-run-eval-damaged", EXPORT, r"step_00000002\.json: not an evaluation report",
          lambda c: write(c.run() / "eval" / "step_00000002.json", '{"games": 3}')),
+    case("export-run-eval-iqm-text", EXPORT, r"step_00000002\.json: not an evaluation report",
+         lambda c: write(c.run() / "eval" / "step_00000002.json", json.dumps(
+             {"games": {"breakout": {"returns": [1.0], "mean": 1.0, "normalized": 0.1}},
+              "aggregate": {"iqm": "high", "iqm_ci": [0.0, 1.0]}}))),
 ]
 
 
@@ -141,6 +145,12 @@ CASES += [
          r"no head for 'freeway'", exported(lambda d: None)),
     case("export-play-untrained-game", [*PLAY[:2], "{tmp}/agent", *PLAY[3:], "--game", "seaquest"],
          r"no head for 'seaquest'", exported(lambda d: None)),
+    case("reexport-evaluation-damaged", ["export", "{tmp}/agent", "--out", "{tmp}/again"],
+         r"config\.json: not an evaluation report",
+         config_edit(lambda c: c.__setitem__("evaluation", {"games": 3}))),
+    case("reexport-data-damaged", ["export", "{tmp}/agent", "--out", "{tmp}/again"],
+         r"config\.json: damaged data section",
+         config_edit(lambda c: c["data"]["games"]["breakout"].__setitem__("episodes", "many"))),
     case("export-load-not-json-utf8", EVAL_EXPORT, r"config\.json: not valid JSON",
          exported(lambda d: write(d / "config.json", b"\xff\xfe" + json.dumps({}).encode()))),
 ]

@@ -119,15 +119,54 @@ def eval_summary(run: Path | None, step: int) -> dict[str, Any] | None:
     file = steps[at]
     try:
         report = json.loads(file.read_text())
-        games = {g: {"episodes": len(v["returns"]), "mean": float(v["mean"]),
-                     "normalized": None if v.get("normalized") is None else float(v["normalized"])}
-                 for g, v in report["games"].items()}
-        aggregate = {k: v for k, v in report.get("aggregate", {}).items()}
+        games = {g: {**v, "episodes": len(v["returns"])} for g, v in report["games"].items()}
     except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{file}: not an evaluation report ({exc})") from None
-    return {"step": at, "file": f"eval/{file.name}", "suite": report.get("suite"),
-            "epsilon": report.get("epsilon"), "seed": report.get("seed"), "games": games,
-            "aggregate": aggregate}
+    return checked_evaluation({**report, "step": at, "file": f"eval/{file.name}",
+                               "games": games}, file)
+
+
+def _opt(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def checked_evaluation(e: Any, where: Path | str) -> dict[str, Any] | None:
+    """An evaluation summary with the types the model card prints (from a run's report, or from
+    an earlier export's config.json, which nothing else has checked)."""
+    if e is None:
+        return None
+    try:
+        agg = e.get("aggregate") or {}
+        aggregate: dict[str, Any] = {}
+        for key in ("iqm", "median", "mean"):
+            if key in agg:
+                lo, hi = agg[f"{key}_ci"]
+                aggregate.update({key: float(agg[key]), f"{key}_ci": [float(lo), float(hi)]})
+        return {"step": int(e["step"]), "file": str(e["file"]), "suite": str(e.get("suite")),
+                "epsilon": _opt(e.get("epsilon")), "seed": e.get("seed"),
+                "games": {str(g): {"episodes": int(v["episodes"]), "mean": float(v["mean"]),
+                                   "normalized": _opt(v.get("normalized"))}
+                          for g, v in e["games"].items()},
+                "aggregate": aggregate}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{where}: not an evaluation report ({exc})") from None
+
+
+def checked_data(d: Any, where: Path | str) -> dict[str, Any]:
+    """A data summary with the types the model card prints (see ``checked_evaluation``)."""
+    try:
+        games = {str(g): {"transitions": int(v["transitions"]), "episodes": int(v["episodes"]),
+                          "mean_return": _opt(v.get("mean_return")),
+                          "normalized": _opt(v.get("normalized")),
+                          "provenance": {str(k): str(x) for k, x in
+                                         (v.get("provenance") or {}).items()}}
+                 for g, v in (d.get("games") or {}).items()}
+        return {**{k: d.get(k) for k in ("path", "identity", "found_at", "identity_matches",
+                                         "identity_at_export")},
+                "fraction": float(d.get("fraction", 1.0)), "found": bool(d.get("found")),
+                "games": games}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{where}: damaged data section ({exc})") from None
 
 
 def export_config(source: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -143,12 +182,14 @@ def export_config(source: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                          "tensors": len(weights),
                          "numbers": sum(int(t.numel()) for t in weights.values())}
     if payload.get("weights_only"):  # re-exporting an export: keep what it knew
-        earlier = json.loads((checkpoint_path(source).parent / EXPORT_CONFIG).read_text())
-        config["data"], config["evaluation"] = earlier.get("data"), earlier.get("evaluation")
-        config["source"] = earlier.get("source")
+        file = checkpoint_path(source).parent / EXPORT_CONFIG
+        earlier = json.loads(file.read_text())  # read_export has parsed it already
+        config["data"] = checked_data(earlier.get("data") or {}, file)
+        config["evaluation"] = checked_evaluation(earlier.get("evaluation"), file)
+        config["source"] = str(earlier.get("source"))
     else:
         run = run_folder(source)
-        config["data"] = data_summary(payload, run)
+        config["data"] = checked_data(data_summary(payload, run), "the run's data")
         config["evaluation"] = eval_summary(run, config["step"])
         config["source"] = str(source)
     return config, weights
