@@ -45,6 +45,7 @@ for flag, value, expect in [
     ("--checkpoint", "{tmp}", r"checkpoint\.pt does not exist"),
     ("--checkpoint", "{tmp}/f", r"not a scaledql checkpoint"),
     ("--episodes", "0", r"--episodes must be positive"),
+    ("--episodes", "2000", r"could reach 8,000 frames; a GIF holds them all .*\.mp4"),
     ("--epsilon", "nan", FLOAT), ("--epsilon", "1.5", r"--epsilon must be in \[0, 1\]"),
     ("--max-steps", "-1", r"--max-steps must be >= 0"),
     ("--fps", "0", r"--fps must be in \[1, 120\]"), ("--fps", "2.5", r"invalid int value"),

@@ -5,6 +5,7 @@ and recordings: ``test_conformance.py``; bad input: the corpus (``corpus_command
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -182,6 +183,10 @@ def test_export_of_an_earlier_step_and_replacing_an_export(run, tmp_path):
     assert config["step"] == 1 and config["evaluation"]["step"] == 1
     export_agent(run, out)  # an earlier export is replaced
     assert json.loads((out / "config.json").read_text())["step"] == 2
+    export_agent(run, tmp_path / "twin")  # the same checkpoint, the same bytes
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "twin" / name).read_bytes() == (out / name).read_bytes()
+    shutil.rmtree(tmp_path / "twin")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent"]  # no temporaries left
     again = tmp_path / "again"
     export_agent(out, again)  # an export of an export keeps what the first knew

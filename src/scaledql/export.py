@@ -243,8 +243,9 @@ def export_agent(source: Path, out: Path) -> dict[str, int]:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        metadata = {"format": EXPORT_FORMAT, "algo": config["algo"], "step": str(config["step"])}
-        _write(tmp / EXPORT_WEIGHTS, save(weights, metadata=metadata))
+        # One metadata key, Hugging Face's convention: the header's keys come out in hash
+        # order, so several would make two exports of one checkpoint differ byte for byte.
+        _write(tmp / EXPORT_WEIGHTS, save(weights, metadata={"format": "pt"}))
         _write(tmp / EXPORT_CONFIG, (json.dumps(config, indent=2) + "\n").encode())
         _write(tmp / CARD, model_card(config, out.name).encode())
         sizes = {name: (tmp / name).stat().st_size for name in FILES}

@@ -28,6 +28,9 @@ MINATAR_SCALE = 32  # 10×10 cells → 320×320 pixels
 ATARI_SCALE = 2  # 210×160 → 420×320: room for the overlay's text
 BAND = 24  # overlay height in pixels (even: yuv420p MP4s need even sizes)
 HOLD_SECONDS = 1.0  # an episode's last frame stays this long
+# pillow keeps a GIF's frames in memory until it writes (measured: ~0.35 MB a 320×344 frame,
+# 680 MB peak for 1,000 frames); MP4s stream. Longer GIFs are refused before playing.
+GIF_MAX_FRAMES = 5_000
 # Background, then one colour per MinAtar channel (matplotlib's tab10, readable on black).
 MINATAR_COLOURS = np.array([
     (0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -205,6 +208,16 @@ def record(path: Path, suite_name: str, game: str, policy: Policy, options: EnvO
     """Play and write the video to ``path`` (``.gif`` or ``.mp4``), atomically."""
     path = Path(path)
     check_video_path(path)
+    if path.suffix.lower() == ".gif":
+        import importlib
+
+        cap = options.max_episode_steps or \
+            importlib.import_module(f"scaledql.suites.{suite_name}").DEFAULT_MAX_EPISODE_STEPS
+        most = cfg.episodes * (min(cfg.max_steps or cap, cap) + 1)
+        if most > GIF_MAX_FRAMES:
+            raise UserError(f"this recording could reach {most:,} frames; a GIF holds them all in "
+                            f"memory (at most {GIF_MAX_FRAMES:,}): lower --episodes or "
+                            "--max-steps, or write an .mp4 (streamed)")
     with atomic_output(path) as tmp:
         writer = (Mp4Writer if path.suffix.lower() == ".mp4" else GifWriter)(tmp, cfg.fps)
         try:
