@@ -23,7 +23,6 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch

@@ -5,7 +5,9 @@ For each learner of the registry, built from its ``tiny_config()``:
 - a state round trip (through ``torch.save`` and a ``weights_only`` load) continues identically;
 - kill -9 during training + ``--resume`` ends bit-identical to an uninterrupted run (CPU);
 - a 2-process DDP step equals a single-process step on the union batch;
-- its policy plays only valid actions in MinAtar and Atari games, through episode ends.
+- its policy plays only valid actions in MinAtar and Atari games, through episode ends;
+- ``scaledql export`` → load gives the same networks and the same actions (and scores, for
+  policies that have them) as the checkpoint, and ``scaledql play`` records it.
 Batches come from a real (tiny) store through the sampler the learner's ``batch_spec`` asks for.
 """
 
@@ -26,7 +28,7 @@ import torch.multiprocessing as mp
 
 from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class, learner_names
-from scaledql.checkpoint import load_checkpoint
+from scaledql.checkpoint import learner_payload, load_checkpoint, load_learner, save_checkpoint
 from scaledql.data.sampler import make_sampler
 from scaledql.data.store import GameWriter, open_dataset
 from scaledql.training.config import RunConfig
@@ -215,3 +217,73 @@ def test_two_process_ddp_step_equals_single_process_step(name, store, tmp_path):
             torch.testing.assert_close(result["grads"][k], g, atol=1e-6, rtol=1e-4,
                                        msg=f"rank {rank}: {k}")
     assert_same_state(ranks[0]["state"], ranks[1]["state"])
+
+
+def _trained_checkpoint(name: str, store: Path, path: Path) -> Learner:
+    """A learner a few updates away from its initial weights, saved as a checkpoint."""
+    learner = make(name, store)
+    for batch in batches(learner, store, 3):
+        learner.update(batch)
+    save_checkpoint(learner_payload(learner, "minatar", {"max_episode_steps": 20}), path)
+    return learner
+
+
+def _acts(policy, game: str, obs: np.ndarray, rewards: np.ndarray) -> list:
+    """Actions (and scores, where the policy has them) over a short made-up rollout."""
+    policy.reset(game, len(obs[0]))
+    out = []
+    for t in range(len(obs)):
+        actions = policy.act(obs[t])
+        if hasattr(policy, "scores"):
+            out.append(policy.scores(torch.from_numpy(obs[t]), policy.game_id))
+        out.append(torch.from_numpy(actions))
+        policy.observe(actions, rewards[t], np.array([t == 3] * len(actions)))
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_export_round_trip_acts_identically(name, store, tmp_path):
+    from scaledql.export import export_agent
+
+    ckpt = tmp_path / "ckpt.pt"
+    _trained_checkpoint(name, store, ckpt)
+    sizes = export_agent(ckpt, tmp_path / "exported")
+    assert set(sizes) == {"model.safetensors", "config.json", "README.md"}
+    a, pa = load_learner(ckpt, "cpu")
+    b, pb = load_learner(tmp_path / "exported", "cpu")
+    assert pb["weights_only"] and b.step == a.step == 3
+    assert {k: pb[k] for k in ("games", "num_actions", "env_options")} == \
+        {k: pa[k] for k in ("games", "num_actions", "env_options")}
+    for module in a.modules():  # every network, bit for bit
+        assert_same_state(a.modules()[module].state_dict(), b.modules()[module].state_dict())
+    rng = np.random.default_rng(4)
+    obs = 255 * rng.integers(0, 2, (6, 3, 10, 10, 10), dtype=np.uint8)
+    rewards = rng.integers(0, 2, (6, 3)).astype(np.float64)
+    for game in GAMES:
+        torch.manual_seed(1)  # a sampling policy (DT) draws the same numbers for both
+        want = _acts(a.policy(), game, obs, rewards)
+        torch.manual_seed(1)
+        got = _acts(b.policy(), game, obs, rewards)
+        assert len(want) == len(got) >= 6
+        for x, y in zip(want, got, strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_play_records_any_learner(name, store, tmp_path):
+    from PIL import Image
+
+    from scaledql.checkpoint import load_policy
+    from scaledql.play import PlayConfig, record
+    from scaledql.suites import EnvOptions
+
+    ckpt = tmp_path / "ckpt.pt"
+    _trained_checkpoint(name, store, ckpt)
+    policy, _ = load_policy(ckpt, "cpu")
+    video = tmp_path / "v.gif"
+    episodes = record(video, "minatar", "breakout", policy, EnvOptions(max_episode_steps=20),
+                      PlayConfig(episodes=2, max_steps=4, epsilon=0.0))
+    assert [e["episode"] for e in episodes] == [1, 2]
+    assert all(1 <= e["steps"] <= 4 for e in episodes)
+    with Image.open(video) as gif:
+        assert gif.n_frames == sum(e["steps"] + 1 for e in episodes)

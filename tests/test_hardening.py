@@ -17,14 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpus_commands import BASELINES
+from corpus_commands import BASELINES as COMMAND_BASELINES
 from corpus_commands import CASES as COMMAND_CASES
 from corpus_import import CASES as IMPORT_CASES
 from corpus_setup import Assets, Case, Ctx
+from corpus_share import BASELINES as SHARE_BASELINES
+from corpus_share import CASES as SHARE_CASES
 from corpus_store import CASES as STORE_CASES
 from scaledql.cli import main
 
-CASES: list[Case] = [*STORE_CASES, *IMPORT_CASES, *COMMAND_CASES]
+CASES: list[Case] = [*STORE_CASES, *IMPORT_CASES, *COMMAND_CASES, *SHARE_CASES]
+BASELINES = {**COMMAND_BASELINES, **SHARE_BASELINES}
 
 
 def _make_assets(root: Path) -> Assets:

@@ -9,12 +9,25 @@ their online learners (without run/prefetch state). Version-1 files (Scaled QL o
 and converted. Writes are atomic (temp file, fsync, rename): a crash never leaves a half-written
 checkpoint, and temp files of killed writers are removed by the next write. Loading uses
 ``weights_only=True``: a checkpoint from elsewhere cannot run code.
+
+History (``train --keep-every K``): ``RUN/checkpoints/step_N.pt`` are permanent copies of the
+latest checkpoint at every K-th step, the same format, loadable wherever a run is.
+
+Exported agents (``scaledql export``, written by ``scaledql.export``) load here too, so every
+command that takes a run takes one: a folder with ``model.safetensors`` (the learner's networks,
+``Learner.modules()``, as ``NETWORK.PARAM`` tensors) and ``config.json`` (what a checkpoint says
+besides its weights, and the learner state's scalars such as its step). Their payload carries
+``weights_only``: ``build_learner`` builds the learner fresh, loads the networks, copies them
+into a target network where the learner has one, and sets the scalars; the optimizer starts
+fresh (nothing that an exported agent is for — playing, evaluating, transfer — reads it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +38,7 @@ from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
 from scaledql.device import pick_device
 from scaledql.errors import UserError
-from scaledql.io import remove_stale_temporaries
+from scaledql.io import atomic_output, remove_stale_temporaries
 from scaledql.policies import Policy
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.typed import typed
@@ -33,13 +46,21 @@ from scaledql.typed import typed
 FORMAT = "scaledql-checkpoint"
 VERSION = 2
 FILENAME = "checkpoint.pt"
+HISTORY_DIR = "checkpoints"  # RUN/checkpoints/step_N.pt (train --keep-every)
+EXPORT_FORMAT = "scaledql-export"
+EXPORT_VERSION = 1
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_CONFIG = "config.json"
 
 
 def checkpoint_path(path: Path) -> Path:
-    """A run folder or a checkpoint file → the checkpoint file."""
+    """A run folder, an exported folder or a checkpoint file → the file to read (for an
+    exported folder its ``model.safetensors``; a run folder's ``checkpoint.pt`` wins)."""
     path = Path(path)
     if path.is_dir():
-        path = path / FILENAME
+        exported = path / EXPORT_WEIGHTS
+        path = exported if exported.exists() and not (path / FILENAME).exists() \
+            else path / FILENAME
     return path
 
 
@@ -53,6 +74,22 @@ def save_checkpoint(payload: dict, path: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def history_path(run: Path, step: int) -> Path:
+    """Where ``--keep-every`` keeps the checkpoint of ``step``."""
+    return Path(run) / HISTORY_DIR / f"step_{step:08d}.pt"
+
+
+def keep_copy(ckpt_file: Path, step: int) -> Path:
+    """Keep a permanent copy of ``ckpt_file`` (the run's latest, at ``step``), written
+    atomically. A copy already there is of the same step (a resumed run passing it again):
+    it is kept as it is."""
+    dest = history_path(ckpt_file.parent, step)
+    if not dest.exists():
+        with atomic_output(dest, fsync=True) as tmp:
+            shutil.copyfile(ckpt_file, tmp)
+    return dest
 
 
 def learner_payload(learner: Learner, suite: str, env_options: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +125,8 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     file = checkpoint_path(path)
     if not file.exists():
         raise UserError(f"checkpoint {file} does not exist")
+    if file.name == EXPORT_WEIGHTS:
+        return read_export(file.parent, device)
     try:
         payload = torch.load(file, map_location=device, weights_only=True)
     except pickle.UnpicklingError:  # torch's message is pages of advice; ours is one line
@@ -177,7 +216,11 @@ def build_learner(payload: dict, device: torch.device | str) -> Learner:
         learner = cls(cfg, problem_of(payload), device)
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{file} does not describe a learner ({exc})") from None
-    load_learner_state(learner, payload["learner"], file)
+    if payload.get("weights_only"):
+        load_network_weights(learner, payload["learner"], payload.get("learner_state", {}),
+                             "exported agent")
+    else:
+        load_learner_state(learner, payload["learner"], file)
     return learner
 
 
@@ -188,6 +231,88 @@ def load_learner_state(learner: Learner, state: dict, file: Path | str = "checkp
     except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
         text = " ".join(str(exc).split())[:240] or type(exc).__name__
         raise UserError(f"{file} weights do not fit its learner config ({text})") from None
+
+
+# -- exported agents (the format; ``scaledql.export`` writes it) ------------------------------
+# What an exported config.json says that a checkpoint says too (besides weights and state).
+EXPORT_FIELDS = ("algo", "step", "suite", "games", "num_actions", "obs_shape", "frame_channels",
+                 "env_options", "learner_config", "param_counts", "run_config", "data_identity")
+
+
+def network_weights(learner: Learner) -> dict[str, torch.Tensor]:
+    """The learner's networks as flat ``NETWORK.PARAM`` tensors on the CPU, each with its own
+    memory (safetensors refuses tensors that share storage)."""
+    return {f"{name}.{key}": value.detach().to("cpu").contiguous().clone()
+            for name, module in learner.modules().items()
+            for key, value in module.state_dict().items()}
+
+
+def state_scalars(learner: Learner) -> dict[str, Any]:
+    """The top-level scalars of the learner's state (its step; MAE's mask seed)."""
+    return {k: v for k, v in learner.state_dict().items() if isinstance(v, bool | int | float | str)}
+
+
+def read_export(folder: Path, device: torch.device | str = "cpu") -> dict:
+    """An exported folder → a checkpoint payload with ``weights_only`` (``UserError`` if it is
+    not one). Nothing in it can run code: JSON and safetensors only."""
+    config_file, file = folder / EXPORT_CONFIG, folder / EXPORT_WEIGHTS
+    if not config_file.is_file():
+        raise UserError(f"{folder}: an exported agent needs {EXPORT_CONFIG} beside "
+                        f"{EXPORT_WEIGHTS}")
+    try:
+        config = json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{config_file}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
+        raise UserError(f"{config_file} is not an exported scaledql agent (no {EXPORT_FORMAT} "
+                        "format marker)")
+    if config.get("export_version") != EXPORT_VERSION:
+        raise UserError(f"{config_file}: export version {config.get('export_version')!r} is not "
+                        f"supported (this scaledql reads version {EXPORT_VERSION})")
+    scalars = config.get("state", {})
+    if not isinstance(scalars, dict) or \
+            not all(isinstance(v, bool | int | float | str) for v in scalars.values()):
+        raise UserError(f"{config_file}: state must be a table of numbers and strings")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(file, device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{file} is not a safetensors file ({first[:120]})") from None
+    payload = {k: config[k] for k in EXPORT_FIELDS if k in config}
+    payload.update(format=FORMAT, version=VERSION, learner=weights, learner_state=scalars,
+                   weights_only=True)
+    check_payload(payload, file)
+    return payload
+
+
+def load_network_weights(learner: Learner, weights: dict[str, torch.Tensor],
+                         scalars: dict[str, Any], file: Path | str) -> None:
+    """Load ``network_weights``/``state_scalars`` output into a freshly built learner."""
+    modules = learner.modules()
+    groups: dict[str, dict[str, torch.Tensor]] = {name: {} for name in modules}
+    for key, value in weights.items():
+        name, _, param = key.partition(".")
+        if name not in groups:
+            raise UserError(f"{file}: {key} belongs to no network of a {learner.name} learner "
+                            f"(networks: {', '.join(modules)})")
+        groups[name][param] = value
+    try:
+        for name, module in modules.items():
+            module.load_state_dict(groups[name])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        text = " ".join(str(exc).split())[:240] or type(exc).__name__
+        raise UserError(f"{file} weights do not fit its learner config ({text})") from None
+    if hasattr(learner, "sync_target"):  # a target network starts as a copy of the online one
+        learner.sync_target()
+    state = learner.state_dict()
+    for key, value in scalars.items():
+        if key not in state or type(state[key]) is not type(value):
+            raise UserError(f"{file}: state {key}={value!r} is not a {learner.name} learner's")
+        state[key] = value
+    load_learner_state(learner, state, file)
 
 
 def load_learner(path: Path, device: str | torch.device | None = None) -> tuple[Learner, dict]:

@@ -27,7 +27,8 @@ import sys
 from scaledql.errors import UserError
 
 # Command-group modules, in the order they appear in --help (the data flow's order).
-COMMAND_MODULES = ("suites", "data", "collect", "train", "evaluate", "finetune", "study", "demo", "report")
+COMMAND_MODULES = ("suites", "data", "collect", "train", "evaluate", "play", "export", "finetune",
+                   "study", "demo", "report")
 
 
 def finite_float(text: str) -> float:

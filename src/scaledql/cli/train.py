@@ -14,7 +14,8 @@ from scaledql.cli.common import add_device_arg, check_batch_memory
 
 # Flag (argparse dest) → run option; None-valued flags are left to the layers below them.
 RUN_FLAGS = ("steps", "seed", "log_every", "checkpoint_every", "eval_every", "eval_episodes",
-             "sample_workers", "prefetch", "init_from", "init_parts", "data_fraction")
+             "sample_workers", "prefetch", "init_from", "init_parts", "data_fraction",
+             "keep_every")
 # Flag → learner option (an error if the chosen learner has no such option).
 LEARNER_FLAGS = ("encoder", "width", "feature_dim", "batch_size", "lr", "cql_alpha", "loss",
                  "n_step", "reward_clip", "target_update_period", "grad_clip")
@@ -51,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--log-every", type=int)
     g.add_argument("--checkpoint-every", type=int)
+    g.add_argument("--keep-every", type=int,
+                   help="also keep RUN/checkpoints/step_N.pt every K steps, for re-evaluation "
+                        "or fine-tuning from an earlier step (0: the latest only; default 0)")
     g.add_argument("--eval-every", type=int, help="gradient steps between evaluations (0: end only)")
     g.add_argument("--eval-episodes", type=int)
     g.add_argument("--sample-workers", type=int,

@@ -49,6 +49,9 @@ class RunConfig:
     seed: int = 0
     log_every: int = 100
     checkpoint_every: int = 1_000
+    # 0: keep only the latest checkpoint; K: also a permanent RUN/checkpoints/step_N.pt every K
+    # steps (learning curves re-evaluated later, fine-tuning from an earlier step).
+    keep_every: int = 0
     eval_every: int = 0  # 0: evaluate only at the end
     eval_episodes: int = 10
     eval_epsilon: float = 0.001
@@ -70,6 +73,9 @@ class RunConfig:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
         if self.eval_every < 0 or (self.sample_workers or 0) < 0 or self.seed < 0:
             raise UserError("eval_every, sample_workers and seed must be >= 0")
+        if self.keep_every < 0:
+            raise UserError(f"keep_every must be >= 0 (0: latest checkpoint only), got "
+                            f"{self.keep_every}")
         if not (math.isfinite(self.eval_epsilon) and 0 <= self.eval_epsilon <= 1):
             raise UserError(f"eval_epsilon must be in [0, 1], got {self.eval_epsilon}")
         if not (math.isfinite(self.data_fraction) and 0 < self.data_fraction <= 1):
@@ -181,8 +187,8 @@ def to_toml(cfg: RunConfig) -> str:
 
 # Options a resumed run may change; any other difference is refused. The data may move: the
 # loop compares its content (``data.store.data_identity``), not its path.
-CHANGEABLE_ON_RESUME = ("out", "data", "steps", "log_every", "checkpoint_every", "eval_every",
-                        "eval_episodes", "device", "prefetch")
+CHANGEABLE_ON_RESUME = ("out", "data", "steps", "log_every", "checkpoint_every", "keep_every",
+                        "eval_every", "eval_episodes", "device", "prefetch")
 
 
 def resume_differences(saved: RunConfig, wanted: RunConfig) -> list[str]:

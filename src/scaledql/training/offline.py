@@ -31,6 +31,7 @@ from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
 from scaledql.checkpoint import (
     FILENAME,
+    keep_copy,
     learner_payload,
     load_checkpoint,
     load_learner_state,
@@ -206,6 +207,11 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
             save_checkpoint({**learner_payload(learner, suite, env_options),
                              "run_config": cfg.to_dict(), "prefetch": states,
                              "rng": rng_state(), "data_identity": identity}, ckpt_file)
+            if kept(learner.step):
+                keep_copy(ckpt_file, learner.step)
+
+    def kept(step: int) -> bool:  # a step whose checkpoint --keep-every keeps for good
+        return cfg.keep_every > 0 and step > 0 and step % cfg.keep_every == 0
 
     def run_eval() -> None:
         if evaluate_fn is None or not dist.is_main:
@@ -243,7 +249,8 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
                 steps_in_window += 1
                 bar.update(1)
                 step = learner.step
-                if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0:
+                due = step % cfg.checkpoint_every == 0 or kept(step)
+                if step % cfg.log_every == 0 or due:
                     window.check_finite(ckpt_file)
                 if step % cfg.log_every == 0:
                     seconds = time.perf_counter() - t0
@@ -254,7 +261,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
                     bar.set_postfix(loss=f"{row['loss']:.3f}",
                                     sps=f"{row['steps_per_second']:.1f}", refresh=False)
                     t0, steps_in_window = time.perf_counter(), 0
-                if step % cfg.checkpoint_every == 0:
+                if due:
                     save()
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                     run_eval()
