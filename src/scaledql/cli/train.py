@@ -283,18 +283,18 @@ def check_action_counts(dataset, options) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scaledql.errors import UserError
+    from scaledql.training.config import to_toml
+
+    cfg = build_config(args)
+    if args.print_config:  # torch-free up to here: printing a config is instant
+        print(to_toml(cfg), end="")
+        return 0
     from scaledql.data.store import open_dataset
     from scaledql.evaluate import EvalConfig, policy_evaluator
     from scaledql.io import remove_stale_temporaries_in
     from scaledql.suites import EnvOptions
-    from scaledql.training.config import to_toml
     from scaledql.training.offline import env_options_of, train
-
-    cfg = build_config(args)
-    if args.print_config:
-        print(to_toml(cfg), end="")
-        return 0
-    from scaledql.errors import UserError
 
     wandb = None
     named = [f"--wandb-{k}" for k in ("entity", "name", "mode") if getattr(args, f"wandb_{k}")]
