@@ -92,3 +92,16 @@ def test_cli_progress_levels(capsys, monkeypatch):
         assert ("[evaluate] done: 3/3 ep" in err) is lines, (extra, err)
         assert ("[evaluate] 1/3 ep" in err) is lines
         assert "\r" not in err
+
+
+def test_a_failed_loop_ends_on_its_error_not_a_progress_line(monkeypatch):
+    monkeypatch.setattr(progress, "LINE_SECONDS", 3600.0)
+    log = io.StringIO()
+    with pytest.raises(ValueError), ProgressBar(4, "import", file=log) as bar:
+        bar.update(2)
+        raise ValueError("damaged file")
+    assert log.getvalue() == ""
+    bar = ProgressBar(4, "train dqn", file=log)  # stopped early (Ctrl-C): a status, not "done"
+    bar.update(3)
+    bar.close()
+    assert log.getvalue().startswith("[train dqn] 3/4 step (75%), ") and "eta" in log.getvalue()

@@ -101,20 +101,22 @@ class ProgressBar:
             self._tqdm.total = self.total
             self._tqdm.refresh()
 
-    def close(self) -> None:
+    def close(self, last_line: bool = True) -> None:
+        """Stop; in lines mode write a last line (``done:`` when the total was reached), unless
+        ``last_line`` is False: a loop that failed leaves its error as the last word."""
         if self._closed:
             return
         self._closed = True
         if self._tqdm is not None:
             self._tqdm.close()
-        elif self.mode == "lines" and self.n > self._start_n:
+        elif self.mode == "lines" and self.n > self._start_n and last_line:
             self._line(final=True)
 
     def __enter__(self) -> ProgressBar:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(last_line=exc_type is None)
 
     # -- plain lines ----------------------------------------------------------------------
     def _amount(self, n: float) -> str:
@@ -136,9 +138,10 @@ class ProgressBar:
         parts.append(f"{self._amount(rate) if self.unit_scale else f'{rate:,.3g}'}"
                      f"{'' if self.unit_scale else f' {self.unit}'}/s")
         parts.append(f"{tqdm.format_interval(elapsed)} elapsed")
-        if self.total and rate > 0 and not final:
+        done = final and (not self.total or self.n >= self.total)
+        if self.total and rate > 0 and not done:
             parts.append(f"eta {tqdm.format_interval((self.total - self.n) / rate)}")
-        text = f"[{self.desc}] {'done: ' if final else ''}{', '.join(parts)}"
+        text = f"[{self.desc}] {'done: ' if done else ''}{', '.join(parts)}"
         if self.postfix:
             text += f"; {self.postfix}"
         print(text, file=self.file, flush=True)

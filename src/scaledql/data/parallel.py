@@ -105,9 +105,9 @@ class Progress:
                                smoothing=0.1)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if self.bar is not None:
-            self.bar.close()
+            self.bar.close(last_line=exc_type is None)  # a failed import ends on its error
 
     def add_work(self, nbytes: int, done_bytes: int, files: int, files_done: int) -> None:
         self.files += files

@@ -274,7 +274,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
             interrupted = True
         finally:
             state["in_update"] = False
-            bar.close()
+            bar.close(last_line=sys.exc_info()[0] is None)  # a failure's line is its error
             prefetcher.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
