@@ -74,12 +74,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--n-step", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0, help="timed sampling duration")
-    p.add_argument("--dir", type=Path, default=None, help="where to write the store (temp dir)")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="where to write the store (default: a new temporary directory; choose a "
+                        "disk, not a RAM-backed /tmp, for disk figures)")
     p.add_argument("--keep", action="store_true", help="keep (and reuse) the store in --dir")
     p.add_argument("--skip-bandwidth", action="store_true")
     args = p.parse_args()
 
-    root = args.dir or Path(tempfile.mkdtemp(prefix="scaledql-bench-", dir="/work"))
+    root = args.dir or Path(tempfile.mkdtemp(prefix="scaledql-bench-"))
     try:
         if not (root / GAME[args.frames] / "manifest.json").exists():
             t0 = time.perf_counter()

@@ -75,11 +75,13 @@ def check_action_counts(dataset: Dataset, options: EnvOptions) -> None:
                             f"{name} as configured has {want}: its head could not be played")
 
 
-def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dict:
+def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
+              wandb: Any = None) -> dict:
     """Train (or ``resume``) a run as ``scaledql train`` does: the run folder ``cfg.out`` gets
     its config, logs, checkpoint and an evaluation in the real games — with the game options
     the data was collected with — every ``cfg.eval_every`` steps and at the end
-    (``RUN/eval/step_N.json``). Returns the training loop's summary."""
+    (``RUN/eval/step_N.json``). ``wandb``: ``training.metrics.WandbOptions`` to log there too.
+    Returns the training loop's summary."""
     from scaledql.io import remove_stale_temporaries_in
     from scaledql.training.offline import env_options_of, train
 
@@ -90,11 +92,11 @@ def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True) ->
     evaluator = policy_evaluator(
         first.suite,
         EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed, epsilon=cfg.eval_epsilon,
-                   options=options, progress=False),
+                   options=options, progress=progress),
         Path(cfg.out) / "eval")
     for folder in (Path(cfg.out), Path(cfg.out) / "eval"):  # what killed writers left
         remove_stale_temporaries_in(folder)
-    return train(cfg, resume=resume, evaluate_fn=evaluator, progress=progress)
+    return train(cfg, resume=resume, evaluate_fn=evaluator, progress=progress, wandb=wandb)
 
 
 def evaluate_policy(policy: Policy, suite: str, games: Sequence[str], episodes: int = 10, *,

@@ -84,7 +84,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     t = time.perf_counter()
     # one environment per episode: a single round, however long the good agents' episodes are
     eval_cfg = EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed + 10_000,
-                          num_envs=cfg.eval_episodes, options=options, progress=False)
+                          num_envs=cfg.eval_episodes, options=options,
+                          progress=cfg.progress)
     train_cfg = train_learner(cfg, "scaled-ql", data_dir, run_dir, cfg.train_steps, eval_cfg,
                               cfg.eval_every)
     timings["train"] = time.perf_counter() - t

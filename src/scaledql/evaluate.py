@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from scaledql.errors import UserError
 from scaledql.io import atomic_write_text
 from scaledql.policies import Policy, epsilon_greedy
+from scaledql.progress import ProgressBar
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.suites.scores import has_reference, normalize
 
@@ -122,12 +122,12 @@ class EvalReport:
                 "games": self.per_game(), "aggregate": agg}
 
 
-def evaluate(suite_name: str, games: list[str], policy: Policy, cfg: EvalConfig) -> EvalReport:
-    """Play every game in turn; a progress bar on stderr counts episodes."""
+def evaluate(suite_name: str, games: list[str], policy: Policy, cfg: EvalConfig,
+             desc: str = "evaluate") -> EvalReport:
+    """Play every game in turn; progress on stderr counts episodes (``scaledql.progress``)."""
     returns: dict[str, list[float]] = {}
     total = cfg.episodes * len(games)
-    with tqdm(total=total, desc="evaluate", unit="ep", disable=not cfg.progress,
-              dynamic_ncols=True) as bar:
+    with ProgressBar(total, desc, "ep", bar=cfg.progress) as bar:
         for game in games:
             bar.set_postfix_str(game)
 
@@ -150,7 +150,7 @@ def policy_evaluator(suite_name: str, cfg: EvalConfig, out_dir: Path | None = No
     given, writes the full report to ``out_dir/step_<step>.json``.
     """
     def fn(policy: Policy, games: list[str], step: int) -> dict:
-        report = evaluate(suite_name, games, policy, cfg).to_dict()
+        report = evaluate(suite_name, games, policy, cfg, desc=f"evaluate step {step}").to_dict()
         if out_dir is not None:
             write_json(report, Path(out_dir) / f"step_{step:08d}.json")
         row = {f"{g}/return": v["mean"] for g, v in report["games"].items()}

@@ -4,7 +4,8 @@ A learner (Scaled QL, online DQN, behaviour cloning, Decision Transformer, MAE) 
 ``agents/`` that provides:
 
 - a typed config dataclass (``config_class``, a subclass of ``LearnerConfig``), saved with every
-  run and checked by ``training/config.py``;
+  run and checked by ``training/config.py``; it is defined in the torch-free ``agents/configs.py``
+  so that help, config printing and config files never load torch;
 - ``batch_spec()``: the batches it learns from — n-step ``transitions`` or ``trajectories``
   (sub-trajectories with returns-to-go) — which the training loop asks the data layer for;
 - ``update(batch) → metrics``: one gradient step on a batch whose fields are tensors already on
@@ -22,17 +23,17 @@ The training loop, checkpoints, evaluation and the CLI know this interface and t
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import warnings
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from scaledql.agents.configs import LearnerConfig
 from scaledql.data.sampler import BatchSpec
 from scaledql.errors import UserError
 from scaledql.policies import Policy
@@ -56,94 +57,6 @@ class Problem:
         return self.obs_shape[0] // self.frame_channels
 
 
-@dataclass
-class LearnerConfig:
-    """Base of every learner's config. ``batch_size`` is the global batch over all processes."""
-
-    batch_size: int = 512
-
-    def validate(self) -> LearnerConfig:
-        """Check values; ``UserError`` naming the first bad one. Returns self."""
-        if self.batch_size < 1:
-            raise UserError(f"batch_size must be positive, got {self.batch_size}")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-
-LR_SCALINGS = {"sqrt": 0.5, "linear": 1.0, "none": 0.0}  # exponent p of (batch / lr_batch)
-
-
-@dataclass
-class TorsoConfig(LearnerConfig):
-    """Options every learner built on the shared torso has (Scaled QL, DQN, BC, MAE): the
-    network, Adam, learning-rate scaling and execution switches. Defaults are the paper's
-    Scaled QL ones (docs/defaults.md); one learner's config adds its own options.
-
-    ``batch_size`` is the global batch; ``effective_lr = lr · (batch_size / lr_batch_size) ** p``
-    with p = 0.5 (``sqrt``), 1 (``linear``) or 0 (``none``).
-    """
-
-    encoder: str = "resnet34"
-    width: float = 1.0  # channel multiplier of the encoder
-    encoder_layout: str | None = None  # ResNets: "authors" / "torchvision" / "small"; None: by input
-    feature_dim: int = 512  # width of the dense projection before the heads
-    feature_norm: bool = True  # divide the penultimate features by their L2 norm
-    obs_scale: float = 1.0 / 255.0  # uint8 obs × this (both suites store 0..255)
-    lr: float = 2e-4  # at lr_batch_size
-    lr_batch_size: int = 512
-    lr_scaling: str = "sqrt"
-    batch_size: int = 512
-    adam_eps: float = 3.125e-4
-    grad_clip: float | None = None  # max global grad norm; None = no clipping
-    channels_last: bool = False  # NHWC convolutions (can be faster on CPU/GPU)
-    bf16: bool = False  # bf16 autocast of forward passes (GPUs; CPUs with native bf16 support)
-    compile: bool = False  # torch.compile the training forward (needs a C++ compiler on CPU)
-
-    @property
-    def effective_lr(self) -> float:
-        return self.lr * (self.batch_size / self.lr_batch_size) ** LR_SCALINGS[self.lr_scaling]
-
-    def torso_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``models.Torso`` (and ``ScaledQNetwork``) besides the encoder."""
-        return {"width": self.width, "feature_dim": self.feature_dim,
-                "feature_norm": self.feature_norm, "channels_last": self.channels_last,
-                "obs_scale": self.obs_scale, "encoder_layout": self.encoder_layout}
-
-    def validate(self) -> TorsoConfig:
-        from scaledql.models.encoders import RESNET_LAYOUTS, canonical_encoder_name
-
-        super().validate()
-        self.encoder = canonical_encoder_name(self.encoder)
-        if self.encoder_layout is not None and self.encoder_layout not in RESNET_LAYOUTS:
-            raise UserError(f"unknown encoder_layout {self.encoder_layout!r} (choose from "
-                            f"{', '.join(RESNET_LAYOUTS)})")
-        if self.lr_scaling not in LR_SCALINGS:
-            raise UserError(f"unknown lr_scaling {self.lr_scaling!r} ({', '.join(LR_SCALINGS)})")
-        finite = all(math.isfinite(x) for x in (self.width, self.obs_scale, self.lr, self.adam_eps))
-        check([
-            (finite, "width, obs_scale, lr and adam_eps must be finite"),
-            (self.width > 0, "width must be > 0"),
-            (self.obs_scale > 0, "obs_scale must be > 0"),
-            (self.feature_dim > 0, "feature_dim must be > 0"),
-            (self.lr > 0 and self.lr_batch_size > 0 and self.adam_eps > 0,
-             "lr, lr_batch_size and adam_eps must be > 0"),
-            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
-        ])  # fmt: skip
-        return self
-
-
-def check(conditions: list[tuple[bool, str]], where: str = "learner config") -> None:
-    """``UserError`` with the message of the first condition that does not hold."""
-    for ok, message in conditions:
-        if not ok:
-            raise UserError(f"{where}: {message}")
-
 
 class Learner(ABC):
     """See the module docstring. Subclasses set ``name`` and ``config_class`` and register
@@ -151,7 +64,7 @@ class Learner(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type[LearnerConfig]]
-    summary: ClassVar[str] = ""  # one line for --help
+    summary: ClassVar[str] = ""  # one line for --help; set by @register from LEARNERS
 
     def __init__(self, cfg: LearnerConfig, problem: Problem, device: torch.device | str = "cpu",
                  distributed: bool = False) -> None:

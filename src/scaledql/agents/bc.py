@@ -1,7 +1,7 @@
 """Behaviour cloning: the Scaled QL network trained to predict the data's actions (a ``Learner``).
 
-The paper's multi-game BC baseline gives no details; the natural reading (``shared/reference.md``,
-"Multi-game Decision Transformer baseline") is the *same* network as Scaled QL — torso (encoder →
+The paper's multi-game BC baseline gives no details; the natural reading (next to its
+multi-game Decision Transformer baseline) is the *same* network as Scaled QL — torso (encoder →
 projection + ReLU → feature norm) and one linear head per game — with one logit per action and a
 cross-entropy on the data actions. Keeping the architecture and optimizer settings of Scaled QL
 makes the comparison one of objectives only. Defaults and their sources:
@@ -11,7 +11,6 @@ makes the comparison one of objectives only. Defaults and their sources:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,27 +20,17 @@ from scaledql.agents.base import (
     BatchSpec,
     Learner,
     Problem,
-    TorsoConfig,
     as_tensors,
     make_adam,
     maybe_compile,
     resolve_bf16,
     wrap_distributed,
 )
+from scaledql.agents.configs import BCConfig
 from scaledql.agents.registry import register
 from scaledql.data.sampler import TransitionBatch
 from scaledql.models import ScaledQNetwork
 from scaledql.policies import GreedyPolicy, Policy
-
-
-@dataclass
-class BCConfig(TorsoConfig):
-    """Behaviour cloning over all games: exactly Scaled QL's torso options and defaults
-    (``TorsoConfig``), so the comparison is one of objectives only."""
-
-    def validate(self) -> BCConfig:
-        super().validate()
-        return self
 
 
 @register
@@ -54,7 +43,6 @@ class BehaviourCloning(Learner):
 
     name = "bc"
     config_class = BCConfig
-    summary = "multi-game behaviour cloning: the Scaled QL network, cross-entropy on data actions"
     cfg: BCConfig
 
     def __init__(self, cfg: BCConfig, problem: Problem, device: torch.device | str = "cpu",

@@ -3,7 +3,7 @@
 The network is ``models/transformer.py``; the tokenization and the loss are pure functions in
 ``losses.py`` (section "Decision Transformer"); expert-action inference is
 ``agents/dt_policy.py``. Sources: the authors' release (google-research ``multi_game_dt``
-colab) and ``/work/shared/reference.md``.
+colab) and the Scaled QL paper's description of its DT baseline.
 
 Data (a ``TrajectoryBatch`` of ``context`` steps):
 - frames: the newest frame of each stacked observation (its last ``frame_channels`` channels):
@@ -25,7 +25,7 @@ return inverse temperature 0.75, action inverse temperature 1, action top percen
 layers: CPU scale; the release model is d_model 1280, 10 layers), AdamW (the paper trained with
 LAMB) with lr 3e-4, weight decay 0.01 on weight matrices only, linear warm-up over 500 steps,
 global-norm clipping at 1.0. For MinAtar we suggest ``rtg_min = 0, rtg_max = 50``
-(``MINATAR_RTG_RANGE``): its rewards are never negative, and the mean returns of this
+(``agents.configs.MINATAR_RTG_RANGE``): its rewards are never negative, and the mean returns of this
 project's CPU-budget reference agents are below 25 (``suites/scores.py``), so behaviour data
 rarely reach 50; larger returns saturate the top class. Patching: 14×14 for Atari (release), 5×5 for MinAtar (4 tokens of 250 values; see
 ``models.transformer.default_patch_size``).
@@ -36,7 +36,6 @@ Dropout draws from torch's global generator, which the training loop checkpoints
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,92 +44,19 @@ from scaledql import losses
 from scaledql.agents.base import (
     BatchSpec,
     Learner,
-    LearnerConfig,
     Problem,
     as_tensors,
-    check,
     maybe_compile,
     resolve_bf16,
     wrap_distributed,
 )
+from scaledql.agents.configs import DecisionTransformerConfig
 from scaledql.agents.dt_policy import DecisionTransformerPolicy
 from scaledql.agents.registry import register
 from scaledql.data.sampler import TrajectoryBatch
 from scaledql.errors import UserError
 from scaledql.models.transformer import DecisionTransformerNet, default_patch_size, patch_grid
 from scaledql.policies import Policy
-
-ATARI_RTG_RANGE = (-20, 100)  # the release's ATARI_RETURN_RANGE
-MINATAR_RTG_RANGE = (0, 50)  # chosen: see the module docstring
-
-
-@dataclass
-class DecisionTransformerConfig(LearnerConfig):
-    """The Decision Transformer's knobs (saved with every run); sources in the module docstring."""
-
-    d_model: int = 128
-    num_layers: int = 2
-    num_heads: int | None = None  # None: d_model // 64 (key size 64, the release), at least 1
-    context: int = 4  # steps per window (paper)
-    patch_size: int | None = None  # None: 14 for 84×84, 5 for 10×10 (default_patch_size)
-    dropout: float = 0.1
-    rtg_min: int = ATARI_RTG_RANGE[0]
-    rtg_max: int = ATARI_RTG_RANGE[1]
-    single_return_token: bool = True  # only the window's first return-to-go (the release)
-    obs_scale: float = 1.0 / 255.0
-    batch_size: int = 128
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 500  # linear warm-up of the learning rate from lr/warmup to lr
-    adam_eps: float = 1e-8
-    grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
-    # Expert-action inference (the policy).
-    kappa: float = 0.0  # optimality bias κ·(R − R_low)/(R_high − R_low) on the return logits
-    return_inverse_temperature: float = 0.75
-    return_samples: int = 128  # returns drawn per step; the largest is kept
-    return_top_percentile: float | None = None  # keep return logits above this percentile
-    action_inverse_temperature: float = 1.0
-    action_top_percentile: float | None = 50.0  # keep action logits above this percentile
-    seed: int = 0  # the policy's sampling generator
-    bf16: bool = False
-    compile: bool = False
-
-    @property
-    def heads(self) -> int:
-        return self.num_heads if self.num_heads is not None else max(1, self.d_model // 64)
-
-    def validate(self) -> DecisionTransformerConfig:
-        super().validate()
-        floats = (self.dropout, self.obs_scale, self.lr, self.weight_decay, self.adam_eps,
-                  self.kappa, self.return_inverse_temperature, self.action_inverse_temperature)
-        check([
-            (all(math.isfinite(x) for x in floats), "dropout, obs_scale, lr, weight_decay, "
-             "adam_eps, kappa and the inverse temperatures must be finite"),
-            (self.d_model > 0 and self.num_layers > 0, "d_model and num_layers must be > 0"),
-            (self.heads > 0 and self.d_model % self.heads == 0,
-             f"num_heads must divide d_model ({self.d_model})"),
-            # With one step the reward token feeds nothing: its embedding would get no gradient.
-            (self.context >= 2, "context must be >= 2"),
-            (self.patch_size is None or self.patch_size >= 1, "patch_size must be >= 1"),
-            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
-            (self.rtg_max > self.rtg_min, "rtg_max must be > rtg_min"),
-            (self.obs_scale > 0 and self.lr > 0 and self.adam_eps > 0,
-             "obs_scale, lr and adam_eps must be > 0"),
-            (self.weight_decay >= 0 and self.warmup_steps >= 0,
-             "weight_decay and warmup_steps must be >= 0"),
-            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
-            (self.return_inverse_temperature >= 0 and self.action_inverse_temperature >= 0,
-             "inverse temperatures must be >= 0"),
-            (self.return_samples >= 1, "return_samples must be >= 1"),
-            (all(p is None or 0 <= p < 100
-                 for p in (self.return_top_percentile, self.action_top_percentile)),
-             "top percentiles must be in [0, 100) (or none)"),
-        ])  # fmt: skip
-        return self
-
-    @property
-    def num_returns(self) -> int:
-        return self.rtg_max - self.rtg_min + 1
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -149,7 +75,6 @@ class DecisionTransformer(Learner):
 
     name = "dt"
     config_class = DecisionTransformerConfig
-    summary = "multi-game Decision Transformer (Lee et al. 2022): the paper's DT baseline"
     cfg: DecisionTransformerConfig
 
     def __init__(self, cfg: DecisionTransformerConfig, problem: Problem,

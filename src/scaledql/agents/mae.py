@@ -1,7 +1,7 @@
 """Masked-autoencoder pretraining of the Scaled QL encoder on the dataset's frames (a ``Learner``).
 
 The paper compares Scaled QL pretraining with MAE pretraining (He et al. 2022) for online
-fine-tuning (``shared/reference.md``, "Fine-tuning"), without details. Here: random patches of
+fine-tuning (its fine-tuning experiments, §6), without details. Here: random patches of
 the stacked observation are blanked, the Scaled QL torso's encoder trunk encodes the masked
 image, a light convolutional decoder (``models/decoder.py``) predicts the pixels, and the MSE on
 the masked patches is minimized. Only frames are used: no actions, rewards or games.
@@ -19,7 +19,6 @@ Defaults and their sources: ``docs/defaults_bc_mae.md``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,14 +29,13 @@ from scaledql.agents.base import (
     BatchSpec,
     Learner,
     Problem,
-    TorsoConfig,
     as_tensors,
-    check,
     make_adam,
     maybe_compile,
     resolve_bf16,
     wrap_distributed,
 )
+from scaledql.agents.configs import MAEConfig
 from scaledql.agents.registry import register
 from scaledql.data.sampler import TransitionBatch
 from scaledql.errors import UserError
@@ -45,7 +43,6 @@ from scaledql.models import Torso
 from scaledql.models.decoder import MAENetwork, random_patch_mask
 from scaledql.policies import Policy, RandomPolicy
 
-FILLS = ("zero", "learned")
 # Automatic patch sides: the target for large frames (84 → 7×7 patches) and for small grids
 # (MinAtar 10 → 5×5); the largest divisor of both sides not above it is used.
 LARGE_PATCH, SMALL_PATCH, SMALL_INPUT = 12, 2, 32
@@ -55,40 +52,6 @@ def auto_patch_size(height: int, width: int) -> int:
     """The patch side used when ``patch_size`` is None: 12 for 84×84, 2 for 10×10."""
     target = SMALL_PATCH if min(height, width) < SMALL_INPUT else LARGE_PATCH
     return max(p for p in range(1, target + 1) if height % p == 0 and width % p == 0)
-
-
-@dataclass
-class MAEConfig(TorsoConfig):
-    """Masked-autoencoder pretraining. The torso options (``TorsoConfig``: encoder, width,
-    encoder_layout, feature_dim, obs_scale) must equal those of the Scaled QL run the encoder is
-    meant for (the torso is built the same way; MAE trains only the encoder's trunk).
-
-    Optimizer defaults follow He et al. (2022): base lr 1.5e-4 at batch 256, scaled linearly.
-    """
-
-    mask_ratio: float = 0.75  # He et al. 2022
-    patch_size: int | None = None  # pixels per patch side; None = auto_patch_size (12 / 2)
-    norm_pix: bool = False  # per-patch normalized target (He et al.'s norm_pix_loss)
-    mask_fill: str = "zero"  # masked input pixels: "zero" or a "learned" per-channel value
-    decoder_width: int | None = None  # None: half the trunk's channels, in [16, 512]
-    decoder_depth: int = 1  # 3×3 conv layers at the patch grid
-    lr: float = 1.5e-4  # He et al.'s base lr, at lr_batch_size
-    lr_batch_size: int = 256
-    lr_scaling: str = "linear"
-    adam_eps: float = 1e-8  # PyTorch's / MAE's
-
-    def validate(self) -> MAEConfig:
-        super().validate()
-        if self.mask_fill not in FILLS:
-            raise UserError(f"unknown mask_fill {self.mask_fill!r} ({', '.join(FILLS)})")
-        check([
-            (math.isfinite(self.mask_ratio) and 0 < self.mask_ratio < 1,
-             "mask_ratio must be in (0, 1)"),
-            (self.patch_size is None or self.patch_size >= 1, "patch_size must be >= 1 (or none)"),
-            ((self.decoder_width is None or self.decoder_width >= 1) and self.decoder_depth >= 0,
-             "decoder_width must be >= 1 (or none) and decoder_depth >= 0"),
-        ])  # fmt: skip
-        return self
 
 
 @register
@@ -105,7 +68,6 @@ class MAE(Learner):
 
     name = "mae"
     config_class = MAEConfig
-    summary = "masked-autoencoder pretraining of the Scaled QL encoder on frames (plays randomly)"
     cfg: MAEConfig
 
     def __init__(self, cfg: MAEConfig, problem: Problem, device: torch.device | str = "cpu",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,58 +21,17 @@ from scaledql.agents.base import (
     BatchSpec,
     Learner,
     Problem,
-    TorsoConfig,
     as_tensors,
-    check,
     make_adam,
     maybe_compile,
     resolve_bf16,
     wrap_distributed,
 )
+from scaledql.agents.configs import ScaledQLConfig
 from scaledql.agents.registry import register
 from scaledql.data.sampler import TransitionBatch
-from scaledql.errors import UserError
 from scaledql.models import NetworkOutput, ScaledQNetwork
 from scaledql.policies import GreedyPolicy, Policy
-
-LOSSES = ("c51", "mse")
-
-
-@dataclass
-class ScaledQLConfig(TorsoConfig):
-    """Everything that defines the learner (saved with every run): the torso's options
-    (``TorsoConfig``: encoder, width, feature norm, Adam, lr scaling, switches) and the
-    distributional CQL objective's."""
-
-    loss: str = "c51"  # "c51" (distributional, cross-entropy) or "mse" (scalar Q regression)
-    num_atoms: int = 51
-    v_min: float = -10.0
-    v_max: float = 10.0
-    gamma: float = 0.99
-    n_step: int = 3  # returns summed over n steps by the sampler (stops at episode ends)
-    reward_clip: float | None = 1.0  # clip each reward to [-c, c] for learning (DQN convention)
-    cql_alpha: float = 0.1
-    huber_delta: float | None = None  # mse only: None = squared error, a number = Huber loss
-    double_q: bool = True  # bootstrap action = argmax of the *online* net at s'
-    target_update_period: int = 2000  # gradient steps between hard target copies
-
-    def validate(self) -> ScaledQLConfig:
-        super().validate()
-        if self.loss not in LOSSES:
-            raise UserError(f"unknown loss {self.loss!r} (choose from {', '.join(LOSSES)})")
-        finite = all(math.isfinite(x) for x in (self.v_min, self.v_max, self.gamma, self.cql_alpha))
-        check([
-            (finite, "v_min, v_max, gamma and cql_alpha must be finite"),
-            (self.num_atoms >= 2, "num_atoms must be >= 2"),
-            (self.v_max > self.v_min, "v_max must be > v_min"),
-            (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
-            (self.n_step >= 1, "n_step must be >= 1"),
-            (self.reward_clip is None or self.reward_clip > 0, "reward_clip must be > 0 (or none)"),
-            (self.cql_alpha >= 0, "cql_alpha must be >= 0"),
-            (self.target_update_period >= 1, "target_update_period must be >= 1"),
-            (self.huber_delta is None or self.huber_delta > 0, "huber_delta must be > 0"),
-        ])  # fmt: skip
-        return self
 
 
 def scaled_ql_loss(
@@ -141,7 +99,6 @@ class ScaledQL(Learner):
 
     name = "scaled-ql"
     config_class = ScaledQLConfig
-    summary = "offline multi-game Scaled Q-Learning: C51 + CQL, feature normalization (the paper)"
     cfg: ScaledQLConfig
 
     def __init__(self, cfg: ScaledQLConfig, problem: Problem, device: torch.device | str = "cpu",

@@ -1,8 +1,12 @@
 """The ``scaledql`` command: a thin shell that parses, validates and calls the library.
 
 Each command group lives in its own module exposing ``register(subparsers)``; a registered
-parser sets ``func`` (``args -> int`` exit code). Bad input raises ``UserError`` anywhere below
-and becomes one line on stderr with exit code 2 — never a traceback.
+parser sets ``func`` (``args -> int`` exit code). Every invocation, ``--help`` included, builds
+every command's parser, so ``register`` imports nothing heavy: torch and the games load inside
+``func`` only (``tests/test_cli_help.py`` checks that ``--help`` never imports them). Every
+option's help says its default. Bad input raises ``UserError`` anywhere below and becomes one
+line on stderr with exit code 2 — never a traceback. ``--quiet`` is applied here, once
+(``scaledql.progress``).
 
 Checks that hold for every command live here, once: every ``type=float`` option of every
 parser accepts finite numbers only (``nan``, ``inf`` and ``1e999`` are refused by argparse's
@@ -72,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    from scaledql.progress import set_quiet
+
+    set_quiet(getattr(args, "quiet", False))  # every call: main() may run several times
     try:
         _check_out(getattr(args, "out", None))
         return int(args.func(args) or 0)

@@ -6,7 +6,13 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from scaledql.cli.common import add_device_arg, add_game_args, check_batch_memory, env_options
+from scaledql.cli.common import (
+    add_device_arg,
+    add_game_args,
+    add_progress_args,
+    check_batch_memory,
+    env_options,
+)
 
 # Options of the online DQN a flag may set: learner options and the online schedule.
 DQN_LEARNER_FLAGS = ("encoder", "width", "feature_dim", "lr", "adam_eps", "batch_size",
@@ -14,19 +20,21 @@ DQN_LEARNER_FLAGS = ("encoder", "width", "feature_dim", "lr", "adam_eps", "batch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scaledql.agents.dqn import DQNConfig
-    from scaledql.training.online import OnlineSchedule
+    from scaledql.agents.configs import DQNConfig
+    from scaledql.training.schedule import OnlineSchedule
 
     p = sub.add_parser("collect", help="collect multi-game data: online DQN per game, every "
                                        "transition logged (DQN-Replay style)")
     add_game_args(p)
     p.add_argument("--steps", type=int, required=True, help="environment steps per game")
     p.add_argument("--out", type=Path, required=True, help="dataset directory")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first game (+1 per game)")
-    p.add_argument("--num-envs", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first game, +1 per game (default: 0)")
+    p.add_argument("--num-envs", type=int, default=4,
+                   help="parallel environments per game (default: 4)")
     p.add_argument("--policy", default="dqn",
-                   help="'dqn' (learn online, log everything) or a checkpoint to log as is")
-    p.add_argument("--epsilon", type=float, default=0.01, help="ε of a fixed --policy")
+                   help="'dqn' (learn online, log everything) or a checkpoint to log as is "
+                        "(default: dqn)")
+    p.add_argument("--epsilon", type=float, default=0.01, help="ε of a fixed --policy (default: 0.01)")
     p.add_argument("--overwrite", action="store_true", help="replace games already in --out")
     p.add_argument("--skip-existing", action="store_true", help="keep games already in --out")
     p.add_argument("--snapshot-every", type=int, default=None, metavar="N",
@@ -42,18 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, default in defaults.items():
         kind = float if isinstance(default, float) else type(default)
         g.add_argument(f"--dqn-{name.replace('_', '-')}", type=kind, default=None,
-                       dest=f"dqn_{name}", help=f"default {default}")
-    p.add_argument("--no-progress", action="store_true")
+                       dest=f"dqn_{name}", help=f"(default: {default})")
+    add_progress_args(p)
     add_device_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from scaledql.agents.dqn import DQNConfig
+    from scaledql.agents.configs import DQNConfig
     from scaledql.cli.common import print_json
     from scaledql.collect import CollectConfig, collect
     from scaledql.suites import get_suite
-    from scaledql.training.online import OnlineSchedule
+    from scaledql.training.schedule import OnlineSchedule
 
     suite = get_suite(args.suite)
     given = {k[4:]: v for k, v in vars(args).items() if k.startswith("dqn_") and v is not None}

@@ -7,36 +7,56 @@ import json
 import math
 import sys
 
+from scaledql.progress import LINE_SECONDS as PROGRESS_LINE_SECONDS
 from scaledql.suites import SUITE_NAMES, EnvOptions
 
 
-def add_game_args(parser: argparse.ArgumentParser, default_suite: str = "minatar") -> None:
-    g = parser.add_argument_group("games")
+def add_game_args(parser: argparse.ArgumentParser, default_suite: str | None = "minatar",
+                  defaults: str = "") -> None:
+    """The game options. ``default_suite=None``: the caller picks the suite (a checkpoint's);
+    ``defaults`` then says where the defaults come from, for every option's help."""
+    g = parser.add_argument_group("games", defaults or None)
     g.add_argument("--suite", default=default_suite,
-                   help=f"game suite: {', '.join(SUITE_NAMES)} (default: %(default)s)")
+                   help=f"game suite: {', '.join(SUITE_NAMES)} (default: "
+                        f"{default_suite or 'see above'})")
     g.add_argument("--games", default=None,
                    help="comma list of games or a named list (train40, heldout5, all); "
                         "default: every minatar game / the 40 training Atari games")
-    g.add_argument("--mode", type=int, default=None, help="ALE game mode (atari)")
-    g.add_argument("--difficulty", type=int, default=None, help="ALE difficulty (atari)")
-    g.add_argument("--full-action-space", action="store_true",
-                   help="all 18 Atari actions instead of each game's minimal set")
+    g.add_argument("--mode", type=int, default=None,
+                   help="ALE game mode (atari; default: the game's default mode)")
+    g.add_argument("--difficulty", type=int, default=None,
+                   help="ALE difficulty (atari; default: the game's default difficulty)")
+    g.add_argument("--full-action-space", action=argparse.BooleanOptionalAction, default=None,
+                   help="all 18 Atari actions instead of each game's minimal set (default: "
+                        "minimal)")
     g.add_argument("--sticky", type=float, default=None,
                    help="sticky-action probability (default: atari 0.25, minatar 0.1)")
     g.add_argument("--max-episode-steps", type=int, default=None,
                    help="agent-step cap per episode (default: atari 27000, minatar 10000)")
 
 
-def env_options(args: argparse.Namespace) -> EnvOptions:
+def env_options(args: argparse.Namespace, base: dict | None = None,
+                where: str = "checkpoint") -> EnvOptions:
+    """The game options the flags give; ``base`` (a checkpoint's options, checked here: it
+    comes from a file) fills every option whose flag was not given."""
     from scaledql.errors import UserError
+    from scaledql.typed import typed
 
-    if args.sticky is not None and not 0.0 <= args.sticky <= 1.0:
-        raise UserError(f"--sticky must be in [0, 1], got {args.sticky}")
-    if args.max_episode_steps is not None and args.max_episode_steps <= 0:
-        raise UserError(f"--max-episode-steps must be positive, got {args.max_episode_steps}")
-    return EnvOptions(sticky=args.sticky, max_episode_steps=args.max_episode_steps,
-                      full_action_space=args.full_action_space, mode=args.mode,
-                      difficulty=args.difficulty)
+    given = {"sticky": args.sticky, "max_episode_steps": args.max_episode_steps,
+             "full_action_space": args.full_action_space, "mode": args.mode,
+             "difficulty": args.difficulty}
+    if base:
+        if not isinstance(base, dict):
+            raise UserError(f"{where}: env_options must be a table of game options")
+        base = typed(EnvOptions, base, f"{where} env_options")
+        given = {k: base.get(k) if v is None else v for k, v in given.items()}
+    given["full_action_space"] = bool(given["full_action_space"])
+    sticky, cap = given["sticky"], given["max_episode_steps"]
+    if sticky is not None and not 0.0 <= sticky <= 1.0:
+        raise UserError(f"--sticky must be in [0, 1], got {sticky}")
+    if cap is not None and cap <= 0:
+        raise UserError(f"--max-episode-steps must be positive, got {cap}")
+    return EnvOptions(**given)
 
 
 def check_batch_memory(batch_size: int, obs_shape: tuple[int, ...], flag: str) -> None:
@@ -56,9 +76,22 @@ def check_batch_memory(batch_size: int, obs_shape: tuple[int, ...], flag: str) -
                         f"GiB, more than this machine's memory ({have / 2**30:,.0f} GiB)")
 
 
-def add_device_arg(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+def add_device_arg(parser: argparse.ArgumentParser, default: str | None = "auto",
+                   note: str = "") -> None:
     parser.add_argument("--device", default=default,
-                        help="cpu, cuda, cuda:N or auto (CUDA when present; default)")
+                        help=f"cpu, cuda, cuda:N or auto: CUDA when present (default: auto{note})")
+
+
+def add_progress_args(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress`` and ``--quiet`` (``scaledql.progress`` acts on them)."""
+    g = parser.add_argument_group("progress output (stderr)")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no live bar: a plain progress line every "
+                        f"{PROGRESS_LINE_SECONDS:g} s instead (what a non-terminal stderr, "
+                        "e.g. a log file, gets anyway)")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress output at all, neither bars nor lines (results, "
+                        "warnings and errors still print)")
 
 
 def print_json(obj: object) -> None:

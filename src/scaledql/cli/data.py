@@ -21,6 +21,7 @@ from scaledql.errors import UserError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="inspect, import and export offline datasets",
                        description=__doc__.splitlines()[0])
+    p.set_defaults(func=lambda args: p.print_help() or 2)
     groups = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
 
     info = groups.add_parser("info", help="per game: transitions, episodes, behaviour returns")
@@ -80,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     mo.add_argument("dir", type=Path, help="dataset directory")
     mo.add_argument("--game", required=True, help="the game to export")
     mo.add_argument("--dataset-id", required=True, help="Minari id, e.g. scaledql/pong-v0")
-    mo.add_argument("--author", default=None)
+    mo.add_argument("--author", default=None,
+                    help="author recorded in the dataset's metadata (default: none)")
     mo.set_defaults(func=run_export_minari)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scaledql.cli.common import add_device_arg
+from scaledql.cli.common import add_device_arg, add_progress_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,9 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "Scaled QL agent offline, evaluate, write a report")
     p.add_argument("--out", type=Path, default=None,
                    help="run folder (default: runs/demo, or runs/demo-quick with --quick)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every stage (default: 0)")
     p.add_argument("--quick", action="store_true", help="the same pipeline, tiny (~1 minute)")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress_args(p)
     add_device_arg(p)
     p.set_defaults(func=run)
 

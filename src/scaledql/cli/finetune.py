@@ -9,7 +9,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from scaledql.cli.common import add_device_arg
+from scaledql.cli.common import add_device_arg, add_progress_args
 
 # Named learner flags (every arm's learner that has the option gets it).
 LEARNER_FLAGS = ("lr", "batch_size", "target_update_period")
@@ -30,20 +30,25 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--freeze-encoder", action="store_true",
                    help="freeze every transferred encoder (pretrained → pretrained-frozen, ...)")
     p.add_argument("--mae", type=Path, default=None,
-                   help="an MAE run (scaledql train --algo mae) whose encoder the mae arm loads")
+                   help="an MAE run (scaledql train --algo mae) whose encoder the mae arm loads "
+                        "(default: none; the mae arms need it)")
     p.add_argument("--seeds", default="0", help="comma list of seeds (default: 0)")
     g = p.add_argument_group("learner options (every arm's learner that has them)")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--target-update-period", type=int)
+    base = ("the pretrained run's for Scaled QL arms, the suite preset's for the others"
+            if kind == "offline" else "the pretrained run's for Scaled QL arms, the dqn "
+            "learner's for the dqn arm")
+    g.add_argument("--lr", type=float, help=f"learning rate (default: {base})")
+    g.add_argument("--batch-size", type=int, help=f"global batch (default: {base})")
+    g.add_argument("--target-update-period", type=int,
+                   help=f"steps between target copies (default: {base})")
     g.add_argument("--cql-alpha", type=float,
                    help="CQL weight of the Scaled QL arms (0: none); default: "
                         + ("the pretrained run's" if kind == "offline" else "0 (online)"))
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any option: learner.KEY=VALUE for the learners"
                         + (", KEY=VALUE for the runs (e.g. sample_workers=0)"
-                           if kind == "offline" else ""))
-    p.add_argument("--no-progress", action="store_true")
+                           if kind == "offline" else "") + " (repeatable; default: none)")
+    add_progress_args(p)
     add_device_arg(p)
 
 
@@ -66,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     off.add_argument("--steps", type=int, help="gradient steps per run (default: the preset's)")
     off.add_argument("--eval-every", type=int, help="gradient steps between evaluations "
                                                     "(default: steps / 4)")
-    off.add_argument("--eval-episodes", type=int)
+    off.add_argument("--eval-episodes", type=int,
+                     help="episodes per game at each evaluation (default: the preset's)")
     off.set_defaults(func=run_offline)
 
     on = fine.add_parser("online", help="online fine-tuning to a game variant",
@@ -74,34 +80,44 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "environment steps. MinAtar variants: --sticky.")
     _common(on, "online")
     on.add_argument("--suite", default="minatar", help="minatar or atari (default: minatar)")
-    on.add_argument("--game", required=True)
-    on.add_argument("--mode", type=int, default=None, help="ALE game mode (atari)")
-    on.add_argument("--difficulty", type=int, default=None, help="ALE difficulty (atari)")
+    on.add_argument("--game", required=True, help="the game whose variant is learned")
+    on.add_argument("--mode", type=int, default=None,
+                    help="ALE game mode (atari; default: the game's default mode)")
+    on.add_argument("--difficulty", type=int, default=None,
+                    help="ALE difficulty (atari; default: the game's default difficulty)")
     on.add_argument("--sticky", type=float, default=None,
-                    help="sticky-action probability (the MinAtar variant, e.g. 0.3)")
-    on.add_argument("--max-episode-steps", type=int, default=None)
-    on.add_argument("--full-action-space", action="store_true")
+                    help="sticky-action probability, the MinAtar variant, e.g. 0.3 (default: "
+                         "atari 0.25, minatar 0.1)")
+    on.add_argument("--max-episode-steps", type=int, default=None,
+                    help="agent-step cap per episode (default: atari 27000, minatar 10000)")
+    on.add_argument("--full-action-space", action="store_true",
+                    help="all 18 Atari actions instead of each game's minimal set")
     on.add_argument("--steps", type=int, required=True, help="environment steps per run")
     on.add_argument("--dqn-steps", type=int, default=None,
                     help="environment steps of the dqn arm (default: --steps)")
-    on.add_argument("--num-envs", type=int, default=4)
+    on.add_argument("--num-envs", type=int, default=4,
+                    help="parallel environments (default: 4)")
     on.add_argument("--eval-every", type=int, default=None,
                     help="environment steps between evaluations (default: steps / 5)")
-    on.add_argument("--eval-episodes", type=int, default=10)
+    on.add_argument("--eval-episodes", type=int, default=10,
+                    help="episodes at each evaluation (default: 10)")
     on.add_argument("--checkpoint-every", type=int, default=None,
                     help="environment steps between checkpoints (default: --eval-every)")
-    from scaledql.training.online import OnlineSchedule
+    from scaledql.training.schedule import OnlineSchedule
 
-    g = on.add_argument_group("online schedule (defaults: learning starts after steps/10, "
-                              "at most 2000; ε decays over steps/4, at most 25000)")
+    # scaled to --steps by finetune.online.default_schedule; the others are OnlineSchedule's
+    scaled = {"learning_starts": "steps / 10, at most 2000",
+              "epsilon_decay_steps": "steps / 4, at most 25000"}
+    g = on.add_argument_group("online schedule")
     for f in fields(OnlineSchedule):
         kind = float if isinstance(f.default, float) else int
         g.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
-                       dest=f"schedule_{f.name}", help=f"collector default {f.default}")
+                       dest=f"schedule_{f.name}",
+                       help=f"(default: {scaled.get(f.name, f.default)})")
     on.set_defaults(func=run_online)
 
     rep = fine.add_parser("report", help="(re)write OUT/report.md and curves.png")
-    rep.add_argument("out", type=Path)
+    rep.add_argument("out", type=Path, help="the experiment folder a finetune command wrote")
     rep.set_defaults(func=run_report)
 
 

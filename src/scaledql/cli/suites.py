@@ -10,7 +10,7 @@ from scaledql.suites import SUITE_NAMES, get_suite
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("suites", help="list suites, games, action counts, observation shapes")
-    p.add_argument("--suite", choices=SUITE_NAMES, default=None, help="only this suite")
+    p.add_argument("--suite", choices=SUITE_NAMES, default=None, help="only this suite (default: every suite)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 

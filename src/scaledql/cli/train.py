@@ -8,9 +8,10 @@ own saved config instead of the preset; flags then may only change run length an
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
-from scaledql.cli.common import add_device_arg, check_batch_memory
+from scaledql.cli.common import add_device_arg, add_progress_args, check_batch_memory
 
 # Flag (argparse dest) → run option; None-valued flags are left to the layers below them.
 RUN_FLAGS = ("steps", "seed", "log_every", "checkpoint_every", "eval_every", "eval_episodes",
@@ -24,68 +25,151 @@ SWITCHES = {"no_feature_norm": ("feature_norm", False), "bf16": ("bf16", True),
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scaledql.agents.registry import learner_class, learner_names
+    from scaledql.agents.registry import learner_names, learner_summary
 
     names = learner_names()
-    algos = "; ".join(f"{n}: {learner_class(n).summary}" for n in names)
+    algos = "; ".join(f"{n}: {learner_summary(n)}" for n in names)
+    d = _DefaultText()
     p = sub.add_parser("train", help="train a learner offline on a multi-game dataset",
                        description="Offline multi-game training of any registered learner. "
-                                   "Run under torchrun for DDP.")
-    p.add_argument("--data", type=Path, help="dataset directory (DIR/<GAME>/...); with --resume "
-                                             "the run's own by default")
+                                   "Run under torchrun for DDP. Option defaults come from the "
+                                   "data's suite preset (the packaged scaledql/configs/<suite>"
+                                   ".toml) where it sets them, else from the learner or the run "
+                                   "config; with --resume they are the run's saved values. "
+                                   "--print-config shows the merged values.")
+    p.add_argument("--data", type=Path, help="dataset directory (DIR/<GAME>/...); required "
+                                             "except with --resume (default there: the run's)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--algo", choices=names, default=None,
-                   help=f"learner (default: scaled-ql). {algos}")
+                   help=f"learner (default: scaled-ql; with --resume the run's). {algos}")
     p.add_argument("--config", default=None,
                    help="preset name (minatar, atari) or a TOML file layered over the suite's "
-                        "preset; see --print-config for the shape")
+                        "preset; see --print-config for the shape (default: the data's suite "
+                        "preset alone)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any option, e.g. --set steps=500 --set learner.lr=1e-3 "
-                        "(VALUE in TOML syntax)")
-    p.add_argument("--games", default=None, help="comma list of dataset games (default: all)")
+                        "(VALUE in TOML syntax; repeatable; default: none)")
+    p.add_argument("--games", default=None,
+                   help="comma list of dataset games (default: every game of the data)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its saved config and checkpoint")
     p.add_argument("--print-config", action="store_true",
                    help="print the merged configuration as TOML and exit")
     g = p.add_argument_group("run options")
-    g.add_argument("--steps", type=int, help="gradient steps")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--log-every", type=int)
-    g.add_argument("--checkpoint-every", type=int)
+    g.add_argument("--steps", type=int, help=f"gradient steps ({d.run('steps')})")
+    g.add_argument("--seed", type=int, help=f"seed of the network, sampling and evaluation "
+                                            f"({d.run('seed')})")
+    g.add_argument("--log-every", type=int, help=f"steps between logged rows ({d.run('log_every')})")
+    g.add_argument("--checkpoint-every", type=int,
+                   help=f"steps between checkpoints ({d.run('checkpoint_every')})")
     g.add_argument("--keep-every", type=int,
                    help="also keep RUN/checkpoints/step_N.pt every K steps, for re-evaluation "
-                        "or fine-tuning from an earlier step (0: the latest only; default 0)")
-    g.add_argument("--eval-every", type=int, help="gradient steps between evaluations (0: end only)")
-    g.add_argument("--eval-episodes", type=int)
+                        f"or fine-tuning from an earlier step, 0: the latest only "
+                        f"({d.run('keep_every')})")
+    g.add_argument("--eval-every", type=int, help="gradient steps between evaluations, 0: at the "
+                                                  f"end only ({d.run('eval_every')})")
+    g.add_argument("--eval-episodes", type=int, help="episodes per game at each evaluation "
+                                                     f"({d.run('eval_episodes')})")
     g.add_argument("--sample-workers", type=int,
-                   help="background sampling threads (0: none; default 1 on CUDA, 0 on CPU)")
-    g.add_argument("--prefetch", type=int, help="batches each sampling thread keeps ready")
-    g.add_argument("--init-from", help="a run whose torso initialises this network (transfer)")
+                   help="background sampling threads, 0: none (default: 1 on CUDA, 0 on CPU)")
+    g.add_argument("--prefetch", type=int,
+                   help=f"batches each sampling thread keeps ready ({d.run('prefetch')})")
+    g.add_argument("--init-from", help="a run whose torso initialises this network (transfer; "
+                                       "default: none, fresh weights)")
     g.add_argument("--init-parts", choices=["encoder", "torso"],
                    help="what --init-from transfers (default: encoder, as the paper)")
     g.add_argument("--freeze-encoder", action="store_true", help="keep the encoder fixed")
     g.add_argument("--data-fraction", type=float,
                    help="share of each game's data: its first episodes, whole, holding at least "
-                        "this share of its transitions (default 1)")
-    g = p.add_argument_group("learner options (the paper's comparisons: --loss mse for scalar "
-                             "CQL, --encoder impala|nature, --no-feature-norm)")
-    g.add_argument("--encoder", help="nature, impala, resnet18, resnet34, resnet50, resnet101")
-    g.add_argument("--width", type=float, help="encoder channel multiplier")
-    g.add_argument("--feature-dim", type=int)
-    g.add_argument("--batch-size", type=int, help="global batch (split over DDP processes)")
-    g.add_argument("--lr", type=float, help="learning rate")
-    g.add_argument("--cql-alpha", type=float, help="CQL weight α (0 disables CQL)")
-    g.add_argument("--loss", choices=["c51", "mse"], help="c51 (distributional) or mse (scalar Q)")
-    g.add_argument("--n-step", type=int, help="n-step returns")
-    g.add_argument("--reward-clip", type=float)
-    g.add_argument("--target-update-period", type=int)
-    g.add_argument("--grad-clip", type=float)
+                        f"this share of its transitions ({d.run('data_fraction')})")
+    g = p.add_argument_group(
+        "learner options", "Defaults shown are scaled-ql's (the default --algo); other learners "
+        "have their own (docs/defaults.md, docs/defaults_bc_mae.md; --print-config shows them). "
+        "The paper's comparisons: --loss mse for scalar CQL, --encoder impala|nature, "
+        "--no-feature-norm.")
+    g.add_argument("--encoder", help="nature, impala, resnet18, resnet34, resnet50, resnet101 "
+                                     f"({d.learner('encoder')})")
+    g.add_argument("--width", type=float,
+                   help=f"encoder channel multiplier ({d.learner('width')})")
+    g.add_argument("--feature-dim", type=int, help="width of the dense projection before the "
+                                                   f"heads ({d.learner('feature_dim')})")
+    g.add_argument("--batch-size", type=int, help="global batch, split over DDP processes "
+                                                  f"({d.learner('batch_size')})")
+    g.add_argument("--lr", type=float, help="learning rate at the preset's lr_batch_size, "
+                                            f"sqrt-scaled to --batch-size ({d.learner('lr')})")
+    g.add_argument("--cql-alpha", type=float,
+                   help=f"CQL weight α, 0 disables CQL ({d.learner('cql_alpha')})")
+    g.add_argument("--loss", choices=["c51", "mse"],
+                   help=f"c51 (distributional) or mse (scalar Q) ({d.learner('loss')})")
+    g.add_argument("--n-step", type=int, help=f"n-step returns ({d.learner('n_step')})")
+    g.add_argument("--reward-clip", type=float,
+                   help=f"clip rewards to [-c, c] for learning ({d.learner('reward_clip')})")
+    g.add_argument("--target-update-period", type=int,
+                   help=f"gradient steps between target copies ({d.learner('target_update_period')})")
+    g.add_argument("--grad-clip", type=float,
+                   help=f"max global gradient norm ({d.learner('grad_clip')})")
     g.add_argument("--no-feature-norm", action="store_true", help="ablate feature normalization")
     g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
     g.add_argument("--compile", action="store_true", help="torch.compile the network (GPUs)")
-    p.add_argument("--no-progress", action="store_true")
-    add_device_arg(p, default=None)
+    add_progress_args(p)
+    g = p.add_argument_group("Weights & Biases (optional: pip install wandb)")
+    g.add_argument("--wandb", action="store_true",
+                   help="also log the config, parameter counts and metrics to W&B")
+    g.add_argument("--wandb-project", default="scaledql", help="W&B project (default: %(default)s)")
+    g.add_argument("--wandb-entity", default=None,
+                   help="W&B entity (default: your W&B default entity)")
+    g.add_argument("--wandb-name", default=None,
+                   help="W&B run name (default: the name of the --out folder)")
+    g.add_argument("--wandb-mode", choices=["online", "offline"], default=None,
+                   help="W&B mode (default: W&B's own, e.g. WANDB_MODE)")
+    add_device_arg(p, default=None, note="; with --resume the run's")
     p.set_defaults(func=run)
+
+
+class _DefaultText:
+    """"default: …" for the help of a run or learner option: the suite presets' values where
+    they set the option (per suite when they differ), else the dataclass default. Reads the two
+    packaged TOML files only; a broken preset becomes a vaguer text, never a failed --help."""
+
+    def __init__(self) -> None:
+        from scaledql.agents.registry import learner_config_class
+        from scaledql.errors import UserError
+        from scaledql.suites import SUITE_NAMES
+        from scaledql.training.config import RunConfig, preset_layers
+
+        self.run_defaults = {f.name: f.default for f in fields(RunConfig)}
+        self.learner_defaults = {f.name: f.default for f in fields(learner_config_class("scaled-ql"))}
+        self.presets: dict[str, tuple[dict, dict]] = {}
+        for suite in SUITE_NAMES:
+            try:
+                self.presets[suite] = preset_layers(suite, "scaled-ql")
+            except UserError:
+                self.presets = {}
+                break
+
+    def run(self, key: str) -> str:
+        return self._text(key, self.run_defaults[key], 0)
+
+    def learner(self, key: str) -> str:
+        return self._text(key, self.learner_defaults[key], 1)
+
+    def _text(self, key: str, default: object, which: int) -> str:
+        if not self.presets:
+            return "default: the suite preset's"
+        values = {s: layers[which].get(key, default) for s, layers in self.presets.items()}
+        if not any(key in layers[which] for layers in self.presets.values()):
+            return f"default: {_show(default)}"
+        if len(set(map(repr, values.values()))) == 1:
+            return f"default: {_show(next(iter(values.values())))} in both suite presets"
+        return "default: " + "; ".join(f"{s} preset {_show(v)}" for s, v in values.items())
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
 
 
 def _parse_set(items: list[str]) -> tuple[dict, dict]:
@@ -130,12 +214,12 @@ def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
 def _typed_overrides(algo: str, run: dict, learner: dict) -> tuple[dict, dict]:
     """``--set`` values are TOML: check them against the options' types as the config layers
     are checked (``steps=5.5`` is an error, ``lr=1`` becomes 1.0)."""
-    from scaledql.agents.registry import learner_class
+    from scaledql.agents.registry import learner_config_class
     from scaledql.training.config import RunConfig
     from scaledql.typed import typed
 
     run = {**run, **typed(RunConfig, run, "--set/flags", skip=("learner",))}
-    learner = {**learner, **typed(learner_class(algo).config_class, learner,
+    learner = {**learner, **typed(learner_config_class(algo), learner,
                                   f"--set/flags learner ({algo})")}
     return run, learner
 
@@ -184,18 +268,31 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from scaledql.api import train_run
-    from scaledql.data.store import open_dataset
+    from scaledql.errors import UserError
     from scaledql.training.config import to_toml
 
     cfg = build_config(args)
-    if args.print_config:
+    if args.print_config:  # torch-free up to here: printing a config is instant
         print(to_toml(cfg), end="")
         return 0
+    from scaledql.api import train_run
+    from scaledql.data.store import open_dataset
+
+    wandb = None
+    named = [f"--wandb-{k}" for k in ("entity", "name", "mode") if getattr(args, f"wandb_{k}")]
+    if not args.wandb and (named or args.wandb_project != "scaledql"):
+        raise UserError(f"{(named or ['--wandb-project'])[0]} needs --wandb")
+    if args.wandb:
+        from scaledql.training.metrics import WandbOptions, wandb_available
+
+        if not wandb_available():  # before anything is written or trained
+            raise UserError("--wandb: the wandb package is not installed (pip install wandb)")
+        wandb = WandbOptions(args.wandb_project, args.wandb_entity, args.wandb_name,
+                             args.wandb_mode)
     dataset = open_dataset(Path(cfg.data), cfg.games)
     check_batch_memory(int(cfg.learner.batch_size), dataset.game(dataset.games[0]).obs_shape,
                        "--batch-size")
-    summary = train_run(cfg, resume=args.resume, progress=not args.no_progress)
+    summary = train_run(cfg, resume=args.resume, progress=not args.no_progress, wandb=wandb)
     if summary.get("interrupted"):
         return 130
     if summary.get("rank", 0) == 0:

@@ -13,6 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from scaledql.errors import UserError
+from scaledql.progress import ProgressBar
 
 
 class Inline:
@@ -91,30 +92,28 @@ class Pool:
 
 
 class Progress:
-    """One bar over the inflated bytes of every file, with files done / total and an ETA."""
+    """One count over the inflated bytes of every file, with files done / total and an ETA
+    (a bar on a terminal, plain lines in a log: ``scaledql.progress``)."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.files = self.files_done = 0
-        self.bar: Any = None
+        self.bar: ProgressBar | None = None
 
     def __enter__(self) -> Progress:
-        if self.enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=0, unit="B", unit_scale=True, desc="import", disable=None,
-                            dynamic_ncols=True, smoothing=0.1)
+        self.bar = ProgressBar(0, "import", "B", unit_scale=True, enabled=self.enabled,
+                               smoothing=0.1)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if self.bar is not None:
-            self.bar.close()
+            self.bar.close(last_line=exc_type is None)  # a failed import ends on its error
 
     def add_work(self, nbytes: int, done_bytes: int, files: int, files_done: int) -> None:
         self.files += files
         self.files_done += files_done
         if self.bar is not None:
-            self.bar.total += nbytes
+            self.bar.add_total(nbytes)
             self.bar.update(done_bytes)
             self._postfix()
 
@@ -128,6 +127,7 @@ class Progress:
             self._postfix()
 
     def _postfix(self) -> None:
+        assert self.bar is not None
         self.bar.set_postfix_str(f"{self.files_done}/{self.files} files", refresh=True)
 
 

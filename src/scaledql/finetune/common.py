@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaledql.checkpoint import FILENAME, checkpoint_path, load_checkpoint
 from scaledql.errors import UserError
 from scaledql.io import atomic_write_json
 
@@ -95,6 +94,8 @@ def parse_seeds(text: str | int | None) -> list[int]:
 
 def read_run(path: Path | str, flag: str, algo: str) -> dict:
     """The checkpoint payload of a run given as ``flag``; one line if it is not a ``algo`` run."""
+    from scaledql.checkpoint import FILENAME, checkpoint_path, load_checkpoint
+
     path = Path(path)
     if not checkpoint_path(path).exists():
         what = "no such run" if not path.exists() else f"no {FILENAME} in it"

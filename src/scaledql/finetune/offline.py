@@ -164,7 +164,7 @@ def run_offline(cfg: OfflineFinetune) -> dict:
             options = EnvOptions(**env_options_of(dataset.game(game)))
             evaluator = policy_evaluator(spec["suite"], EvalConfig(
                 episodes=rc.eval_episodes, seed=rc.seed, epsilon=rc.eval_epsilon, options=options,
-                progress=False), Path(rc.out) / "eval")
+                progress=cfg.progress), Path(rc.out) / "eval")
             clock = WallClock(Path(rc.out))
             result = train(rc, resume=resume, evaluate_fn=evaluator, progress=cfg.progress)
             result["wall_seconds"] = clock.stop()

@@ -245,12 +245,14 @@ def run_arm(rc: OnlineRun, schedule_given: bool = False, progress: bool = True) 
         learner.freeze_encoder()  # requires_grad is not part of a state dict: set it each time
     atomic_write_json(run / "config.json", asdict(rc))
     log = MetricsLog(run, True, start)
+    log.write_config(asdict(rc), learner.param_counts())
     clock = WallClock(run)
     eval_cfg = EvalConfig(episodes=rc.eval_episodes, seed=rc.seed, num_envs=min(16, rc.eval_episodes),
-                          options=options, progress=False)
+                          options=options, progress=progress)
 
     def evaluate_at(step: int, updates: int) -> None:
-        report = evaluate(rc.suite, [rc.game], learner.policy(), eval_cfg).to_dict()
+        report = evaluate(rc.suite, [rc.game], learner.policy(), eval_cfg,
+                          desc=f"evaluate step {step}").to_dict()
         write_json(report, run / "eval" / f"step_{step:08d}.json")
         g = report["games"][rc.game]
         log.write({"step": step, "return": g["mean"], "normalized": g["normalized"],

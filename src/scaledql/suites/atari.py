@@ -27,7 +27,7 @@ FRAME_SKIP = 4
 SCREEN = 84
 STACK = 4
 
-# Kumar et al. (2023), Appendix / ../shared/reference.md.
+# Kumar et al. (2023), Appendix: the 40 training games and the 5 held-out games.
 TRAIN_40 = [
     "Amidar", "Assault", "Asterix", "Atlantis", "BankHeist", "BattleZone", "BeamRider", "Boxing",
     "Breakout", "Carnival", "Centipede", "ChopperCommand", "CrazyClimber", "DemonAttack",

@@ -10,9 +10,10 @@ sampler re-stacks them, so a network sees the same input in the data and in the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import gymnasium as gym
+if TYPE_CHECKING:  # annotations only: the CLI imports suites to build --help, gymnasium is slow
+    import gymnasium as gym
 
 
 @dataclass(frozen=True)

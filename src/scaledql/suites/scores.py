@@ -77,7 +77,7 @@ ATARI_SCORES: dict[str, tuple[float, float]] = {
     "YarsRevenge": (3092.9, 54576.9),
     "Zaxxon": (32.5, 9173.3),
     # Not in Atari-57. Random 700.8 appears in extended dqn_zoo-style tables; the human score 3800
-    # is the value given in ../shared/reference.md for the Scaled QL / multi-game DT setting.
+    # is the value our notes on the paper give for the Scaled QL / multi-game DT setting.
     # UNCONFIRMED against the paper's own table.
     "Carnival": (700.8, 3800.0),
     # Not in Atari-57. Random 371.2 as in extended dqn_zoo-style tables; human 3004.3 is one

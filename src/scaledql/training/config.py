@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaledql.agents.base import LearnerConfig
-from scaledql.agents.registry import learner_class, learner_names
+from scaledql.agents.configs import LearnerConfig
+from scaledql.agents.registry import learner_config_class, learner_names
 from scaledql.errors import UserError
 from scaledql.typed import typed
 
@@ -67,7 +67,7 @@ class RunConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
     def validate(self) -> RunConfig:
-        learner_class(self.algo)  # unknown names fail here
+        learner_config_class(self.algo)  # unknown names fail here
         for name in ("steps", "log_every", "checkpoint_every", "eval_episodes", "prefetch"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
@@ -98,7 +98,7 @@ class RunConfig:
         algo = d.get("algo", "scaled-ql")
         if not isinstance(algo, str):
             raise UserError(f"{where}: algo must be a string, got {algo!r}")
-        learner_cls = learner_class(algo).config_class
+        learner_cls = learner_config_class(algo)
         learner = learner_cls(**typed(learner_cls, d.pop("learner", {}) or {}, f"{where} [learner]"))
         run = typed(cls, d, where, skip=("learner",))
         return cls(learner=learner, **run)
@@ -144,16 +144,21 @@ def _layer(algo: str, layer: dict[str, Any], where: str) -> tuple[dict, dict]:
     return layer, {**common, **specific}
 
 
+def preset_layers(suite: str, algo: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a suite's packaged preset sets: (run keys, learner keys of ``algo``)."""
+    return _layer(algo, read_toml(preset_path(suite)), f"preset {suite}")
+
+
 def merge(algo: str, preset: dict[str, Any], user: dict[str, Any] | None,
           run_overrides: dict[str, Any], learner_overrides: dict[str, Any],
           preset_name: str = "preset", user_name: str = "config") -> RunConfig:
     """Layer preset → user file → flags for learner ``algo``; returns a validated RunConfig."""
-    cls = learner_class(algo)
+    config_class = learner_config_class(algo)
     run, learner = {}, {}
     for layer, where in ((preset, preset_name), (user or {}, user_name)):
         r, lr = _layer(algo, layer, where)
         typed(RunConfig, r, where, skip=("learner",))
-        typed(cls.config_class, lr, f"{where} [learner] ({algo})")
+        typed(config_class, lr, f"{where} [learner] ({algo})")
         run.update(r)
         learner.update(lr)
     run.update(run_overrides)

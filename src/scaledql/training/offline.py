@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
@@ -43,9 +42,10 @@ from scaledql.data.store import data_identity, open_dataset
 from scaledql.errors import UserError
 from scaledql.io import atomic_write_json, exclusive_lock
 from scaledql.policies import Policy
+from scaledql.progress import ProgressBar
 from scaledql.training.config import RunConfig, resume_differences
 from scaledql.training.distributed import Dist, gather, init_distributed, shutdown
-from scaledql.training.metrics import MetricsLog
+from scaledql.training.metrics import MetricsLog, WandbOptions
 from scaledql.training.rng import rng_state, seed_everything, set_rng_state
 
 EvalFn = Callable[[Policy, list[str], int], dict]
@@ -121,20 +121,24 @@ def _prepare_resume(cfg: RunConfig, ckpt_file: Path) -> dict:
 
 
 def train(cfg: RunConfig, resume: bool = False, evaluate_fn: EvalFn | None = None,
-          progress: bool = True, stop_after: int | None = None) -> dict:
+          progress: bool = True, stop_after: int | None = None,
+          wandb: WandbOptions | None = None) -> dict:
     """Run (or resume) training; returns a summary dict. ``stop_after``: stop (with a checkpoint)
-    after that many steps in this call, as an interrupt would — used to test resumption."""
+    after that many steps in this call, as an interrupt would — used to test resumption.
+    ``progress``: a live bar allowed (else plain lines; ``scaledql.progress``); ``wandb``: also
+    log to Weights & Biases."""
     cfg.validate()
     run = Path(cfg.out)
     dist, device = init_distributed(cfg.device)
     if dist.is_main:
         with exclusive_lock(run, "training run"):
-            return _train(cfg, dist, device, resume, evaluate_fn, progress, stop_after)
-    return _train(cfg, dist, device, resume, evaluate_fn, progress, stop_after)
+            return _train(cfg, dist, device, resume, evaluate_fn, progress, stop_after, wandb)
+    return _train(cfg, dist, device, resume, evaluate_fn, progress, stop_after, wandb)
 
 
 def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
-           evaluate_fn: EvalFn | None, progress: bool, stop_after: int | None) -> dict:
+           evaluate_fn: EvalFn | None, progress: bool, stop_after: int | None,
+           wandb: WandbOptions | None = None) -> dict:
     run = Path(cfg.out)
     ckpt_file = run / FILENAME
     payload = _prepare_resume(cfg, ckpt_file) if resume else None
@@ -184,12 +188,11 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
                             states=payload["prefetch"][dist.rank] if payload else None)
     start = learner.step
     counts = learner.param_counts()
-    log = MetricsLog(run, dist.is_main, start)
+    log = MetricsLog(run, dist.is_main, start, wandb=wandb)
     if dist.is_main:
         atomic_write_json(run / "config.json", cfg.to_dict())
         atomic_write_json(run / "params.json", counts)
-        log.write_text("config", json.dumps(cfg.to_dict(), indent=2))
-        log.write_text("parameters", json.dumps(counts, indent=2))
+        log.write_config(cfg.to_dict(), counts)
         print(f"[train] {cfg.algo} on {len(games)} games, obs {problem.obs_shape}: "
               f"{counts['total']:,} parameters ({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}); "
               f"device {device}; {dist.world_size} process(es), {workers} sampling "
@@ -233,8 +236,8 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
     # inherits SIGINT as *ignored*, and Python then never raises KeyboardInterrupt.
     old_handlers = ({sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
                     if dist.is_main else {})
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.algo}", unit="step",
-               dynamic_ncols=True, disable=not (progress and dist.is_main), file=sys.stderr)
+    bar = ProgressBar(cfg.steps, f"train {cfg.algo}", "step", initial=start, bar=progress,
+                      enabled=dist.is_main)
     window = _DeviceWindow(device, start)
     interrupted = False
     t0, steps_in_window = time.perf_counter(), 0
@@ -270,7 +273,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
             interrupted = True
         finally:
             state["in_update"] = False
-            bar.close()
+            bar.close(last_line=sys.exc_info()[0] is None)  # a failure's line is its error
             prefetcher.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)

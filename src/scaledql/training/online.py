@@ -16,53 +16,20 @@ state across processes): a resumed run starts fresh episodes, so it is not bit-e
 
 from __future__ import annotations
 
-import math
-import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from scaledql.agents.base import Learner
 from scaledql.data.replay import RingReplay
 from scaledql.errors import UserError
 from scaledql.policies import epsilon_greedy
+from scaledql.progress import ProgressBar
 from scaledql.suites import EnvOptions, get_suite
-
-
-@dataclass
-class OnlineSchedule:
-    """How an online learner interacts (Dopamine's DQN, scaled down for CPUs).
-
-    ``update_period`` counts environment transitions per gradient step; ε decays linearly from
-    ``epsilon_start`` to ``epsilon_end`` over ``epsilon_decay_steps`` transitions.
-    """
-
-    replay_capacity: int = 100_000
-    learning_starts: int = 2_000
-    update_period: int = 4
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.05
-    epsilon_decay_steps: int = 25_000
-
-    def epsilon(self, step: int) -> float:
-        frac = min(1.0, step / max(1, self.epsilon_decay_steps))
-        return self.epsilon_start + frac * (self.epsilon_end - self.epsilon_start)
-
-    def validate(self) -> OnlineSchedule:
-        for name in ("replay_capacity", "update_period", "epsilon_decay_steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.learning_starts < 0:
-            raise UserError(f"learning-starts must be >= 0, got {self.learning_starts}")
-        for name in ("epsilon_start", "epsilon_end"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise UserError(f"{name.replace('_', '-')} must be in [0, 1], got {value}")
-        return self
+from scaledql.training.schedule import OnlineSchedule
 
 
 class Recorder(Protocol):
@@ -156,8 +123,8 @@ def run_online(learner: Learner, suite_name: str, game: str, options: EnvOptions
     running = np.zeros(num_envs)
     envs = suite.make_vector_env(game, num_envs, options)
     try:
-        with tqdm(total=steps, initial=result.steps, desc=desc or f"online {game}", unit="step",
-                  disable=not progress, dynamic_ncols=True, file=sys.stderr) as bar:
+        with ProgressBar(steps, desc or f"online {game}", "step", initial=result.steps,
+                         bar=progress) as bar:
             obs, _ = envs.reset(seed=env_seed)
             if recorder is not None:
                 for i in range(num_envs):
