@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "its runs apart, or a fine-tuning experiment's arm")
     p.add_argument("--group-by", default=None, metavar="KEY[,KEY]",
                    help="name methods by these config options instead, e.g. "
-                        "algo,learner.encoder,learner.feature_norm")
+                        "algo,learner.encoder,learner.feature_norm (default: the labels above)")
     p.add_argument("--common-games", action="store_true",
                    help="compare methods scored on different games on the games they share "
                         "(refused otherwise)")

@@ -16,7 +16,6 @@ RNG states; a signal during an update is acted on once that update has finished.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
