@@ -296,3 +296,37 @@ def test_version_1_checkpoints_load(tmp_path):
     assert learner.problem.frame_channels == 10
     for k, v in agent.online.state_dict().items():
         assert torch.equal(learner.online.state_dict()[k], v), k
+
+
+def test_bf16_and_compile_default_to_on_for_cuda_only(monkeypatch):
+    """None ("auto"): bf16 and compile on CUDA, neither on a CPU; an explicit value wins."""
+    from scaledql.agents import base
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(base, "bf16_supported", lambda device: True)  # even a bf16 CPU
+    assert base.resolve_bf16(None, cpu) is False and base.resolve_bf16(None, cuda) is True
+    assert base.resolve_bf16(True, cpu) is True and base.resolve_bf16(False, cuda) is False
+    monkeypatch.setattr(base, "bf16_supported", lambda device: device.type == "cpu")
+    assert base.resolve_bf16(None, cuda) is False  # a GPU without bf16: float32, no warning
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    net = torch.nn.Linear(2, 2)
+    base.maybe_compile(net, None, cpu)
+    assert compiled == []
+    base.maybe_compile(net, None, cuda)
+    base.maybe_compile(net, False, cuda)
+    assert compiled == [net]
+    from scaledql.agents.configs import ScaledQLConfig
+
+    assert ScaledQLConfig().bf16 is None and ScaledQLConfig().compile is None
+
+
+def test_train_flags_bf16_compile_tristate(tmp_path):
+    from scaledql.cli import build_parser
+    from scaledql.cli.train import _overrides
+
+    parser = build_parser()
+    base_argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")]
+    assert _overrides(parser.parse_args(base_argv))[1] == {}
+    assert _overrides(parser.parse_args([*base_argv, "--no-bf16", "--compile"]))[1] == {
+        "bf16": False, "compile": True}

@@ -149,7 +149,11 @@ def bf16_supported(device: torch.device) -> bool:
         torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def maybe_compile(module: nn.Module, enabled: bool, device: torch.device) -> nn.Module:
+def maybe_compile(module: nn.Module, enabled: bool | None, device: torch.device) -> nn.Module:
+    """``enabled`` None: compile on CUDA (the update is launch- and memory-bound there: fusing
+    GroupNorm, casts and activations is where its time goes), eager elsewhere."""
+    if enabled is None:
+        enabled = device.type == "cuda"
     if not enabled:
         return module
     if compile_supported(device):
@@ -158,7 +162,11 @@ def maybe_compile(module: nn.Module, enabled: bool, device: torch.device) -> nn.
     return module
 
 
-def resolve_bf16(requested: bool, device: torch.device) -> bool:
+def resolve_bf16(requested: bool | None, device: torch.device) -> bool:
+    """``requested`` None: bf16 on CUDA devices that support it, float32 elsewhere (a CPU's bf16
+    changes the numerics for a speed-up only some CPUs have: ask for it)."""
+    if requested is None:
+        return device.type == "cuda" and bf16_supported(device)
     ok = requested and bf16_supported(device)
     if requested and not ok:
         warnings.warn(f"bf16=True ignored: no bf16 support on {device}", stacklevel=3)

@@ -67,8 +67,9 @@ class TorsoConfig(LearnerConfig):
     adam_eps: float = 3.125e-4
     grad_clip: float | None = None  # max global grad norm; None = no clipping
     channels_last: bool = False  # NHWC convolutions (can be faster on CPU/GPU)
-    bf16: bool = False  # bf16 autocast of forward passes (GPUs; CPUs with native bf16 support)
-    compile: bool = False  # torch.compile the training forward (needs a C++ compiler on CPU)
+    # None (default): on for CUDA, off elsewhere; True/False force it (docs/defaults.md).
+    bf16: bool | None = None  # bf16 autocast of forward passes (CPUs only with native bf16)
+    compile: bool | None = None  # torch.compile the training forward (a C++ compiler on CPU)
 
     @property
     def effective_lr(self) -> float:
@@ -250,8 +251,8 @@ class DecisionTransformerConfig(LearnerConfig):
     action_inverse_temperature: float = 1.0
     action_top_percentile: float | None = 50.0  # keep action logits above this percentile
     seed: int = 0  # the policy's sampling generator
-    bf16: bool = False
-    compile: bool = False
+    bf16: bool | None = None  # None: on for CUDA, off elsewhere (as TorsoConfig)
+    compile: bool | None = None
 
     @property
     def heads(self) -> int:

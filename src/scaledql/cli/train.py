@@ -20,8 +20,9 @@ RUN_FLAGS = ("steps", "seed", "log_every", "checkpoint_every", "eval_every", "ev
 # Flag → learner option (an error if the chosen learner has no such option).
 LEARNER_FLAGS = ("encoder", "width", "feature_dim", "batch_size", "lr", "cql_alpha", "loss",
                  "n_step", "reward_clip", "target_update_period", "grad_clip")
-SWITCHES = {"no_feature_norm": ("feature_norm", False), "bf16": ("bf16", True),
-            "compile": ("compile", True)}
+SWITCHES = {"no_feature_norm": ("feature_norm", False)}
+# --bf16/--no-bf16, --compile/--no-compile: unset leaves the learner's "auto" (on for CUDA).
+TRISTATE = ("bf16", "compile")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -109,8 +110,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--grad-clip", type=float,
                    help=f"max global gradient norm ({d.learner('grad_clip')})")
     g.add_argument("--no-feature-norm", action="store_true", help="ablate feature normalization")
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the network (GPUs)")
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast of the forward passes (default: on for CUDA, off on a CPU)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the training forward (default: on for CUDA, off on a "
+                        "CPU)")
     add_progress_args(p)
     g = p.add_argument_group("Weights & Biases (optional: pip install wandb)")
     g.add_argument("--wandb", action="store_true",
@@ -208,6 +212,7 @@ def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
         run["device"] = args.device
     learner.update({k: getattr(args, k) for k in LEARNER_FLAGS if getattr(args, k) is not None})
     learner.update({key: value for flag, (key, value) in SWITCHES.items() if getattr(args, flag)})
+    learner.update({k: getattr(args, k) for k in TRISTATE if getattr(args, k) is not None})
     return run, learner
 
 
