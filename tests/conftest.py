@@ -68,3 +68,20 @@ def write_eval_run(run: Path, returns: dict[str, list[float]] | None = None, *,
                   "games": EvalReport(suite, rets, seed, 0.001).per_game()}
         (run / "eval" / f"step_{step:08d}.json").write_text(json.dumps(report))
     return run
+
+
+def write_tiny_minatar_store(root: Path) -> Path:
+    """Two MinAtar games (breakout, asterix), four short random episodes each, 30-step cap."""
+    from scaledql.data.store import GameWriter
+
+    rng = np.random.default_rng(0)
+    for game, actions in (("breakout", 3), ("asterix", 5)):
+        with GameWriter(root, suite="minatar", game=game, num_actions=actions,
+                        frame_shape=(10, 10, 10), stack=1,
+                        provenance={"source": "test", "env_options": {"max_episode_steps": 30}}) as w:
+            for length in (7, 12, 5, 9):
+                w.add_episode(255 * rng.integers(0, 2, (length + 1, 10, 10, 10), dtype=np.uint8),
+                              rng.integers(0, actions, length),
+                              rng.integers(0, 2, length).astype(np.float32),
+                              terminated=True, truncated=False)
+    return root

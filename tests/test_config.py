@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import write_tiny_minatar_store
 from scaledql.agents.registry import learner_class, learner_names
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
@@ -26,18 +27,7 @@ TINY = ["--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--batc
 
 @pytest.fixture
 def data(tmp_path) -> Path:
-    root = tmp_path / "data"
-    rng = np.random.default_rng(0)
-    for game, actions in (("breakout", 3), ("asterix", 5)):
-        with GameWriter(root, suite="minatar", game=game, num_actions=actions,
-                        frame_shape=(10, 10, 10), stack=1,
-                        provenance={"source": "test", "env_options": {"max_episode_steps": 30}}) as w:
-            for length in (7, 12, 5, 9):
-                w.add_episode(255 * rng.integers(0, 2, (length + 1, 10, 10, 10), dtype=np.uint8),
-                              rng.integers(0, actions, length),
-                              rng.integers(0, 2, length).astype(np.float32),
-                              terminated=True, truncated=False)
-    return root
+    return write_tiny_minatar_store(tmp_path / "data")
 
 
 def printed_config(capsys, argv) -> str:

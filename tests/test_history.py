@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import write_tiny_minatar_store
 from scaledql.agents.scaled_ql import ScaledQLConfig
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
-from scaledql.data.store import GameWriter
 from scaledql.finetune.common import read_run
 from scaledql.training.config import RunConfig
 from scaledql.training.offline import train
@@ -25,18 +24,7 @@ NET = ["--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--batch
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("history") / "data"
-    rng = np.random.default_rng(0)
-    for game, actions in (("breakout", 3), ("asterix", 5)):
-        with GameWriter(root, suite="minatar", game=game, num_actions=actions,
-                        frame_shape=(10, 10, 10), stack=1,
-                        provenance={"source": "test", "env_options": {"max_episode_steps": 30}}) as w:
-            for length in (7, 12, 5, 9):
-                w.add_episode(255 * rng.integers(0, 2, (length + 1, 10, 10, 10), dtype=np.uint8),
-                              rng.integers(0, actions, length),
-                              rng.integers(0, 2, length).astype(np.float32),
-                              terminated=True, truncated=False)
-    return root
+    return write_tiny_minatar_store(tmp_path_factory.mktemp("history") / "data")
 
 
 def config(data: Path, out: Path, **kw) -> RunConfig:
