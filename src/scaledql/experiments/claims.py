@@ -53,11 +53,6 @@ def final_eval(run: Path) -> dict[str, Any] | None:
     return json.loads(files[-1].read_text()) if files else None
 
 
-def _run_config(run: Path) -> dict[str, Any]:
-    path = run / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _params(run: Path, part: str = "total") -> int | None:
     path = run / "params.json"
     if not path.is_file():
@@ -67,23 +62,26 @@ def _params(run: Path, part: str = "total") -> int | None:
 
 
 def runs_scores(name: str, runs: list[Path], suite: str) -> MethodScores:
-    """Each run's final evaluation, normalized per game (runs × the games all runs share)."""
-    from scaledql.suites.scores import normalize
+    """Each run's final evaluation, normalized per game (``reports.runs.read_run``; runs × the
+    games all runs share). A folder without an evaluation yet (killed, unfinished) is left out."""
+    from scaledql.reports.runs import read_run
 
-    evals = [(run, final_eval(run)) for run in runs]
-    evals = [(run, e) for run, e in evals if e is not None]
-    if not evals:
+    results = []
+    for run in runs:
+        try:
+            results.append(read_run(run))
+        except UserError:
+            continue
+    if not results:
         raise UserError(f"method {name!r}: none of its runs has an evaluation yet")
-    games = sorted(set.intersection(*(set(e["games"]) for _, e in evals)))
-    matrix = np.array([[float(normalize(suite, g, float(np.mean(e["games"][g]["returns"]))))
-                        for g in games] for _, e in evals])
-    seeds = [int(_run_config(run).get("seed", e.get("seed", -1))) for run, e in evals]
-    params = [p for p in (_params(run) for run, _ in evals) if p is not None]
-    encoder = [p for p in (_params(run, "encoder") for run, _ in evals) if p is not None]
-    data = sorted({str(_run_config(run).get("data", "")) for run, _ in evals} - {""})
-    return MethodScores(name, games, matrix, [str(r) for r, _ in evals], seeds,
-                        params[0] if params else None, encoder[0] if encoder else None,
-                        ", ".join(data))
+    games = sorted(set.intersection(*(set(r.final.scores) for r in results)))
+    matrix = np.array([[r.final.scores[g] for g in games] for r in results])
+    params = [p for p in (_params(r.path) for r in results) if p is not None]
+    encoder = [p for p in (_params(r.path, "encoder") for r in results) if p is not None]
+    data = sorted({str(r.config.get("data", "")) for r in results} - {""})
+    return MethodScores(name, games, matrix, [str(r.path) for r in results],
+                        [r.seed for r in results], params[0] if params else None,
+                        encoder[0] if encoder else None, ", ".join(data))
 
 
 def behaviour_scores(name: str, data: Path, fraction: float, suite: str,
