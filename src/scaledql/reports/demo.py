@@ -210,8 +210,8 @@ def _markdown(out: Path, summary: dict, params: dict, aggregates: dict[str, dict
         "## Aggregate normalized score",
         "",
         "Normalized = (return − random) / (reference − random), with this project's MinAtar "
-        "reference scores (`src/scaledql/suites/scores.py`: a CPU-budget reference, barely above "
-        "random on asterix and seaquest, where normalized values are large and noisy). "
+        "reference scores (`src/scaledql/suites/scores.py`: per game, an online DQN at the end "
+        "of a 1M-step run, so 1 is a trained DQN; the demo's 25k-step data are far below it). "
         "IQM/median/mean and optimality gap (how far below 1, lower is better) with 95% "
         "stratified-bootstrap CIs (rliable) over [episodes × games]; "
         "the dataset row draws the same number of episodes from every game (as many as the game "

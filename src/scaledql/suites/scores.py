@@ -86,33 +86,36 @@ ATARI_SCORES: dict[str, tuple[float, float]] = {
 }
 
 # game: (random, reference), mean raw returns over 1,000 (random) / 100 (reference) episodes,
-# default options (sticky 0.1, 10,000-step cap), measured on 2026-11-22. See MINATAR_SOURCES.
+# default options (sticky 0.1, 10,000-step cap). The reference is a trained DQN: the end of
+# each game's 1M-step run that made `data/minatar-1m`, so a normalized score reads "share of a
+# trained DQN". See MINATAR_SOURCES.
 MINATAR_SCORES: dict[str, tuple[float, float]] = {
-    "asterix": (0.475, 0.68),  # reference: offline agent (b); barely above random, see below
-    "breakout": (0.395, 4.07),  # offline agent (b)
-    "freeway": (0.358, 18.9),  # offline agent (b); the online DQN (a) scored 0.01
-    "seaquest": (0.114, 0.41),  # offline agent (b); barely above random, see below
-    "space_invaders": (4.014, 23.57),  # online DQN (a)
+    "asterix": (0.475, 7.56),
+    "breakout": (0.395, 16.77),
+    "freeway": (0.358, 60.32),
+    "seaquest": (0.114, 21.44),
+    "space_invaders": (4.014, 50.0),
 }
 
 MINATAR_SOURCES = {
     "random": "uniform random actions: `scaledql evaluate --suite minatar --policy random "
               "--episodes 1000 --seed 0 --json`",
     "reference": (
-        "per game, the better of two policies this project trained: (a) an online DQN, 60k "
-        "steps per game: `scaledql collect --suite minatar --steps 60000 --num-envs 8 --out "
-        "data/minatar-reference --seed 100 --dqn-update-period 4`, evaluated with `scaledql "
-        "evaluate --checkpoint data/minatar-reference/_agents/GAME.pt --episodes 100 --seed 0`; "
-        "(b) a Scaled QL agent trained offline on all of (a)'s logged data: `scaledql train "
-        "--data data/minatar-reference --out runs/minatar-reference-offline --steps 8000 "
-        "--encoder nature --width 1 --target-update-period 500 --lr 2e-3 --eval-episodes 100 "
-        "--seed 0` (its final evaluation). A CPU-budget reference, far from MinAtar's "
-        "multi-million-frame DQNs: for asterix and seaquest it is barely above random, so "
-        "normalized scores there are large and noisy. Measured at commit ae9bf46; later "
-        "versions draw evaluation's exploration numbers in another order and sample training "
-        "batches from other seed streams, so rerunning gives other numbers within the noise."
+        "per game, the online DQN at the end of its 1M-environment-step run, the run whose "
+        "every transition is the `claims` study's data (DQN Replay's recipe at MinAtar scale): "
+        "`scaledql collect --suite minatar --games all --steps 1000000 --num-envs 8 --out "
+        "data/minatar-1m --seed 0 --jobs 2 --snapshot-every 100000 "
+        "--dqn-epsilon-decay-steps 100000 --dqn-epsilon-end 0.01 --dqn-learning-starts 5000 "
+        "--dqn-replay-capacity 100000 --dqn-update-period 4` (also the study's `data` job), "
+        "evaluated with `scaledql evaluate --checkpoint data/minatar-1m/_agents/GAME.pt "
+        "--episodes 100 --seed 0`, measured on 2026-11-23 (commit 492fdad). Until then the "
+        "reference was a 60k-step CPU DQN or an offline agent on its data (asterix 0.68, "
+        "breakout 4.07, freeway 18.9, seaquest 0.41, space_invaders 23.57): barely above "
+        "random on two games, so normalized scores from before 2026-11-23 are not comparable."
     ),
 }
+
+
 def reference_scores(suite: str, game: str) -> tuple[float, float]:
     """(random, reference) for a game; ``UserError`` when the game has no reference scores."""
     table = {"atari": ATARI_SCORES, "minatar": MINATAR_SCORES}.get(suite)
