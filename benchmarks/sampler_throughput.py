@@ -42,11 +42,11 @@ GAME = {"atari": "Pong", "atari-real": "Pong", "minatar": "seaquest"}  # real ga
 
 
 def proc_status() -> dict[str, int]:
-    """VmHWM, VmRSS, RssAnon, RssFile of this process in MB."""
+    """VmHWM, VmRSS, RssAnon, RssFile, RssShmem of this process in MB."""
     out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem"):
             out[key] = int(value.split()[0]) // 1024
     return out
 
@@ -182,8 +182,9 @@ def main() -> None:
         if pool is not None:
             result.update(resident_gb=args.resident_gb, rotate_every=args.rotate_every,
                           resident_mb=round(sampler.pool.resident_nbytes() / 1e6),
+                          arena_mb=round(sampler.pool.nbytes() / 1e6),
                           resident_blocks=sum(sampler.pool.slots),
-                          blocks=sum(len(b.nbytes) for b in sampler.pool.blocks))
+                          blocks=sum(len(b.frames) for b in sampler.pool.blocks))
         result = {
             **result, "frames": args.frames, "frame_shape": list(g.frame_shape), "stack": g.stack,
             "store_transitions": g.num_transitions, "batch": args.batch, "n_step": args.n_step,

@@ -34,6 +34,7 @@ from scaledql.data import open_dataset
 from scaledql.data.compress import compress_game
 from scaledql.data.pool import PoolOptions
 from scaledql.data.sampler import TransitionSampler
+from scaledql.data.store import list_games
 from scaledql.data.writer import GameWriter
 
 
@@ -111,7 +112,7 @@ def build(args: argparse.Namespace) -> None:
 def measure(args: argparse.Namespace) -> None:
     before = proc_status()
     t0 = time.perf_counter()
-    ds = open_dataset(args.out)
+    ds = open_dataset(args.out, None if args.games is None else list_games(args.out)[:args.games])
     open_s = time.perf_counter() - t0
     opened = proc_status()
     pool = PoolOptions(int(args.resident_gb * 1e9), rotate_every=args.rotate_every,
@@ -133,14 +134,15 @@ def measure(args: argparse.Namespace) -> None:
     print(json.dumps({
         "games": len(games), "transitions": sum(g.num_transitions for g in games),
         "shards": sum(len(g.shards) for g in games),
-        "blocks": sum(len(b.nbytes) for b in p.blocks), "resident_blocks": sum(p.slots),
+        "blocks": sum(len(b.frames) for b in p.blocks), "resident_blocks": sum(p.slots),
         "compressed_gb": round(sum(sh.frames.compressed_bytes for g in games
                                    for sh in g.shards) / 1e9, 3),
         "open_s": round(open_s, 3), "sampler_build_s": round(build_s, 3),
         "first_fill_s": round(fill_s, 2), "batch": args.batch, "rotate_every": args.rotate_every,
         "rotations": (batches + 1) // args.rotate_every,
         "transitions_per_s": round(batches * args.batch / elapsed),
-        "resident_mb": round(p.resident_nbytes() / 1e6), "resident_gb_budget": args.resident_gb,
+        "resident_mb": round(p.resident_nbytes() / 1e6), "arena_mb": round(p.nbytes() / 1e6),
+        "resident_gb_budget": args.resident_gb,
         "memory_mb_before_open": before, "memory_mb_after_open": opened,
         "memory_mb_after": proc_status()}))
 
@@ -159,8 +161,9 @@ def main() -> None:
     b.add_argument("--block-transitions", type=int, default=4096)
     m = sub.add_parser("measure")
     m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--games", type=int, default=None, help="the first N games (default: all)")
     m.add_argument("--resident-gb", type=float, default=2.0)
-    m.add_argument("--rotate-every", type=int, default=100)
+    m.add_argument("--rotate-every", type=int, default=1000)
     m.add_argument("--rotate-share", type=float, default=0.25)
     m.add_argument("--batch", type=int, default=512)
     m.add_argument("--seconds", type=float, default=30.0)

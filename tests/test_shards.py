@@ -105,13 +105,13 @@ def test_small_pool_rows_are_raw_transitions_ram_bounded_and_rotating(stores):
     sampler = TransitionSampler(open_dataset(packed), games, batch_size=32, n_step=3, seed=1,
                                 pool=opts)
     pool = sampler.pool
-    assert all(0 < m < len(b.nbytes) for m, b in zip(pool.slots, pool.blocks, strict=True))
+    assert all(0 < m < len(b.frames) for m, b in zip(pool.slots, pool.blocks, strict=True))
     seen, sets = set(), []
     for _ in range(60):
         rows = _rows(sampler.sample())
         assert set(rows) <= valid  # every sampled row is a transition of the raw store
         seen.update(rows)
-        assert pool.resident_nbytes() <= budget
+        assert pool.resident_nbytes() <= pool.nbytes() <= budget
         sets.append([r.tolist() for r in pool.resident])
     assert sets[0] == sets[2] != sets[3]  # rotation every 3 batches
     assert len(seen) > 0.9 * len(valid)  # rotation covers (nearly) the whole store
@@ -142,6 +142,9 @@ def test_bad_input_is_one_clear_error(stores, tmp_path, capsys):
     with pytest.raises(UserError, match="breakout's largest block needs"):
         TransitionSampler(open_dataset(packed), ["breakout"], batch_size=4,
                           pool=PoolOptions(resident_bytes=100))
+    with pytest.raises(UserError, match="its frames are compressed"):
+        GameWriter(packed, suite="minatar", game="breakout", num_actions=3,
+                   frame_shape=(2, 3, 3), stack=2, append=True)
     with pytest.raises(UserError, match="compressed already"):
         compress_dataset(packed, tmp_path / "again", level=3, block_frames=8)
     blocks = packed / "breakout" / "shard_00000" / "frames.zst"

@@ -7,11 +7,14 @@ then its episodes' frames, actions, rewards and returns-to-go), so frame stacks,
 and trajectory windows, which never leave an episode, never leave a block: the samplers' code
 runs unchanged on the resident blocks.
 
-Budget: ``resident_bytes`` per sampler, split evenly over its games. A game keeps ``m`` blocks
-resident, ``m`` the largest count for which its ``m`` largest blocks fit in its share, so any
-choice of ``m`` blocks fits: the pool never holds more than ``resident_bytes`` (outgoing blocks
-are dropped before incoming ones are decoded, which decode straight into their arrays). A game
-whose largest block does not fit is one ``UserError``.
+Budget: ``resident_bytes`` per sampler, split evenly over its games. Each game gets one arena
+of that many bytes (an anonymous memory map: frames, actions, rewards, returns-to-go; frame 0 the
+zero sentinel) and keeps ``m`` blocks resident in it, ``m`` the largest count for which its ``m``
+largest blocks fit, so any choice of ``m`` blocks fits: the pool never holds more than
+``resident_bytes``, and nothing is allocated after the start (a rotation moves the blocks that
+stay down the arena and decodes the new ones straight into it). One arena per game also keeps
+a batch's reads to one run per game however many blocks are resident. A game whose largest
+block does not fit is one ``UserError``.
 
 Rotation (Dopamine's ``FixedReplayRunner`` reloads a random subset of its replay checkpoints
 the same way): the pool starts with ``m`` blocks per game drawn uniformly without replacement;
@@ -32,6 +35,7 @@ outside the pool waits on average ``(N - m) / r`` rotations to come in.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,12 +80,15 @@ class _Blocks:
     hi: np.ndarray  # int64 end frame (exclusive)
     first_ep: np.ndarray  # int64 first episode in the game's sampler index
     end_ep: np.ndarray  # int64 end episode (exclusive)
-    nbytes: np.ndarray  # int64 RAM of the block once resident
+
+    @property
+    def frames(self) -> np.ndarray:
+        """int64[N]: frames of each block."""
+        return self.hi - self.lo
 
     @classmethod
     def of(cls, game: GameData, index: _GameIndex, first_shard: int,
            block_frames: int) -> _Blocks:
-        frame_bytes = int(np.prod(game.frame_shape)) + _TABLE_BYTES
         keys, base, bounds_of = [], 0, []
         local_shard = index.shard - first_shard
         for si, sh in enumerate(game.shards):
@@ -100,8 +107,20 @@ class _Blocks:
         hi = np.array([bounds_of[s][n + 1] for s, n in zip(shard, number, strict=True)], np.int64)
         return cls(shard=shard.astype(np.int64), number=number.astype(np.int64), lo=lo, hi=hi,
                    first_ep=first.astype(np.int64),
-                   end_ep=np.append(first[1:], len(key)).astype(np.int64),
-                   nbytes=(hi - lo + 1) * frame_bytes)
+                   end_ep=np.append(first[1:], len(key)).astype(np.int64))
+
+
+def _anonymous(shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
+    """A zeroed array in its own anonymous memory map: pages become resident only when
+    written (an arena sized to the budget costs nothing until filled) and go back to the system
+    when the array is dropped."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes == 0:
+        return np.zeros(shape, dtype)
+    # private: counted as the process's own (anonymous) memory, like malloc's
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    buf = mmap.mmap(-1, nbytes, flags=flags) if flags else mmap.mmap(-1, nbytes)
+    return np.frombuffer(buf, dtype).reshape(shape)
 
 
 class ResidentPool:
@@ -116,23 +135,33 @@ class ResidentPool:
         self.blocks = [_Blocks.of(g, ix, int(first_shard[i]), options.block_frames)
                        for i, (g, ix) in enumerate(zip(data, index, strict=True))]
         share = options.resident_bytes // len(data)
-        self.slots: list[int] = []
+        self.slots: list[int] = []  # blocks resident per game
+        self._arenas: list[_ShardArrays] = []
         for g, b in zip(data, self.blocks, strict=True):
-            fits = int(np.searchsorted(np.cumsum(np.sort(b.nbytes)[::-1]), share, side="right"))
+            frame_bytes = int(np.prod(g.frame_shape)) + _TABLE_BYTES
+            capacity = share // frame_bytes - 1  # frames besides the sentinel
+            fits = int(np.searchsorted(np.cumsum(np.sort(b.frames)[::-1]), capacity,
+                                       side="right"))
             if fits == 0:
                 raise UserError(
                     f"resident_gb {options.resident_bytes / 1e9:g} gives {share / 1e9:.3g} GB to "
                     f"each of {len(data)} games; {g.name}'s largest block needs "
-                    f"{b.nbytes.max() / 1e9:.3g} GB (raise --resident-gb, or compress with a "
-                    "smaller --block-transitions)")
-            self.slots.append(min(fits, len(b.nbytes)))
+                    f"{(b.frames.max() + 1) * frame_bytes / 1e9:.3g} GB (raise --resident-gb, or "
+                    "compress with a smaller --block-transitions)")
+            self.slots.append(min(fits, len(b.frames)))
+            size = 1 + min(capacity, int(b.frames.sum()))
+            self._arenas.append(_ShardArrays(
+                frames=_anonymous((size, *g.frame_shape), np.uint8),
+                actions=_anonymous((size,), np.int32), rewards=_anonymous((size,), np.float32),
+                returns_to_go=_anonymous((size,), np.float32)))
+        # where each resident block's frames start in its game's arena
+        self._where: list[dict[int, int]] = [{} for _ in data]
         ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         # A child key of its own: the pool's draws never shift the batches' draws.
         self._rng = np.random.Generator(np.random.PCG64(
             np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, 0x900D))))
         self.batches = 0
         self.resident: list[np.ndarray] | None = None  # sorted block ids per game
-        self._loaded: dict[tuple[int, int], _ShardArrays] = {}
         self._stale = True
 
     # -- state --------------------------------------------------------------------------------
@@ -145,7 +174,7 @@ class ResidentPool:
         self.batches = int(d["batches"])
         res = d["resident"]
         if res is not None and (len(res) != len(self.blocks) or any(
-                len(r) != m or (len(r) and not 0 <= min(r) <= max(r) < len(b.nbytes))
+                len(r) != m or (len(r) and not 0 <= min(r) <= max(r) < len(b.frames))
                 for r, m, b in zip(res, self.slots, self.blocks, strict=True))):
             raise ValueError("pool state does not fit this data and --resident-gb")
         self.resident = None if res is None else [np.asarray(r, np.int64) for r in res]
@@ -155,11 +184,11 @@ class ResidentPool:
     def advance(self) -> bool:
         """Count a batch, rotating first when one is due; True when ``view()`` changed."""
         if self.resident is None:
-            self.resident = [np.sort(self._rng.choice(len(b.nbytes), m, replace=False))
+            self.resident = [np.sort(self._rng.choice(len(b.frames), m, replace=False))
                              for b, m in zip(self.blocks, self.slots, strict=True)]
             self._stale = True
         elif self.batches and self.batches % self.options.rotate_every == 0:
-            self.resident = [self._rotated(r, len(b.nbytes))
+            self.resident = [self._rotated(r, len(b.frames))
                              for r, b in zip(self.resident, self.blocks, strict=True)]
             self._stale = True
         self.batches += 1
@@ -178,57 +207,82 @@ class ResidentPool:
         return np.sort(np.concatenate([np.setdiff1d(resident, out), incoming]))
 
     def _load(self) -> None:
-        """Drop blocks no longer resident, then read or decode the new ones."""
+        """Per game: move the blocks that stay to the front of the arena (in arena order, so
+        every move goes down), then read or decode the new ones after them."""
         assert self.resident is not None
-        want = {(g, int(b)) for g, r in enumerate(self.resident) for b in r}
-        for key in set(self._loaded) - want:
-            del self._loaded[key]
-        for key in sorted(want - set(self._loaded)):
-            self._loaded[key] = self._read(*key)
+        for g, res in enumerate(self.resident):
+            arena, where, blk = self._arenas[g], self._where[g], self.blocks[g]
+            keep = sorted(set(where) & set(res.tolist()), key=where.__getitem__)
+            pos = 1
+            for b in keep:
+                n = int(blk.frames[b])
+                _move_down(arena, where[b], pos, n)
+                where[b] = pos
+                pos += n
+            for b in set(where) - set(keep):
+                del where[b]
+            for b in res.tolist():
+                if b not in where:
+                    self._read(g, b, pos)
+                    where[b] = pos
+                    pos += int(blk.frames[b])
 
-    def _read(self, g: int, b: int) -> _ShardArrays:
-        """Block ``b`` of game ``g`` as a shard: frame 0 zeros, then frames lo..hi-1."""
-        game, blk = self.data[g], self.blocks[g]
+    def _read(self, g: int, b: int, pos: int) -> None:
+        """Block ``b`` of game ``g`` into its arena from frame ``pos`` on."""
+        game, blk, arena = self.data[g], self.blocks[g], self._arenas[g]
         sh = game.shards[int(blk.shard[b])]
         lo, hi = int(blk.lo[b]), int(blk.hi[b])
-        frames = np.empty((hi - lo + 1, *game.frame_shape), np.uint8)
-        frames[0] = 0
+        end = pos + hi - lo
         if game.frame_codec is not None:
-            sh.frames.decode(int(blk.number[b]), out=frames[1:])
+            sh.frames.decode(int(blk.number[b]), out=arena.frames[pos:end])
         else:
-            frames[1:] = sh.frames[lo:hi]
+            arena.frames[pos:end] = sh.frames[lo:hi]
+        arena.actions[pos:end] = sh.actions[lo:hi]
+        arena.rewards[pos:end] = sh.rewards[lo:hi]
+        arena.returns_to_go[pos:end] = sh.returns_to_go[lo:hi]
 
-        def table(a: np.ndarray) -> np.ndarray:
-            out = np.zeros(hi - lo + 1, a.dtype)
-            out[1:] = a[lo:hi]
-            return out
-
-        return _ShardArrays(frames=frames, actions=table(sh.actions), rewards=table(sh.rewards),
-                            returns_to_go=table(sh.returns_to_go))
+    def nbytes(self) -> int:
+        """Bytes the pool's arenas take at most (their pages are resident once written)."""
+        return sum(a.frames.nbytes + a.actions.nbytes + a.rewards.nbytes + a.returns_to_go.nbytes
+                   for a in self._arenas)
 
     def resident_nbytes(self) -> int:
-        """Bytes of the arrays of the blocks now in RAM."""
-        return sum(a.frames.nbytes + a.actions.nbytes + a.rewards.nbytes + a.returns_to_go.nbytes
-                   for a in self._loaded.values())
+        """Bytes of the arenas that hold resident blocks now (and the sentinels)."""
+        total = 0
+        for g, (arena, where) in enumerate(zip(self._arenas, self._where, strict=True)):
+            per_frame = arena.frames[0].nbytes + _TABLE_BYTES
+            total += (1 + int(self.blocks[g].frames[list(where)].sum())) * per_frame
+        return total
 
     # -- what the sampler reads ---------------------------------------------------------------
     def view(self) -> tuple[list[_ShardArrays], list[_GameIndex], list[int]]:
-        """The resident blocks as the sampler's shards (ids in (game, block) order, so a batch's
-        rows of one block are contiguous), each game's index over them, its resident steps."""
+        """One shard per game (its arena), each game's index over its resident blocks (in block
+        order, so with every block resident the steps are the raw sampler's), resident steps."""
         assert self.resident is not None
-        shards: list[_ShardArrays] = []
         index, steps = [], []
         for g, (full, blk, res) in enumerate(zip(self._full, self.blocks, self.resident,
                                                  strict=True)):
             ep = np.concatenate([np.arange(blk.first_ep[b], blk.end_ep[b]) for b in res])
             counts = blk.end_ep[res] - blk.first_ep[res]
-            slot = np.repeat(np.arange(len(shards), len(shards) + len(res)), counts)
-            shards.extend(self._loaded[(g, int(b))] for b in res)
+            where = np.array([self._where[g][int(b)] for b in res], np.int64)
             length = full.length[ep]
             offset = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
-            index.append(_GameIndex(step_offset=offset,
-                                    frame_start=full.frame_start[ep] - np.repeat(blk.lo[res],
-                                                                                 counts) + 1,
-                                    length=length, terminated=full.terminated[ep], shard=slot))
+            start = full.frame_start[ep] + np.repeat(where - blk.lo[res], counts)
+            index.append(_GameIndex(step_offset=offset, frame_start=start, length=length,
+                                    terminated=full.terminated[ep],
+                                    shard=np.full(len(ep), g, np.int64)))
             steps.append(int(length.sum()))
-        return shards, index, steps
+        return list(self._arenas), index, steps
+
+
+def _move_down(arena: _ShardArrays, src: int, dst: int, n: int) -> None:
+    """Move frames ``[src, src + n)`` of every arena array to ``dst <= src``, in pieces that
+    never overlap their own source (no temporary copy)."""
+    assert dst <= src
+    if dst == src:
+        return
+    step = src - dst
+    for lo in range(0, n, step):
+        k = min(step, n - lo)
+        for a in (arena.frames, arena.actions, arena.rewards, arena.returns_to_go):
+            a[dst + lo:dst + lo + k] = a[src + lo:src + lo + k]

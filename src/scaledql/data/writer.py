@@ -181,6 +181,9 @@ class GameWriter:
             if not complete:
                 raise UserError(f"cannot append to {self.final_dir}: no complete game store there")
             old = read_manifest(self.final_dir)
+            if "frame_codec" in old:
+                raise UserError(f"cannot append to {self.final_dir}: its frames are compressed "
+                                "(append to the raw store, then compress it again)")
             for key in ("suite", "game", "num_actions", "action_set", "frame_shape", "stack",
                         "rewards_clipped"):
                 if old[key] != self.manifest[key]:
