@@ -2,10 +2,10 @@
 
 Blocks: each game's shards are cut into blocks of whole episodes — a compressed store's own zstd
 blocks (``frame_blocks``), or, for a raw store, the same cut computed from its episode tables
-(``block_frames`` frames). A resident block is a little shard of its own (a zero sentinel frame,
-then its episodes' frames, actions, rewards and returns-to-go), so frame stacks, n-step returns
-and trajectory windows, which never leave an episode, never leave a block: the samplers' code
-runs unchanged on the resident blocks.
+(``block_frames`` frames). Frame stacks, n-step returns and trajectory windows never leave an
+episode, so they never leave a block: a block read on its own is all a sample needs, and the
+samplers' code runs unchanged on the resident blocks (each game's arena below is the one
+"shard" they read, its frame 0 the zero sentinel they pad with).
 
 Budget: ``resident_bytes`` per sampler, split evenly over its games. Each game gets one arena
 of that many bytes (an anonymous memory map: frames, actions, rewards, returns-to-go; frame 0 the
