@@ -202,3 +202,18 @@ def test_training_on_a_compressed_store_with_a_rotating_pool_resumes(tmp_path):
     assert pool["batches"] == 3 and [len(r) for r in pool["resident"]] == [2, 2]
     train(tiny_config(packed, run, steps=6, **opts), resume=True, progress=False)
     assert load_checkpoint(run)["step"] == 6
+
+
+def test_rotation_keeps_every_block_resident_equally_often(stores):
+    _, packed = stores
+    sampler = TransitionSampler(open_dataset(packed), ["breakout"], batch_size=4, seed=5,
+                                pool=PoolOptions(resident_bytes=990, rotate_every=1,
+                                                 rotate_share=0.5))
+    pool = sampler.pool
+    n, m = len(pool.blocks[0].frames), pool.slots[0]
+    counts = np.zeros(n)
+    for _ in range(3000):
+        sampler.sample()
+        counts[pool.resident[0]] += 1
+    # each block resident a share m / N of the time (the documented symmetry), within noise
+    assert np.allclose(counts / 3000, m / n, atol=0.05), (counts / 3000, m / n)
