@@ -7,6 +7,7 @@
         [--checkpoints 0-9 | --fraction 0.2] [--jobs N]
     scaledql data import minari PATH_OR_ID --out DIR [--game GAME]
     scaledql data export minari DIR --game GAME --dataset-id NAMESPACE/NAME-v0
+    scaledql data compress SRC --out DST [--games G] [--level 3] [--block-transitions 4096]
 """
 
 from __future__ import annotations
@@ -74,6 +75,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     mi.add_argument("--game", default=None, help="game name (default: from the env spec)")
     mi.add_argument("--overwrite", action="store_true", help="replace an existing game store")
     mi.set_defaults(func=run_import_minari)
+
+    cp = groups.add_parser("compress", help="copy a dataset with its frames as zstd blocks of "
+                           "whole episodes (train on it with --resident-gb)")
+    cp.add_argument("src", type=Path, help="dataset directory (or one game's directory)")
+    cp.add_argument("--out", type=Path, required=True,
+                    help="dataset directory to write the compressed games into")
+    cp.add_argument("--games", default=None, help="comma list of games (default: all)")
+    cp.add_argument("--level", type=int, default=3,
+                    help="zstd level, 1-22 (default: %(default)s; benchmarks/README.md)")
+    cp.add_argument("--block-transitions", type=int, default=4096,
+                    help="frames per block, whole episodes (a longer episode is a block of its "
+                         "own); the pool's unit of RAM (default: %(default)s)")
+    cp.add_argument("--overwrite", action="store_true",
+                    help="replace compressed games already in --out (default: a game "
+                         "compressed from the same source is skipped, another one refused)")
+    cp.set_defaults(func=run_compress)
 
     exp = groups.add_parser("export", help="export a game store to another format")
     targets = exp.add_subparsers(dest="target", metavar="TARGET", parser_class=type(p))
@@ -221,6 +238,22 @@ def run_import_minari(args: argparse.Namespace) -> int:
     g = open_dataset(game_dir.parent, [game_dir.name]).game(game_dir.name)
     print(f"wrote {game_dir}: {g.num_transitions:,} transitions, {g.num_episodes:,} "
           "finished episodes")
+    return 0
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    from scaledql.data.compress import compress_dataset
+
+    # --overwrite changes how, not what (the same bytes are written)
+    command = _command("data", "compress", args.src, out=args.out, games=args.games,
+                       level=args.level, block_transitions=args.block_transitions)
+    summaries = compress_dataset(args.src, args.out, _games(args.games), level=args.level,
+                                 block_frames=args.block_transitions, overwrite=args.overwrite,
+                                 command=command, progress=True)
+    raw = sum(s.raw_frame_bytes for s in summaries)
+    packed = sum(s.compressed_frame_bytes + s.other_bytes for s in summaries)
+    print(f"wrote {args.out}: {len(summaries)} game(s), {raw / 1e9:,.2f} GB of frames in "
+          f"{packed / 1e9:,.3f} GB with the tables")
     return 0
 
 

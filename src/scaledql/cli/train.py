@@ -16,7 +16,7 @@ from scaledql.cli.common import add_device_arg, add_progress_args, check_batch_m
 # Flag (argparse dest) → run option; None-valued flags are left to the layers below them.
 RUN_FLAGS = ("steps", "seed", "log_every", "checkpoint_every", "eval_every", "eval_episodes",
              "sample_workers", "prefetch", "init_from", "init_parts", "data_fraction",
-             "keep_every")
+             "keep_every", "resident_gb", "rotate_every", "rotate_share")
 # Flag → learner option (an error if the chosen learner has no such option).
 LEARNER_FLAGS = ("encoder", "width", "feature_dim", "batch_size", "lr", "cql_alpha", "loss",
                  "n_step", "reward_clip", "target_update_period", "grad_clip")
@@ -83,6 +83,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data-fraction", type=float,
                    help="share of each game's data: its first episodes, whole, holding at least "
                         f"this share of its transitions ({d.run('data_fraction')})")
+    g.add_argument("--resident-gb", type=float,
+                   help="sample from a pool of at most this many GB of decoded blocks per "
+                        "process, rotated (needed for compressed stores; docs in README's "
+                        "'DQN Replay at paper scale') (default: off, memory-map everything)")
+    g.add_argument("--rotate-every", type=int,
+                   help=f"with --resident-gb: batches between pool rotations ({d.run('rotate_every')})")
+    g.add_argument("--rotate-share", type=float,
+                   help="with --resident-gb: share of each game's resident blocks replaced at "
+                        f"a rotation ({d.run('rotate_share')})")
     g = p.add_argument_group(
         "learner options", "Defaults shown are scaled-ql's (the default --algo); other learners "
         "have their own (docs/defaults.md, docs/defaults_bc_mae.md; --print-config shows them). "

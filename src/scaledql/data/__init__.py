@@ -3,11 +3,15 @@
 Public API::
 
     from scaledql.data import GameWriter, open_dataset, TransitionSampler, TrajectorySampler
+    from scaledql.data import compress_dataset, PoolOptions  # compressed stores, RAM-bounded pool
 
-See ``store`` for the on-disk layout, ``sampler`` for batches, ``dqn_replay`` and ``minari_io``
-for the importers/exporter.
+See ``store`` for the on-disk layout, ``sampler`` for batches, ``frame_blocks``, ``compress``
+and ``pool`` for compressed stores and the resident pool, ``dqn_replay`` and ``minari_io`` for
+the importers/exporter.
 """
 
+from scaledql.data.compress import compress_dataset
+from scaledql.data.pool import PoolOptions
 from scaledql.data.sampler import (
     BatchSpec,
     TrajectoryBatch,
@@ -24,10 +28,12 @@ __all__ = [
     "Dataset",
     "GameData",
     "GameWriter",
+    "PoolOptions",
     "TrajectoryBatch",
     "TrajectorySampler",
     "TransitionBatch",
     "TransitionSampler",
+    "compress_dataset",
     "make_sampler",
     "open_dataset",
 ]

@@ -181,6 +181,9 @@ def export_minari(root: Path, game: str, dataset_id: str, *, author: str | None 
     if not EXPORT_ID.fullmatch(dataset_id):
         raise UserError(f"bad Minari dataset id {dataset_id!r} (expected namespace/name-v0)")
     g = open_dataset(root, [game]).game(game)
+    if g.frame_codec is not None:
+        raise UserError(f"{g.directory}: its frames are compressed; export the raw store it was "
+                        "compressed from")
     obs_space, encode = _encoder(g)
     base = datasets_root()
     final = base / dataset_id

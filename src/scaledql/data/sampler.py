@@ -23,6 +23,10 @@ transitions (at least one episode) — the way the DQN Replay subsets are "the f
 By transitions rather than by episode count, because a learning behaviour policy's episodes grow
 longer over the run (10% of the episodes can be far less than 10% of the data).
 
+Compressed stores, or a RAM budget (``pool``): the samplers draw from a bounded pool of decoded
+blocks of whole episodes, rotated every so many batches (``pool.py`` says how that changes the
+sampling distribution); with every block resident the batches are exactly those above.
+
 Reproducibility: one ``numpy.random.Generator`` (PCG64) seeded by ``seed``; ``state_dict`` /
 ``load_state_dict`` save and restore it for an exact resume. Different processes (DDP ranks)
 construct samplers with different seeds over the same files.
@@ -32,14 +36,20 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from scaledql.data.store import FLAG_TERMINATED, Dataset, GameData, Shard
+from scaledql.data.sampler_index import _GameIndex, _ShardArrays, check_fraction, fraction_of
+from scaledql.data.store import Dataset, GameData
 from scaledql.errors import UserError
 
+if TYPE_CHECKING:
+    from scaledql.data.pool import PoolOptions, ResidentPool
+
 BatchKind = Literal["transitions", "trajectories"]
+__all__ = ["BatchSpec", "TrajectoryBatch", "TrajectorySampler", "TransitionBatch",
+           "TransitionSampler", "check_fraction", "fraction_of", "make_sampler"]
 
 
 @dataclass(frozen=True)
@@ -101,76 +111,6 @@ class TrajectoryBatch:
 
 
 @dataclass
-class _ShardArrays:
-    """Plain-ndarray views of one shard's memory maps (no copy; skips np.memmap's per-slice
-    Python overhead)."""
-
-    frames: np.ndarray  # uint8[F, C, H, W]
-    actions: np.ndarray  # int32[F]
-    rewards: np.ndarray  # float32[F]
-    returns_to_go: np.ndarray  # float32[F]
-
-    @classmethod
-    def of(cls, shard: Shard) -> _ShardArrays:
-        return cls(frames=np.asarray(shard.frames), actions=np.asarray(shard.actions),
-                   rewards=np.asarray(shard.rewards), returns_to_go=np.asarray(shard.returns_to_go))
-
-
-@dataclass
-class _GameIndex:
-    """One game's non-empty episodes over all its shards, concatenated in step order (arrays [E]).
-
-    Built once from the shards' small episode tables: memory grows with the number of episodes
-    (a few dozen bytes each), not with frames.
-    """
-
-    step_offset: np.ndarray  # int64 game-wide index of the episode's first step
-    frame_start: np.ndarray  # int64 shard-local frame index of the episode's obs_0
-    length: np.ndarray  # int64 transitions in the episode (>= 1)
-    terminated: np.ndarray  # bool: the episode ended in a terminal state
-    shard: np.ndarray  # int64 sampler-wide shard id (index into _MultiGameSampler._shards)
-
-    @classmethod
-    def build(cls, game: GameData, first_shard_id: int) -> _GameIndex:
-        parts = []
-        for si, sh in enumerate(game.shards):
-            length = np.asarray(sh.ep_length, np.int64)
-            keep = length > 0  # a lone terminal frame holds no step to sample
-            parts.append((np.asarray(sh.ep_step_offset, np.int64)[keep] + game.shard_step_offsets[si],
-                          np.asarray(sh.ep_frame_start, np.int64)[keep], length[keep],
-                          (np.asarray(sh.ep_flags)[keep] & FLAG_TERMINATED) != 0,
-                          np.full(int(keep.sum()), first_shard_id + si, np.int64)))
-        return cls(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
-
-    def first(self, count: int) -> _GameIndex:
-        """The first ``count`` episodes only."""
-        return _GameIndex(self.step_offset[:count], self.frame_start[:count],
-                          self.length[:count], self.terminated[:count], self.shard[:count])
-
-    def episodes_for(self, fraction: float) -> int:
-        """How many first episodes hold at least ``fraction`` of the transitions (>= 1)."""
-        cumulative = np.cumsum(self.length)
-        # A tolerance: 0.3 of 20 transitions is 6, though 0.3 * 20 is 6.000000000000001.
-        need = fraction * float(cumulative[-1]) * (1 - 1e-12)
-        return max(1, int(np.searchsorted(cumulative, need, side="left")) + 1)
-
-
-def check_fraction(fraction: float) -> float:
-    if not (np.isfinite(fraction) and 0.0 < fraction <= 1.0):
-        raise UserError(f"data fraction must be in (0, 1], got {fraction}")
-    return float(fraction)
-
-
-def fraction_of(game: GameData, fraction: float) -> dict[str, int]:
-    """What ``data_fraction`` keeps of one game: episodes and transitions kept, and the totals
-    (episodes counted as the sampler does: those with at least one transition)."""
-    index = _GameIndex.build(game, 0)
-    kept = index.episodes_for(check_fraction(fraction)) if len(index.length) else 0
-    return {"episodes": kept, "transitions": int(index.length[:kept].sum()),
-            "total_episodes": len(index.length), "total_transitions": game.num_transitions}
-
-
-@dataclass
 class _Located:
     """Where a batch's sampled steps lie (arrays [B], rows in batch order)."""
 
@@ -187,7 +127,7 @@ class _MultiGameSampler:
 
     def __init__(self, dataset: Dataset, games: list[str], *, batch_size: int,
                  game_weights: dict[str, float] | None, seed: int | np.random.SeedSequence,
-                 data_fraction: float = 1.0):
+                 data_fraction: float = 1.0, pool: PoolOptions | None = None):
         if not games:
             raise UserError("no games to sample from")
         if len(set(games)) != len(games):
@@ -221,26 +161,43 @@ class _MultiGameSampler:
         # Shard ids increase with game order, then shard order, so a batch's rows (game, then
         # sorted step) come in runs of one shard each.
         self.data_fraction = check_fraction(data_fraction)
-        self._shards: list[_ShardArrays] = []
         self._index: list[_GameIndex] = []
+        first_shard = 0
         for g in self.data:
-            index = _GameIndex.build(g, len(self._shards))
+            index = _GameIndex.build(g, first_shard)
+            first_shard += len(g.shards)
             if self.data_fraction < 1.0:
                 index = index.first(index.episodes_for(self.data_fraction))
             self._index.append(index)
-            self._shards.extend(_ShardArrays.of(sh) for sh in g.shards)
         # Steps drawn per game: the kept episodes are the first ones, so their steps are the
         # game-wide step indices [0, n) (episodes are contiguous in step order).
         self._num_steps = [int(index.length.sum()) for index in self._index]
         self._stack_offsets = np.arange(1 - self.stack, 1, dtype=np.int64)
+        self.pool: ResidentPool | None = None  # the resident blocks (None: memory maps)
+        if pool is not None:  # blocks in RAM (pool.py); shards and index are the pool's view
+            from scaledql.data.pool import ResidentPool
+
+            self.pool = ResidentPool(self.data, self._index, pool, seed)
+            self._shards: list[_ShardArrays] = []
+        else:
+            packed = [g.name for g in self.data if g.frame_codec is not None]
+            if packed:
+                raise UserError(f"the frames of {', '.join(packed)} are compressed: sample them "
+                                "through the resident pool (--resident-gb)")
+            self._shards = [_ShardArrays.of(sh) for g in self.data for sh in g.shards]
 
     # -- RNG state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """The RNG state (a JSON-able dict); ``load_state_dict`` resumes the exact sequence."""
-        return {"bit_generator": self._rng.bit_generator.state}
+        state = {"bit_generator": self._rng.bit_generator.state}
+        if self.pool is not None:
+            state["pool"] = self.pool.state_dict()
+        return state
 
     def load_state_dict(self, d: dict) -> None:
         self._rng.bit_generator.state = d["bit_generator"]
+        if self.pool is not None:
+            self.pool.load_state_dict(d["pool"])
 
     # -- sampling helpers ---------------------------------------------------------------------
     def _game_counts(self) -> np.ndarray:
@@ -254,6 +211,8 @@ class _MultiGameSampler:
 
     def _locate(self) -> _Located:
         """Draw the batch's steps (sorted within each game) and look them up in the global index."""
+        if self.pool is not None and self.pool.advance():
+            self._shards, self._index, self._num_steps = self.pool.view()
         counts = self._game_counts()
         parts = []
         for num_steps, index, k in zip(self._num_steps, self._index, counts, strict=True):
@@ -288,9 +247,10 @@ class TransitionSampler(_MultiGameSampler):
     def __init__(self, dataset: Dataset, games: list[str], *, batch_size: int, n_step: int = 1,
                  gamma: float = 0.99, reward_clip: float | None = None,
                  game_weights: dict[str, float] | None = None,
-                 seed: int | np.random.SeedSequence = 0, data_fraction: float = 1.0):
+                 seed: int | np.random.SeedSequence = 0, data_fraction: float = 1.0,
+                 pool: PoolOptions | None = None):
         super().__init__(dataset, games, batch_size=batch_size, game_weights=game_weights,
-                         seed=seed, data_fraction=data_fraction)
+                         seed=seed, data_fraction=data_fraction, pool=pool)
         if n_step < 1:
             raise UserError(f"n_step must be >= 1, got {n_step}")
         if not 0.0 <= gamma <= 1.0:
@@ -364,9 +324,10 @@ class TrajectorySampler(_MultiGameSampler):
 
     def __init__(self, dataset: Dataset, games: list[str], *, batch_size: int, length: int,
                  reward_clip: float | None = None, game_weights: dict[str, float] | None = None,
-                 seed: int | np.random.SeedSequence = 0, data_fraction: float = 1.0):
+                 seed: int | np.random.SeedSequence = 0, data_fraction: float = 1.0,
+                 pool: PoolOptions | None = None):
         super().__init__(dataset, games, batch_size=batch_size, game_weights=game_weights,
-                         seed=seed, data_fraction=data_fraction)
+                         seed=seed, data_fraction=data_fraction, pool=pool)
         if length < 1:
             raise UserError(f"trajectory length must be >= 1, got {length}")
         if reward_clip is not None and reward_clip <= 0:
@@ -417,15 +378,17 @@ class TrajectorySampler(_MultiGameSampler):
 
 def make_sampler(dataset: Dataset, games: list[str], spec: BatchSpec, batch_size: int,
                  seed: int | np.random.SeedSequence,
-                 data_fraction: float = 1.0) -> TransitionSampler | TrajectorySampler:
+                 data_fraction: float = 1.0,
+                 pool: PoolOptions | None = None) -> TransitionSampler | TrajectorySampler:
     """The sampler of ``spec``'s kind drawing ``batch_size`` rows (one process's share) from
-    the first ``data_fraction`` of each game (see the module docstring)."""
+    the first ``data_fraction`` of each game (see the module docstring); ``pool``: from a
+    bounded, rotating pool of blocks in RAM (``pool.py``; needed for compressed stores)."""
     if spec.kind == "transitions":
         return TransitionSampler(dataset, games, batch_size=batch_size, n_step=spec.n_step,
                                  gamma=spec.gamma, reward_clip=spec.reward_clip, seed=seed,
-                                 data_fraction=data_fraction)
+                                 data_fraction=data_fraction, pool=pool)
     if spec.kind == "trajectories":
         return TrajectorySampler(dataset, games, batch_size=batch_size, length=spec.length,
                                  reward_clip=spec.reward_clip, seed=seed,
-                                 data_fraction=data_fraction)
+                                 data_fraction=data_fraction, pool=pool)
     raise ValueError(f"unknown batch kind {spec.kind!r}")

@@ -43,7 +43,9 @@ in the data; their returns are the behaviour policy's episode returns in the man
 ``rewards_clipped``, ``counts`` {transitions, frames, episodes, terminated, truncated,
 unfinished, partial_start, stored_episodes}, ``episode_returns`` (finished episodes, in order),
 ``shards`` [{name, frames, transitions, episodes}], ``provenance`` {source, command, ...},
-``created`` (UTC ISO time).
+``created`` (UTC ISO time); a compressed store (``scaledql data compress``) adds
+``frame_codec`` and keeps its frames as zstd blocks of whole episodes instead of ``frames.npy``
+(``frame_blocks.py``: the format; ``pool.py``: how it is sampled).
 
 Checks: opening a game store runs ``validate``'s cheap structural checks (manifest types and
 ranges, shard paths inside the store, array headers against the manifest and the file sizes,
@@ -71,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from scaledql.data.frame_blocks import CompressedFrames
 from scaledql.data.validate import check_episode_tables, check_manifest, open_array
 from scaledql.errors import UserError
 
@@ -196,7 +199,7 @@ def checked_manifest(manifest: Any, path: Path, dir_name: str | None) -> dict:
 class Shard:
     """Memory-mapped arrays of one shard (see the module docstring for their meaning)."""
 
-    frames: np.ndarray  # uint8[F, C, H, W], frame 0 zeros
+    frames: np.ndarray | CompressedFrames  # uint8[F, C, H, W], frame 0 zeros (or zstd blocks)
     actions: np.ndarray  # int32[F]
     rewards: np.ndarray  # float32[F]
     returns_to_go: np.ndarray  # float32[F]
@@ -209,9 +212,11 @@ class Shard:
     directory: Path | None = None
 
     @classmethod
-    def open(cls, directory: Path, info: dict, frame_shape: tuple[int, ...]) -> Shard:
+    def open(cls, directory: Path, info: dict, frame_shape: tuple[int, int, int],
+             compressed: bool = False) -> Shard:
         """Map the shard's arrays; headers, file sizes and episode tables are checked
-        (``validate``), so a damaged shard is one ``UserError`` here, not a wrong sample later."""
+        (``validate``), so a damaged shard is one ``UserError`` here, not a wrong sample later.
+        ``compressed``: frames are zstd blocks (``frame_blocks``), their block table checked."""
         arrays = {}
         expect = {"frames": (np.uint8, (info["frames"], *frame_shape)),
                   "actions": (np.int32, (info["frames"],)),
@@ -224,8 +229,13 @@ class Shard:
                   "ep_return": (np.float64, (info["episodes"],))}
         if not directory.is_dir():
             raise UserError(f"{directory}: missing shard directory (the dataset is incomplete)")
+        if compressed:
+            del expect["frames"]
         for name, (dtype, shape) in expect.items():
             arrays[name] = open_array(directory / f"{name}.npy", dtype, shape)
+        if compressed:
+            arrays["frames"] = CompressedFrames(directory, info["frames"], frame_shape,
+                                                info["blocks"], np.asarray(arrays["ep_frame_start"]))
         shard = cls(**arrays, num_transitions=int(info["transitions"]), directory=directory)
         check_episode_tables(shard, info, directory)
         return shard
@@ -237,7 +247,8 @@ class GameData:
     Attributes: ``name``, ``manifest`` (dict), ``suite``, ``num_transitions`` (real steps),
     ``num_episodes`` (finished episodes), ``frame_shape`` (C, H, W), ``stack``, ``num_actions``,
     ``obs_shape`` (stack*C, H, W), ``episode_returns`` float64[num_episodes],
-    ``rewards_clipped``, ``shards`` (list of ``Shard``), ``shard_step_offsets`` int64[len(shards)+1].
+    ``rewards_clipped``, ``shards`` (list of ``Shard``), ``shard_step_offsets`` int64[len(shards)+1],
+    ``frame_codec`` (dict, or None for raw frames).
     """
 
     def __init__(self, directory: Path, *, name: str | None = None, manifest: dict | None = None):
@@ -255,8 +266,9 @@ class GameData:
         self.num_actions: int = int(m["num_actions"])
         self.rewards_clipped: bool = bool(m.get("rewards_clipped", False))
         self.obs_shape = (self.stack * self.frame_shape[0], *self.frame_shape[1:])
-        self.shards = [Shard.open(self.directory / s["name"], s, self.frame_shape)
-                       for s in m["shards"]]
+        self.frame_codec: dict | None = m.get("frame_codec")  # None: raw frames.npy
+        self.shards = [Shard.open(self.directory / s["name"], s, self.frame_shape,
+                                  compressed=self.frame_codec is not None) for s in m["shards"]]
         self.shard_step_offsets = np.concatenate(
             [[0], np.cumsum([s.num_transitions for s in self.shards])]).astype(np.int64)
         self.num_transitions = int(self.shard_step_offsets[-1])
@@ -282,6 +294,7 @@ class GameData:
             "stack": self.stack,
             "rewards_clipped": self.rewards_clipped,
             "shards": len(self.shards),
+            "frame_codec": self.frame_codec,
             "counts": dict(m["counts"]),
             "provenance": m.get("provenance", {}),
         }

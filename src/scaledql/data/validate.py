@@ -19,14 +19,17 @@ before they publish a game): the cheap checks, then every step's action in
 ``[0, num_actions)``, every reward finite, zeros on the sentinel and final frames, returns-to-go and
 episode returns equal to the rewards' sums, the manifest's counts and behaviour returns equal to
 what the episode tables and flags say; ``data verify`` also reads every frame: MinAtar cells
-must be 0 or 255 (the suite's convention for a set cell; see ``minari_io``).
+must be 0 or 255 (the suite's convention for a set cell; see ``minari_io``). Compressed stores
+(``frame_blocks``): the block table is checked on open (bounds rise from frame 1 at episode
+starts, byte offsets cover ``frames.zst`` exactly); ``data verify`` decodes every block (zstd's
+content checksum and the block's size are checked).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +108,11 @@ def check_manifest(m: Mapping[str, Any], path: Path, dir_name: str | None) -> No
     if len(returns) != counts["episodes"]:
         raise UserError(f"{where}: {len(returns)} episode returns for counts.episodes = "
                         f"{counts['episodes']}")
+    compressed = "frame_codec" in m
+    if compressed:
+        from scaledql.data.frame_blocks import check_codec
+
+        check_codec(m["frame_codec"], where)
     shards = m["shards"]
     if not isinstance(shards, list) or not shards:
         raise UserError(f"{where}: shards must be a non-empty list")
@@ -120,6 +128,8 @@ def check_manifest(m: Mapping[str, Any], path: Path, dir_name: str | None) -> No
         frames = _int(s.get("frames"), f"{where}: shards[{i}].frames", 1)
         _int(s.get("transitions"), f"{where}: shards[{i}].transitions", 0, frames - 1)
         _int(s.get("episodes"), f"{where}: shards[{i}].episodes", 0, frames - 1)
+        if compressed:
+            _int(s.get("blocks"), f"{where}: shards[{i}].blocks", 0, frames - 1)
     if "frames" in counts and counts["frames"] != sum(s["frames"] for s in shards):
         raise UserError(f"{where}: counts.frames is {counts['frames']}, the shards hold "
                         f"{sum(s['frames'] for s in shards)}")
@@ -205,7 +215,8 @@ def check_episode_tables(shard: Shard, info: Mapping[str, Any], where: Path) -> 
                         "2 truncated, 4 partial start; never 1 and 2 together)")
 
 
-def _scan_shard(shard: Shard, num_actions: int, minatar_cells: bool, where: Path) -> np.ndarray:
+def _scan_shard(shard: Shard, num_actions: int, read_frames: bool, minatar: bool,
+                where: Path) -> np.ndarray:
     """Full checks of one shard; returns the finished episodes' returns (float64[])."""
     starts = np.asarray(shard.ep_frame_start)
     length = np.asarray(shard.ep_length)
@@ -248,20 +259,32 @@ def _scan_shard(shard: Shard, num_actions: int, minatar_cells: bool, where: Path
         i = int(np.flatnonzero(off)[0])
         raise UserError(f"{where}/ep_return.npy: episode {i} holds {ep_return[i]}, its rewards "
                         f"sum to {ep_sum[i]:.6g}")
-    if np.asarray(shard.frames[0]).any():
+    raw = isinstance(shard.frames, np.ndarray)  # else compressed blocks (no sentinel stored)
+    if raw and np.asarray(shard.frames[0]).any():
         raise UserError(f"{where}/frames.npy: the sentinel frame 0 is not all zeros")
-    if minatar_cells:
-        chunk = max(1, (1 << 24) // max(1, int(np.prod(shard.frames.shape[1:]))))
-        for lo in range(0, len(shard.frames), chunk):
-            block = np.asarray(shard.frames[lo:lo + chunk])
-            bad = (block != 0) & (block != MINATAR_ON)
-            if bad.any():
+    if read_frames:  # decoding a compressed block checks it; MinAtar cells are checked too
+        for lo, block in _frame_chunks(shard):
+            bad = (block != 0) & (block != MINATAR_ON) if minatar else None
+            if bad is not None and bad.any():
                 f = lo + int(np.flatnonzero(bad.reshape(len(block), -1).any(1))[0])
-                raise UserError(f"{where}/frames.npy: frame {f} holds values other than 0 and "
+                raise UserError(f"{where}/frames: frame {f} holds values other than 0 and "
                                 f"{MINATAR_ON} (MinAtar cells are 0 or {MINATAR_ON})")
     flags = np.asarray(shard.ep_flags)
     finished = ((flags & 3) != 0) & ((flags & FLAG_PARTIAL_START) == 0)
     return ep_return[finished]
+
+
+def _frame_chunks(shard: Shard) -> Iterator[tuple[int, np.ndarray]]:
+    """(first frame index, uint8[n, C, H, W]) pieces of a shard's frames, ~16 MB each for raw
+    frames, one block each for compressed ones (decoding checks each block's checksum)."""
+    frames = shard.frames
+    if isinstance(frames, np.ndarray):
+        chunk = max(1, (1 << 24) // max(1, int(np.prod(frames.shape[1:]))))
+        for lo in range(0, len(frames), chunk):
+            yield lo, np.asarray(frames[lo:lo + chunk])
+    else:
+        for b in range(frames.num_blocks):
+            yield int(frames.bounds[b]), frames.decode(b)
 
 
 def verify_game(g: GameData, frames: bool = True) -> dict[str, Any]:
@@ -272,7 +295,9 @@ def verify_game(g: GameData, frames: bool = True) -> dict[str, Any]:
     returns, all_flags = [], []
     for info, shard in zip(m["shards"], g.shards, strict=True):
         where = g.directory / info["name"]
-        returns.append(_scan_shard(shard, g.num_actions, frames and g.suite == "minatar", where))
+        minatar = g.suite == "minatar"
+        read = frames and (minatar or g.frame_codec is not None)
+        returns.append(_scan_shard(shard, g.num_actions, read, minatar, where))
         all_flags.append(np.asarray(shard.ep_flags))
     flags = np.concatenate(all_flags)
     got = np.concatenate(returns)

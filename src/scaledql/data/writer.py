@@ -39,6 +39,20 @@ from scaledql.errors import UserError
 from scaledql.io import acquire_lock, release_lock
 
 
+def publish_game_dir(work_dir: Path, final_dir: Path) -> None:
+    """Rename a finished game store (manifest written) from its hidden ``work_dir`` to
+    ``final_dir``, replacing what is there: the old store is renamed aside first and removed
+    after, so a reader sees the old store or the new one, never a mix."""
+    trash = final_dir.with_name(f".{final_dir.name}.old")
+    if trash.exists():
+        shutil.rmtree(trash)
+    if final_dir.exists():
+        os.rename(final_dir, trash)
+    os.rename(work_dir, final_dir)
+    _fsync_dir(final_dir.parent)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 class _ShardWriter:
     """Streams the episodes of one shard to ``directory``; ``finish`` writes the small arrays."""
 
@@ -167,6 +181,9 @@ class GameWriter:
             if not complete:
                 raise UserError(f"cannot append to {self.final_dir}: no complete game store there")
             old = read_manifest(self.final_dir)
+            if "frame_codec" in old:
+                raise UserError(f"cannot append to {self.final_dir}: its frames are compressed "
+                                "(append to the raw store, then compress it again)")
             for key in ("suite", "game", "num_actions", "action_set", "frame_shape", "stack",
                         "rewards_clipped"):
                 if old[key] != self.manifest[key]:
@@ -312,15 +329,8 @@ class GameWriter:
             verify_game(GameData(self._work_dir, name=self.game, manifest=manifest), frames=False)
             _fsync_dir(self._work_dir)
             _write_json_atomic(self._work_dir / MANIFEST, manifest)
-            if not self.append:
-                trash = self.root / f".{self.game}.old"
-                if trash.exists():
-                    shutil.rmtree(trash)
-                if self.final_dir.exists():  # overwrite=True was checked in __init__
-                    os.rename(self.final_dir, trash)
-                os.rename(self._work_dir, self.final_dir)
-                _fsync_dir(self.root)
-                shutil.rmtree(trash, ignore_errors=True)
+            if not self.append:  # overwrite=True was checked in __init__
+                publish_game_dir(self._work_dir, self.final_dir)
         except BaseException:
             self.abort()
             raise

@@ -61,6 +61,13 @@ class RunConfig:
     # rate for the Atari Nature CNN on 2 cores, benchmarks/README.md).
     sample_workers: int | None = None
     prefetch: int = 2  # batches each worker keeps ready
+    # Sample from a bounded pool of decoded blocks in RAM (GB per process, split over its
+    # sampling threads), rotated every rotate_every batches by rotate_share of each game's
+    # blocks; None: memory-map everything (raw stores only). Needed for compressed stores;
+    # data/pool.py says how it changes the sampling distribution.
+    resident_gb: float | None = None
+    rotate_every: int = 1000
+    rotate_share: float = 0.25
     init_from: str | None = None  # a run (or checkpoint) whose torso initialises this network
     init_parts: str = "encoder"  # what transfers: "encoder" (the paper) or the whole "torso"
     freeze_encoder: bool = False  # keep the (transferred) encoder fixed
@@ -80,6 +87,13 @@ class RunConfig:
             raise UserError(f"eval_epsilon must be in [0, 1], got {self.eval_epsilon}")
         if not (math.isfinite(self.data_fraction) and 0 < self.data_fraction <= 1):
             raise UserError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
+        if self.resident_gb is not None and not (math.isfinite(self.resident_gb)
+                                                 and self.resident_gb > 0):
+            raise UserError(f"resident_gb must be positive (or unset), got {self.resident_gb}")
+        if self.rotate_every < 1 or not (math.isfinite(self.rotate_share)
+                                         and 0 < self.rotate_share <= 1):
+            raise UserError(f"rotate_every must be >= 1 and rotate_share in (0, 1], got "
+                            f"{self.rotate_every} and {self.rotate_share}")
         if self.init_parts not in TRANSFER_PARTS:
             raise UserError(f"init_parts must be one of {', '.join(TRANSFER_PARTS)}, "
                             f"got {self.init_parts!r}")

@@ -35,6 +35,7 @@ from scaledql.checkpoint import (
     load_learner_state,
     save_checkpoint,
 )
+from scaledql.data.pool import PoolOptions
 from scaledql.data.prefetch import Prefetcher
 from scaledql.data.sampler import fraction_of, make_sampler
 from scaledql.data.store import data_identity, open_dataset
@@ -177,12 +178,17 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
     if cfg.freeze_encoder:
         learner.freeze_encoder()
 
+    workers = cfg.sample_workers if cfg.sample_workers is not None else int(device.type == "cuda")
+    # --resident-gb is per process: each sampling thread's sampler holds its share
+    pool = None if cfg.resident_gb is None else PoolOptions(
+        int(cfg.resident_gb * 1e9) // max(1, workers), rotate_every=cfg.rotate_every,
+        rotate_share=cfg.rotate_share)
+
     def make(worker: int):
         seq = np.random.SeedSequence([cfg.seed, dist.rank, worker])
         return make_sampler(dataset, games, spec, spec.batch_size // dist.world_size, seq,
-                            data_fraction=cfg.data_fraction)
+                            data_fraction=cfg.data_fraction, pool=pool)
 
-    workers = cfg.sample_workers if cfg.sample_workers is not None else int(device.type == "cuda")
     prefetcher = Prefetcher(make, device, workers=workers, depth=cfg.prefetch,
                             states=payload["prefetch"][dist.rank] if payload else None)
     start = learner.step
