@@ -113,6 +113,9 @@ def test_verdicts_follow_the_numbers():
     assert verdict("above", ("good", "bad"), ("bad", "good"))["verdict"] == "not held"
     assert verdict("above", ("one", "bad"))["pairs"][0]["verdict"] == "unclear (1 run)"
     assert verdict("above", ("good", "nobody"))["verdict"] == "no data"
+    assert verdict("above", ("good", "bad"), ("good", "nobody"))["verdict"] == (
+        "incomplete (1 of 2 pairs judged)")
+    assert verdict("above", ("bad", "good"), ("good", "nobody"))["verdict"] == "not held"
     row = verdict("above", ("good", "bad"))["pairs"][0]
     assert row["p_improvement"][0] == 1.0 and row["a_runs"] == 3
     assert row["a_iqm"][1] <= row["a_iqm"][0] <= row["a_iqm"][2]

@@ -14,7 +14,8 @@ A ``[[claim]]`` names ``pairs`` of methods ``[a, b]`` and a ``test``:
   **unclear** otherwise;
 - ``matches``: a is not below b: **held** unless the CI lies below 0.5.
 
-A claim of several pairs is held when every pair is, not held when any pair is not, unclear
+A claim of several pairs is held when every pair is, not held when any pair is not (even with
+other pairs still without runs), incomplete while some pairs have no runs yet, unclear
 otherwise. Seeds, games and data of every method go in the row.
 """
 
@@ -181,12 +182,15 @@ def judge(claim: dict[str, Any], scores: dict[str, MethodScores]) -> dict[str, A
                      "verdict": pair_verdict(test, low, high, min(
                          len(m.matrix) for m in (a, b) if m.runs) if a.runs or b.runs else 0)})
     verdicts = [r["verdict"] for r in rows]
-    if not rows or "no data" in verdicts:
+    judged = [v for v in verdicts if v != "no data"]
+    if not judged:
         verdict = "no data"
+    elif "not held" in judged:  # one pair against the claim settles it, whatever is missing
+        verdict = "not held"
+    elif len(judged) < len(verdicts):  # a study still running: say how far it got
+        verdict = f"incomplete ({len(judged)} of {len(verdicts)} pairs judged)"
     elif all(v == "held" for v in verdicts):
         verdict = "held"
-    elif "not held" in verdicts:  # any pair against the claim
-        verdict = "not held"
     else:
         verdict = "unclear"
     return {"id": cid, "text": claim.get("text", ""), "test": test, "pairs": rows,

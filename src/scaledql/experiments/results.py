@@ -114,8 +114,12 @@ def _report_md(study: Study, report: dict[str, Any]) -> str:
              "Verdicts from the numbers only: P(a > b) is rliable's probability of improvement "
              "(Mann-Whitney over runs, averaged over games) with a 95% stratified-bootstrap CI "
              "over runs; **held** when the CI lies above 0.5, **not held** when it lies below "
-             "(for *matches*: not held only when below), **unclear** otherwise. Scores: each "
-             "run's final evaluation, normalized per game (0 random, 1 reference).", ""]
+             "(for *matches*: not held only when below), **unclear** otherwise. A claim holds "
+             "when all its pairs do and is not held when any pair is not; while some pairs have "
+             "no runs yet it is *incomplete*. With two runs per arm, P = 0 or 1 means every run "
+             "of one arm beat every run of the other: the bootstrap CI is then a point, though "
+             "for one game that ordering arises by chance once in six. Scores: each run's final "
+             "evaluation, normalized per game (0 random, 1 reference).", ""]
     lines += claims_markdown(report["claims"])
     lines += ["", "## Methods", "", "![IQM per method](methods.png)", "", "| method | runs | seeds | parameters (encoder / all) | "
               "IQM [95% CI] | data |", "|---|---|---|---|---|---|"]
