@@ -62,6 +62,8 @@ def test_budgets_resolve_values_lists_and_seeds(tmp_path):
      "no value for budget 'small'"),
     (lambda s: s.replace('resume = "train"', 'resume = "maybe"'), "resume must be"),
     (lambda s: s.replace('id = "b"', 'id = "a"'), "id must be a unique"),
+    (lambda s: s + '[[method]]\nname = "m"\nrun = "{runs}/a/seed_*"\n', "unknown key 'run'"),
+    (lambda s: s + '[[claim]]\nid = "c"\npair = []\n', "unknown key 'pair'"),
 ])
 def test_bad_study_files_are_one_line(tmp_path, edit, message):
     path = _write(tmp_path, edit(BASE))
@@ -140,6 +142,14 @@ def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
     md = (results / "report.md").read_text()
     assert "| **C6**" in md and "scaledql study claims --budget smoke" in md
     assert len(list((results / "runs").glob("*.json"))) >= 25
+    # C3/C4 scored against parameter count: every capacity arm is a point of its series.
+    capacity = md.split("## Capacity", 1)[1]
+    assert (results / "capacity.png").stat().st_size > 0
+    for series, n in [("ResNet, feature norm", 3), ("ResNet, no feature norm", 3),
+                      ("IMPALA, feature norm", 1), ("IMPALA, no feature norm", 1)]:
+        assert capacity.count(f"| {series} |") == n, series
+    resnet = [m["params"] for m in report["methods"] if m["series"] == "ResNet, feature norm"]
+    assert len(resnet) == 3 and resnet == sorted(resnet)
     assert "C1:" in out.out
     # Resumable: everything finished is skipped; a run whose marker is gone is resumed (a
     # finished training run resumes to no new step and no second evaluation).

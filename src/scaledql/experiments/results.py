@@ -57,12 +57,13 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
     if not claims:
         return None
     scores, missing, judged = judge_study(study.methods, study.claims, study.suite)
+    series = {m["name"]: m["series"] for m in study.methods if m.get("series")}
     methods = []
     for name, s in scores.items():
         iqm = iqm_ci(s.matrix)
         methods.append({"name": name, "runs": len(s.matrix), "seeds": s.seeds, "games": s.games,
                         "params": s.params, "encoder_params": s.encoder_params, "iqm": iqm,
-                        "data": s.data})
+                        "data": s.data, "series": series.get(name)})
     wall = sum(r["seconds"] for r in records)
     report = {"study": study.name, "suite": study.suite, "budget": study.budget,
               "runs_folder": study.runs.as_posix(), "machine": machine,
@@ -76,19 +77,57 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
 
 
 def _plots(report: dict[str, Any], results: Path) -> None:
-    """``methods.png``: every method's IQM; ``claims.png``: P(a > b) of every claim's pairs —
-    both drawn by rliable's plot_utils (``reports.plots``)."""
-    from scaledql.reports.plots import method_colors, plot_improvement, plot_intervals
+    """``methods.png``: every method's IQM; ``claims.png``: P(a > b) of every claim's pairs;
+    ``capacity.png``: IQM against parameter count per series — drawn by rliable's plot_utils
+    (``reports.plots``)."""
+    from scaledql.reports.plots import (
+        method_colors,
+        plot_capacity,
+        plot_improvement,
+        plot_intervals,
+    )
 
     if report["methods"]:
         estimates = {m["name"]: {"iqm": m["iqm"][0], "iqm_ci": list(m["iqm"][1:])}
                      for m in report["methods"]}
         plot_intervals(estimates, ["iqm"], results / "methods.png", method_colors(list(estimates)))
+    curves = capacity_curves(report["methods"])
+    if curves:
+        plot_capacity(curves, results / "capacity.png")
     pairs = {(r["a"], r["b"]): {"p": r["p_improvement"][0], "ci": list(r["p_improvement"][1:])}
              for c in report["claims"] for r in c["pairs"] if "p_improvement" in r}
     if pairs:
         names = list(dict.fromkeys(name for pair in pairs for name in pair))
         plot_improvement(pairs, results / "claims.png", method_colors(names))
+
+
+def capacity_curves(methods: list[dict[str, Any]]
+                    ) -> dict[str, list[tuple[int, str, tuple[float, float, float], int]]]:
+    """series → its methods as (parameters of the whole network, name, IQM with CI, runs),
+    fewest parameters first; methods without a series or without a parameter count are left
+    out."""
+    curves: dict[str, list[tuple[int, str, tuple[float, float, float], int]]] = {}
+    for m in methods:
+        if m.get("series") and m.get("params"):
+            curves.setdefault(m["series"], []).append(
+                (int(m["params"]), m["name"], tuple(m["iqm"]), int(m["runs"])))
+    return {name: sorted(points) for name, points in curves.items()}
+
+
+def _capacity_md(methods: list[dict[str, Any]]) -> list[str]:
+    curves = capacity_curves(methods)
+    if not curves:
+        return []
+    lines = ["", "## Capacity", "", "![IQM against parameter count](capacity.png)", "",
+             "Each method of a series is one point: its IQM over runs × games (95% CI) against "
+             "the parameters of the whole network (encoder, shared layers and one head per "
+             "game).", "", "| series | method | parameters | runs | IQM [95% CI] |",
+             "|---|---|---|---|---|"]
+    for series, points in curves.items():
+        for params, name, iqm, runs in points:
+            lines.append(f"| {series} | {name} | {params:,} | {runs} | "
+                         f"{iqm[0]:.3f} [{iqm[1]:.3f}, {iqm[2]:.3f}] |")
+    return lines
 
 
 def _commands_md(records: list[dict[str, Any]]) -> str:
@@ -129,4 +168,5 @@ def _report_md(study: Study, report: dict[str, Any]) -> str:
                      f"{ci(m['iqm'])} | {m['data']} |")
     for name, why in report["methods_without_data"].items():
         lines.append(f"| {name} | 0 | – | – | not yet: {why} | |")
+    lines += _capacity_md(report["methods"])
     return "\n".join(lines) + "\n"

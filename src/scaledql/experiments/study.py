@@ -113,6 +113,12 @@ def _fill_argv(argv: list[str], values: dict[str, Any], where: str) -> list[str]
     return out
 
 
+# ``series``: methods that share one are points of one capacity curve (score against
+# parameter count) in the report.
+METHOD_KEYS = {"name", "runs", "behaviour", "fraction", "games", "series"}
+CLAIM_KEYS = {"id", "text", "test", "pairs"}
+
+
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -170,6 +176,10 @@ def load_study(name: str, budget: str | None = None, runs: Path | None = None) -
             jobs.append(Job(job_id if seed is None else f"{job_id}/seed_{seed}",
                             _fill_argv(argv, fields, f"{jwhere} ({job_id}) argv"),
                             out, after, resume))
+    for m in raw.get("method") or []:
+        _check_keys(m, METHOD_KEYS, f"{where} [[method]] {m.get('name', '?')}")
+    for c in raw.get("claim") or []:
+        _check_keys(c, CLAIM_KEYS, f"{where} [[claim]] {c.get('id', '?')}")
     methods = [{k: _resolve(v, budget, budgets, f"{where} [[method]]") for k, v in m.items()}
                for m in raw.get("method") or []]
     for m in methods:

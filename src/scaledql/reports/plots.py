@@ -152,3 +152,23 @@ def plot_curves(curves: Mapping[str, tuple[Sequence, Sequence, Sequence, Sequenc
             xlabel=xlabel, ylabel=ylabel, labelsize="medium", ticklabelsize="medium")
     if methods:
         ax.legend(fontsize=8)
+
+
+def plot_capacity(curves: Mapping[str, Sequence[tuple[int, str, tuple[float, float, float], int]]],
+                  path: Path) -> Path:
+    """IQM (95% CI) against parameter count, one curve per series (``experiments.results.
+    capacity_curves``): rliable's curves, a log x-axis, and an error bar at every point so
+    that a one-point series (and each point's own interval) stays visible."""
+    colors = method_colors(list(curves))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    plot_curves({name: tuple(zip(*[(p, *iqm) for p, _, iqm, _ in points], strict=True))
+                 for name, points in curves.items()}, ax, colors, xlabel="parameters",
+                ylabel="normalized IQM (95% CI)")
+    for name, points in curves.items():
+        x = np.array([p for p, *_ in points], dtype=np.float64)
+        mid, low, high = (np.array([iqm[i] for _, _, iqm, _ in points]) for i in range(3))
+        ax.errorbar(x, mid, yerr=np.stack([mid - low, high - mid]), fmt="none",
+                    ecolor=colors[name], capsize=3, lw=1)
+    ax.set_xscale("log")
+    return save(fig, path)
+
