@@ -162,3 +162,17 @@ def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
     evals = [json.loads(x) for x in (runs / "sql-sub" / "seed_0" / "metrics.jsonl")
              .read_text().splitlines() if '"eval"' in x]
     assert len(evals) == 1
+
+
+def test_elapsed_wall_time_counts_overlapping_jobs_once():
+    from scaledql.experiments.results import elapsed_seconds
+
+    def record(end: str, seconds: float) -> dict:
+        return {"finished_at": f"2026-01-01T{end}Z", "seconds": seconds}
+
+    # 00:00-00:10 and 00:04-00:05 overlap (10 min), 00:59-01:00 after a gap (1 min), 00:09-00:12
+    # extends the first (2 more min).
+    records = [record("00:10:00", 600), record("00:05:00", 60), record("01:00:00", 60),
+               record("00:12:00", 180)]
+    assert elapsed_seconds(records) == 13 * 60
+    assert elapsed_seconds([]) == 0

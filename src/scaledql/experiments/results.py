@@ -13,6 +13,7 @@ finished job, so an interrupted study still leaves its finished parts:
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 from pathlib import Path
@@ -65,9 +66,10 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
                         "params": s.params, "encoder_params": s.encoder_params, "iqm": iqm,
                         "data": s.data, "series": series.get(name)})
     wall = sum(r["seconds"] for r in records)
+    elapsed = elapsed_seconds(records)
     report = {"study": study.name, "suite": study.suite, "budget": study.budget,
               "runs_folder": study.runs.as_posix(), "machine": machine,
-              "job_seconds": round(wall, 1), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+              "job_seconds": round(wall, 1), "elapsed_seconds": round(elapsed, 1), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                       time.gmtime()),
               "methods": methods, "methods_without_data": missing, "claims": judged}
     atomic_write_json(results / "report.json", report)
@@ -99,6 +101,20 @@ def _plots(report: dict[str, Any], results: Path) -> None:
     if pairs:
         names = list(dict.fromkeys(name for pair in pairs for name in pair))
         plot_improvement(pairs, results / "claims.png", method_colors(names))
+
+
+def elapsed_seconds(records: list[dict[str, Any]]) -> float:
+    """Wall time during which at least one job ran: the union of the jobs' intervals
+    (``finished_at`` − ``seconds`` … ``finished_at``), so time between sessions and jobs side by
+    side are not counted twice."""
+    intervals = sorted((end - r["seconds"], end) for r in records for end in [
+        calendar.timegm(time.strptime(r["finished_at"], "%Y-%m-%dT%H:%M:%SZ"))])
+    total, reach = 0.0, float("-inf")
+    for start, end in intervals:
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def capacity_curves(methods: list[dict[str, Any]]
@@ -147,8 +163,9 @@ def _report_md(study: Study, report: dict[str, Any]) -> str:
              study.description, "",
              f"Reproduce: `scaledql study {study.name} --budget {study.budget}` (finished runs are "
              f"skipped; every command it ran is in [commands.md](commands.md)). Machine: "
-             f"{report['machine']}. Job wall time so far: {report['job_seconds'] / 60:.1f} min "
-             f"(sum over jobs; jobs may run side by side). Written {report['written']}.", "",
+             f"{report['machine']}. Wall time so far: {report['elapsed_seconds'] / 60:.1f} min with at "
+             f"least one job running ({report['job_seconds'] / 60:.1f} min summed over jobs, "
+             f"which may run side by side). Written {report['written']}.", "",
              "## Claims", "", "![P(a > b) per compared pair](claims.png)", "",
              "Verdicts from the numbers only: P(a > b) is rliable's probability of improvement "
              "(Mann-Whitney over runs, averaged over games) with a 95% stratified-bootstrap CI "
