@@ -10,7 +10,7 @@ import pytest
 
 from scaledql.cli import main
 from scaledql.errors import UserError
-from scaledql.experiments.claims import MethodScores, judge
+from scaledql.experiments.claims import MethodScores, judge, ordering_chance
 from scaledql.experiments.study import load_study
 from scaledql.stats import probability_of_improvement
 
@@ -64,6 +64,14 @@ def test_budgets_resolve_values_lists_and_seeds(tmp_path):
     (lambda s: s.replace('id = "b"', 'id = "a"'), "id must be a unique"),
     (lambda s: s + '[[method]]\nname = "m"\nrun = "{runs}/a/seed_*"\n', "unknown key 'run'"),
     (lambda s: s + '[[claim]]\nid = "c"\npair = []\n', "unknown key 'pair'"),
+    (lambda s: s.replace('seeds = "seeds"', 'seeds = "seedz"'), "seeds names 'seedz'"),
+    (lambda s: s.replace('seeds = {small = [0]', 'seeds = {small = [0, -1]'),
+     "seeds must be a list of distinct non-negative integers"),
+    (lambda s: s + '[[method]]\nname = "m"\nruns = "{runs}/a/seed_*"\n[[claim]]\nid = "c"\n'
+                   'pairs = [["m", "mm"]]\n', "pairs name 'mm', not a"),
+    (lambda s: s + '[[method]]\nname = "m"\nbehaviour = "data/x"\nfraction = "x"\n',
+     "fraction must be a number in"),
+    (lambda s: s + '[[method]]\nname = "m"\n', "give either runs = GLOB or behaviour"),
 ])
 def test_bad_study_files_are_one_line(tmp_path, edit, message):
     path = _write(tmp_path, edit(BASE))
@@ -118,6 +126,28 @@ def test_verdicts_follow_the_numbers():
     assert verdict("above", ("good", "bad"), ("good", "nobody"))["verdict"] == (
         "incomplete (1 of 2 pairs judged)")
     assert verdict("above", ("bad", "good"), ("good", "nobody"))["verdict"] == "not held"
+    # Two runs per arm on one game, every run of one arm above the other's: P's CI is a point,
+    # but that ordering happens by chance once in six — not evidence either way.
+    top = _method("top", [[1.0], [0.9]])
+    low = _method("low", [[0.1], [0.2]])
+    scores.update(top=top, low=low)
+    row = verdict("above", ("low", "top"))["pairs"][0]
+    assert row["p_improvement"] == (0.0, 0.0, 0.0) and row["verdict"] == "unclear"
+    assert "1/6" in row["note"] or "0.17" in row["note"]
+    assert verdict("above", ("top", "low"))["verdict"] == "unclear"
+    assert ordering_chance(2, 2, 1) == pytest.approx(1 / 6)
+    assert ordering_chance(3, 3, 3) == pytest.approx(1 / 20 ** 3)
+    # P near 0.5 while the IQMs part ways: with 3 runs a side, b's IQM CI wholly above a's is
+    # "not held"; with 2 it is only noted.
+    flat = _method("flat", [[0.0, 0.0, 0.5], [0.0, 0.0, 0.6], [0.0, 0.0, 0.55]])
+    tall = _method("tall", [[0.0, 0.0, 5.0], [0.0, 0.0, 6.0], [0.0, 0.0, 5.5]])
+    scores.update(flat=flat, tall=tall)
+    row = verdict("above", ("flat", "tall"))["pairs"][0]
+    assert 0.3 < row["p_improvement"][0] < 0.5 and row["verdict"] == "not held"
+    assert "IQM CI lies wholly above" in row["note"]
+    scores.update(flat=_method("flat", flat.matrix[:2]), tall=_method("tall", tall.matrix[:2]))
+    row = verdict("above", ("flat", "tall"))["pairs"][0]
+    assert row["verdict"] == "unclear" and "IQM CI lies wholly above" in row["note"]
     row = verdict("above", ("good", "bad"))["pairs"][0]
     assert row["p_improvement"][0] == 1.0 and row["a_runs"] == 3
     assert row["a_iqm"][1] <= row["a_iqm"][0] <= row["a_iqm"][2]

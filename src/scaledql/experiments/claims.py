@@ -14,15 +14,18 @@ A ``[[claim]]`` names ``pairs`` of methods ``[a, b]`` and a ``test``:
   **unclear** otherwise;
 - ``matches``: a is not below b: **held** unless the CI lies below 0.5.
 
-A claim of several pairs is held when every pair is, not held when any pair is not (even with
-other pairs still without runs), incomplete while some pairs have no runs yet, unclear
-otherwise. Seeds, games and data of every method go in the row.
+Guards (``pair_verdict``): a point CI counts only when its ordering of runs is unlikely by
+chance, and b's IQM CI wholly above a's makes a pair not held (3+ runs a side) or at best
+unclear. A claim of several pairs is held when every pair is, not held when any pair is not
+(even with other pairs still without runs), incomplete while some pairs have no runs yet,
+unclear otherwise. Seeds, games and data of every method go in the row.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from scaledql import stats
 from scaledql.errors import UserError
 
 TESTS = ("above", "matches")
+ALPHA = 0.05  # the chance below which a complete ordering of runs counts as evidence
 REPS = 2000
 
 
@@ -63,26 +67,49 @@ def _params(run: Path, part: str = "total") -> int | None:
 
 
 def runs_scores(name: str, runs: list[Path], suite: str) -> MethodScores:
-    """Each run's final evaluation, normalized per game (``reports.runs.read_run``; runs × the
-    games all runs share). A folder without an evaluation yet (killed, unfinished) is left out."""
-    from scaledql.reports.runs import read_run
+    """Each run's final evaluation, normalized per game (``reports.runs``): one row per seed, one
+    column per game every seed is scored on — a seed's games from one multi-game run or from
+    several runs (one fine-tuning run per game), as ``scaledql report`` builds them. A folder
+    without an evaluation yet, or whose last evaluation is not at its final step (killed,
+    unfinished), is left out."""
+    from scaledql.reports.runs import game_columns, matrix_of, read_run
 
     results = []
     for run in runs:
         try:
-            results.append(read_run(run))
+            result = read_run(run)
         except UserError:
             continue
+        if result.finished:
+            results.append(result)
     if not results:
-        raise UserError(f"method {name!r}: none of its runs has an evaluation yet")
-    games = sorted(set.intersection(*(set(r.final.scores) for r in results)))
-    matrix = np.array([[r.final.scores[g] for g in games] for r in results])
+        raise UserError(f"method {name!r}: none of its runs has finished with an evaluation yet")
+    _, games = game_columns({name: results}, common_games=True)
+    scored = matrix_of(results, games, name)
+    assert scored is not None  # game_columns kept only the games every seed is scored on
+    matrix, seeds = scored
     params = [p for p in (_params(r.path) for r in results) if p is not None]
     encoder = [p for p in (_params(r.path, "encoder") for r in results) if p is not None]
-    data = sorted({str(r.config.get("data", "")) for r in results} - {""})
-    return MethodScores(name, games, matrix, [str(r.path) for r in results],
-                        [r.seed for r in results], params[0] if params else None,
-                        encoder[0] if encoder else None, ", ".join(data))
+    data = sorted({_data_of(r.config) for r in results} - {""})
+    return MethodScores(name, list(games), matrix, [str(r.path) for r in results], seeds,
+                        params[0] if params else None, encoder[0] if encoder else None,
+                        "; ".join(data))
+
+
+def _data_of(config: dict[str, Any]) -> str:
+    """Where a run's data came from and which share of it: ``DIR (GAMES), first 20%`` offline,
+    ``online GAME (sticky 0.3)`` online."""
+    data = config.get("data")
+    if not data:
+        game = config.get("game")
+        options = {k: v for k, v in (config.get("options") or {}).items() if v not in (None, False)}
+        extra = f" ({', '.join(f'{k} {v}' for k, v in options.items())})" if options else ""
+        return f"online {game}{extra}" if game else ""
+    games = config.get("games")
+    fraction = config.get("data_fraction")
+    share = f"first {fraction:.0%}" if isinstance(fraction, (int, float)) and fraction < 1 else "all"
+    where = f"{data} ({', '.join(games)})" if games else str(data)
+    return f"{where}, {share}"
 
 
 def behaviour_scores(name: str, data: Path, fraction: float, suite: str,
@@ -100,8 +127,9 @@ def behaviour_scores(name: str, data: Path, fraction: float, suite: str,
         returns = g.episode_returns[:max(1, kept)]
         row.append(float(normalize(suite, game, float(np.mean(returns)))) if len(returns)
                    else float("nan"))
-    return MethodScores(name, list(dataset.games), np.array([row]), data=f"{data} (first "
-                        f"{fraction:g} of each game)")
+    share = f"first {fraction:.0%}" if fraction < 1 else "all"
+    return MethodScores(name, list(dataset.games), np.array([row]),
+                        data=f"{data}, {share} (its own episodes)")
 
 
 def method_scores(method: dict[str, Any], suite: str) -> MethodScores:
@@ -147,16 +175,56 @@ def improvement(a: MethodScores, b: MethodScores, seed: int = 0) -> tuple[float,
     return p["p"], p["ci"][0], p["ci"][1]
 
 
-def pair_verdict(test: str, low: float, high: float, seeded_runs: int) -> str:
-    """``seeded_runs``: the fewer runs of the two methods that have seeds (a dataset has none);
-    with one run the bootstrap has nothing to resample, so no verdict is drawn."""
-    if seeded_runs < 2:
-        return "unclear (1 run)"
-    if low > 0.5:
-        return "held"
-    if high < 0.5:
-        return "not held"
-    return "held" if test == "matches" else "unclear"
+def ordering_chance(runs_a: int, runs_b: int, games: int) -> float:
+    """The chance, were a and b the same method, that on each of ``games`` games every run of
+    one given arm scores above every run of the other: 1 / C(runs_a + runs_b, runs_a) per game,
+    games independent (a dataset counts as one run). Such orderings (and ties) are what a point
+    CI of P(a > b) shows; with two runs per arm on one game it happens once in six."""
+    return float(math.comb(runs_a + runs_b, runs_a)) ** -games
+
+
+def ordered_games(x: np.ndarray, y: np.ndarray) -> int:
+    """Games on which every run of x is above every run of y, or every one below.
+    x: [runs_x, games], y: [runs_y, games]."""
+    diff = x[:, None, :] - y[None, :, :]  # [runs_x, runs_y, games]
+    return int(np.sum((diff > 0).all(axis=(0, 1)) | (diff < 0).all(axis=(0, 1))))
+
+
+def pair_verdict(test: str, p_ci: tuple[float, float], a_iqm: tuple[float, float, float],
+                 b_iqm: tuple[float, float, float], x: np.ndarray, y: np.ndarray,
+                 seeded: tuple[bool, bool]) -> tuple[str, str]:
+    """(verdict, note) of one pair. From P(a > b)'s 95% CI first:
+
+    - a seeded arm with one run: **unclear (1 run)** — the bootstrap has nothing to resample;
+    - the CI above 0.5: **held**; below: **not held**; else **unclear** (``matches``: held);
+    - a point CI (on every game every run of one arm above, below or tied with every run of the
+      other) decides only when its orderings are unlikely by chance (``ordering_chance`` over
+      the ordered games ≤ ``ALPHA``).
+
+    Then the IQMs, since the paper's claims are about aggregate scores: b's IQM CI wholly above
+    a's is **not held** when every seeded arm has at least 3 runs (with 2, the bootstrap interval
+    of an IQM is little more than the two runs' range), and turns a *held* into **unclear**
+    otherwise. The note says which of these applied."""
+    runs = (len(x), len(y))
+    seeded_runs = [n for n, s in zip(runs, seeded, strict=True) if s]
+    if seeded_runs and min(seeded_runs) < 2:
+        return "unclear (1 run)", ""
+    low, high = p_ci
+    verdict = ("held" if low > 0.5 else "not held" if high < 0.5
+               else "held" if test == "matches" else "unclear")
+    notes = []
+    chance = ordering_chance(*runs, ordered_games(x, y))
+    if high - low < 1e-12 and chance > ALPHA and verdict != "unclear":
+        verdict = "held" if test == "matches" and low >= 0.5 else "unclear"
+        notes.append(f"P's CI is a point: per game every run of one arm beat (or tied) every "
+                     f"run of the other, which happens by chance {chance:.2g} of the time")
+    if b_iqm[1] > a_iqm[2]:  # b's IQM CI wholly above a's: against "above" and "matches"
+        notes.append("b's IQM CI lies wholly above a's")
+        if all(n >= 3 for n in seeded_runs):
+            verdict = "not held"
+        elif verdict == "held":
+            verdict = "unclear"
+    return verdict, "; ".join(notes)
 
 
 def judge(claim: dict[str, Any], scores: dict[str, MethodScores]) -> dict[str, Any]:
@@ -175,12 +243,14 @@ def judge(claim: dict[str, Any], scores: dict[str, MethodScores]) -> dict[str, A
         a, b = scores[pair[0]], scores[pair[1]]
         x, y, games = _common(a, b)
         p, low, high = improvement(a, b)
-        rows.append({"a": a.name, "b": b.name, "games": games,
-                     "a_iqm": iqm_ci(x), "b_iqm": iqm_ci(y), "a_runs": len(x), "b_runs": len(y),
-                     "a_seeds": a.seeds, "b_seeds": b.seeds, "a_params": a.params,
-                     "b_params": b.params, "p_improvement": (p, low, high),
-                     "verdict": pair_verdict(test, low, high, min(
-                         len(m.matrix) for m in (a, b) if m.runs) if a.runs or b.runs else 0)})
+        a_iqm, b_iqm = iqm_ci(x), iqm_ci(y)
+        verdict, note = pair_verdict(test, (low, high), a_iqm, b_iqm, x, y,
+                                     (bool(a.runs), bool(b.runs)))
+        rows.append({"a": a.name, "b": b.name, "games": games, "a_iqm": a_iqm, "b_iqm": b_iqm,
+                     "a_runs": len(x), "b_runs": len(y), "a_seeds": a.seeds, "b_seeds": b.seeds,
+                     "a_data": a.data, "b_data": b.data, "a_params": a.params,
+                     "b_params": b.params, "p_improvement": (p, low, high), "verdict": verdict,
+                     "note": note})
     verdicts = [r["verdict"] for r in rows]
     judged = [v for v in verdicts if v != "no data"]
     if not judged:
@@ -201,8 +271,20 @@ def _ci(t: tuple[float, float, float]) -> str:
     return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
 
 
+def _method_cell(row: dict[str, Any], side: str) -> str:
+    data = row.get(f"{side}_data")
+    return f"{row[side]}<br><sub>{data}</sub>" if data else row[side]
+
+
+def _runs_cell(row: dict[str, Any], side: str) -> str:
+    seeds = row.get(f"{side}_seeds")
+    return f"{row[f'{side}_runs']} (seeds {', '.join(map(str, seeds))})" if seeds else (
+        f"{row[f'{side}_runs']} (dataset)")
+
+
 def claims_markdown(judged: list[dict[str, Any]]) -> list[str]:
-    """The claims table: one row per compared pair, the claim's verdict on its first row."""
+    """The claims table: one row per compared pair (each method with its data, runs and
+    seeds), the claim's verdict on its first row; a pair's note follows its verdict."""
     lines = ["| claim | a | IQM a [95% CI] | runs a | b | IQM b [95% CI] | runs b | "
              "P(a > b) [95% CI] | pair | claim verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for claim in judged:
@@ -213,10 +295,11 @@ def claims_markdown(judged: list[dict[str, Any]]) -> list[str]:
                 lines.append(f"| {head} | {row['a']} | – | – | {row['b']} | – | – | – | "
                              f"{row['verdict']} | {verdict} |")
                 continue
+            pair = f"{row['verdict']} ({row['note']})" if row.get("note") else row["verdict"]
             lines.append(
-                f"| {head} | {row['a']} | {_ci(row['a_iqm'])} | {row['a_runs']} | {row['b']} | "
-                f"{_ci(row['b_iqm'])} | {row['b_runs']} | {_ci(row['p_improvement'])} | "
-                f"{row['verdict']} | {verdict} |")
+                f"| {head} | {_method_cell(row, 'a')} | {_ci(row['a_iqm'])} | "
+                f"{_runs_cell(row, 'a')} | {_method_cell(row, 'b')} | {_ci(row['b_iqm'])} | "
+                f"{_runs_cell(row, 'b')} | {_ci(row['p_improvement'])} | {pair} | {verdict} |")
     return lines
 
 

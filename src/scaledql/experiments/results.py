@@ -7,7 +7,7 @@ finished job, so an interrupted study still leaves its finished parts:
   CI, runs, seeds, parameters and data, and the commands that made them;
 - ``report.json`` — the same numbers;
 - ``runs/<job>.json`` — per finished run: its config, its final evaluation (raw returns per
-  game), parameter counts and wall time;
+  game, normalized by today's reference scores), parameter counts and wall time;
 - ``commands.md`` — every command the study ran, with its exit status and wall time.
 """
 
@@ -39,6 +39,26 @@ def _run_folders(study: Study) -> list[tuple[str, Path]]:
     return out
 
 
+def _renormalized(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run's final evaluation with each game's ``normalized`` recomputed from its mean raw
+    return by today's reference scores (the run wrote those of its own day), and without the
+    run's own episode-level ``aggregate``: the report's aggregates are over runs."""
+    from scaledql.suites.scores import has_reference, normalize
+
+    if not evaluation:
+        return evaluation
+    out = {k: v for k, v in evaluation.items() if k != "aggregate"}
+    suite = out.get("suite")
+    games = {}
+    for game, result in (out.get("games") or {}).items():
+        result = dict(result)
+        if isinstance(result.get("mean"), (int, float)) and has_reference(suite, game):
+            result["normalized"] = float(normalize(suite, game, float(result["mean"])))
+        games[game] = result
+    out["games"] = games
+    return out
+
+
 def _read(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -53,7 +73,7 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
                    and (rel == r["job"] or rel.startswith(r["job"] + "/")))
         atomic_write_json(results / "runs" / f"{rel.replace('/', '__')}.json", {
             "run": rel, "config": _read(run / "config.json"), "params": _read(run / "params.json"),
-            "final_eval": final_eval(run), "job_wall_seconds": round(wall, 1)})
+            "final_eval": _renormalized(final_eval(run)), "job_wall_seconds": round(wall, 1)})
     atomic_write_text(results / "commands.md", _commands_md(records))
     if not claims:
         return None
@@ -170,12 +190,15 @@ def _report_md(study: Study, report: dict[str, Any]) -> str:
              "Verdicts from the numbers only: P(a > b) is rliable's probability of improvement "
              "(Mann-Whitney over runs, averaged over games) with a 95% stratified-bootstrap CI "
              "over runs; **held** when the CI lies above 0.5, **not held** when it lies below "
-             "(for *matches*: not held only when below), **unclear** otherwise. A claim holds "
-             "when all its pairs do and is not held when any pair is not; while some pairs have "
-             "no runs yet it is *incomplete*. With two runs per arm, P = 0 or 1 means every run "
-             "of one arm beat every run of the other: the bootstrap CI is then a point, though "
-             "for one game that ordering arises by chance once in six. Scores: each run's final "
-             "evaluation, normalized per game (0 random, 1 reference).", ""]
+             "(for *matches*: not held only when below), **unclear** otherwise. Two guards: a "
+             "point CI (per game every run of one arm above every run of the other) decides only "
+             "when that ordering is unlikely by chance (≤ 0.05; two runs a side on one game: one "
+             "in six), and when b's IQM CI lies wholly above a's the pair is not held with 3+ "
+             "runs a side, at best unclear with fewer; a pair's note says when either applied. "
+             "A claim holds when all its pairs do and is not held when any pair is not; while "
+             "some pairs have no runs yet it is *incomplete*. Scores: each run's final "
+             "evaluation, normalized per game (0 random, 1 reference; per-run JSON holds the raw "
+             "returns).", ""]
     lines += claims_markdown(report["claims"])
     lines += ["", "## Methods", "", "![IQM per method](methods.png)", "", "| method | runs | seeds | parameters (encoder / all) | "
               "IQM [95% CI] | data |", "|---|---|---|---|---|---|"]

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from scaledql.errors import UserError
+from scaledql.io import atomic_write_text
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "configs" / "studies"
 DONE = ".study-done"
@@ -162,7 +163,14 @@ def load_study(name: str, budget: str | None = None, runs: Path | None = None) -
             raise UserError(f"{jwhere} ({job_id}): argv must be a non-empty list of strings")
         seeds = _resolve(table.get("seeds"), budget, budgets, f"{jwhere} seeds")
         if isinstance(seeds, str):
-            seeds = values.get(seeds.strip("{}"), seeds)
+            if seeds.strip("{}") not in values:
+                raise UserError(f"{jwhere} ({job_id}): seeds names {seeds!r}, not a [vars] key")
+            seeds = values[seeds.strip("{}")]
+        if seeds is not None and not (isinstance(seeds, list) and seeds and all(
+                isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)
+                and len(set(seeds)) == len(seeds)):
+            raise UserError(f"{jwhere} ({job_id}): seeds must be a list of distinct "
+                            f"non-negative integers, got {seeds!r}")
         after = list(table.get("after") or [])
         unknown = [a for a in after if a not in ids]
         if unknown:
@@ -188,8 +196,40 @@ def load_study(name: str, budget: str | None = None, runs: Path | None = None) -
                 m[key] = _fill(value, values, f"{where} [[method]] {m.get('name')}")
     claims = [{k: _resolve(v, budget, budgets, f"{where} [[claim]]") for k, v in c.items()}
               for c in raw.get("claim") or []]
+    _check_methods_and_claims(methods, claims, where)
     return Study(study_name, str(raw.get("suite", "minatar")), budget, runs, values, jobs,
                  methods, claims, str(raw.get("description", "")))
+
+
+def _check_methods_and_claims(methods: list[dict[str, Any]], claims: list[dict[str, Any]],
+                              where: str) -> None:
+    """Types and names, at load time: a typo is one line now, not a traceback after hours."""
+    names = set()
+    for m in methods:
+        name = m.get("name")
+        if not isinstance(name, str) or not name or name in names:
+            raise UserError(f"{where} [[method]]: name must be a unique non-empty string, got "
+                            f"{name!r}")
+        names.add(name)
+        mwhere = f"{where} [[method]] {name}"
+        if ("runs" in m) == ("behaviour" in m):
+            raise UserError(f"{mwhere}: give either runs = GLOB or behaviour = DATA")
+        for key in ("runs", "behaviour", "series"):
+            if key in m and not (isinstance(m[key], str) and m[key]):
+                raise UserError(f"{mwhere}: {key} must be a non-empty string")
+        fraction = m.get("fraction", 1.0)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+                0 < fraction <= 1):
+            raise UserError(f"{mwhere}: fraction must be a number in (0, 1], got {fraction!r}")
+    for c in claims:
+        cwhere = f"{where} [[claim]] {c.get('id', '?')}"
+        pairs = c.get("pairs")
+        if not (isinstance(pairs, list) and pairs and all(
+                isinstance(p, list) and len(p) == 2 for p in pairs)):
+            raise UserError(f"{cwhere}: pairs must be a non-empty list of [a, b] method names")
+        unknown = [x for p in pairs for x in p if x not in names]
+        if unknown:
+            raise UserError(f"{cwhere}: pairs name {unknown[0]!r}, not a [[method]]")
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -221,7 +261,7 @@ def _run_job(job: Job, runs: Path, threads: int) -> dict[str, Any]:
     seconds = time.time() - start
     if code == 0:
         job.out.mkdir(parents=True, exist_ok=True)
-        (job.out / DONE).write_text(json.dumps({"seconds": seconds}) + "\n")
+        atomic_write_text(job.out / DONE, json.dumps({"seconds": seconds}) + "\n")
     return {"job": job.id, "command": shlex.join(["scaledql", *argv]), "exit": code,
             "seconds": round(seconds, 1), "threads": threads, "log": log.as_posix(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
