@@ -206,3 +206,47 @@ def test_elapsed_wall_time_counts_overlapping_jobs_once():
                record("00:12:00", 180)]
     assert elapsed_seconds(records) == 13 * 60
     assert elapsed_seconds([]) == 0
+
+
+def test_a_stopped_study_records_its_interrupted_jobs_and_starts_no_more(tmp_path):
+    """SIGTERM to the study's process group (a scheduler, `kill -- -PGID`): the running job
+    stops, its attempt is recorded as interrupted (its time and command count), the next job
+    does not start, and the study exits non-zero with one line."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = _write(tmp_path, """
+        name = "stop"
+        budgets = ["only"]
+        [[job]]
+        id = "long"
+        argv = ["collect", "--suite", "minatar", "--games", "breakout", "--steps", "10000000",
+                "--out", "{out}/data", "--seed", "0", "--no-progress"]
+        [[job]]
+        id = "next"
+        after = ["long"]
+        argv = ["data", "info", "{runs}/long/data"]
+        """)
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "scaledql", "study", str(path), "--runs",
+                             str(runs), "--results", str(tmp_path / "results"), "--jobs", "1"],
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    log = runs / "logs" / "long.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and log.stat().st_size > 0):
+        time.sleep(0.2)
+    time.sleep(3)  # the job is under way
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "study stopped by a signal" in err and "Traceback" not in err
+    records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
+    assert [r["job"] for r in records] == ["long"]
+    assert records[0]["interrupted"] and records[0]["exit"] != 0 and records[0]["seconds"] >= 3
+    assert not (runs / "logs" / "next.log").exists()
+    commands = (tmp_path / "results" / "commands.md").read_text()
+    assert "(interrupted)" in commands

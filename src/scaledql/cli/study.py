@@ -53,8 +53,12 @@ def run(args: argparse.Namespace) -> int:
     machine = describe_machine()
     outcome = None
     if not args.report_only:
-        outcome = run_study(study, jobs, on_finish=lambda: write_results(study, results, machine,
-                                                                      claims=False))
+        try:
+            outcome = run_study(study, jobs, on_finish=lambda: write_results(
+                study, results, machine, claims=False))
+        except UserError:  # stopped: the commands and finished runs so far still go to results
+            write_results(study, results, machine, claims=False)
+            raise
     report = write_results(study, results, machine)
     for claim in report["claims"]:
         print(f"{claim['id']}: {claim['verdict']}")

@@ -69,7 +69,7 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
     writes only the per-run JSON and the commands (cheap: after every finished job)."""
     records = job_records(study.runs)
     for rel, run in _run_folders(study):
-        wall = sum(r["seconds"] for r in records if r["exit"] == 0
+        wall = sum(r["seconds"] for r in records if (r["exit"] == 0 or r.get("interrupted"))
                    and (rel == r["job"] or rel.startswith(r["job"] + "/")))
         atomic_write_json(results / "runs" / f"{rel.replace('/', '__')}.json", {
             "run": rel, "config": _read(run / "config.json"), "params": _read(run / "params.json"),
@@ -170,7 +170,8 @@ def _commands_md(records: list[dict[str, Any]]) -> str:
     lines = ["# Commands run, in order", "", "| finished (UTC) | job | exit | seconds | threads | "
              "command |", "|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['finished_at']} | {r['job']} | {r['exit']} | {r['seconds']:.0f} | "
+        status = f"{r['exit']} (interrupted)" if r.get("interrupted") else r["exit"]
+        lines.append(f"| {r['finished_at']} | {r['job']} | {status} | {r['seconds']:.0f} | "
                      f"{r['threads']} | `{r['command']}` |")
     return "\n".join(lines) + "\n"
 

@@ -26,10 +26,14 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,7 +285,9 @@ def run_study(study: Study, jobs: int = 1, echo=None, on_finish=None) -> dict[st
         echo(f"[study] {skipped}/{len(study.jobs)} jobs already finished, skipped")
     failed: list[str] = []
     blocked: list[str] = []
-    with exclusive_lock(study.runs, "study"), ThreadPoolExecutor(max(1, jobs)) as pool:
+    stopping = threading.Event()
+    with exclusive_lock(study.runs, "study"), _stop_on_signal(stopping), \
+            ThreadPoolExecutor(max(1, jobs)) as pool:
         running: dict[Future, Job] = {}
         while todo or running:
             # A job waiting on a failed (or blocked) job cannot run: set it aside.
@@ -291,7 +297,7 @@ def run_study(study: Study, jobs: int = 1, echo=None, on_finish=None) -> dict[st
                 blocked.append(job.id)
             pending = {_base(j.id) for j in todo} | {_base(j.id) for j in running.values()}
             ready = [j for j in todo if not (set(j.after) & pending)]
-            for job in ready[:max(0, jobs - len(running))]:
+            for job in ready[:max(0, jobs - len(running))] if not stopping.is_set() else []:
                 todo.remove(job)
                 echo(f"[study] start {job.id}: {shlex.join(['scaledql', *_argv_now(job)])}")
                 running[pool.submit(_run_job, job, study.runs, threads)] = job
@@ -301,16 +307,45 @@ def run_study(study: Study, jobs: int = 1, echo=None, on_finish=None) -> dict[st
             for future in finished:
                 job = running.pop(future)
                 record = future.result()
+                if record["exit"] != 0 and stopping.is_set():
+                    record["interrupted"] = True  # its time and command still count
                 with open(study.runs / "study.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
                 if record["exit"] == 0:
                     echo(f"[study] done {job.id} in {record['seconds']:.0f} s")
                     if on_finish is not None:
                         on_finish()
+                elif record.get("interrupted"):
+                    echo(f"[study] stopped {job.id} (exit {record['exit']}); the same command "
+                         "continues it")
                 else:
                     failed.append(job.id)
                     echo(f"[study] FAILED {job.id} (exit {record['exit']}): see {record['log']}")
+    if stopping.is_set():
+        raise UserError("study stopped by a signal; running jobs were recorded as interrupted, "
+                        "and the same command continues them")
     return {"jobs": len(study.jobs), "skipped": skipped, "failed": failed, "blocked": blocked}
+
+
+@contextmanager
+def _stop_on_signal(stopping: threading.Event) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: start no more jobs, and wait for the running ones — which got the
+    signal too when it went to the process group (a terminal's Ctrl-C, ``kill -- -PGID``, a
+    scheduler) and save where they are — so that their attempts are recorded; sent to the study
+    alone, it lets them finish."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum, frame):
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _base(job_id: str) -> str:
