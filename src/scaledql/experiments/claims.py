@@ -107,7 +107,8 @@ def _data_of(config: dict[str, Any]) -> str:
         return f"online {game}{extra}" if game else ""
     games = config.get("games")
     fraction = config.get("data_fraction")
-    share = f"first {fraction:.0%}" if isinstance(fraction, (int, float)) and fraction < 1 else "all"
+    partial = isinstance(fraction, (int, float)) and fraction < 1
+    share = f"first {fraction:.0%}" if partial else "all"
     where = f"{data} ({', '.join(games)})" if games else str(data)
     return f"{where}, {share}"
 
@@ -286,7 +287,7 @@ def claims_markdown(judged: list[dict[str, Any]]) -> list[str]:
     """The claims table: one row per compared pair (each method with its data, runs and
     seeds), the claim's verdict on its first row; a pair's note follows its verdict."""
     lines = ["| claim | a | IQM a [95% CI] | runs a | b | IQM b [95% CI] | runs b | "
-             "P(a > b) [95% CI] | pair | claim verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "P(a > b) [95% CI] | pair | claim verdict |", "|---" * 10 + "|"]
     for claim in judged:
         for i, row in enumerate(claim["pairs"] or [{"a": "-", "b": "-", "verdict": "no data"}]):
             head = f"**{claim['id']}** {claim['text']}" if i == 0 else ""

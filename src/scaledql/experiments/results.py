@@ -87,11 +87,12 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
                         "data": s.data, "series": series.get(name)})
     wall = sum(r["seconds"] for r in records)
     elapsed = elapsed_seconds(records)
+    written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     report = {"study": study.name, "suite": study.suite, "budget": study.budget,
               "runs_folder": study.runs.as_posix(), "machine": machine,
-              "job_seconds": round(wall, 1), "elapsed_seconds": round(elapsed, 1), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                      time.gmtime()),
-              "methods": methods, "methods_without_data": missing, "claims": judged}
+              "job_seconds": round(wall, 1), "elapsed_seconds": round(elapsed, 1),
+              "written": written, "methods": methods, "methods_without_data": missing,
+              "claims": judged}
     atomic_write_json(results / "report.json", report)
     _plots(report, results)
     atomic_write_text(results / "report.md", _report_md(study, report))
@@ -184,9 +185,9 @@ def _report_md(study: Study, report: dict[str, Any]) -> str:
              study.description, "",
              f"Reproduce: `scaledql study {study.name} --budget {study.budget}` (finished runs are "
              f"skipped; every command it ran is in [commands.md](commands.md)). Machine: "
-             f"{report['machine']}. Wall time so far: {report['elapsed_seconds'] / 60:.1f} min with at "
-             f"least one job running ({report['job_seconds'] / 60:.1f} min summed over jobs, "
-             f"which may run side by side). Written {report['written']}.", "",
+             f"{report['machine']}. Wall time so far: {report['elapsed_seconds'] / 60:.1f} min "
+             f"with at least one job running ({report['job_seconds'] / 60:.1f} min summed over "
+             f"jobs, which may run side by side). Written {report['written']}.", "",
              "## Claims", "", "![P(a > b) per compared pair](claims.png)", "",
              "Verdicts from the numbers only: P(a > b) is rliable's probability of improvement "
              "(Mann-Whitney over runs, averaged over games) with a 95% stratified-bootstrap CI "
@@ -201,7 +202,8 @@ def _report_md(study: Study, report: dict[str, Any]) -> str:
              "evaluation, normalized per game (0 random, 1 reference; per-run JSON holds the raw "
              "returns).", ""]
     lines += claims_markdown(report["claims"])
-    lines += ["", "## Methods", "", "![IQM per method](methods.png)", "", "| method | runs | seeds | parameters (encoder / all) | "
+    lines += ["", "## Methods", "", "![IQM per method](methods.png)", "",
+              "| method | runs | seeds | parameters (encoder / all) | "
               "IQM [95% CI] | data |", "|---|---|---|---|---|---|"]
     for m in report["methods"]:
         params = " / ".join(f"{p:,}" if p else "–" for p in (m["encoder_params"], m["params"]))
