@@ -53,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
     machine = describe_machine()
     outcome = None
     if not args.report_only:
-        try:
-            outcome = run_study(study, jobs, on_finish=lambda: write_results(
-                study, results, machine, claims=False))
-        except UserError:  # stopped: the commands and finished runs so far still go to results
+        outcome = run_study(study, jobs, on_finish=lambda: write_results(study, results, machine,
+                                                                      claims=False))
+        if outcome["stopped"]:  # the commands and finished runs so far still go to results
             write_results(study, results, machine, claims=False)
-            raise
+            raise UserError("study stopped by a signal; running jobs were recorded as "
+                            "interrupted, and the same command continues them")
     report = write_results(study, results, machine)
     for claim in report["claims"]:
         print(f"{claim['id']}: {claim['verdict']}")

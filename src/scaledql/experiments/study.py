@@ -188,10 +188,6 @@ def load_study(name: str, budget: str | None = None, runs: Path | None = None) -
             jobs.append(Job(job_id if seed is None else f"{job_id}/seed_{seed}",
                             _fill_argv(argv, fields, f"{jwhere} ({job_id}) argv"),
                             out, after, resume))
-    for m in raw.get("method") or []:
-        _check_keys(m, METHOD_KEYS, f"{where} [[method]] {m.get('name', '?')}")
-    for c in raw.get("claim") or []:
-        _check_keys(c, CLAIM_KEYS, f"{where} [[claim]] {c.get('id', '?')}")
     methods = [{k: _resolve(v, budget, budgets, f"{where} [[method]]") for k, v in m.items()}
                for m in raw.get("method") or []]
     for m in methods:
@@ -207,9 +203,11 @@ def load_study(name: str, budget: str | None = None, runs: Path | None = None) -
 
 def _check_methods_and_claims(methods: list[dict[str, Any]], claims: list[dict[str, Any]],
                               where: str) -> None:
-    """Types and names, at load time: a typo is one line now, not a traceback after hours."""
+    """Keys, types and names, at load time: a typo is one line now, not a traceback after
+    hours."""
     names = set()
     for m in methods:
+        _check_keys(m, METHOD_KEYS, f"{where} [[method]] {m.get('name', '?')}")
         name = m.get("name")
         if not isinstance(name, str) or not name or name in names:
             raise UserError(f"{where} [[method]]: name must be a unique non-empty string, got "
@@ -227,6 +225,7 @@ def _check_methods_and_claims(methods: list[dict[str, Any]], claims: list[dict[s
             raise UserError(f"{mwhere}: fraction must be a number in (0, 1], got {fraction!r}")
     for c in claims:
         cwhere = f"{where} [[claim]] {c.get('id', '?')}"
+        _check_keys(c, CLAIM_KEYS, cwhere)
         pairs = c.get("pairs")
         if not (isinstance(pairs, list) and pairs and all(
                 isinstance(p, list) and len(p) == 2 for p in pairs)):
@@ -273,7 +272,8 @@ def _run_job(job: Job, runs: Path, threads: int) -> dict[str, Any]:
 
 def run_study(study: Study, jobs: int = 1, echo=None, on_finish=None) -> dict[str, Any]:
     """Run every unfinished job (``jobs`` at a time, in file order as dependencies allow);
-    ``on_finish()`` after each job that finished (the results are rewritten there)."""
+    ``on_finish()`` after each job that finished (the results are rewritten there). ``stopped``:
+    a signal ended it early (``_stop_on_signal``)."""
     from scaledql.io import exclusive_lock
 
     echo = echo or (lambda message: print(message, file=sys.stderr, flush=True))
@@ -321,10 +321,8 @@ def run_study(study: Study, jobs: int = 1, echo=None, on_finish=None) -> dict[st
                 else:
                     failed.append(job.id)
                     echo(f"[study] FAILED {job.id} (exit {record['exit']}): see {record['log']}")
-    if stopping.is_set():
-        raise UserError("study stopped by a signal; running jobs were recorded as interrupted, "
-                        "and the same command continues them")
-    return {"jobs": len(study.jobs), "skipped": skipped, "failed": failed, "blocked": blocked}
+    return {"jobs": len(study.jobs), "skipped": skipped, "failed": failed, "blocked": blocked,
+            "stopped": stopping.is_set()}
 
 
 @contextmanager
