@@ -201,3 +201,35 @@ def test_unknown_suite():
 def test_default_game_lists():
     assert get_suite("atari").resolve_games(None) == get_suite("atari").resolve_games("train40")
     assert get_suite("minatar").resolve_games(None) == get_suite("minatar").games()
+
+
+def test_static_action_counts_match_the_emulator_and_minatar():
+    """The tables that spare `scaledql suites` loading 104 ROMs must say what the games say."""
+    from scaledql.suites import action_counts, atari, minatar
+
+    # Every ROM that ale-py ships is in the table (a new ale-py must fail here, not fall back
+    # silently), and the table is read under the pinned version.
+    assert atari._ale_version() == action_counts.ATARI_FOR_ALE
+    assert set(atari._registry().values()) == set(action_counts.ATARI_MINIMAL_ACTIONS)
+    for rom_id, count in action_counts.ATARI_MINIMAL_ACTIONS.items():
+        assert len(atari._ale(rom_id).getMinimalActionSet()) == count, rom_id
+    minatar._register_envs()
+    for game, env_id in minatar._ENV_IDS.items():
+        assert gym.make(env_id).action_space.n == action_counts.MINATAR_ACTIONS[game], game
+        assert get_suite("minatar").make_env(game).action_space.n == get_suite(
+            "minatar").spec(game).num_actions
+
+
+def test_listing_suites_loads_no_rom_and_no_minatar():
+    """`scaledql suites` answers from static data: it once loaded every ROM (12-15 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from scaledql.cli import main; from scaledql.suites import atari; "
+            "assert main(['suites']) == 0; "
+            "assert atari._ale.cache_info().currsize == 0, 'a ROM was loaded'; "
+            "assert 'minatar' not in sys.modules, 'minatar (and seaborn) imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "atari: 104 games" in done.stdout and "  Pong                 actions  6" in done.stdout

@@ -9,10 +9,13 @@ good Breakout agent can play for ever). Each game's minimal action set (gymnasiu
 
 from __future__ import annotations
 
+import functools
+
 import gymnasium as gym
 import numpy as np
 
 from scaledql.errors import UserError
+from scaledql.suites.action_counts import MINATAR_ACTIONS
 from scaledql.suites.base import EnvOptions, GameSpec, normalize_key, resolve_from
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
@@ -21,6 +24,13 @@ DEFAULT_STICKY = 0.1
 DEFAULT_MAX_EPISODE_STEPS = 10_000
 ON = 255  # value of a set cell
 _ENV_IDS = {g: "MinAtar/" + "".join(w.capitalize() for w in g.split("_")) + "-v1" for g in GAMES}
+
+
+@functools.cache
+def _register_envs() -> None:
+    import minatar.gym
+
+    minatar.gym.register_envs()
 
 
 class PadChannels(gym.ObservationWrapper):
@@ -44,9 +54,8 @@ class MinAtarSuite:
     name = "minatar"
 
     def __init__(self) -> None:
-        import minatar.gym
-
-        minatar.gym.register_envs()
+        # MinAtar's gym ids are registered on the first environment, not here: importing
+        # minatar.gym imports seaborn (1.4 s), and listing or resolving games needs none of it.
         self._canonical = {normalize_key(g): g for g in GAMES}
 
     def games(self) -> list[str]:
@@ -70,13 +79,13 @@ class MinAtarSuite:
 
     def spec(self, game: str, options: EnvOptions | None = None) -> GameSpec:
         self._check(game, options)
-        num_actions = gym.make(_ENV_IDS[game]).action_space.n
-        return GameSpec(self.name, game, int(num_actions), (CHANNELS, 10, 10), stack=1)
+        return GameSpec(self.name, game, MINATAR_ACTIONS[game], (CHANNELS, 10, 10), stack=1)
 
     def make_env(self, game: str, options: EnvOptions | None = None) -> gym.Env:
         options = self._check(game, options)
         sticky = DEFAULT_STICKY if options.sticky is None else options.sticky
         cap = options.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS
+        _register_envs()
         env = gym.make(_ENV_IDS[game], sticky_action_prob=sticky)
         env = PadChannels(env)
         return gym.wrappers.TimeLimit(env, max_episode_steps=cap)
