@@ -105,3 +105,21 @@ def test_a_failed_loop_ends_on_its_error_not_a_progress_line(monkeypatch):
     bar.update(3)
     bar.close()
     assert log.getvalue().startswith("[train dqn] 3/4 step (75%), ") and "eta" in log.getvalue()
+
+
+@pytest.mark.parametrize("rate,text", [(1762.4, "1,762"), (100.0, "100"), (12.34, "12.3"),
+                                       (5.94, "5.9"), (0.0423, "0.042"), (0.0, "0"),
+                                       (3e-6, "<0.0001"), (1_234_567.0, "1,234,567")])
+def test_rates_read_as_numbers_not_exponents(rate, text):
+    assert progress.human_rate(rate) == text
+
+
+def test_a_fast_loop_prints_its_rate_without_an_exponent(monkeypatch):
+    """A loop at ~1,760 step/s once printed ``1.76e+03 step/s``."""
+    clock = iter([0.0, 0.0, 1.0, 1.0])  # start, then the final line after one second
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    log = io.StringIO()
+    with ProgressBar(None, "collect", "step", file=log) as bar:
+        bar.update(1760)
+    line = log.getvalue().strip()
+    assert "1,760 step/s" in line and "e+" not in line, line

@@ -135,7 +135,7 @@ class ProgressBar:
         unit = "" if self.unit_scale else f" {self.unit}"
         parts = [f"{self._amount(self.n)}" + (f"/{self._amount(self.total)}" if self.total else "")
                  + unit + (f" ({100 * self.n / self.total:.0f}%)" if self.total else "")]
-        parts.append(f"{self._amount(rate) if self.unit_scale else f'{rate:,.3g}'}"
+        parts.append(f"{self._amount(rate) if self.unit_scale else human_rate(rate)}"
                      f"{'' if self.unit_scale else f' {self.unit}'}/s")
         parts.append(f"{tqdm.format_interval(elapsed)} elapsed")
         done = final and (not self.total or self.n >= self.total)
@@ -145,3 +145,15 @@ class ProgressBar:
         if self.postfix:
             text += f"; {self.postfix}"
         print(text, file=self.file, flush=True)
+
+
+def human_rate(rate: float) -> str:
+    """A rate as a person reads it: ``1,760``, ``12.3``, ``5.9``, ``0.042`` (never ``1.76e+03``:
+    whole numbers from 100 up, one decimal from 10, two significant digits below)."""
+    if rate >= 100:
+        return f"{rate:,.0f}"
+    if rate >= 10:
+        return f"{rate:.1f}"
+    if rate >= 1e-4:  # .2g switches to an exponent below 1e-4
+        return f"{rate:.2g}"
+    return "0" if rate <= 0 else "<0.0001"
