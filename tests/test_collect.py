@@ -147,3 +147,30 @@ def test_atari_end_to_end_collect_train_evaluate(tmp_path, capsys):
     report = json.loads(sorted((run / "eval").glob("step_*.json"))[-1].read_text())
     assert set(report["games"]) == {"Pong", "Breakout"}
     assert np.isfinite(report["aggregate"]["iqm"])  # human-normalized: both games have scores
+
+
+TINY_FLAGS = ["--suite", "minatar", "--steps", "40", "--num-envs", "1", "--max-episode-steps",
+              "15", "--dqn-learning-starts", "8", "--dqn-batch-size", "4", "--dqn-width", "0.25",
+              "--dqn-feature-dim", "8", "--no-progress", "--device", "cpu"]
+
+
+def test_collect_prints_a_rounded_table_and_json_on_request(tmp_path, capsys):
+    """The summary once came as a JSON blob of 16-digit floats after the human lines."""
+    out = tmp_path / "d"
+    assert main(["collect", "--games", "breakout", "--out", str(out), *TINY_FLAGS]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["game", "steps", "episodes", "mean", "return", "last", "20",
+                                "time", "step/s"]
+    row = lines[1].split()
+    assert row[:2] == ["breakout", "40"] and len(lines) == 2
+    # every number rounded: at most two decimals, no exponent, no JSON
+    assert all(len(cell.partition(".")[2]) <= 2 for cell in row[1:] if cell[0].isdigit())
+    assert "{" not in lines[1] and "e+" not in lines[1] and "e-" not in lines[1]
+    assert main(["collect", "--games", "breakout,asterix", "--out", str(out), "--skip-existing",
+                 "--json", *TINY_FLAGS]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary[0] == {"game": "breakout", "reused": True}
+    assert summary[1]["game"] == "asterix" and summary[1]["steps"] == 40
+    assert main(["collect", "--games", "breakout", "--out", str(out), "--skip-existing",
+                 *TINY_FLAGS]) == 0
+    assert f"breakout  kept: already in {out}" in capsys.readouterr().out

@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=float, default=0.01, help="ε of a fixed --policy (default: 0.01)")
     p.add_argument("--overwrite", action="store_true", help="replace games already in --out")
     p.add_argument("--skip-existing", action="store_true", help="keep games already in --out")
+    p.add_argument("--json", action="store_true",
+                   help="print the per-game summary as JSON (default: a table)")
     p.add_argument("--snapshot-every", type=int, default=None, metavar="N",
                    help="also keep the DQN every N steps as OUT/_agents/GAME/step_N.pt "
                         "(default: only the final one)")
@@ -82,5 +84,39 @@ def run(args: argparse.Namespace) -> int:
         from scaledql.errors import UserError
 
         raise UserError(f"--policy {cfg.policy}: no such checkpoint (or use 'dqn')")
-    print_json(collect(cfg, skip_existing=args.skip_existing))
+    results = collect(cfg, skip_existing=args.skip_existing)
+    if args.json:
+        print_json(results)
+    else:
+        print(summary_table(results, cfg.out))
     return 0
+
+
+def summary_table(results: list[dict], out: Path) -> str:
+    """One row per game, rounded for reading (``--json`` keeps the full floats)."""
+    from scaledql.progress import human_rate
+
+    def ret(value: float | None) -> str:
+        return "—" if value is None else f"{value:,.2f}"
+
+    width = max(len("game"), *(len(r["game"]) for r in results))
+    head = (f"{'game':<{width}}  {'steps':>9}  {'episodes':>8}  {'mean return':>11}  "
+            f"{'last 20':>9}  {'time':>8}  {'step/s':>7}")
+    rows = [head]
+    for r in results:
+        if r.get("reused"):
+            rows.append(f"{r['game']:<{width}}  kept: already in {out}")
+            continue
+        rows.append(f"{r['game']:<{width}}  {r['steps']:>9,}  {r['episodes']:>8,}  "
+                    f"{ret(r['mean_return']):>11}  {ret(r['last_20_return']):>9}  "
+                    f"{_duration(r['seconds']):>8}  {human_rate(r['steps_per_second']):>7}")
+    return "\n".join(rows)
+
+
+def _duration(seconds: float) -> str:
+    """``42.3 s``, ``12:05`` (min:s), ``1:02:05`` (h:min:s)."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
