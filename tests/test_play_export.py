@@ -146,6 +146,32 @@ def test_export_writes_weights_config_and_card(run, tmp_path, capsys):
         assert text in card, text
 
 
+def test_the_cards_use_commands_run_verbatim_from_anywhere(run, tmp_path, capsys, monkeypatch):
+    """The card once said ``--checkpoint agent`` (the folder's name), which fails anywhere but
+    in the folder's parent: its commands must run as printed, from any directory."""
+    import re
+    import shlex
+
+    out = tmp_path / "exports" / "my agent"  # a space: the path must come quoted
+    export_agent(run, out)
+    card = (out / "README.md").read_text()
+    use = re.search(r"## Use\n\n```bash\n(.*?)```", card, re.S).group(1).splitlines()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ran = 0
+    for line in use:
+        argv = shlex.split(line, comments=True)
+        assert argv[0] == "scaledql"
+        if argv[1] in ("evaluate", "play"):  # the train line names the user's NEW_DATA
+            assert argv[argv.index("--checkpoint") + 1] == str(out.resolve())
+            assert main(argv[1:]) == 0, line
+            ran += 1
+    assert ran == 2 and (elsewhere / "asterix.gif").exists()
+    assert "--init-from " + shlex.quote(str(out.resolve())) in card
+    capsys.readouterr()
+
+
 def test_exported_agent_loads_wherever_a_run_does(run, tmp_path, capsys):
     out = tmp_path / "agent"
     export_agent(run, out)

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,7 @@ def export_agent(source: Path, out: Path) -> dict[str, int]:
         # order, so several would make two exports of one checkpoint differ byte for byte.
         _write(tmp / EXPORT_WEIGHTS, save(weights, metadata={"format": "pt"}))
         _write(tmp / EXPORT_CONFIG, (json.dumps(config, indent=2) + "\n").encode())
-        _write(tmp / CARD, model_card(config, out.name).encode())
+        _write(tmp / CARD, model_card(config, shlex.quote(str(out.resolve()))).encode())
         sizes = {name: (tmp / name).stat().st_size for name in FILES}
         if out.exists() and any(out.iterdir()):  # an earlier export: swap it out
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -154,7 +154,9 @@ def _reproduce(c: dict[str, Any], name: str) -> list[str]:
 
 
 def model_card(c: dict[str, Any], name: str = "AGENT") -> str:
-    """The card of the export whose ``config.json`` is ``c``; ``name``: its folder name."""
+    """The card of the export whose ``config.json`` is ``c``; ``name``: its folder as the card's
+    commands name it (``export_agent`` gives the absolute path, so they run verbatim from any
+    directory; a bare folder name only worked from the folder's parent)."""
     title = f"# {LABELS.get(c['algo'], c['algo'])} on {len(c['games'])} {c['suite']} games"
     lines = [title, "", f"A scaledql agent exported from `{c.get('source')}` at step "
                         f"{c['step']:,}.", "", *_agent(c, name), "", *_data(c), "",
