@@ -10,16 +10,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only: no display needed (or wanted) on a training machine
 import matplotlib.pyplot as plt
 import numpy as np
 
 from scaledql.io import atomic_output
+from scaledql.reports import layout
 from scaledql.stats import METRIC_NAMES
 
 # rliable splits "X<sep>Y" pair names on this; method labels may hold commas (its default).
 PAIR_SEPARATOR = "\x1f"
+# Claim verdicts in the Okabe-Ito colour-blind palette (rliable's "colorblind" is the same family).
+VERDICT_COLORS = {"held": "#009E73", "not held": "#D55E00", "unclear": "#8C8C8C"}
+OTHER_VERDICT_COLOR = "#C8C8C8"  # "no data", "incomplete (...)"
+# A P(X > Y) interval at least this wide says nothing (two runs a side give [0, 1]): its bar is
+# drawn thin so that it does not outweigh the pairs whose intervals carry information.
+UNINFORMATIVE_WIDTH = 0.95
+# Line styles and markers of a curve identical to one drawn before it (which it would hide).
+REPEAT_STYLES = (("--", "s"), (":", "^"), ("-.", "D"), ((0, (6, 2, 1, 2)), "v"))
 
 
 def method_colors(methods: Sequence[str]) -> dict[str, tuple]:
@@ -72,15 +82,18 @@ def _intervals(points: dict, intervals: dict, names: list[str], path: Path,
     colors = dict(colors) if colors else method_colors(methods)
     fig, axes = plot_utils.plot_interval_estimates(
         points, intervals, metric_names=names, algorithms=methods, colors=colors, xlabel=xlabel,
-        xlabel_y_coordinate=-0.6 / max(1, len(methods)) - 0.1, subfigure_width=3.4,
-        row_height=max(0.45, 2.0 / len(methods)), max_ticks=4)
-    for i, ax in enumerate(np.atleast_1d(axes)):
+        subfigure_width=3.4, row_height=max(0.45, 2.0 / len(methods)), max_ticks=4,
+        wspace=0.2)
+    axes = list(np.atleast_1d(axes))
+    for i, ax in enumerate(axes):
         for row, m in enumerate(methods):
             _mark_if_no_width(ax, points[m][i], intervals[m][:, i], row, colors[m])
         low = min(float(intervals[m][0, i]) for m in methods)
         high = max(float(intervals[m][1, i]) for m in methods)
         pad = 0.08 * (high - low) or 0.05 * max(1.0, abs(high))
         ax.set_xlim(low - pad, high + pad)  # a point on the edge of the range stays visible
+    layout.untangle_x_ticks(fig, axes)
+    layout.place_below_ticks(fig, axes, fig.texts[-1])  # rliable's x-label, its only text
     return save(fig, path)
 
 
@@ -114,61 +127,173 @@ def plot_profiles(profiles: Mapping[str, np.ndarray], bands: Mapping[str, np.nda
 
 def plot_improvement(probabilities: Mapping[tuple[str, str], Mapping], path: Path,
                      colors: Mapping[str, tuple] | None = None) -> Path:
-    """P(X > Y) with 95% intervals (``stats.improvement_probabilities``), one row per pair,
-    coloured by X's colour."""
+    """P(X > Y) with 95% intervals (``stats.improvement_probabilities``), one row per pair.
+
+    Bars take X's colour; when the pairs carry a ``verdict`` (a study's claims), they take the
+    verdict's colour instead and a verdict column follows the Y names. An interval spanning
+    (nearly) all of [0, 1] is drawn as a thin bar and named in the legend."""
+    from matplotlib.patches import Patch
     from rliable import plot_utils
 
     pairs = list(probabilities)
     methods = list(dict.fromkeys(m for pair in pairs for m in pair))
     colors = dict(colors) if colors else method_colors(methods)
+    verdicts = [probabilities[p].get("verdict") for p in pairs]
+    judged = any(v is not None for v in verdicts)
+    bars = ([VERDICT_COLORS.get(str(v), OTHER_VERDICT_COLOR) for v in verdicts] if judged
+            else [colors[x] for x, _ in pairs])
     points = {PAIR_SEPARATOR.join(p): probabilities[p]["p"] for p in pairs}
     intervals = {PAIR_SEPARATOR.join(p): np.array(probabilities[p]["ci"]) for p in pairs}
     fig, ax = plt.subplots(figsize=(5, 0.5 + 0.45 * len(pairs)))
     plot_utils.plot_probability_of_improvement(
-        points, intervals, pair_separator=PAIR_SEPARATOR, ax=ax,
-        colors=[colors[x] for x, _ in pairs], xticks=[0.0, 0.25, 0.5, 0.75, 1.0],
-        labelsize="medium", ticklabelsize="medium")
-    for row, p in enumerate(pairs):
+        points, intervals, pair_separator=PAIR_SEPARATOR, ax=ax, colors=bars,
+        xticks=[0.0, 0.25, 0.5, 0.75, 1.0], labelsize="medium", ticklabelsize="medium")
+    wide = False
+    for row, (p, bar) in enumerate(zip(pairs, ax.patches, strict=True)):
+        low, high = probabilities[p]["ci"]
+        if high - low >= UNINFORMATIVE_WIDTH:
+            bar.set(y=row - 0.07, height=0.14, alpha=0.45)
+            wide = True
         _mark_if_no_width(ax, probabilities[p]["p"], np.array(probabilities[p]["ci"]), row,
-                          colors[p[0]])
+                          bars[row])
     ax.set_xlim(-0.02, 1.02)
     ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+    handles = []
+    if judged:
+        shown = list(dict.fromkeys(str(v) for v in verdicts))
+        handles += [Patch(color=VERDICT_COLORS.get(v, OTHER_VERDICT_COLOR), label=v)
+                    for v in shown]
+        _verdict_column(fig, ax, [str(v) for v in verdicts])
+    if wide:
+        handles.append(Patch(color="grey", alpha=0.45,
+                             label="thin: CI spans [0, 1], too few runs to tell"))
+    if handles:
+        fig.canvas.draw()  # the legend goes under the x-label, wherever rliable put it
+        box = ax.xaxis.label.get_window_extent(layout._renderer(fig))
+        fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 4),
+                   fontsize="small", frameon=False,
+                   bbox_to_anchor=(0.5, (box.y0 - 4) / fig.bbox.height))
     return save(fig, path)
+
+
+def _verdict_column(fig, ax, verdicts: Sequence[str]) -> None:
+    """Each pair's verdict as text right of rliable's Y names (on its twin axis), in the
+    verdict's colour, under a bold "Verdict" header level with "Algorithm Y"."""
+    from matplotlib.transforms import blended_transform_factory
+
+    fig.canvas.draw()
+    renderer = layout._renderer(fig)
+    labels = [t for other in fig.axes if other is not ax for t in other.get_yticklabels()
+              if t.get_text()]
+    right = max([t.get_window_extent(renderer).x1 for t in labels]
+                + [ax.get_window_extent(renderer).x1])
+    x = (right + 14) / fig.bbox.width
+    for row, verdict in enumerate(verdicts):
+        ax.text(x, row, verdict, transform=blended_transform_factory(fig.transFigure,
+                                                                     ax.transData),
+                va="center", ha="left", fontsize="medium",
+                color=VERDICT_COLORS.get(verdict, "#7F7F7F"))
+    ax.text(x, 1.0, "Verdict", transform=blended_transform_factory(fig.transFigure,
+                                                                   ax.transAxes),
+            va="bottom", ha="left", fontsize="medium", fontweight="bold")
 
 
 def plot_curves(curves: Mapping[str, tuple[Sequence, Sequence, Sequence, Sequence]], ax,
                 colors: Mapping[str, tuple] | None = None, xlabel: str = "gradient steps",
-                ylabel: str = "normalized IQM (95% CI)") -> None:
+                ylabel: str = "normalized IQM (95% CI)",
+                one_point: str | None = "one evaluation, step {x:,.0f}") -> None:
     """An aggregate against training steps per method (steps, point, lower, upper) on ``ax``,
-    drawn by rliable's sample-efficiency curve (each method at its own evaluation steps)."""
+    drawn by rliable's sample-efficiency curve (each method at its own evaluation steps).
+
+    A curve identical to one drawn before it would hide it: it gets a dashed or dotted line and
+    hollow markers, and its legend entry says whose copy it is. A method with a single point
+    has no curve to draw: its point gets an error bar and ``one_point`` (formatted with its
+    ``x``) in its legend entry; when no method has a curve the x-axis starts at 0 and a note
+    says so. ``one_point=None`` leaves single points to the caller (``plot_capacity``)."""
     from rliable import plot_utils
 
     methods = [m for m, c in curves.items() if len(c[0])]
     colors = dict(colors) if colors else method_colors(methods)
+    drawn: list[tuple[str, tuple[np.ndarray, ...]]] = []
+    singles: list[float] = []
     for m in methods:
-        steps, point, lo, hi = (np.asarray(v, dtype=np.float64) for v in curves[m])
+        data = tuple(np.asarray(v, dtype=np.float64) for v in curves[m])
+        steps, point, lo, hi = data
         plot_utils.plot_sample_efficiency_curve(
             steps, {m: point}, {m: np.stack([lo, hi])}, algorithms=[m], colors=colors, ax=ax,
             xlabel=xlabel, ylabel=ylabel, labelsize="medium", ticklabelsize="medium")
+        line, label = ax.lines[-1], m
+        same = [name for name, other in drawn if _same_curve(other, data)]
+        if same:
+            style, marker = REPEAT_STYLES[(len(same) - 1) % len(REPEAT_STYLES)]
+            line.set(linestyle=style, marker=marker, markerfacecolor="none",
+                     markersize=7 + 2 * len(same), zorder=2 + len(same))
+            label += f" (same as {same[0]})"
+        if len(steps) == 1 and one_point is not None:
+            ax.errorbar(steps, point, yerr=np.stack([point - lo, hi - point]), fmt="none",
+                        ecolor=colors[m], capsize=5, lw=1.5, label="_nolegend_")
+            line.set_markersize(max(line.get_markersize(), 9))
+            label += f" ({one_point.format(x=float(steps[0]))})"
+            singles.append(float(steps[0]))
+        line.set_label(label)
+        drawn.append((m, data))
+    if methods and len(singles) == len(methods):
+        ax.set_xlim(0, 1.1 * max(max(singles), 1.0))  # a lone point reads as "at step N of N"
+        ax.text(0.02, 0.03, "one evaluation per method: no curve to draw", fontsize=8,
+                color="grey", transform=ax.transAxes)
     if methods:
         ax.legend(fontsize=8)
 
 
+def _same_curve(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
+    return all(x.shape == y.shape and np.allclose(x, y, rtol=1e-9, atol=1e-12)
+               for x, y in zip(a, b, strict=True))
+
+
 def plot_capacity(curves: Mapping[str, Sequence[tuple[int, str, tuple[float, float, float], int]]],
-                  path: Path) -> Path:
+                  path: Path, title: str = "Normalized IQM against network size") -> Path:
     """IQM (95% CI) against parameter count, one curve per series (``experiments.results.
-    capacity_curves``): rliable's curves, a log x-axis, and an error bar at every point so
-    that a one-point series (and each point's own interval) stays visible."""
+    capacity_curves``): rliable's curves, a log x-axis, an error bar at every point so that a
+    one-point series (and each point's own interval) stays visible, and every point named by
+    its method (less the series' own qualifier, which the legend gives)."""
     colors = method_colors(list(curves))
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     plot_curves({name: tuple(zip(*[(p, *iqm) for p, _, iqm, _ in points], strict=True))
-                 for name, points in curves.items()}, ax, colors, xlabel="parameters",
-                ylabel="normalized IQM (95% CI)")
+                 for name, points in curves.items()}, ax, colors,
+                xlabel="parameters (log scale)", ylabel="normalized IQM (95% CI)", one_point=None)
+    labels = []
     for name, points in curves.items():
         x = np.array([p for p, *_ in points], dtype=np.float64)
         mid, low, high = (np.array([iqm[i] for _, _, iqm, _ in points]) for i in range(3))
         ax.errorbar(x, mid, yerr=np.stack([mid - low, high - mid]), fmt="none",
-                    ecolor=colors[name], capsize=3, lw=1)
+                    ecolor=colors[name], capsize=3, lw=1, label="_nolegend_")
+        for params, method, iqm, _ in points:
+            labels.append(ax.annotate(_point_name(method, name), (params, iqm[0]),
+                                      xytext=(6, 5), textcoords="offset points", fontsize=8,
+                                      color=colors[name], va="bottom"))
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(_CompactLog())
+    ax.xaxis.set_minor_formatter(_CompactLog(labelOnlyBase=False))
+    ax.set_title(title, fontsize=10)
+    layout.separate_texts(fig, labels)
     return save(fig, path)
 
+
+def _point_name(method: str, series: str) -> str:
+    """``ResNet-18, no feature norm`` in series ``ResNet, no feature norm`` → ``ResNet-18``."""
+    _, sep, qualifier = series.partition(", ")
+    suffix = sep + qualifier
+    return method[: -len(suffix)] if sep and method.endswith(suffix) else method
+
+
+class _CompactLog(matplotlib.ticker.LogFormatterSciNotation):
+    """Log-axis labels as ``1.2M`` / ``950k`` instead of ``1.2×10⁶``; which ticks get a label
+    stays matplotlib's decision."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        if not super().__call__(x, pos):
+            return ""
+        for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if x >= scale:
+                return f"{x / scale:.3g}{unit}"
+        return f"{x:.3g}"
