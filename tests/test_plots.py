@@ -207,3 +207,27 @@ def test_a_single_evaluation_is_a_marked_point_with_its_interval(tmp_path, drawn
     assert legend == ["scaled-ql (one evaluation, step 8,000)", "bc (one evaluation, step 6,000)"]
     assert ax.get_xlim()[0] == 0 and ax.get_xlim()[1] > 8000
     assert any("no curve" in t.get_text() for t in ax.texts)
+
+
+def test_fine_tuning_arms_with_identical_curves_stay_visible(tmp_path, drawn):
+    """Arms whose runs score alike drew one curve over the other, in both panels."""
+    from scaledql.finetune.report import RunRecord, plot_curves
+
+    def arm(evals, episodes) -> list[RunRecord]:
+        return [RunRecord("breakout", seed, 300, [(s, 1.0, v + 0.01 * seed) for s, v in evals],
+                          [(s, r + seed) for s, r in episodes]) for seed in (0, 1)]
+
+    same = ([(0, 0.1), (150, 0.2), (300, 0.25)], [(40, 1.0), (160, 2.0), (290, 3.0)])
+    records = {"pretrained": arm(*same), "scratch": arm(*same),
+               "single-game DQN": arm([(0, 0.1), (150, 0.0), (300, 0.05)],
+                                      [(40, 0.5), (160, 0.5), (290, 1.0)])}
+    plot_curves(records, {"kind": "online", "games": ["breakout"],
+                          "x_label": "environment steps"}, tmp_path / "curves.png")
+    (fig,) = drawn
+    for ax in fig.axes:
+        lines = {ln.get_label(): ln for ln in ax.lines if not ln.get_label().startswith("_")}
+        assert set(lines) == {"pretrained", "scratch (same as pretrained)", "single-game DQN"}
+        assert lines["scratch (same as pretrained)"].get_linestyle() != lines[
+            "pretrained"].get_linestyle()
+        assert "scratch (same as pretrained)" in [t.get_text()
+                                                  for t in ax.get_legend().get_texts()]

@@ -144,6 +144,7 @@ def plot_curves(records: dict[str, list[RunRecord]], spec: dict, path: Path) -> 
     left.set_title("IQM over seeds × games; band: 95% CI over seeds", fontsize=9)
     if online:
         right = axes[0][1]
+        drawn: list[tuple[str, np.ndarray]] = []
         for arm, recs in records.items():
             eps = sorted(e for r in recs for e in r.episodes)
             if not eps:
@@ -153,7 +154,16 @@ def plot_curves(records: dict[str, list[RunRecord]], spec: dict, path: Path) -> 
             which = np.clip(np.digitize(steps, edges) - 1, 0, 19)
             centers = [(edges[b] + edges[b + 1]) / 2 for b in range(20) if (which == b).any()]
             means = [returns[which == b].mean() for b in range(20) if (which == b).any()]
-            right.plot(centers, means, color=colors[arm], label=arm)
+            curve = np.array([centers, means])
+            same = [a for a, other in drawn if other.shape == curve.shape
+                    and np.allclose(other, curve)]
+            drawn.append((arm, curve))
+            # an identical curve would hide the one beneath: its own dashes, named in the legend
+            right.plot(centers, means, color=colors[arm],
+                       **(plots.repeat_style(len(same)) if same else {}),
+                       label=f"{arm} (same as {same[0]})" if same else arm)
+        if drawn:
+            right.legend(fontsize=8)
         right.set_xlabel("environment steps")
         right.set_ylabel("episode return (ε-greedy, while learning)")
         right.set_title("training episodes, mean per 1/20 of the run (all seeds)", fontsize=9)

@@ -225,9 +225,7 @@ def plot_curves(curves: Mapping[str, tuple[Sequence, Sequence, Sequence, Sequenc
         line, label = ax.lines[-1], m
         same = [name for name, other in drawn if _same_curve(other, data)]
         if same:
-            style, marker = REPEAT_STYLES[(len(same) - 1) % len(REPEAT_STYLES)]
-            line.set(linestyle=style, marker=marker, markerfacecolor="none",
-                     markersize=7 + 2 * len(same), zorder=2 + len(same))
+            line.set(**repeat_style(len(same)))
             label += f" (same as {same[0]})"
         if len(steps) == 1 and one_point is not None:
             ax.errorbar(steps, point, yerr=np.stack([point - lo, hi - point]), fmt="none",
@@ -243,6 +241,14 @@ def plot_curves(curves: Mapping[str, tuple[Sequence, Sequence, Sequence, Sequenc
                 color="grey", transform=ax.transAxes)
     if methods:
         ax.legend(fontsize=8)
+
+
+def repeat_style(copies_before: int) -> dict:
+    """Line properties of a curve identical to ``copies_before`` curves drawn before it: its
+    own dash pattern and a larger hollow marker, so the ones beneath show through."""
+    style, marker = REPEAT_STYLES[(copies_before - 1) % len(REPEAT_STYLES)]
+    return {"linestyle": style, "marker": marker, "markerfacecolor": "none",
+            "markersize": 7 + 2 * copies_before, "zorder": 2 + copies_before}
 
 
 def _same_curve(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
