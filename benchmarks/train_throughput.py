@@ -60,6 +60,18 @@ MINATAR = ScaledQLConfig(**read_toml(preset_path("minatar"))["learner"]["scaled-
 MINATAR_GAMES = {"asterix": 5, "breakout": 3, "freeway": 3, "seaquest": 6, "space_invaders": 4}
 N_STEP = MINATAR.n_step  # the preset's n-step, used for both runs
 EPISODE = 1000  # steps per synthetic episode
+# (b)'s variants: the same learner with these options changed (old vs new presets side by side).
+VARIANTS = {
+    "fp32": {},
+    "bf16": {"bf16": True},
+    "bf16-cl": {"bf16": True, "channels_last": True},
+    "compile": {"compile": True},
+    "bf16-compile": {"bf16": True, "compile": True},
+    "b256": {"batch_size": 256},
+    "b512": {"batch_size": 512},
+    "bf16-b256": {"bf16": True, "batch_size": 256},
+    "bf16-b512": {"bf16": True, "batch_size": 512},
+}
 
 
 def matmul_flops(n: int = 1024, seconds: float = 2.0) -> float:
@@ -155,6 +167,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--skip-d3rlpy", action="store_true")
     parser.add_argument("--skip-minatar", action="store_true")
+    parser.add_argument("--skip-atari", action="store_true", help="only (b) and its variants")
+    parser.add_argument("--minatar-variants", default="",
+                        help="comma-separated variants of (b) timed in turn with it, e.g. "
+                             "bf16,bf16-cl,b256,bf16-b256,bf16-b512,compile (see VARIANTS)")
     parser.add_argument("--d3rlpy-python", type=Path, default=D3RLPY_PYTHON)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -170,54 +186,79 @@ def main() -> None:
     results["matmul_flops"] = matmul_flops()
     with tempfile.TemporaryDirectory(prefix="scaledql-bench-") as tmp:
         atari_root, minatar_root = Path(tmp, "atari"), Path(tmp, "minatar")
-        write_store(atari_root, "atari", ATARI_GAMES, (1, 84, 84), 4, args.frames)
-        agent, sampler = make_learner(atari_root, ATARI, ATARI_GAMES, (4, 84, 84))
-        agent16, sampler16 = make_learner(atari_root, ATARI_BF16, ATARI_GAMES, (4, 84, 84))
-        ours, ours16, theirs = [], [], []
-        for _ in range(args.repeats):
-            ours.append(time_training(agent, sampler, args.steps, args.warmup))
-            if agent16._bf16:  # only where bf16 is native; emulated bf16 is no measurement
-                ours16.append(time_training(agent16, sampler16, args.steps, args.warmup))
-            if not args.skip_d3rlpy:
-                theirs.append(run_d3rlpy(args.d3rlpy_python, ATARI.batch_size, args.steps,
-                                         args.warmup, args.frames, torch.get_num_threads()))
-        flops = flops_per_update(agent, sampler)
-        a = best(ours)
-        results["a_atari_nature_b32"] = {
-            **a, "config": ATARI.to_dict(), "n_step": N_STEP, "params": agent.param_counts(),
-            "flops_per_update": flops, "achieved_flops": flops * a["steps_per_s"],
-        }
-        if ours16:
-            b16 = best(ours16)
-            results["a_atari_nature_b32_bf16"] = {**b16, "config": ATARI_BF16.to_dict(),
-                                                  "achieved_flops": flops * b16["steps_per_s"]}
-        if theirs:
-            results["d3rlpy_discrete_cql"] = best(theirs)
+        if not args.skip_atari:
+            atari(args, results, atari_root)
         if not args.skip_minatar:
-            write_store(minatar_root, "minatar", MINATAR_GAMES, (10, 10, 10), 1, args.frames)
-            agent, sampler = make_learner(minatar_root, MINATAR, MINATAR_GAMES, (10, 10, 10))
-            runs = [time_training(agent, sampler, max(1, args.steps // 3), args.warmup // 3 + 1)
-                    for _ in range(args.repeats)]
-            results["b_minatar_default"] = {**best(runs), "config": MINATAR.to_dict(),
-                                            "n_step": N_STEP, "games": MINATAR_GAMES,
-                                            "params": agent.param_counts()}
+            minatar(args, results, minatar_root)
     results["machine"]["load_avg_1min_at_end"] = os.getloadavg()[0]
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
 
+def minatar(args: argparse.Namespace, results: dict, root: Path) -> None:
+    """(b) and its variants, timed in turn (round-robin) so machine noise hits all alike."""
+    write_store(root, "minatar", MINATAR_GAMES, (10, 10, 10), 1, args.frames)
+    names = ["preset", *[v for v in args.minatar_variants.split(",") if v]]
+    unknown = [v for v in names[1:] if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    learners = {n: make_learner(root, MINATAR if n == "preset" else
+                                replace(MINATAR, **VARIANTS[n]), MINATAR_GAMES, (10, 10, 10))
+                for n in names}
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for _ in range(args.repeats):
+        for n, (agent, sampler) in learners.items():
+            runs[n].append(time_training(agent, sampler, max(1, args.steps // 3),
+                                         args.warmup // 3 + 1))
+    agent = learners["preset"][0]
+    results["b_minatar_default"] = {**best(runs["preset"]), "config": MINATAR.to_dict(),
+                                    "n_step": N_STEP, "games": MINATAR_GAMES,
+                                    "params": agent.param_counts()}
+    results["b_minatar_variants"] = {n: {**best(runs[n]), "options": VARIANTS[n],
+                                         "bf16_active": learners[n][0]._bf16}
+                                     for n in names[1:]}
+
+
+def atari(args: argparse.Namespace, results: dict, atari_root: Path) -> None:
+    """(a): the Atari Nature CNN in float32 and bf16, alternating with d3rlpy."""
+    write_store(atari_root, "atari", ATARI_GAMES, (1, 84, 84), 4, args.frames)
+    agent, sampler = make_learner(atari_root, ATARI, ATARI_GAMES, (4, 84, 84))
+    agent16, sampler16 = make_learner(atari_root, ATARI_BF16, ATARI_GAMES, (4, 84, 84))
+    ours, ours16, theirs = [], [], []
+    for _ in range(args.repeats):
+        ours.append(time_training(agent, sampler, args.steps, args.warmup))
+        if agent16._bf16:  # only where bf16 is native; emulated bf16 is no measurement
+            ours16.append(time_training(agent16, sampler16, args.steps, args.warmup))
+        if not args.skip_d3rlpy:
+            theirs.append(run_d3rlpy(args.d3rlpy_python, ATARI.batch_size, args.steps,
+                                     args.warmup, args.frames, torch.get_num_threads()))
+    flops = flops_per_update(agent, sampler)
+    a = best(ours)
+    results["a_atari_nature_b32"] = {
+        **a, "config": ATARI.to_dict(), "n_step": N_STEP, "params": agent.param_counts(),
+        "flops_per_update": flops, "achieved_flops": flops * a["steps_per_s"],
+    }
+    if ours16:
+        b16 = best(ours16)
+        results["a_atari_nature_b32_bf16"] = {**b16, "config": ATARI_BF16.to_dict(),
+                                              "achieved_flops": flops * b16["steps_per_s"]}
+    if theirs:
+        results["d3rlpy_discrete_cql"] = best(theirs)
+
+
 def report(r: dict) -> str:
-    a = r["a_atari_nature_b32"]
     lines = [
         f"torch {r['machine']['torch']}, {r['machine']['threads']} threads, "
         f"load avg {r['machine']['load_avg_1min_at_start']:.2f} → {r['machine']['load_avg_1min_at_end']:.2f}",
         "",
         "| run | steps/s | samples/s | runs (steps/s) |",
         "|---|---|---|---|",
-        f"| (a) scaledql Nature CNN, C51+CQL, 84×84×4, batch 32 | {a['steps_per_s']:.1f} | "
-        f"{a['samples_per_s']:.0f} | {a['all_steps_per_s']} |",
     ]
+    a = r.get("a_atari_nature_b32")
+    if a:
+        lines.append(f"| (a) scaledql Nature CNN, C51+CQL, 84×84×4, batch 32 | "
+                     f"{a['steps_per_s']:.1f} | {a['samples_per_s']:.0f} | {a['all_steps_per_s']} |")
     a16 = r.get("a_atari_nature_b32_bf16")
     if a16:
         lines.append(f"| (a) same, bf16 autocast | {a16['steps_per_s']:.1f} | "
@@ -232,6 +273,13 @@ def report(r: dict) -> str:
         lines.append(f"| (b) scaledql MinAtar default ({cfg['encoder']} ×{cfg['width']}, 5 games, "
                      f"batch {cfg['batch_size']}) | {b['steps_per_s']:.1f} | {b['samples_per_s']:.0f} | "
                      f"{b['all_steps_per_s']} |")
+        for name, v in r.get("b_minatar_variants", {}).items():
+            lines.append(f"| (b) variant {name} ({v['options']}, bf16 active: "
+                         f"{v['bf16_active']}) | {v['steps_per_s']:.1f} | {v['samples_per_s']:.0f} "
+                         f"({v['samples_per_s'] / b['samples_per_s']:.2f}× the preset) | "
+                         f"{v['all_steps_per_s']} |")
+    if not a:
+        return "\n".join(lines)
     lines += ["", f"(a) FLOPs per update: {a['flops_per_update'] / 1e9:.2f} GFLOP; achieved "
               f"{a['achieved_flops'] / 1e9:.1f} GFLOP/s vs float32 matmul "
               f"{r['matmul_flops'] / 1e9:.1f} GFLOP/s ({100 * a['achieved_flops'] / r['matmul_flops']:.0f}%)"]

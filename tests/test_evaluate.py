@@ -58,10 +58,12 @@ def test_aggregate_ci_is_seeded_and_shrinks_with_more_runs():
 def test_play_returns_exactly_the_requested_episodes_and_is_seeded():
     policy = RandomPolicy(["breakout"], [3], seed=0)
     cfg = EvalConfig(episodes=7, seed=5, num_envs=3, progress=False)
-    first = play("minatar", "breakout", policy, cfg)
+    first, counts = play("minatar", "breakout", policy, cfg)
     assert first.shape == (7,)
-    again = play("minatar", "breakout", RandomPolicy(["breakout"], [3], seed=0), cfg)
+    assert counts.shape == (3,) and counts.min() > 0  # a random policy plays every action
+    again, counts_again = play("minatar", "breakout", RandomPolicy(["breakout"], [3], seed=0), cfg)
     np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(counts, counts_again)
 
 
 def test_eval_config_rejects_bad_values():

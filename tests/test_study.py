@@ -53,6 +53,20 @@ def test_budgets_resolve_values_lists_and_seeds(tmp_path):
     assert big.jobs[3].after == ["a"]
 
 
+def test_a_table_with_budgets_exists_only_in_them(tmp_path):
+    text = BASE + ('[[job]]\nid = "slow"\nbudgets = ["big"]\nargv = ["train", "--out", "{out}"]\n'
+                   '[[method]]\nname = "m"\nbudgets = ["big"]\nruns = "{runs}/slow"\n'
+                   '[[claim]]\nid = "c"\nbudgets = ["big"]\ntest = "above"\n'
+                   'pairs = [["m", "m"]]\n')
+    path = _write(tmp_path, text)
+    small = load_study(str(path), "small", tmp_path / "r")
+    assert [j.id for j in small.jobs] == ["a/seed_0", "b"] and not small.methods
+    assert not small.claims
+    big = load_study(str(path), "big", tmp_path / "r")
+    assert big.jobs[-1].id == "slow" and [c["id"] for c in big.claims] == ["c"]
+    assert "budgets" not in big.methods[0] and "budgets" not in big.claims[0]
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda s: s.replace('budgets = ["small", "big"]', 'budgets = ["small", "big"]\nbudgit = 1'),
      "unknown key 'budgit'"),
@@ -72,6 +86,8 @@ def test_budgets_resolve_values_lists_and_seeds(tmp_path):
     (lambda s: s + '[[method]]\nname = "m"\nbehaviour = "data/x"\nfraction = "x"\n',
      "fraction must be a number in"),
     (lambda s: s + '[[method]]\nname = "m"\n', "give either runs = GLOB or behaviour"),
+    (lambda s: s.replace('id = "b"', 'id = "b"\nbudgets = ["huge"]'),
+     "budgets of b must be a non-empty list of the study's budgets"),
 ])
 def test_bad_study_files_are_one_line(tmp_path, edit, message):
     path = _write(tmp_path, edit(BASE))
@@ -162,20 +178,25 @@ def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr()
     records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
-    assert len(records) == 19 and all(r["exit"] == 0 for r in records)
+    assert len(records) == 27 and all(r["exit"] == 0 for r in records)
     report = json.loads((results / "report.json").read_text())
     ids = [c["id"] for c in report["claims"]]
-    assert ids == ["C1", "C2 (sub-optimal)", "C2 (near-optimal)", "C3 (ResNet)", "C3 (IMPALA)",
-                   "C4", "C5", "C6"]
+    assert ids == ["C1", "C2 (sub-optimal)", "C2 (near-optimal)", "C3 (width)", "C3 (ResNet)",
+                   "C3 (IMPALA)", "C4", "C4 (ResNet, IMPALA)", "C5", "C6"]
     assert all(c["verdict"] != "no data" for c in report["claims"]), report["claims"]
     assert not report["methods_without_data"]
     md = (results / "report.md").read_text()
     assert "| **C6**" in md and "scaledql study claims --budget smoke" in md
-    assert len(list((results / "runs").glob("*.json"))) >= 25
+    assert len(list((results / "runs").glob("*.json"))) >= 33
+    # every run's budget is stated in passes beside its score
+    assert all("passes" in m["budget"] for m in report["methods"] if m["runs"] and m["budget"])
+    assert "passes" in next(m for m in report["methods"] if m["name"] == "Scaled QL, sub-optimal")[
+        "budget"]
     # C3/C4 scored against parameter count: every capacity arm is a point of its series.
     capacity = md.split("## Capacity", 1)[1]
     assert (results / "capacity.png").stat().st_size > 0
-    for series, n in [("ResNet, feature norm", 3), ("ResNet, no feature norm", 3),
+    for series, n in [("Nature CNN, feature norm", 4), ("Nature CNN, no feature norm", 4),
+                      ("ResNet, feature norm", 3), ("ResNet, no feature norm", 3),
                       ("IMPALA, feature norm", 1), ("IMPALA, no feature norm", 1)]:
         assert capacity.count(f"| {series} |") == n, series
     resnet = [m["params"] for m in report["methods"] if m["series"] == "ResNet, feature norm"]
@@ -186,9 +207,9 @@ def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
     (runs / "sql-sub" / "seed_0" / ".study-done").unlink()
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "18/19 jobs already finished" in err and "--resume" in err
+    assert "26/27 jobs already finished" in err and "--resume" in err
     records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
-    assert len(records) == 20 and "--resume" in records[-1]["command"]
+    assert len(records) == 28 and "--resume" in records[-1]["command"]
     evals = [json.loads(x) for x in (runs / "sql-sub" / "seed_0" / "metrics.jsonl")
              .read_text().splitlines() if '"eval"' in x]
     assert len(evals) == 1
@@ -250,3 +271,25 @@ def test_a_stopped_study_records_its_interrupted_jobs_and_starts_no_more(tmp_pat
     assert not (runs / "logs" / "next.log").exists()
     commands = (tmp_path / "results" / "commands.md").read_text()
     assert "(interrupted)" in commands
+
+
+def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
+    """`scaledql study tuning --budget smoke`: every arm runs; the report gives each method its
+    budget in passes, its learning curve (two evaluations) and its runs' warning signs."""
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    assert main(["study", "tuning", "--budget", "smoke", "--runs", str(runs), "--results",
+                 str(results), "--jobs", "2"]) == 0
+    records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
+    assert len(records) == 18 and all(r["exit"] == 0 for r in records)
+    report = json.loads((results / "report.json").read_text())
+    assert [c["id"] for c in report["claims"]] == ["bf16"]
+    by_name = {m["name"]: m for m in report["methods"]}
+    preset = by_name["A: Scaled QL preset (bf16)"]
+    assert preset["runs"] == 1 and "passes" in preset["budget"]
+    assert "target copies" in preset["budget"] and "target" not in by_name["A: BC preset"]["budget"]
+    assert [p["step"] for p in preset["curve"]] == [10, 20]
+    md = (results / "report.md").read_text()
+    assert "## Learning curves" in md and "## Diagnostics" in md and "| budget |" in md
+    assert (results / "curves.png").stat().st_size > 0
+    # 20 steps on a tiny store: the policies are still one action, and the diagnostics say so
+    assert any("plays one action" in w for w in preset["warnings"])

@@ -39,12 +39,15 @@ class DemoConfig:
     out: Path = Path("runs/demo")
     seed: int = 0
     quick: bool = False
-    collect_steps: int = 25_000  # per game: the first ~40% of the reference DQN's 60k-step run
-    train_steps: int = 8_000
+    collect_steps: int = 50_000  # per game: an online DQN's first 50k steps (ε reaches 0.05 at 25k)
+    # 10.2 passes over each game's 50k transitions at batch 128 (offline Q-learning needs tens of
+    # passes; docs/diagnostics.md, results/tuning-minatar-cpu/)
+    train_steps: int = 20_000
     # Baselines on the same data: learner → gradient steps (their steps cost differently; the
-    # report states steps and samples seen next to each score).
-    baselines: dict[str, int] = field(default_factory=lambda: {"dt": 2_500, "bc": 6_000})
-    eval_every: int = 2_000
+    # report states steps and passes next to each score). BC gets Scaled QL's passes.
+    baselines: dict[str, int] = field(default_factory=lambda: {"dt": 5_000, "bc": 20_000})
+    eval_every: int = 5_000
+    collect_jobs: int = 2  # games collected side by side (one torch thread each)
     eval_episodes: int = 30
     max_episode_steps: int | None = None  # None: the suite's cap
     device: str = "auto"
@@ -76,7 +79,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     collected = collect(CollectConfig(
         suite=suite.name, games=games, steps=cfg.collect_steps, out=data_dir, seed=cfg.seed,
         num_envs=2 if cfg.quick else 8, options=options, dqn=cfg.dqn, schedule=cfg.schedule,
-        device=cfg.device,
+        device=cfg.device, jobs=1 if cfg.quick else cfg.collect_jobs,
         progress=cfg.progress),
         skip_existing=True)
     timings["collect"] = time.perf_counter() - t

@@ -14,6 +14,7 @@ independent draws); ``reports`` scores several runs (seeds) with one row each.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +49,13 @@ class EvalConfig:
             raise UserError(f"--seed must be >= 0, got {self.seed}")
 
 
+ONE_ACTION_SHARE = 0.95  # a policy playing one action this often gets a warning line
+
+
 def play(suite_name: str, game: str, policy: Policy, cfg: EvalConfig,
-         on_episode: Callable[[float], None] | None = None) -> np.ndarray:
-    """Play ``cfg.episodes`` episodes of one game; returns float64[episodes] raw returns."""
+         on_episode: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Play ``cfg.episodes`` episodes of one game; returns (float64[episodes] raw returns,
+    int64[num_actions] how often each action was played, ε-random ones included)."""
     suite = get_suite(suite_name)
     num_actions = suite.spec(game, cfg.options).num_actions
     num_envs = min(cfg.num_envs, cfg.episodes)
@@ -63,8 +68,12 @@ def play(suite_name: str, game: str, policy: Policy, cfg: EvalConfig,
         obs, _ = envs.reset(seed=cfg.seed)
         running = np.zeros(num_envs)
         finished: list[list[float]] = [[] for _ in range(num_envs)]
+        counts = np.zeros(num_actions, dtype=np.int64)
         while any(len(f) < q for f, q in zip(finished, quota, strict=True)):
             actions = epsilon_greedy(policy, obs, cfg.epsilon, num_actions, rng)
+            # Only environments still owed an episode count: the others play on unrecorded.
+            owed = np.array([len(f) < q for f, q in zip(finished, quota, strict=True)])
+            counts += np.bincount(np.asarray(actions)[owed], minlength=num_actions)
             obs, rewards, terminated, truncated, _ = envs.step(actions)
             done = np.logical_or(terminated, truncated)
             policy.observe(actions, rewards, done)
@@ -77,7 +86,7 @@ def play(suite_name: str, game: str, policy: Policy, cfg: EvalConfig,
                 running[i] = 0.0
     finally:
         envs.close()
-    return np.array([r for f in finished for r in f], dtype=np.float64)
+    return np.array([r for f in finished for r in f], dtype=np.float64), counts
 
 
 def aggregate(normalized: np.ndarray, reps: int = 2000, seed: int = 0) -> dict:
@@ -98,6 +107,7 @@ class EvalReport:
     returns: dict[str, list[float]]
     seed: int
     epsilon: float
+    actions: dict[str, list[int]] = field(default_factory=dict)  # game → count per action
 
     def normalized_matrix(self) -> np.ndarray:
         """float64[episodes, games] normalized returns (games with a reference score only)."""
@@ -113,7 +123,22 @@ class EvalReport:
             mean = float(np.mean(rets))
             norm = float(normalize(self.suite, game, mean)) if has_reference(self.suite, game) else None
             games[game] = {"returns": rets, "mean": mean, "normalized": norm}
+            if game in self.actions:
+                counts = np.asarray(self.actions[game])
+                games[game]["actions"] = counts.tolist()
+                games[game]["top_action_share"] = float(counts.max() / max(1, counts.sum()))
         return games
+
+    def one_action_warnings(self) -> list[str]:
+        """One line per game whose policy played one action ≥ 95% of its steps."""
+        lines = []
+        for game, counts in self.actions.items():
+            counts = np.asarray(counts)
+            share = counts.max() / max(1, counts.sum())
+            if share >= ONE_ACTION_SHARE:
+                lines.append(f"warning: {game}: the policy played action {int(counts.argmax())} "
+                             f"in {share:.0%} of its steps (of {len(counts)} actions)")
+        return lines
 
     def to_dict(self) -> dict:
         matrix = self.normalized_matrix()
@@ -126,6 +151,7 @@ def evaluate(suite_name: str, games: list[str], policy: Policy, cfg: EvalConfig,
              desc: str = "evaluate") -> EvalReport:
     """Play every game in turn; progress on stderr counts episodes (``scaledql.progress``)."""
     returns: dict[str, list[float]] = {}
+    actions: dict[str, list[int]] = {}
     total = cfg.episodes * len(games)
     with ProgressBar(total, desc, "ep", bar=cfg.progress) as bar:
         for game in games:
@@ -134,8 +160,12 @@ def evaluate(suite_name: str, games: list[str], policy: Policy, cfg: EvalConfig,
             def tick(ret: float, bar=bar) -> None:
                 bar.update(1)
 
-            returns[game] = play(suite_name, game, policy, cfg, tick).tolist()
-    return EvalReport(suite_name, returns, cfg.seed, cfg.epsilon)
+            rets, counts = play(suite_name, game, policy, cfg, tick)
+            returns[game], actions[game] = rets.tolist(), counts.tolist()
+    report = EvalReport(suite_name, returns, cfg.seed, cfg.epsilon, actions)
+    for line in report.one_action_warnings():
+        print(line, file=sys.stderr)
+    return report
 
 
 def write_json(report: dict, path: Path) -> None:
@@ -156,6 +186,8 @@ def policy_evaluator(suite_name: str, cfg: EvalConfig, out_dir: Path | None = No
         row = {f"{g}/return": v["mean"] for g, v in report["games"].items()}
         row.update({f"{g}/normalized": v["normalized"] for g, v in report["games"].items()
                     if v["normalized"] is not None})
+        row.update({f"{g}/top_action_share": v["top_action_share"]
+                    for g, v in report["games"].items() if "top_action_share" in v})
         row.update({k: report["aggregate"][k] for k in ("iqm", "median", "mean")
                     if k in report["aggregate"]})
         return row

@@ -77,6 +77,32 @@ def cql_term(q: torch.Tensor, action: torch.Tensor, action_mask: torch.Tensor) -
     return logsumexp - q_data
 
 
+def value_diagnostics(q: torch.Tensor, action_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a batch's Q-values say about learning, detached (``docs/diagnostics.md``).
+
+    q: float[B, A]; action_mask: bool[B, A]. → 0-d tensors: ``q_spread``, the standard deviation
+    over the batch of V(s) = max_a Q(s, a) (near 0: every state looks alike to the network);
+    ``action_gap``, the mean of the best minus the second-best valid Q (near 0: the greedy
+    action is decided by noise). A game with one action contributes a gap of 0.
+    """
+    q = q.detach().masked_fill(~action_mask, float("-inf"))
+    top = q.topk(min(2, q.shape[1]), dim=-1).values  # [B, ≤2]
+    best = top[:, 0]
+    second = top[:, -1]
+    gap = torch.where(torch.isfinite(second), best - second, torch.zeros_like(best))
+    spread = best.std(unbiased=False) if best.numel() > 1 else best.new_zeros(())
+    return {"q_spread": spread, "action_gap": gap.mean()}
+
+
+def group_means(values: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Mean of ``values`` per group, detached. values: float[B]; groups: int64[B] in
+    [0, num_groups) → float[num_groups] (0 for a group absent from the batch)."""
+    values = values.detach().float()
+    sums = values.new_zeros(num_groups).index_add_(0, groups, values)
+    counts = values.new_zeros(num_groups).index_add_(0, groups, torch.ones_like(values))
+    return sums / counts.clamp(min=1.0)
+
+
 def scalar_td_target(
     reward: torch.Tensor, discount: torch.Tensor, next_q_at_action: torch.Tensor
 ) -> torch.Tensor:

@@ -14,7 +14,10 @@ A learner (Scaled QL, online DQN, behaviour cloning, Decision Transformer, MAE) 
 - ``state_dict()`` / ``load_state_dict()``: everything needed to continue exactly;
 - ``policy()``: a ``scaledql.policies.Policy`` for evaluation and collection;
 - ``torso``: the transferable part of its network (``None`` if nothing transfers) — see
-  ``scaledql.transfer``.
+  ``scaledql.transfer``;
+- optionally, for the learning diagnostics (``training/diagnostics.py``): ``optimizer`` (its
+  Adam, whose state says which steps ε dominates), ``parts()`` (parameters by part) and
+  ``features(obs, game_id)`` (the representation the heads read).
 
 The training loop, checkpoints, evaluation and the CLI know this interface and the registry
 (``agents/registry.py``), never a learner by name.
@@ -65,6 +68,7 @@ class Learner(ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[LearnerConfig]]
     summary: ClassVar[str] = ""  # one line for --help; set by @register from LEARNERS
+    optimizer: torch.optim.Optimizer | None = None  # read by the diagnostics only
 
     def __init__(self, cfg: LearnerConfig, problem: Problem, device: torch.device | str = "cpu",
                  distributed: bool = False) -> None:
@@ -104,6 +108,24 @@ class Learner(ABC):
     def modules(self) -> dict[str, nn.Module]:
         """The learner's networks by name (parameter counts, freezing)."""
         return {}
+
+    def parts(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by part (diagnostics report each part): one per module."""
+        return {name: list(m.parameters()) for name, m in self.modules().items()}
+
+    @torch.no_grad()
+    def features(self, obs: torch.Tensor, game_id: torch.Tensor) -> torch.Tensor | None:
+        """float32[B, D]: the torso's features (what the heads read) for uint8 obs[B, ...], no
+        gradient; None for a learner without a torso (its srank/DR3 are not logged)."""
+        torso = self.torso
+        if torso is None:
+            return None
+        was_training = torso.training
+        torso.eval()
+        with self._autocast():
+            features = torso(torch.as_tensor(obs).to(self.device)).features
+        torso.train(was_training)
+        return features.float()
 
     def param_counts(self) -> dict[str, int]:
         """Trainable-network parameters by part, plus ``total``."""
@@ -163,10 +185,12 @@ def maybe_compile(module: nn.Module, enabled: bool | None, device: torch.device)
 
 
 def resolve_bf16(requested: bool | None, device: torch.device) -> bool:
-    """``requested`` None: bf16 on CUDA devices that support it, float32 elsewhere (a CPU's bf16
-    changes the numerics for a speed-up only some CPUs have: ask for it)."""
+    """``requested`` None: bf16 wherever it is native — CUDA devices that support it and CPUs
+    with AVX512-BF16/AMX (2.1x the float32 samples/s of the MinAtar preset on one thread here,
+    and the same learning: the tuning study's float32 twin, docs/defaults.md) — float32
+    elsewhere, where bf16 would be emulated and slow."""
     if requested is None:
-        return device.type == "cuda" and bf16_supported(device)
+        return bf16_supported(device)
     ok = requested and bf16_supported(device)
     if requested and not ok:
         warnings.warn(f"bf16=True ignored: no bf16 support on {device}", stacklevel=3)

@@ -77,6 +77,9 @@ class BehaviourCloning(Learner):
         """Network parameters by part (encoder, projection, heads, total)."""
         return self.network.param_counts()
 
+    def parts(self) -> dict[str, list[torch.nn.Parameter]]:
+        return self.network.parts()
+
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         """One gradient step on a transition batch (tensors on the device; numpy is moved).
 

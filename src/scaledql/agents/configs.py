@@ -59,6 +59,10 @@ class TorsoConfig(LearnerConfig):
     encoder_layout: str | None = None  # ResNets: "authors" / "torchvision" / "small"; None: by input
     feature_dim: int = 512  # width of the dense projection before the heads
     feature_norm: bool = True  # divide the penultimate features by their L2 norm
+    # Ours, not the paper's (docs/defaults.md): unit-norm features × this number, or × a learned
+    # scalar starting at it (learn_feature_scale). 1.0 and False: the paper's unit norm.
+    feature_scale: float = 1.0
+    learn_feature_scale: bool = False
     obs_scale: float = 1.0 / 255.0  # uint8 obs × this (both suites store 0..255)
     lr: float = 2e-4  # at lr_batch_size
     lr_batch_size: int = 512
@@ -67,8 +71,9 @@ class TorsoConfig(LearnerConfig):
     adam_eps: float = 3.125e-4
     grad_clip: float | None = None  # max global grad norm; None = no clipping
     channels_last: bool = False  # NHWC convolutions (can be faster on CPU/GPU)
-    # None (default): on for CUDA, off elsewhere; True/False force it (docs/defaults.md).
-    bf16: bool | None = None  # bf16 autocast of forward passes (CPUs only with native bf16)
+    # None (default): on where bf16 is native (CUDA, CPUs with AVX512-BF16/AMX), off elsewhere;
+    # True/False force it (docs/defaults.md).
+    bf16: bool | None = None  # bf16 autocast of forward passes
     compile: bool | None = None  # torch.compile the training forward (a C++ compiler on CPU)
 
     @property
@@ -79,7 +84,9 @@ class TorsoConfig(LearnerConfig):
         """Keyword arguments of ``models.Torso`` (and ``ScaledQNetwork``) besides the encoder."""
         return {"width": self.width, "feature_dim": self.feature_dim,
                 "feature_norm": self.feature_norm, "channels_last": self.channels_last,
-                "obs_scale": self.obs_scale, "encoder_layout": self.encoder_layout}
+                "obs_scale": self.obs_scale, "encoder_layout": self.encoder_layout,
+                "feature_scale": self.feature_scale,
+                "learn_feature_scale": self.learn_feature_scale}
 
     def validate(self) -> TorsoConfig:
         from scaledql.models.encoders import RESNET_LAYOUTS, canonical_encoder_name
@@ -91,9 +98,11 @@ class TorsoConfig(LearnerConfig):
                             f"{', '.join(RESNET_LAYOUTS)})")
         if self.lr_scaling not in LR_SCALINGS:
             raise UserError(f"unknown lr_scaling {self.lr_scaling!r} ({', '.join(LR_SCALINGS)})")
-        finite = all(math.isfinite(x) for x in (self.width, self.obs_scale, self.lr, self.adam_eps))
+        finite = all(math.isfinite(x) for x in (self.width, self.obs_scale, self.lr, self.adam_eps,
+                                                 self.feature_scale))
         check([
-            (finite, "width, obs_scale, lr and adam_eps must be finite"),
+            (finite, "width, obs_scale, lr, adam_eps and feature_scale must be finite"),
+            (self.feature_scale > 0, "feature_scale must be > 0"),
             (self.width > 0, "width must be > 0"),
             (self.obs_scale > 0, "obs_scale must be > 0"),
             (self.feature_dim > 0, "feature_dim must be > 0"),
@@ -169,6 +178,9 @@ class DQNConfig(ScaledQLConfig):
     batch_size: int = 32
     adam_eps: float = 1.5e-4
     target_update_period: int = 1_000
+    # float32 on every device: the online DQN makes the data, and its data stays the bytes it
+    # was before bf16 became the default where native (data/minatar-200k, data/minatar-1m).
+    bf16: bool | None = False
 
 
 @dataclass
@@ -251,7 +263,7 @@ class DecisionTransformerConfig(LearnerConfig):
     action_inverse_temperature: float = 1.0
     action_top_percentile: float | None = 50.0  # keep action logits above this percentile
     seed: int = 0  # the policy's sampling generator
-    bf16: bool | None = None  # None: on for CUDA, off elsewhere (as TorsoConfig)
+    bf16: bool | None = None  # None: on where bf16 is native (as TorsoConfig)
     compile: bool | None = None
 
     @property

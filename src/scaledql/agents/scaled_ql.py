@@ -40,6 +40,7 @@ def scaled_ql_loss(
     next_online_out: NetworkOutput | None,
     batch: TransitionBatch,
     cfg: ScaledQLConfig,
+    num_games: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The Scaled QL objective, averaged over the batch: ``mean(TD + α · CQL)``.
 
@@ -51,7 +52,10 @@ def scaled_ql_loss(
     CQL = ``logsumexp_a Q(s, a) − Q(s, a_data)`` over the game's valid actions, on expected Qs.
     The mean over the batch (not a sum) makes DDP's gradient averaging equal one big batch.
 
-    Returns (scalar loss, metrics as 0-d tensors: loss, td_loss, cql_loss, mean_q, feature_norm).
+    Returns (scalar loss, metrics: 0-d tensors loss, td_loss, cql_loss, mean_q, feature_norm,
+    q_spread, action_gap (``losses.value_diagnostics``), and ``cql_by_game``, float[num_games]:
+    the unweighted CQL term per game, to read beside ln|A| (its value when Q is flat), when
+    ``num_games`` is given).
     """
     rows = torch.arange(batch.action.shape[0], device=batch.action.device)
     bootstrap = batch.discount * (1.0 - batch.done)  # [B]
@@ -84,7 +88,10 @@ def scaled_ql_loss(
         "cql_loss": cql_loss.detach(),  # the unweighted CQL term (before × α)
         "mean_q": q.detach()[rows, batch.action].mean(),  # Q at the data actions
         "feature_norm": online_out.feature_norm.mean(),
+        **losses.value_diagnostics(q, online_out.action_mask),
     }
+    if num_games is not None:
+        metrics["cql_by_game"] = losses.group_means(cql, batch.game_id, num_games)
     return loss, metrics
 
 
@@ -119,6 +126,9 @@ class ScaledQL(Learner):
         # changes, gives the same products. It only ever runs inside the update's autocast.
         self._target_bf16 = copy.deepcopy(self.target).to(torch.bfloat16) if self._bf16 else None
         self._support = losses.make_support(cfg.v_min, cfg.v_max, cfg.num_atoms, self.device)
+        # ln|A| per game, logged beside each game's CQL term: its value when Q is flat.
+        self._cql_uniform = {f"cql_uniform/{g}": torch.tensor(math.log(a), device=self.device)
+                             for g, a in zip(problem.games, problem.num_actions, strict=True)}
 
     @classmethod
     def tiny_config(cls) -> ScaledQLConfig:
@@ -142,11 +152,16 @@ class ScaledQL(Learner):
         """Online-network parameters by part (encoder, projection, heads, total)."""
         return self.online.param_counts()
 
+    def parts(self) -> dict[str, list[torch.nn.Parameter]]:
+        return self.online.parts()
+
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         """One gradient step on a transition batch (tensors on the device; numpy is moved).
 
         Returns 0-d tensors on the device: loss, td_loss, cql_loss, mean_q, feature_norm
-        (pre-normalization L2 norm), grad_norm (before clipping). Copies online → target every
+        (pre-normalization L2 norm), q_spread, action_gap, ``cql_loss/<game>`` per game beside
+        ``cql_uniform/<game>`` (ln|A|),
+        grad_norm (before clipping). Copies online → target every
         ``target_update_period`` steps.
         """
         t = as_tensors(batch, self.device)
@@ -158,7 +173,11 @@ class ScaledQL(Learner):
                 next_online_out = self.online(t.next_obs, t.game_id) if self.cfg.double_q else None
                 target_net = self._target_bf16 if self._target_bf16 is not None else self.target
                 target_out = target_net(t.next_obs, t.game_id)
-        loss, metrics = scaled_ql_loss(online_out, target_out, next_online_out, t, self.cfg)
+        loss, metrics = scaled_ql_loss(online_out, target_out, next_online_out, t, self.cfg,
+                                       len(self.problem.games))
+        by_game = metrics.pop("cql_by_game")
+        metrics.update({f"cql_loss/{g}": by_game[i] for i, g in enumerate(self.problem.games)})
+        metrics.update(self._cql_uniform)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf

@@ -32,7 +32,7 @@ from scaledql.errors import UserError
 
 # Command-group modules, in the order they appear in --help (the data flow's order).
 COMMAND_MODULES = ("suites", "data", "collect", "train", "evaluate", "play", "export", "finetune",
-                   "study", "demo", "report")
+                   "study", "demo", "report", "diagnose")
 
 
 def finite_float(text: str) -> float:

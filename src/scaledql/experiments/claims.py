@@ -34,6 +34,7 @@ import numpy as np
 
 from scaledql import stats
 from scaledql.errors import UserError
+from scaledql.training.budget import run_budget_of
 
 TESTS = ("above", "matches")
 ALPHA = 0.05  # the chance below which a complete ordering of runs counts as evidence
@@ -50,6 +51,22 @@ class MethodScores:
     params: int | None = None  # parameters of the whole network (runs only)
     encoder_params: int | None = None
     data: str = ""
+    budget: str = ""  # passes over each game's data and target copies, over its runs
+
+
+def budget_text(budgets: list[dict[str, Any]]) -> str:
+    """'10.2 passes (9.8–12.1 over games and runs); 40 target copies' for a method's runs."""
+    if not budgets:
+        return ""
+    passes = [v["passes"] for b in budgets for v in b["games"].values()]
+    mean = float(np.mean(passes))
+    lo, hi = min(passes), max(passes)
+    text = f"{mean:.3g} passes" + (f" ({lo:.3g}–{hi:.3g})" if hi - lo > 0.005 * hi else "")
+    copies = sorted({b["target_copies"] for b in budgets if b.get("target_copies") is not None})
+    if copies:
+        text += f"; {copies[0]:,}" + (f"–{copies[-1]:,}" if len(copies) > 1 else "")
+        text += " target copies"
+    return text
 
 
 def final_eval(run: Path) -> dict[str, Any] | None:
@@ -91,9 +108,10 @@ def runs_scores(name: str, runs: list[Path], suite: str) -> MethodScores:
     params = [p for p in (_params(r.path) for r in results) if p is not None]
     encoder = [p for p in (_params(r.path, "encoder") for r in results) if p is not None]
     data = sorted({_data_of(r.config) for r in results} - {""})
+    budgets = [b for b in (run_budget_of(r.path) for r in results) if b is not None]
     return MethodScores(name, list(games), matrix, [str(r.path) for r in results], seeds,
                         params[0] if params else None, encoder[0] if encoder else None,
-                        "; ".join(data))
+                        "; ".join(data), budget_text(budgets))
 
 
 def _data_of(config: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scaledql.experiments.claims import claims_markdown, final_eval, iqm_ci, judge_study
+from scaledql.experiments.curves import curves_and_warnings, curves_markdown, plot_learning_curves
 from scaledql.experiments.study import Study, job_records
 from scaledql.io import atomic_write_json, atomic_write_text
 
@@ -84,7 +85,12 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
         iqm = iqm_ci(s.matrix)
         methods.append({"name": name, "runs": len(s.matrix), "seeds": s.seeds, "games": s.games,
                         "params": s.params, "encoder_params": s.encoder_params, "iqm": iqm,
-                        "data": s.data, "series": series.get(name)})
+                        "data": s.data, "budget": s.budget, "series": series.get(name),
+                        "per_game": {g: float(s.matrix[:, i].mean())
+                                     for i, g in enumerate(s.games)}})
+    per_method = curves_and_warnings(scores)
+    for m in methods:
+        m.update(per_method.get(m["name"], {"curve": [], "warnings": []}))
     wall = sum(r["seconds"] for r in records)
     elapsed = elapsed_seconds(records)
     written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -117,7 +123,9 @@ def _plots(report: dict[str, Any], results: Path) -> None:
     curves = capacity_curves(report["methods"])
     if curves:
         plot_capacity(curves, results / "capacity.png")
-    pairs = {(r["a"], r["b"]): {"p": r["p_improvement"][0], "ci": list(r["p_improvement"][1:])}
+    plot_learning_curves({m["name"]: m for m in report["methods"]}, results / "curves.png")
+    pairs = {(r["a"], r["b"]): {"p": r["p_improvement"][0], "ci": list(r["p_improvement"][1:]),
+                                "verdict": r["verdict"]}
              for c in report["claims"] for r in c["pairs"] if "p_improvement" in r}
     if pairs:
         names = list(dict.fromkeys(name for pair in pairs for name in pair))
@@ -177,6 +185,20 @@ def _commands_md(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _per_game_md(methods: list[dict[str, Any]]) -> list[str]:
+    """Each method's normalized score per game, the mean over its runs."""
+    games = list(dict.fromkeys(g for m in methods for g in m.get("per_game", {})))
+    if not games:
+        return []
+    lines = ["", "## Per game", "", "Normalized score per game, the mean over each method's runs "
+             "(raw returns: `runs/*.json`).", "", "| method | " + " | ".join(games) + " |",
+             "|---|" + "---|" * len(games)]
+    for m in methods:
+        cells = [f"{m['per_game'][g]:.3f}" if g in m.get("per_game", {}) else "–" for g in games]
+        lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _report_md(study: Study, report: dict[str, Any]) -> str:
     def ci(t: list[float] | tuple[float, ...]) -> str:
         return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
@@ -203,13 +225,18 @@ def _report_md(study: Study, report: dict[str, Any]) -> str:
              "returns).", ""]
     lines += claims_markdown(report["claims"])
     lines += ["", "## Methods", "", "![IQM per method](methods.png)", "",
+              "Budget: passes over each game's data (steps × the game's share of the batch ÷ "
+              "its transitions; mean, and the range over games and runs) and target-network "
+              "copies.", "",
               "| method | runs | seeds | parameters (encoder / all) | "
-              "IQM [95% CI] | data |", "|---|---|---|---|---|---|"]
+              "IQM [95% CI] | budget | data |", "|---|---|---|---|---|---|---|"]
     for m in report["methods"]:
         params = " / ".join(f"{p:,}" if p else "–" for p in (m["encoder_params"], m["params"]))
         lines.append(f"| {m['name']} | {m['runs']} | {m['seeds'] or '–'} | {params} | "
-                     f"{ci(m['iqm'])} | {m['data']} |")
+                     f"{ci(m['iqm'])} | {m.get('budget') or '–'} | {m['data']} |")
     for name, why in report["methods_without_data"].items():
         lines.append(f"| {name} | 0 | – | – | not yet: {why} | |")
+    lines += _per_game_md(report["methods"])
     lines += _capacity_md(report["methods"])
+    lines += curves_markdown({m["name"]: m for m in report["methods"]})
     return "\n".join(lines) + "\n"

@@ -12,6 +12,9 @@ A study is a TOML file (packaged ones: ``configs/studies/<name>.toml``) of
   continues with ``train --out OUT --resume``; ``"rerun"``: the same command continues it);
 - ``[[method]]`` and ``[[claim]]``: what the report compares (``experiments/claims.py``).
 
+Any ``[[job]]``, ``[[method]]`` or ``[[claim]]`` may say ``budgets = [...]``: it exists only in
+those budgets (an arm too slow for the CPU budget, and the claims that need it).
+
 Running is resumable: a job whose command exited 0 leaves ``OUT/.study-done`` and is skipped;
 a killed one is continued as its ``resume`` says. Jobs run in ``jobs`` worker processes at once
 (dependencies respected), each with ``cores // jobs`` torch threads: the small MinAtar networks
@@ -120,8 +123,8 @@ def _fill_argv(argv: list[str], values: dict[str, Any], where: str) -> list[str]
 
 # ``series``: methods that share one are points of one capacity curve (score against
 # parameter count) in the report.
-METHOD_KEYS = {"name", "runs", "behaviour", "fraction", "games", "series"}
-CLAIM_KEYS = {"id", "text", "test", "pairs"}
+METHOD_KEYS = {"name", "runs", "behaviour", "fraction", "games", "series", "budgets"}
+CLAIM_KEYS = {"id", "text", "test", "pairs", "budgets"}
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
@@ -157,7 +160,9 @@ def load_study(name: str, budget: str | None = None, runs: Path | None = None) -
     ids: set[str] = set()
     for i, table in enumerate(raw.get("job") or []):
         jwhere = f"{where} [[job]] #{i + 1}"
-        _check_keys(table, {"id", "argv", "seeds", "after", "resume"}, jwhere)
+        _check_keys(table, {"id", "argv", "seeds", "after", "resume", "budgets"}, jwhere)
+        if not _in_budget(table, budget, budgets, jwhere):
+            continue
         job_id = table.get("id")
         if not isinstance(job_id, str) or not job_id or job_id in ids:
             raise UserError(f"{jwhere}: id must be a unique non-empty string")
@@ -188,17 +193,31 @@ def load_study(name: str, budget: str | None = None, runs: Path | None = None) -
             jobs.append(Job(job_id if seed is None else f"{job_id}/seed_{seed}",
                             _fill_argv(argv, fields, f"{jwhere} ({job_id}) argv"),
                             out, after, resume))
-    methods = [{k: _resolve(v, budget, budgets, f"{where} [[method]]") for k, v in m.items()}
-               for m in raw.get("method") or []]
+    methods = [{k: _resolve(v, budget, budgets, f"{where} [[method]]") for k, v in m.items()
+                if k != "budgets"}
+               for m in raw.get("method") or [] if _in_budget(m, budget, budgets, where)]
     for m in methods:
         for key, value in m.items():
             if isinstance(value, str) and key != "name":
                 m[key] = _fill(value, values, f"{where} [[method]] {m.get('name')}")
-    claims = [{k: _resolve(v, budget, budgets, f"{where} [[claim]]") for k, v in c.items()}
-              for c in raw.get("claim") or []]
+    claims = [{k: _resolve(v, budget, budgets, f"{where} [[claim]]") for k, v in c.items()
+               if k != "budgets"}
+              for c in raw.get("claim") or [] if _in_budget(c, budget, budgets, where)]
     _check_methods_and_claims(methods, claims, where)
     return Study(study_name, str(raw.get("suite", "minatar")), budget, runs, values, jobs,
                  methods, claims, str(raw.get("description", "")))
+
+
+def _in_budget(table: dict, budget: str, budgets: list[str], where: str) -> bool:
+    """A [[job]], [[method]] or [[claim]] with ``budgets = [...]`` exists only in those budgets
+    (e.g. arms too slow for a CPU budget); without the key, in every budget."""
+    only = table.get("budgets")
+    if only is None:
+        return True
+    if not (isinstance(only, list) and only and all(b in budgets for b in only)):
+        raise UserError(f"{where}: budgets of {table.get('id') or table.get('name') or '?'} must "
+                        f"be a non-empty list of the study's budgets ({', '.join(budgets)})")
+    return budget in only
 
 
 def _check_methods_and_claims(methods: list[dict[str, Any]], claims: list[dict[str, Any]],

@@ -41,16 +41,32 @@ class ScaledQNetwork(nn.Module):
         channels_last: bool = False,
         obs_scale: float = 1.0 / 255.0,
         encoder_layout: str | None = None,
+        feature_scale: float = 1.0,
+        learn_feature_scale: bool = False,
     ) -> None:
         super().__init__()
         self.torso = Torso(encoder, obs_shape, width=width, feature_dim=feature_dim,
                            feature_norm=feature_norm, channels_last=channels_last,
-                           obs_scale=obs_scale, encoder_layout=encoder_layout)
+                           obs_scale=obs_scale, encoder_layout=encoder_layout,
+                           feature_scale=feature_scale, learn_feature_scale=learn_feature_scale)
         self.heads = MultiGameHeads(feature_dim, num_actions, num_atoms)
 
     def forward(self, obs: torch.Tensor, game_id: torch.Tensor) -> NetworkOutput:
         features, norm = self.torso(obs)
         return NetworkOutput(self.heads(features, game_id), self.heads.action_mask(game_id), norm)
+
+    def parts(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by part: encoder, projection, head weights, head biases (the per-action
+        biases are their own part: Adam moves them at full speed when the weights' steps are
+        ε-dominated, ``training/diagnostics.py``)."""
+        heads = [(n, p) for n, p in self.heads.named_parameters()]
+        projection = list(self.torso.projection.parameters())
+        if isinstance(self.torso.feature_scale, nn.Parameter):
+            projection.append(self.torso.feature_scale)
+        return {"encoder": list(self.torso.encoder.parameters()),
+                "projection": projection,
+                "heads": [p for n, p in heads if not n.endswith("bias")],
+                "head_bias": [p for n, p in heads if n.endswith("bias")]}
 
     def param_counts(self) -> dict[str, int]:
         """Parameter counts by part: encoder, projection, heads, total."""

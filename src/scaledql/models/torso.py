@@ -26,8 +26,11 @@ class Torso(nn.Module):
 
     Observations are multiplied by ``obs_scale`` here (1/255: Atari pixels and MinAtar's 0/255
     cells), so callers pass raw uint8, 4× cheaper to move to a device than float.
-    ``feature_norm=True`` divides the features by their L2 norm (no learned scale), the Scaled QL
-    stabilizer.
+    ``feature_norm=True`` divides the features by their L2 norm, the Scaled QL stabilizer (the
+    paper's form: no scale). ``feature_scale`` multiplies the unit-norm features by a fixed
+    number, or with ``learn_feature_scale`` by a learned scalar starting there — our variants,
+    not the paper's: unit-norm features feeding default-initialized heads make Q-values small
+    and slow to grow (docs/defaults.md).
     """
 
     def __init__(
@@ -40,6 +43,8 @@ class Torso(nn.Module):
         channels_last: bool = False,
         obs_scale: float = 1.0 / 255.0,
         encoder_layout: str | None = None,
+        feature_scale: float = 1.0,
+        learn_feature_scale: bool = False,
     ) -> None:
         super().__init__()
         in_channels, height, width_px = (int(s) for s in obs_shape)
@@ -49,6 +54,9 @@ class Torso(nn.Module):
         self.projection = nn.Linear(self.encoder.output_shape[0], feature_dim)
         self.feature_dim = feature_dim
         self.feature_norm = feature_norm
+        self.feature_scale: float | nn.Parameter = float(feature_scale)
+        if learn_feature_scale:  # only then a parameter: checkpoints of other runs keep their keys
+            self.feature_scale = nn.Parameter(torch.tensor(float(feature_scale)))
         self.channels_last = channels_last
         if channels_last:
             self.encoder.to(memory_format=torch.channels_last)
@@ -67,4 +75,6 @@ class Torso(nn.Module):
         norm = features.detach().float().norm(dim=1)
         if self.feature_norm:
             features = F.normalize(features, dim=1, eps=1e-6)
+            if isinstance(self.feature_scale, nn.Parameter) or self.feature_scale != 1.0:
+                features = features * self.feature_scale
         return TorsoOutput(features, norm)

@@ -190,6 +190,18 @@ def write_report(out: Path) -> Path:
     return path
 
 
+def _budget_note(run: Path) -> str:
+    """' (10.2 passes over each game's data, 40 target copies)' from the run's budget."""
+    from scaledql.training.budget import passes_text, run_budget_of
+
+    budget = run_budget_of(run)
+    if not budget:
+        return ""
+    copies = budget.get("target_copies")
+    return (f" ({passes_text(budget)} passes over each game's data"
+            + (f", {copies:,} target copies" if copies is not None else "") + ")")
+
+
 def _markdown(out: Path, summary: dict, params: dict, aggregates: dict[str, dict]) -> str:
     """The report's Markdown (plots are referenced by name)."""
     games = summary["games"]
@@ -211,7 +223,8 @@ def _markdown(out: Path, summary: dict, params: dict, aggregates: dict[str, dict
         "",
         "Normalized = (return − random) / (reference − random), with this project's MinAtar "
         "reference scores (`src/scaledql/suites/scores.py`: per game, an online DQN at the end "
-        "of a 1M-step run, so 1 is a trained DQN; the demo's 25k-step data are far below it). "
+        "of a 1M-step run, so 1 is a trained DQN; the demo's "
+        f"{summary['config']['collect_steps'] // 1000}k-step data are far below it). "
         "IQM/median/mean and optimality gap (how far below 1, lower is better) with 95% "
         "stratified-bootstrap CIs (rliable) over [episodes × games]; "
         "the dataset row draws the same number of episodes from every game (as many as the game "
@@ -272,7 +285,8 @@ def _markdown(out: Path, summary: dict, params: dict, aggregates: dict[str, dict
               f"- Learner: {agent_cfg['encoder']} ×{agent_cfg['width']} encoder, feature dim "
               f"{agent_cfg['feature_dim']}, feature normalization {agent_cfg['feature_norm']}, "
               f"{agent_cfg['loss']} loss, CQL α {agent_cfg['cql_alpha']}, batch "
-              f"{agent_cfg['batch_size']}, n-step {agent_cfg.get('n_step', tc.get('n_step'))}, {tc['steps']:,} gradient steps; "
+              f"{agent_cfg['batch_size']}, n-step {agent_cfg.get('n_step', tc.get('n_step'))}, {tc['steps']:,} gradient steps"
+              f"{_budget_note(out / 'agent')}; "
               f"{params['total']:,} parameters (encoder {params['encoder']:,}, projection "
               f"{params['projection']:,}, heads {params['heads']:,}).",
               f"- Evaluation: {summary['config']['eval_episodes']} episodes per game, ε = 0.001, "
@@ -288,5 +302,6 @@ def _markdown(out: Path, summary: dict, params: dict, aggregates: dict[str, dict
         knobs = ", ".join(f"{k} {learner[k]}" for k in ("encoder", "d_model", "num_layers", "context",
                                                       "batch_size", "lr") if k in learner)
         lines.append(f"- {BASELINE_LABELS.get(algo, algo).split(' (')[0]} (`--algo {algo}`): "
-                     f"{bc['steps']:,} gradient steps, {knobs}; config `{algo}/config.json`.")
+                     f"{bc['steps']:,} gradient steps{_budget_note(out / algo)}, {knobs}; config "
+                     f"`{algo}/config.json`.")
     return "\n".join(lines) + "\n"

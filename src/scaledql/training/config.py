@@ -71,6 +71,8 @@ class RunConfig:
     init_from: str | None = None  # a run (or checkpoint) whose torso initialises this network
     init_parts: str = "encoder"  # what transfers: "encoder" (the paper) or the whole "torso"
     freeze_encoder: bool = False  # keep the (transferred) encoder fixed
+    # Learning diagnostics (training/diagnostics.py): optimizer and representation metrics.
+    diagnostics: bool = True
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
     def validate(self) -> RunConfig:
@@ -207,7 +209,7 @@ def to_toml(cfg: RunConfig) -> str:
 # Options a resumed run may change; any other difference is refused. The data may move: the
 # loop compares its content (``data.store.data_identity``), not its path.
 CHANGEABLE_ON_RESUME = ("out", "data", "steps", "log_every", "checkpoint_every", "keep_every",
-                        "eval_every", "eval_episodes", "device", "prefetch")
+                        "eval_every", "eval_episodes", "device", "prefetch", "diagnostics")
 
 
 def resume_differences(saved: RunConfig, wanted: RunConfig) -> list[str]:

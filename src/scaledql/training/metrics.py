@@ -72,6 +72,15 @@ def _start_wandb(options: WandbOptions, run: Path) -> Any:
         raise UserError(f"--wandb: W&B did not start ({first[:200]})") from None
 
 
+def read_rows(run: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The rows of ``RUN/metrics.jsonl`` (of one ``kind`` if given); [] when there is none."""
+    jsonl = Path(run) / "metrics.jsonl"
+    if not jsonl.exists():
+        return []
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    return [r for r in rows if kind is None or r.get("kind") == kind]
+
+
 class MetricsLog:
     def __init__(self, run: Path, enabled: bool = True, resume_step: int = 0,
                  tensorboard: bool = True, wandb: WandbOptions | None = None) -> None:
@@ -95,10 +104,7 @@ class MetricsLog:
 
     def _rows_up_to(self, step: int) -> list[dict[str, Any]]:
         """Rows logged up to ``step`` (those after it are redone by the resumed run)."""
-        if not self.jsonl.exists():
-            return []
-        rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
-        return [r for r in rows if r.get("step", 0) <= step]
+        return [r for r in read_rows(self.jsonl.parent) if r.get("step", 0) <= step]
 
     def rows(self, kind: str | None = None) -> list[dict[str, Any]]:
         rows = self._rows_up_to(math.inf) if self.enabled else []

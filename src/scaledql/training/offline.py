@@ -37,13 +37,15 @@ from scaledql.checkpoint import (
 )
 from scaledql.data.pool import PoolOptions
 from scaledql.data.prefetch import Prefetcher
-from scaledql.data.sampler import fraction_of, make_sampler
+from scaledql.data.sampler import BatchSpec, fraction_of, make_sampler
 from scaledql.data.store import data_identity, open_dataset
 from scaledql.errors import UserError
 from scaledql.io import atomic_write_json, exclusive_lock
 from scaledql.policies import Policy
 from scaledql.progress import ProgressBar
+from scaledql.training.budget import budget_line, run_budget
 from scaledql.training.config import RunConfig, resume_differences
+from scaledql.training.diagnostics import PROBE_SIZE, UpdateProbe, representation_metrics
 from scaledql.training.distributed import Dist, gather, init_distributed, shutdown
 from scaledql.training.metrics import MetricsLog, WandbOptions
 from scaledql.training.rng import rng_state, seed_everything, set_rng_state
@@ -129,6 +131,8 @@ def train(cfg: RunConfig, resume: bool = False, evaluate_fn: EvalFn | None = Non
     log to Weights & Biases."""
     cfg.validate()
     run = Path(cfg.out)
+    # The data's checks, what its arrays hold included, before the run folder exists
+    open_dataset(Path(cfg.data), cfg.games, contents=True)
     dist, device = init_distributed(cfg.device)
     if dist.is_main:
         with exclusive_lock(run, "training run"):
@@ -197,6 +201,9 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
     if dist.is_main:
         atomic_write_json(run / "config.json", cfg.to_dict())
         atomic_write_json(run / "params.json", counts)
+        budget = run_budget(cfg.to_dict(), {g: fraction_of(d, cfg.data_fraction)["transitions"]
+                                            for g, d in zip(games, data, strict=True)})
+        atomic_write_json(run / "budget.json", budget)
         log.write_config(cfg.to_dict(), counts)
         print(f"[train] {cfg.algo} on {len(games)} games, obs {problem.obs_shape}: "
               f"{counts['total']:,} parameters ({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}); "
@@ -208,6 +215,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
                 f"{g} {k['transitions']:,} of {k['total_transitions']:,} transitions (first "
                 f"{k['episodes']} of {k['total_episodes']} episodes)" for g, k in kept.items()),
                 file=sys.stderr)
+        print(f"[train] budget: {budget_line(budget)}", file=sys.stderr)
 
     def save() -> None:
         states = gather(prefetcher.state_dict(), dist)
@@ -221,13 +229,31 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
     def kept(step: int) -> bool:  # a step whose checkpoint --keep-every keeps for good
         return cfg.keep_every > 0 and step > 0 and step % cfg.keep_every == 0
 
+    probe: list = []  # the fixed states srank and DR3 are measured on, drawn at the first use
+
+    def representation() -> dict:
+        if not cfg.diagnostics:
+            return {}
+        if not probe:
+            # Its own seed stream: drawing it leaves the training batches as they were.
+            probe_pool = None if pool is None else PoolOptions(
+                min(pool.resident_bytes, 256 * 2**20), rotate_every=cfg.rotate_every,
+                rotate_share=cfg.rotate_share)
+            sampler = make_sampler(dataset, games, BatchSpec("transitions", PROBE_SIZE),
+                                   PROBE_SIZE, np.random.SeedSequence([cfg.seed, 2**32 - 1]),
+                                   data_fraction=cfg.data_fraction, pool=probe_pool)
+            batch = sampler.sample()
+            probe.extend(torch.from_numpy(np.ascontiguousarray(x))
+                         for x in (batch.obs, batch.next_obs, batch.game_id))
+        return representation_metrics(learner, *probe)
+
     def run_eval() -> None:
         if evaluate_fn is None or not dist.is_main:
             return
         if any(r["step"] == learner.step for r in log.rows("eval")):
             return  # a resumed, finished run: this evaluation is already logged
-        log.write({"step": learner.step, **evaluate_fn(learner.policy(), games, learner.step)},
-                  kind="eval")
+        log.write({"step": learner.step, **evaluate_fn(learner.policy(), games, learner.step),
+                   **representation()}, kind="eval")
 
     state = {"in_update": False, "stop": False}
 
@@ -252,6 +278,8 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
                 if stop_after is not None and learner.step - start >= stop_after:
                     break
                 state["in_update"] = True
+                logged = (learner.step + 1) % cfg.log_every == 0
+                update_probe = UpdateProbe(learner) if logged and cfg.diagnostics else None
                 window.add(learner.update(prefetcher.next()))
                 state["in_update"] = False
                 steps_in_window += 1
@@ -263,6 +291,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
                 if step % cfg.log_every == 0:
                     seconds = time.perf_counter() - t0
                     row = {"step": step, **window.take(),
+                           **(update_probe.after() if update_probe is not None else {}),
                            "steps_per_second": steps_in_window / seconds,
                            "samples_per_second": steps_in_window * spec.batch_size / seconds}
                     log.write(row)

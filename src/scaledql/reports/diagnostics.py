@@ -1,0 +1,138 @@
+"""A run's learning diagnostics: curves (``RUN/diagnostics.png``) and a short health check.
+
+Reads the rows ``training/diagnostics.py`` and the loss log (``RUN/metrics.jsonl``); what the
+curves mean and what healthy and unhealthy runs look like: ``docs/diagnostics.md``. The checks
+are rules of thumb from our own runs, each stated with its threshold, not proofs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from scaledql.reports.plots import save
+from scaledql.training.metrics import read_rows
+
+EPS_DOMINATED = 0.5  # share of a part's weights whose Adam step ε dominates
+CQL_FLAT = 0.95  # CQL term ≥ this share of ln|A|: Q is still flat over actions
+ONE_ACTION = 0.95  # evaluation: one action played this often
+DR3_COS = 0.98  # cos(φ(s), φ(s')) this high: consecutive states are one feature vector
+SRANK_SHARE = 0.1  # srank below this share of its maximum: the features collapsed
+
+
+def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float)
+           and math.isfinite(r[key])]
+    return [p[0] for p in pts], [float(p[1]) for p in pts]
+
+
+def _keys(rows: Sequence[dict[str, Any]], prefix: str) -> list[str]:
+    return sorted({k for r in rows for k in r if k.startswith(prefix)})
+
+
+def health(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per warning sign in the last train and eval rows; [] when none shows."""
+    train = [r for r in rows if r.get("kind") == "train"]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    lines = []
+    if train:
+        last = train[-1]
+        for key in _keys([last], "eps_dominated/"):
+            if last[key] >= EPS_DOMINATED:
+                lines.append(f"Adam's ε dominates the steps of {last[key]:.0%} of the "
+                             f"{key.split('/', 1)[1]} weights at step {last['step']:,} (steps "
+                             f"≈ lr·m/ε: try a smaller adam_eps)")
+        for key in _keys([last], "cql_loss/"):
+            game = key.split("/", 1)[1]
+            flat = last.get(f"cql_uniform/{game}")
+            if flat and last[key] >= CQL_FLAT * flat:
+                lines.append(f"{game}: CQL term {last[key]:.3f} ≈ ln|A| = {flat:.3f} at step "
+                             f"{last['step']:,}: Q is still flat over its actions")
+    if evals:
+        last = evals[-1]
+        for key in _keys([last], ""):
+            if key.endswith("/top_action_share") and last[key] >= ONE_ACTION:
+                lines.append(f"{key.split('/')[0]}: the policy plays one action in "
+                             f"{last[key]:.0%} of its steps at step {last['step']:,}")
+        if last.get("dr3_cos", 0) >= DR3_COS:
+            lines.append(f"features of consecutive states have cosine {last['dr3_cos']:.3f} "
+                         f"(DR3 co-adaptation) at step {last['step']:,}")
+        if "srank" in last and last["srank"] < SRANK_SHARE * last.get("srank_of", math.inf):
+            lines.append(f"srank {last['srank']:.0f} of {last['srank_of']:.0f}: the features "
+                         f"span few directions at step {last['step']:,}")
+    return lines
+
+
+_PANELS = [  # (title, key prefixes or keys, log scale)
+    ("loss", ["loss", "td_loss"], False),
+    ("CQL term per game (dashed: ln|A|)", ["cql_loss/"], False),
+    ("Q at data actions, spread over states, action gap", ["mean_q", "q_spread", "action_gap"],
+     False),
+    ("share of weights with ε-dominated Adam steps", ["eps_dominated/"], False),
+    ("update-to-weight ratio ‖Δw‖/‖w‖", ["update_ratio/"], True),
+    ("feature norm before normalization", ["feature_norm"], False),
+    ("srank of features (evaluation)", ["srank"], False),
+    ("DR3: φ(s)·φ(s′) and its cosine (evaluation)", ["dr3_dot", "dr3_cos"], False),
+    ("normalized score (evaluation)", ["iqm", "/normalized"], False),
+    ("top action share per game (evaluation)", ["/top_action_share"], False),
+]
+
+
+def _matching(rows: Sequence[dict[str, Any]], pattern: str) -> list[str]:
+    if pattern.endswith("/"):
+        return _keys(rows, pattern)
+    if pattern.startswith("/"):
+        return sorted({k for r in rows for k in r if k.endswith(pattern)})
+    return [pattern] if any(pattern in r for r in rows) else []
+
+
+def plot_diagnostics(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
+    """Every diagnostic curve of one run in one figure (panels without data say so)."""
+    fig, axes = plt.subplots(5, 2, figsize=(12, 16))
+    last_step = max((r.get("step", 0) for r in rows), default=0)
+    for ax, (name, patterns, log) in zip(axes.flat, _PANELS, strict=True):
+        drawn = 0
+        for pattern in patterns:
+            for key in _matching(rows, pattern):
+                xs, ys = _series(rows, key)
+                if not xs:
+                    continue
+                marker = "o" if len(xs) < 3 else None  # one evaluation is a point, visibly
+                (line,) = ax.plot(xs, ys, label=key, marker=marker)
+                drawn += 1
+                game = key.split("/", 1)[1] if key.startswith("cql_loss/") else None
+                if game is not None:
+                    fx, fy = _series(rows, f"cql_uniform/{game}")
+                    if fx:
+                        ax.plot(fx, fy, linestyle="--", color=line.get_color(), linewidth=0.8)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("gradient step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.set_xlim(0, max(1, last_step) * 1.03)  # one time axis: panels line up
+        if drawn:
+            if log:
+                ax.set_yscale("log")
+            else:
+                ax.ticklabel_format(axis="y", useOffset=False)
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.text(0.5, 0.5, "not logged by this run", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9, color="gray")
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    return save(fig, path)
+
+
+def diagnose_run(run: Path, out: Path | None = None) -> tuple[Path, list[str]]:
+    """Plot ``run``'s diagnostics (to ``out``, default ``RUN/diagnostics.png``) and check its
+    health; returns (the plot's path, warning lines)."""
+    rows = read_rows(run)
+    path = plot_diagnostics(rows, out or Path(run) / "diagnostics.png", str(run))
+    return path, health(rows)
