@@ -99,7 +99,11 @@ def acquire_lock(lock_file: Path, what: str, subject: Path | str) -> int:
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a failed holder removed its empty folder meanwhile
+            lock_file.parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -147,8 +151,36 @@ def file_lock(lock_file: Path, what: str, subject: Path | str | None = None,
 def exclusive_lock(directory: Path, what: str = "output") -> Iterator[None]:
     """Hold ``DIR/.lock`` for the block; a second holder gets one line naming the first.
 
-    An ``flock`` dies with its process, so a killed run never leaves a stale lock behind.
+    An ``flock`` dies with its process, so a killed run never leaves a stale lock behind. When
+    the block raises, the folders the lock created (``DIR`` and missing parents) are removed if
+    they are still empty: an input refused inside the block leaves nothing behind.
     """
     directory = Path(directory)
-    with file_lock(directory / ".lock", what, directory, remove=True):
-        yield
+    made = missing_dirs(directory)
+    try:
+        with file_lock(directory / ".lock", what, directory, remove=True):
+            yield
+    except BaseException:
+        remove_empty_dirs(made)  # a block that failed before writing leaves no empty folder
+        raise
+
+
+def missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first: what creating ``path``
+    would make, and what ``remove_empty_dirs`` takes back when nothing was written there."""
+    out = []
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove each of ``dirs`` (deepest first) while it is empty; stop at the first that is not
+    (another writer's files, or ours after a partial success, are never touched)."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return

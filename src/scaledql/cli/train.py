@@ -252,8 +252,8 @@ def build_config(args: argparse.Namespace):
             raise UserError(f"--resume: {args.out} holds no run (no config.json)")
         try:
             saved = json.loads(saved_file.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UserError(f"{saved_file}: not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise UserError(f"{saved_file}: not valid JSON ({str(exc)[:120]})") from None
         if not isinstance(saved, dict):
             raise UserError(f"{saved_file}: not a run configuration")
         algo = args.algo or saved.get("algo", "scaled-ql")

@@ -42,7 +42,7 @@ def data_card(root: Path) -> dict[str, Any]:
     from scaledql.evaluate import aggregate
     from scaledql.suites.scores import has_reference, normalize
 
-    ds = open_dataset(root)
+    ds = open_dataset(root, contents=True)  # the behaviour scores come from these arrays
     games: dict[str, Any] = {}
     columns: list[np.ndarray] = []
     scored: list[str] = []

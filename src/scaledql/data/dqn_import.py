@@ -68,7 +68,7 @@ from scaledql.data.store import (
 )
 from scaledql.data.validate import verify_game
 from scaledql.errors import UserError
-from scaledql.io import acquire_lock, release_lock
+from scaledql.io import acquire_lock, missing_dirs, release_lock, remove_empty_dirs
 
 FORMAT = 1  # bump when the layout of an import changes: older staging directories are discarded
 PLAN = "plan.json"
@@ -189,9 +189,12 @@ def _writing(where: Path):
 def _staged_fingerprint(path: Path) -> str | None:
     try:
         d = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    return d.get("fingerprint") or d.get("provenance", {}).get("fingerprint")
+    if not isinstance(d, dict):
+        return None
+    prov = d.get("provenance")
+    return d.get("fingerprint") or (prov.get("fingerprint") if isinstance(prov, dict) else None)
 
 
 def _lock(directory: Path) -> int:
@@ -311,6 +314,18 @@ def import_games(games: dict[str, int | None], opts: ImportOptions, *, jobs: int
             num_actions = get_suite(opts.suite).spec(game).num_actions
         state[game] = _prepare(game, num_actions, opts)  # all checks before any write
     summaries: dict[str, ImportSummary] = {}
+    made = missing_dirs(Path(opts.out))
+    try:
+        _run_import(state, summaries, opts, jobs, progress)
+    except BaseException:
+        remove_empty_dirs(made)  # a refused import leaves no empty --out behind
+        raise
+    return [summaries[name] for name in games]
+
+
+def _run_import(state: dict[str, _Game], summaries: dict[str, ImportSummary],
+                opts: ImportOptions, jobs: int, progress: bool) -> None:
+    """``import_games`` under the games' locks: plan, copy and publish every game."""
     with contextlib.ExitStack() as locks, Progress(progress) as bar, terminate_as_interrupt():
         # One writer per game store (any importer, any collection): then look again, under it.
         for game in state:
@@ -368,4 +383,3 @@ def import_games(games: dict[str, int | None], opts: ImportOptions, *, jobs: int
             ok = True
         finally:
             runner.close(terminate=not ok)
-    return [summaries[name] for name in games]

@@ -220,13 +220,14 @@ def _load_checkpoint(log_dir: Path, n: int, num_actions: int,
     arrays = {}
     for name, kind in (("action", "iu"), ("reward", "f"), ("terminal", "iub")):
         path = checkpoint_path(log_dir, STORE_PREFIX + name, n)
-        arr = read_small_array(path)
-        if arr.shape != (capacity,):
-            raise UserError(f"{path}: shape {list(arr.shape)} does not match the observations' "
-                            f"capacity {capacity} ({obs_path.name})")
-        if arr.dtype.kind not in kind:
-            raise UserError(f"{path}: dtype {arr.dtype} is not a {name} type")
-        arrays[name] = arr
+        stream = NpyStream(path)  # its header checked before anything is allocated
+        if stream.shape != (capacity,) or stream.dtype.kind not in kind:
+            stream.close()
+            if stream.shape != (capacity,):
+                raise UserError(f"{path}: shape {list(stream.shape)} does not match the "
+                                f"observations' capacity {capacity} ({obs_path.name})")
+            raise UserError(f"{path}: dtype {stream.dtype} is not a {name} type")
+        arrays[name] = stream.read_all()
     count_path = checkpoint_path(log_dir, "add_count", n)
     count = read_small_array(count_path)
     if count.shape != () or count.dtype.kind not in "iu":

@@ -7,7 +7,8 @@ Dopamine saves them) it inflated 1.3-3x faster than ISA-L and ~10x faster than `
 zlib-ng the standard library's gzip is used: the same bytes, slower.
 
 Every stream is read to its end, so its CRC and length are checked. Arrays are parsed with
-``numpy.lib.format`` headers; object dtypes (pickles) are refused.
+``npy_header.read_header`` (numpy's header reader, every failure one ``ValueError``); object
+dtypes (pickles) are refused.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scaledql.data.npy_header import read_header
 from scaledql.errors import UserError
 
 try:  # the C reader of zlib-ng's gzip module: readinto() inflates into the caller's buffer
@@ -34,6 +36,7 @@ except (ImportError, AttributeError):  # pragma: no cover - the pinned environme
     _ERRORS = (OSError, EOFError, ValueError, zlib.error)
 
 _READ_BUFFER = 1 << 20  # compressed bytes read per system call
+MAX_SMALL_BYTES = 1 << 31  # read_all's limit: DQN Replay's small arrays hold ~1M entries
 
 
 class NpyStream:
@@ -51,13 +54,7 @@ class NpyStream:
         try:
             self._f = (_GzipReader(self._raw, _READ_BUFFER) if _GzipReader is not None
                        else gzip.GzipFile(fileobj=self._raw, mode="rb"))
-            version = np.lib.format.read_magic(self._f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(self._f)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(self._f)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran, dtype = read_header(self._f, versions=((1, 0), (2, 0)))
         except _ERRORS as exc:
             self._raw.close()
             raise UserError(f"{self.path}: not a gzip-compressed .npy array ({exc})") from None
@@ -84,6 +81,14 @@ class NpyStream:
             raise UserError(f"{self.path}: truncated or corrupt ({exc})") from None
 
     def read_all(self) -> np.ndarray:
+        """The whole array; refused before anything is allocated when its header claims more
+        than ``MAX_SMALL_BYTES`` (a damaged header must not exhaust memory)."""
+        nbytes = int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+        if nbytes > MAX_SMALL_BYTES:
+            self.close()
+            raise UserError(f"{self.path}: its header claims {self.dtype}{list(self.shape)}, "
+                            f"{nbytes:,} bytes, more than the {MAX_SMALL_BYTES >> 30} GiB a "
+                            "checkpoint's small array can hold")
         out = np.empty(self.shape, self.dtype)
         self.read_into(out)
         self.finish()

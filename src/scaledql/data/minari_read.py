@@ -84,7 +84,7 @@ def _space_dict(meta: dict, key: str, where: str) -> dict:
                         "through their environment)")
     try:
         space = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
         raise UserError(f"{where}: {key} is not valid JSON") from None
     if not isinstance(space, dict):
         raise UserError(f"{where}: {key} is not a serialized space")
@@ -136,7 +136,7 @@ def env_id(meta: dict) -> str:
         return ""
     try:
         d = json.loads(spec)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     return d.get("id") if isinstance(d, dict) and isinstance(d.get("id"), str) else ""
 
@@ -154,7 +154,7 @@ class MinariSource:
             meta = json.loads(meta_file.read_bytes())
         except FileNotFoundError:
             raise UserError(f"{self.where}: no metadata.json in {self.data}") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise UserError(f"{meta_file}: unreadable ({str(exc)[:120]})") from None
         if not isinstance(meta, dict):
             raise UserError(f"{meta_file}: not a JSON object")

@@ -49,8 +49,9 @@ unfinished, partial_start, stored_episodes}, ``episode_returns`` (finished episo
 
 Checks: opening a game store runs ``validate``'s cheap structural checks (manifest types and
 ranges, shard paths inside the store, array headers against the manifest and the file sizes,
-episode tables); ``GameWriter.close`` runs the full scan (``validate.verify_game``) before it
-publishes. One writer per game: ``DIR/.GAME.lock`` (``io.acquire_lock``) is held from the
+episode tables); ``open_dataset(contents=True)``, for whatever learns from the data, also
+scans the small arrays; ``GameWriter.close`` runs the full scan (``validate.verify_game``)
+before it publishes. One writer per game: ``DIR/.GAME.lock`` (``io.acquire_lock``) is held from the
 writer's creation to its publication; a second writer gets one line naming the first.
 
 Atomic writes: a ``GameWriter`` (``writer.py``) builds the whole game store in a hidden
@@ -74,7 +75,7 @@ from typing import Any
 import numpy as np
 
 from scaledql.data.frame_blocks import CompressedFrames
-from scaledql.data.validate import check_episode_tables, check_manifest, open_array
+from scaledql.data.validate import check_episode_tables, check_manifest, open_array, verify_game
 from scaledql.errors import UserError
 
 SCHEMA = "scaledql.game_store"
@@ -175,7 +176,7 @@ def read_manifest(game_dir: Path, name: str | None = None) -> dict:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{game_dir} is not a game store (no {MANIFEST}; an interrupted write?)") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
         raise UserError(f"{path}: unreadable manifest ({str(exc)[:120]})") from None
     return checked_manifest(manifest, path, name if name is not None else Path(game_dir).name)
 
@@ -355,14 +356,26 @@ def list_games(root: Path) -> list[str]:
                   if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
 
 
-def open_dataset(root: Path, games: list[str] | None = None) -> Dataset:
+def open_dataset(root: Path, games: list[str] | None = None, *,
+                 contents: bool = False) -> Dataset:
     """Open ``root`` (a multi-game dataset directory) for reading; only manifests and headers are read.
 
     ``games``: the games to open (default: every complete game store). ``UserError`` when the
     directory, a requested game or any file is missing or corrupt. A single game directory
     (``DIR/Pong``) is accepted too and opens as a one-game dataset.
+
+    ``contents``: also scan what the small arrays hold (``validate.verify_game`` without the
+    frames), as whatever learns from or scores the data needs (training, fine-tuning, the data
+    card, export): ~18 ms per million transitions (``benchmarks/contents_check.py``).
     """
-    root = Path(root)
+    dataset = _open_dataset(Path(root), games)
+    if contents:
+        for name in dataset.games:
+            verify_game(dataset.game(name), frames=False)
+    return dataset
+
+
+def _open_dataset(root: Path, games: list[str] | None) -> Dataset:
     if not root.is_dir():
         raise UserError(f"dataset directory {root} " + (
             "is not a directory" if root.exists() else "does not exist"))

@@ -14,8 +14,10 @@ grows with shards and episodes only):
   1 (an episode of ``T`` steps holds ``T + 1`` frames), step offsets the running sum of lengths,
   totals equal to the manifest's, flags made of known bits and never terminated *and* truncated.
 
-*Full* (``verify_game``: ``scaledql data verify``; every ``GameWriter`` and the DQN Replay import
-before they publish a game): the cheap checks, then every step's action in
+*Contents* (``verify_game(frames=False)``: ``open_dataset(contents=True)``, which training,
+fine-tuning, the data card and the Minari export use, so that no store's garbage reaches a
+learner; every ``GameWriter`` and the DQN Replay import before they publish a game) and *full*
+(``verify_game``: ``scaledql data verify``): the cheap checks, then every step's action in
 ``[0, num_actions)``, every reward finite, zeros on the sentinel and final frames, returns-to-go and
 episode returns equal to the rewards' sums, the manifest's counts and behaviour returns equal to
 what the episode tables and flags say; ``data verify`` also reads every frame: MinAtar cells
@@ -23,6 +25,11 @@ must be 0 or 255 (the suite's convention for a set cell; see ``minari_io``). Com
 (``frame_blocks``): the block table is checked on open (bounds rise from frame 1 at episode
 starts, byte offsets cover ``frames.zst`` exactly); ``data verify`` decodes every block (zstd's
 content checksum and the block's size are checked).
+
+The contents scan is vectorized over the small arrays (actions, rewards, returns-to-go,
+episode tables; of the frames only the sentinel), in pieces of whole episodes: ~18 ns per
+transition and at most ~10 MB of temporaries, whatever the store's size, measured by
+``benchmarks/contents_check.py`` (``benchmarks/README.md``); too little to be worth a cache.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from scaledql.data.npy_header import read_header
 from scaledql.errors import UserError
 
 if TYPE_CHECKING:
@@ -47,6 +55,7 @@ MAX_STACK = 64
 MAX_FRAME_BYTES = 1 << 26
 MAX_COUNT = 1 << 48  # far above any real store; keeps every product of counts exact in int64
 MINATAR_ON = 255
+SCAN_FRAMES = 1 << 18  # frames per piece of the full scan (~10 MB of temporaries)
 COUNT_KEYS = ("transitions", "frames", "episodes", "terminated", "truncated", "unfinished",
               "partial_start", "stored_episodes")
 
@@ -145,18 +154,12 @@ def open_array(path: Path, dtype: type | np.dtype, shape: tuple[int, ...]) -> np
     dtype = np.dtype(dtype)
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                hshape, fortran, hdtype = np.lib.format.read_array_header_1_0(f)
-            elif version in ((2, 0), (3, 0)):
-                hshape, fortran, hdtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
+            hshape, fortran, hdtype = read_header(f)
             offset = f.tell()
             size = os.fstat(f.fileno()).st_size
     except FileNotFoundError:
         raise UserError(f"{path}: missing (the dataset is incomplete)") from None
-    except (OSError, ValueError, SyntaxError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise UserError(f"{path}: corrupt array file ({str(exc)[:120]})") from None
     if hdtype != dtype or tuple(hshape) != tuple(shape):
         raise UserError(f"{path}: holds {hdtype}{list(hshape)}, the manifest says "
@@ -217,46 +220,60 @@ def check_episode_tables(shard: Shard, info: Mapping[str, Any], where: Path) -> 
 
 def _scan_shard(shard: Shard, num_actions: int, read_frames: bool, minatar: bool,
                 where: Path) -> np.ndarray:
-    """Full checks of one shard; returns the finished episodes' returns (float64[])."""
-    starts = np.asarray(shard.ep_frame_start)
-    length = np.asarray(shard.ep_length)
-    frames = len(shard.actions)
-    total = int(length.sum())
-    step = np.repeat(starts, length) + (np.arange(total) - np.repeat(
-        np.asarray(shard.ep_step_offset), length))
-    is_step = np.zeros(frames, bool)
-    is_step[step] = True
+    """Full checks of one shard; returns the finished episodes' returns (float64[]).
+
+    Vectorized over whole arrays, never per step in Python: the cheap checks already proved
+    the episodes lie back to back from frame 1, so the frames that are not steps are exactly
+    frame 0 and each episode's final frame, and every per-step sum is a difference of one
+    running sum, taken over pieces of ``SCAN_FRAMES`` frames of whole episodes (memory stays
+    bounded whatever the shard's size)."""
+    starts = np.asarray(shard.ep_frame_start, np.int64)
+    length = np.asarray(shard.ep_length, np.int64)
+    ends = starts + length  # each episode's final frame
+    off = np.concatenate([[0], ends])  # the frames that are not steps
     actions = np.asarray(shard.actions)
-    a = actions[step]
-    if total and (a.min() < 0 or a.max() >= num_actions):
-        f = int(step[np.flatnonzero((a < 0) | (a >= num_actions))[0]])
-        raise UserError(f"{where}/actions.npy: action {int(actions[f])} at frame {f} is out of "
-                        f"range [0, {num_actions})")
+    if len(actions) and (actions.min() < 0 or actions.max() >= num_actions):
+        bad = (actions < 0) | (actions >= num_actions)
+        bad[off] = False  # a non-zero action there is reported below, as such
+        if bad.any():
+            f = int(np.flatnonzero(bad)[0])
+            raise UserError(f"{where}/actions.npy: action {int(actions[f])} at frame {f} is "
+                            f"out of range [0, {num_actions})")
     rewards = np.asarray(shard.rewards)
     if not np.isfinite(rewards).all():
         f = int(np.flatnonzero(~np.isfinite(rewards))[0])
         raise UserError(f"{where}/rewards.npy: reward {rewards[f]} at frame {f} is not finite")
     rtg = np.asarray(shard.returns_to_go)
     for name, arr in (("actions", actions), ("rewards", rewards), ("returns_to_go", rtg)):
-        off = (arr != 0) & ~is_step
-        if off.any():
-            f = int(np.flatnonzero(off)[0])
+        nonzero = arr[off] != 0
+        if nonzero.any():
+            f = int(off[np.flatnonzero(nonzero)[0]])
             raise UserError(f"{where}/{name}.npy: frame {f} is a sentinel or final frame but "
                             f"holds {arr[f]} (expected 0)")
-    csum = np.cumsum(rewards, dtype=np.float64)
-    last = np.repeat(starts + length - 1, length)
-    want = csum[last] - csum[step - 1]
-    got = rtg[step].astype(np.float64)
-    off = ~np.isclose(got, want, rtol=1e-5, atol=1e-3)
-    if off.any():
-        f = int(step[np.flatnonzero(off)[0]])
-        raise UserError(f"{where}/returns_to_go.npy: frame {f} holds {rtg[f]}, the rewards sum "
-                        f"to {want[np.flatnonzero(off)[0]]:.6g}")
-    ep_sum = csum[starts + length - 1] - csum[starts - 1]
+    ep_sum = np.empty(len(starts), np.float64)
+    i0 = 0
+    while i0 < len(starts):  # pieces of whole episodes: frames [a, b)
+        a = int(starts[i0])
+        i1 = max(i0 + 1, int(np.searchsorted(ends, a + SCAN_FRAMES, side="left")))
+        b = int(ends[i1 - 1]) + 1
+        csum = np.zeros(b - a + 1, np.float64)  # csum[k]: rewards of frames [a, a + k)
+        np.cumsum(rewards[a:b], dtype=np.float64, out=csum[1:])
+        total = csum[ends[i0:i1] - a]  # each episode's rewards up to its final frame
+        ep_sum[i0:i1] = total - csum[starts[i0:i1] - a]
+        want = np.repeat(total, length[i0:i1] + 1)
+        want -= csum[:-1]
+        got = rtg[a:b]
+        # written as "not within" so that a NaN return-to-go counts as wrong
+        off_by = ~(np.abs(got - want) <= 1e-3 + 1e-5 * np.abs(want))
+        if off_by.any():
+            k = int(np.flatnonzero(off_by)[0])
+            raise UserError(f"{where}/returns_to_go.npy: frame {a + k} holds {rtg[a + k]}, the "
+                            f"rewards sum to {want[k]:.6g}")
+        i0 = i1
     ep_return = np.asarray(shard.ep_return)
-    off = ~np.isclose(ep_return, ep_sum, rtol=1e-6, atol=1e-4)
-    if off.any():
-        i = int(np.flatnonzero(off)[0])
+    off_by = ~(np.abs(ep_return - ep_sum) <= 1e-4 + 1e-6 * np.abs(ep_sum))
+    if off_by.any():
+        i = int(np.flatnonzero(off_by)[0])
         raise UserError(f"{where}/ep_return.npy: episode {i} holds {ep_return[i]}, its rewards "
                         f"sum to {ep_sum[i]:.6g}")
     raw = isinstance(shard.frames, np.ndarray)  # else compressed blocks (no sentinel stored)

@@ -94,7 +94,7 @@ def run_configs(cfg: OfflineFinetune) -> tuple[list[tuple[str, str, int, RunConf
     check_mae(cfg.arms, OFFLINE_ARMS, cfg.mae)
     if cfg.mae is not None:
         read_run(cfg.mae, "--mae", "mae")
-    dataset = open_dataset(cfg.data)
+    dataset = open_dataset(cfg.data, cfg.games, contents=True)
     games = resolve_games(cfg, pretrained, dataset.games)
     data = {g: dataset.game(g) for g in games}
     for g, d in data.items():
