@@ -60,8 +60,8 @@ def test_atari_store_round_trips_through_minari(tmp_path):
         assert np.array_equal(sh.frames[s:s + t + 1], frames)  # lossless, final frame kept
         assert sh.actions[s:s + t].tolist() == (np.arange(t) % 6).tolist()
         assert bool(sh.ep_flags[e] & 1) == term
-    # The unfinished episode leaves as truncated: Minari episodes always end.
-    assert sh.ep_flags.tolist() == [1, 2, 2]
+    # The unfinished episode stays unfinished (neither flag on its last step).
+    assert sh.ep_flags.tolist() == [1, 2, 0]
     assert g.manifest["provenance"]["source"] == "minari"
 
 
@@ -231,3 +231,100 @@ def test_one_exporter_per_dataset_id(tmp_path):
     with file_lock(lock, "Minari export"), pytest.raises(UserError, match=r"in use by process \d+"):
         export_minari(tmp_path / "a", "Pong", "scaledql/pong-v0")
     assert not (tmp_path / "minari" / "scaledql" / "pong-v0").exists()
+
+
+def _store_files(game_dir) -> dict[str, bytes]:
+    return {str(p.relative_to(game_dir)): p.read_bytes() for p in sorted(game_dir.rglob("*"))
+            if p.is_file()}
+
+
+def _varied_store(root, suite: str) -> None:
+    """A store with what Minari's own fields cannot say: three shards (one episode of 0 steps
+    is impossible here: Minari cannot hold it), an episode that began before the data, an
+    unfinished one between finished ones, game options and a minimal action set."""
+    from scaledql.data.store import GameWriter
+
+    rng = np.random.default_rng(7)
+    game, n, shape, stack = (("breakout", 3, (10, 10, 10), 1) if suite == "minatar"
+                             else ("Pong", 6, (1, 84, 84), 4))
+    options = {"sticky": 0.3, "max_episode_steps": 50, "full_action_space": False, "mode": None,
+               "difficulty": None}
+    with GameWriter(root, suite=suite, game=game, num_actions=n, frame_shape=shape,
+                    stack=stack, shard_steps=6, rewards_clipped=suite == "atari",
+                    provenance={"source": "scaledql collect", "env_options": options,
+                                "command": "scaledql collect ..."}) as w:
+        for i, (t, term, trunc) in enumerate(((3, True, False), (4, False, False),
+                                              (5, False, True), (2, True, False),
+                                              (1, True, False), (3, False, False))):
+            frames = rng.integers(0, 256, (t + 1, *shape), dtype=np.uint8)
+            if suite == "minatar":
+                frames = 255 * (frames > 127).astype(np.uint8)
+            w.add_episode(frames, rng.integers(0, n, t), rng.normal(size=t).astype(np.float32),
+                          term, trunc, partial_start=i == 0)
+
+
+@pytest.mark.parametrize("suite", ["minatar", "atari"])
+def test_export_then_import_gives_back_the_same_store_files(tmp_path, suite, capsys):
+    """The README's promise, through the CLI and with no --game: every shard file the same
+    bytes; the manifest the same but where and when it was imported."""
+    from scaledql.cli import main
+
+    _varied_store(tmp_path / "a", suite)
+    game = "breakout" if suite == "minatar" else "Pong"
+    root = tmp_path / "elsewhere"
+    assert main(["data", "export", "minari", str(tmp_path / "a"), "--game", game,
+                 "--dataset-id", "ns/name-v0", "--out", str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert str(root / "ns" / "name-v0") in printed  # says where it wrote ...
+    assert not (tmp_path / "minari").exists()  # ... and --out, not MINARI_DATASETS_PATH
+    assert main(["data", "import", "minari", str(root / "ns" / "name-v0"),
+                 "--out", str(tmp_path / "b")]) == 0
+    a, b = _store_files(tmp_path / "a" / game), _store_files(tmp_path / "b" / game)
+    assert sorted(a) == sorted(b) and len(a) == 1 + 3 * 9  # manifest and three shards
+    assert [k for k in a if a[k] != b[k]] == ["manifest.json"]
+    ma, mb = json.loads(a["manifest.json"]), json.loads(b["manifest.json"])
+    differ = {k for k in ma.keys() | mb.keys() if ma.get(k) != mb.get(k)}
+    assert "provenance" in differ and differ <= {"provenance", "created"}
+    assert mb["provenance"]["origin"] == ma["provenance"]
+    assert mb["provenance"]["env_options"] == ma["provenance"]["env_options"]
+    assert mb["counts"]["unfinished"] == 2 and mb["counts"]["partial_start"] == 1
+
+
+def test_the_export_names_its_game_in_minaris_env_spec(tmp_path):
+    import minari
+
+    _varied_store(tmp_path / "a", "minatar")
+    result = export_minari(tmp_path / "a", "breakout", "scaledql/breakout-v0")
+    assert result["path"] == str(tmp_path / "minari" / "scaledql" / "breakout-v0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = minari.load_dataset("scaledql/breakout-v0").spec.env_spec
+    assert spec.id == "MinAtar/Breakout-v1"
+    assert spec.kwargs["sticky_action_prob"] == 0.3 and spec.max_episode_steps == 50
+
+
+def test_a_zero_step_episode_is_left_out_and_said_so(tmp_path, capsys):
+    from scaledql.cli import main
+    from scaledql.data.store import GameWriter
+
+    with GameWriter(tmp_path / "a", suite="minatar", game="breakout", num_actions=3,
+                    frame_shape=(10, 10, 10), stack=1) as w:
+        w.add_episode(np.zeros((1, 10, 10, 10), np.uint8), np.zeros(0, int),
+                      np.zeros(0, np.float32), True, False)  # terminated at once
+        w.add_episode(np.zeros((3, 10, 10, 10), np.uint8), np.arange(2), np.ones(2, np.float32),
+                      True, False)
+    assert main(["data", "export", "minari", str(tmp_path / "a"), "--game", "breakout",
+                 "--dataset-id", "ns/b-v0"]) == 0
+    assert "note: 1 terminated zero-step episode(s) left out" in capsys.readouterr().out
+
+
+def test_a_refused_export_leaves_no_datasets_root(tmp_path):
+    from scaledql.data.store import GameWriter
+
+    with GameWriter(tmp_path / "a", suite="minatar", game="breakout", num_actions=3,
+                    frame_shape=(10, 10, 10), stack=1) as w:
+        w.add_episode(np.full((3, 10, 10, 10), 1, np.uint8), np.arange(2),
+                      np.ones(2, np.float32), True, False)  # cells 1, not 255
+    with pytest.raises(UserError, match="values other than 0 and 255"):
+        export_minari(tmp_path / "a", "breakout", "ns/b-v0", out=tmp_path / "new" / "root")
+    assert not (tmp_path / "new").exists()

@@ -6,7 +6,7 @@
     scaledql data import dqn-replay SRC (--game GAME | --games train40) --out DIR [--runs 1-5]
         [--checkpoints 0-9 | --fraction 0.2] [--jobs N]
     scaledql data import minari PATH_OR_ID --out DIR [--game GAME]
-    scaledql data export minari DIR --game GAME --dataset-id NAMESPACE/NAME-v0
+    scaledql data export minari DIR --game GAME --dataset-id NAMESPACE/NAME-v0 [--out ROOT]
     scaledql data compress SRC --out DST [--games G] [--level 3] [--block-transitions 4096]
 """
 
@@ -72,7 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     mi = sources.add_parser("minari", help="a local Minari dataset (path or id)")
     mi.add_argument("path_or_id", help="dataset directory or id in MINARI_DATASETS_PATH")
     mi.add_argument("--out", type=Path, required=True, help="dataset directory to write into")
-    mi.add_argument("--game", default=None, help="game name (default: from the env spec)")
+    mi.add_argument("--game", default=None,
+                    help="game name (default: what a scaledql export recorded, else the env "
+                         "spec's id)")
     mi.add_argument("--overwrite", action="store_true", help="replace an existing game store")
     mi.set_defaults(func=run_import_minari)
 
@@ -94,10 +96,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     exp = groups.add_parser("export", help="export a game store to another format")
     targets = exp.add_subparsers(dest="target", metavar="TARGET", parser_class=type(p))
-    mo = targets.add_parser("minari", help="a local Minari dataset (in MINARI_DATASETS_PATH)")
+    mo = targets.add_parser("minari", help="a local Minari dataset (the game and the store's "
+                            "layout recorded: import gives back the same store)")
     mo.add_argument("dir", type=Path, help="dataset directory")
     mo.add_argument("--game", required=True, help="the game to export")
     mo.add_argument("--dataset-id", required=True, help="Minari id, e.g. scaledql/pong-v0")
+    mo.add_argument("--out", type=Path, default=None,
+                    help="Minari datasets root to write into (default: MINARI_DATASETS_PATH, "
+                         "else ~/.minari/datasets)")
     mo.add_argument("--author", default=None,
                     help="author recorded in the dataset's metadata (default: none)")
     mo.set_defaults(func=run_export_minari)
@@ -260,6 +266,11 @@ def run_compress(args: argparse.Namespace) -> int:
 def run_export_minari(args: argparse.Namespace) -> int:
     from scaledql.data.minari_io import export_minari
 
-    dataset_id = export_minari(args.dir, args.game, args.dataset_id, author=args.author)
-    print(f"wrote Minari dataset {dataset_id}")
+    r = export_minari(args.dir, args.game, args.dataset_id, out=args.out, author=args.author)
+    print(f"wrote Minari dataset {args.dataset_id} to {r['path']}: {r['episodes']:,} episodes, "
+          f"{r['steps']:,} steps")
+    if r["left_out"]:
+        print(f"note: {r['left_out']} terminated zero-step episode(s) left out (Minari episodes "
+              "need a step)")
+    print(f"import it with: scaledql data import minari {shlex.quote(r['path'])} --out DIR")
     return 0

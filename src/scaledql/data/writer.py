@@ -289,6 +289,12 @@ class GameWriter:
         if self._shard.num_transitions >= self.shard_steps:
             self._finish_shard()
 
+    def end_shard(self) -> None:
+        """End the current shard here: the next episode starts a new one (an import that knows
+        its source's shard boundaries keeps them). Nothing happens when the shard is empty."""
+        if self._shard is not None:
+            self._finish_shard()
+
     def _finish_shard(self) -> None:
         assert self._shard is not None
         info = self._shard.finish()
