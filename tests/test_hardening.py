@@ -19,6 +19,7 @@ import pytest
 
 from corpus_commands import BASELINES as COMMAND_BASELINES
 from corpus_commands import CASES as COMMAND_CASES
+from corpus_fuzz import CASES as FUZZ_CASES
 from corpus_import import CASES as IMPORT_CASES
 from corpus_setup import Assets, Case, Ctx
 from corpus_share import BASELINES as SHARE_BASELINES
@@ -26,7 +27,7 @@ from corpus_share import CASES as SHARE_CASES
 from corpus_store import CASES as STORE_CASES
 from scaledql.cli import main
 
-CASES: list[Case] = [*STORE_CASES, *IMPORT_CASES, *COMMAND_CASES, *SHARE_CASES]
+CASES: list[Case] = [*STORE_CASES, *IMPORT_CASES, *COMMAND_CASES, *SHARE_CASES, *FUZZ_CASES]
 BASELINES = {**COMMAND_BASELINES, **SHARE_BASELINES}
 
 
@@ -90,8 +91,12 @@ def assets(tmp_path_factory) -> Assets:
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file (size, mtime) and folder under ``root``: an empty folder left behind by a
+    refused command (a run folder made before its inputs were checked) counts as written."""
     out = {}
-    for dirpath, _, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        for d in dirs:
+            out[str((Path(dirpath) / d).relative_to(root)) + "/"] = (0, 0)
         for f in files:
             p = Path(dirpath) / f
             st = p.lstat()
