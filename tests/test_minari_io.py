@@ -328,3 +328,18 @@ def test_a_refused_export_leaves_no_datasets_root(tmp_path):
     with pytest.raises(UserError, match="values other than 0 and 255"):
         export_minari(tmp_path / "a", "breakout", "ns/b-v0", out=tmp_path / "new" / "root")
     assert not (tmp_path / "new").exists()
+
+
+def test_export_and_import_with_relative_paths(tmp_path, monkeypatch):
+    """Paths as a user types them, relative to where they are: the export's --out root and the
+    import's dataset path (minari itself writes relative to the path it is given)."""
+    from scaledql.cli import main
+
+    _varied_store(tmp_path / "a", "minatar")
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "export", "minari", "a", "--game", "breakout", "--dataset-id",
+                 "ns/rel-v0", "--out", "mroot"]) == 0
+    assert (tmp_path / "mroot" / "ns" / "rel-v0" / "data" / "main_data.hdf5").is_file()
+    assert main(["data", "import", "minari", "mroot/ns/rel-v0", "--out", "b"]) == 0
+    a, b = _store_files(tmp_path / "a" / "breakout"), _store_files(tmp_path / "b" / "breakout")
+    assert [k for k in a if a[k] != b[k]] == ["manifest.json"]

@@ -243,7 +243,9 @@ def export_minari(root: Path, game: str, dataset_id: str, *, out: Path | None = 
         raise UserError(f"{g.directory}: its frames are compressed; export the raw store it was "
                         "compressed from")
     obs_space, encode = _encoder(g)
-    base = Path(out) if out is not None else datasets_root()
+    # Absolute: minari writes files relative to the dataset path it is given, so a relative
+    # root would be applied twice.
+    base = (Path(out) if out is not None else datasets_root()).absolute()
     final = base / dataset_id
     flat = dataset_id.replace("/", "__")
     if base.exists() and not base.is_dir():
