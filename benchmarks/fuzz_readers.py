@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from hypothesis import HealthCheck, given, seed, settings
 
-from fuzz_cases import TARGETS
+from fuzz_cases import TARGETS, count_case
 
 WEIGHTS = {"manifest": 3, "npy": 3, "dqn-gz": 2, "minari": 2}
 
@@ -44,11 +43,7 @@ def run_target(name: str, cases: int, rng_seed: int, tmp: Path) -> dict:
               suppress_health_check=list(HealthCheck), print_blob=True)
     @given(strategy())
     def check(damage):
-        work = Path(tempfile.mkdtemp(dir=tmp))
-        try:
-            seen["refused" if run(work, damage).refused else "read"] += 1
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        count_case(run, tmp, damage, seen)
 
     try:
         check()

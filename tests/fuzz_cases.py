@@ -406,6 +406,17 @@ def run_minari(work: Path, d: Damage) -> Outcome:
     return outcome_of(work, out, read)
 
 
+def count_case(run: Callable[[Path, Damage], Outcome], root: Path, damage: Damage,
+               seen: dict[str, int]) -> None:
+    """Run one case in a fresh folder under ``root`` (removed after) and count its outcome in
+    ``seen`` (``refused`` or ``read``): the body of every Hypothesis check of these targets."""
+    work = Path(tempfile.mkdtemp(dir=root))
+    try:
+        seen["refused" if run(work, damage).refused else "read"] += 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 TARGETS: dict[str, tuple[Callable[[], st.SearchStrategy[Damage]],
                          Callable[[Path, Damage], Outcome]]] = {
     "manifest": (manifest_damage, run_store),

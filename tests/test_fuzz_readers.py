@@ -5,14 +5,10 @@ never a hang, never a write outside its output."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from fuzz_cases import TARGETS
+from fuzz_cases import TARGETS, count_case
 
 EXAMPLES = {"manifest": 90, "npy": 90, "dqn-gz": 50, "minari": 70}
 
@@ -26,11 +22,7 @@ def test_a_damaged_input_is_refused_cleanly_or_read_correctly(target, tmp_path):
               suppress_health_check=list(HealthCheck))
     @given(strategy())
     def check(damage):
-        work = Path(tempfile.mkdtemp(dir=tmp_path))
-        try:
-            seen["refused" if run(work, damage).refused else "read"] += 1
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        count_case(run, tmp_path, damage, seen)
 
     check()
     assert seen["refused"] and seen["read"], seen  # the damage reaches both outcomes

@@ -30,9 +30,12 @@ def run(args: argparse.Namespace) -> int:
         cfg = DemoConfig(out=out, seed=args.seed, device=args.device,
                          progress=not args.no_progress)
     summary = run_demo(cfg)
-    agent, data = summary["agent"]["aggregate"], summary["behaviour_dataset"]["aggregate"]
-    if "iqm" in agent and "iqm" in data:
-        print(f"agent IQM {agent['iqm']:.3f} {agent['iqm_ci']}  vs  behaviour (dataset) IQM "
-              f"{data['iqm']:.3f} {data['iqm_ci']}")
+    rows = [("Scaled QL", summary["agent"]), ("behaviour (dataset)", summary["behaviour_dataset"])]
+    rows += [(algo, report) for algo, report in summary["baselines"].items()]
+    for name, report in rows:  # the report's headline numbers, where the user is
+        agg = report["aggregate"]
+        if "iqm" in agg:
+            lo, hi = agg["iqm_ci"]
+            print(f"{name:<20} IQM {agg['iqm']:.3f} [{lo:.3f}, {hi:.3f}]")
     print(f"report: {summary['report']}  ({summary['wall_seconds'] / 60:.1f} min)")
     return 0
