@@ -293,3 +293,24 @@ def test_obs_scale_is_applied_to_uint8_input():
     gid = torch.zeros(3, dtype=torch.long)
     torch.testing.assert_close(ones(grid, gid).values, pixels(grid * 255, gid).values)
     assert not torch.allclose(ones(grid, gid).values, pixels(grid, gid).values)
+
+
+def test_feature_scale_fixed_or_learned_multiplies_the_unit_norm():
+    from scaledql.errors import UserError
+    from scaledql.models.torso import Torso
+
+    torch.manual_seed(0)
+    obs = torch.randint(0, 256, (4, 10, 10, 10), dtype=torch.uint8)
+    plain = Torso("nature", (10, 10, 10), feature_dim=16)
+    fixed = Torso("nature", (10, 10, 10), feature_dim=16, feature_scale=16.0)
+    fixed.load_state_dict(plain.state_dict())  # the same keys: no parameter for a fixed scale
+    torch.testing.assert_close(fixed(obs).features, 16.0 * plain(obs).features)
+    learned = Torso("nature", (10, 10, 10), feature_dim=16, learn_feature_scale=True)
+    assert isinstance(learned.feature_scale, torch.nn.Parameter)
+    assert "feature_scale" in dict(learned.named_parameters())
+    learned(obs).features.sum().backward()
+    assert learned.feature_scale.grad is not None
+    from scaledql.agents.configs import ScaledQLConfig
+
+    with pytest.raises(UserError, match="feature_scale must be > 0"):
+        ScaledQLConfig(feature_scale=0.0).validate()

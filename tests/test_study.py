@@ -280,7 +280,7 @@ def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
     assert main(["study", "tuning", "--budget", "smoke", "--runs", str(runs), "--results",
                  str(results), "--jobs", "2"]) == 0
     records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
-    assert len(records) == 18 and all(r["exit"] == 0 for r in records)
+    assert len(records) == 6 and all(r["exit"] == 0 for r in records)
     report = json.loads((results / "report.json").read_text())
     assert [c["id"] for c in report["claims"]] == ["bf16"]
     by_name = {m["name"]: m for m in report["methods"]}

@@ -55,6 +55,15 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def test_train_returns_its_final_evaluation(minatar_data, tmp_path):
+    from scaledql.api import train_run
+
+    summary = train_run(tiny_config(minatar_data, tmp_path / "run", steps=4), progress=False)
+    evaluation = summary["evaluation"]
+    assert evaluation["step"] == 4 and {"iqm", "breakout/return", "asterix/normalized"} <= set(
+        evaluation)
+
+
 def test_resume_after_hard_kill_matches_uninterrupted(minatar_data, tmp_path):
     straight = tmp_path / "straight"
     train(tiny_config(minatar_data, straight), progress=False)
@@ -134,7 +143,13 @@ def test_cli_train_writes_run_folder_and_evaluates(minatar_data, tmp_path, capsy
     evals = sorted((run / "eval").glob("step_*.json"))
     report = json.loads(evals[-1].read_text())
     assert set(report["games"]) == {"asterix", "breakout"}
-    assert params_printed(capsys.readouterr().err)
+    out, err = capsys.readouterr()
+    assert params_printed(err)
+    # the results where the user is: the final evaluation's table on stdout
+    table = out.split("[evaluate step 4]", 1)[1].splitlines()
+    assert table[1].split() == ["game", "episodes", "mean", "return", "normalized"]
+    assert {line.split()[0] for line in table[2:4]} == {"asterix", "breakout"}
+    assert table[4].startswith("IQM") and "95% CI [" in table[4]
     # the checkpoint plays through `evaluate`
     assert main(["evaluate", "--checkpoint", str(run), "--episodes", "1", "--no-progress",
                  "--json"]) == 0

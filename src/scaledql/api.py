@@ -81,7 +81,8 @@ def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     its config, logs, checkpoint and an evaluation in the real games — with the game options
     the data was collected with — every ``cfg.eval_every`` steps and at the end
     (``RUN/eval/step_N.json``). ``wandb``: ``training.metrics.WandbOptions`` to log there too.
-    Returns the training loop's summary."""
+    Returns the training loop's summary; ``summary["evaluation"]`` is the final evaluation
+    (per-game return and normalized score, IQM / median / mean), also printed as a table."""
     from scaledql.io import remove_stale_temporaries_in
     from scaledql.training.offline import env_options_of, train
 

@@ -175,7 +175,8 @@ def train_learner(cfg: DemoConfig, algo: str, data_dir: Path, run_dir: Path, ste
         "checkpoint_every": min(1000, steps), "log_every": min(100, steps),
         "device": cfg.device}, learner)
     resume = (run_dir / "checkpoint.pt").exists()
-    train(run_cfg, resume=resume, evaluate_fn=policy_evaluator("minatar", eval_cfg, run_dir / "eval"),
+    evaluator = policy_evaluator("minatar", eval_cfg, run_dir / "eval", echo=False)  # the report has them
+    train(run_cfg, resume=resume, evaluate_fn=evaluator,
           progress=cfg.progress)
     return run_cfg
 

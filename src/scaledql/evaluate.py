@@ -163,9 +163,26 @@ def evaluate(suite_name: str, games: list[str], policy: Policy, cfg: EvalConfig,
             rets, counts = play(suite_name, game, policy, cfg, tick)
             returns[game], actions[game] = rets.tolist(), counts.tolist()
     report = EvalReport(suite_name, returns, cfg.seed, cfg.epsilon, actions)
-    for line in report.one_action_warnings():
+    from scaledql.progress import is_quiet
+
+    for line in [] if is_quiet() else report.one_action_warnings():  # also in the report
         print(line, file=sys.stderr)
     return report
+
+
+def results_lines(report: dict) -> list[str]:
+    """An evaluation report (``EvalReport.to_dict()``) as the table the user reads: per game its
+    episodes, mean return and normalized score, then IQM / median / mean with 95% CIs."""
+    lines = [f"{'game':<20} {'episodes':>8} {'mean return':>12} {'normalized':>11}"]
+    for game, g in report["games"].items():
+        norm = "—" if g["normalized"] is None else f"{g['normalized']:.3f}"
+        lines.append(f"{game:<20} {len(g['returns']):>8} {g['mean']:>12.2f} {norm:>11}")
+    agg = report.get("aggregate") or {}
+    for k in ("iqm", "median", "mean"):
+        if k in agg:
+            lo, hi = agg[f"{k}_ci"]
+            lines.append(f"{k.upper():<7} {agg[k]:.3f}  95% CI [{lo:.3f}, {hi:.3f}]")
+    return lines
 
 
 def write_json(report: dict, path: Path) -> None:
@@ -173,16 +190,20 @@ def write_json(report: dict, path: Path) -> None:
     atomic_write_text(path, json.dumps(report, indent=2))
 
 
-def policy_evaluator(suite_name: str, cfg: EvalConfig, out_dir: Path | None = None):
+def policy_evaluator(suite_name: str, cfg: EvalConfig, out_dir: Path | None = None,
+                     echo: bool = True):
     """A training-time evaluation callback: ``fn(policy, games, step) -> scalar metrics``.
 
     Plays the policy (with ε = ``cfg.epsilon``) in every trained game and, when ``out_dir`` is
-    given, writes the full report to ``out_dir/step_<step>.json``.
+    given, writes the full report to ``out_dir/step_<step>.json``; ``echo``: also prints its
+    results table on stdout, where the user is (``--quiet`` silences progress, not results).
     """
     def fn(policy: Policy, games: list[str], step: int) -> dict:
         report = evaluate(suite_name, games, policy, cfg, desc=f"evaluate step {step}").to_dict()
         if out_dir is not None:
             write_json(report, Path(out_dir) / f"step_{step:08d}.json")
+        if echo:
+            print("\n".join([f"[evaluate step {step:,}]", *results_lines(report)]), flush=True)
         row = {f"{g}/return": v["mean"] for g, v in report["games"].items()}
         row.update({f"{g}/normalized": v["normalized"] for g, v in report["games"].items()
                     if v["normalized"] is not None})

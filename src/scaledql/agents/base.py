@@ -97,7 +97,8 @@ class Learner(ABC):
     @classmethod
     @abstractmethod
     def tiny_config(cls) -> LearnerConfig:
-        """The smallest config that still exercises every part (tests, ``--quick`` runs)."""
+        """The smallest config that still exercises every part (tests, ``--quick`` runs), in
+        float32 on every machine: tests compare exact numerics (DDP against one process)."""
 
     # -- shared, overridable ---------------------------------------------------------------
     @property

@@ -59,7 +59,7 @@ class BehaviourCloning(Learner):
     @classmethod
     def tiny_config(cls) -> BCConfig:
         return cls.config_class(encoder="nature", width=0.25, feature_dim=16, batch_size=8,
-                                lr=1e-3, lr_scaling="none")
+                                lr=1e-3, lr_scaling="none", bf16=False)
 
     # -- the interface -------------------------------------------------------------------------
     def batch_spec(self) -> BatchSpec:

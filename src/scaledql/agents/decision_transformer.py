@@ -106,7 +106,7 @@ class DecisionTransformer(Learner):
         # No dropout: the conformance test's DDP check (two half batches = one union batch)
         # needs an update without random draws; tests/test_decision_transformer.py covers it.
         return cls.config_class(d_model=32, num_layers=1, num_heads=2, context=3, batch_size=8,
-                                lr=1e-3, warmup_steps=2, return_samples=16, dropout=0.0)
+                                lr=1e-3, warmup_steps=2, return_samples=16, dropout=0.0, bf16=False)
 
     # -- the interface -------------------------------------------------------------------------
     def batch_spec(self) -> BatchSpec:

@@ -134,7 +134,7 @@ class ScaledQL(Learner):
     def tiny_config(cls) -> ScaledQLConfig:
         return cls.config_class(encoder="nature", width=0.25, feature_dim=16, batch_size=8,
                                 num_atoms=11, target_update_period=2, cql_alpha=0.5, n_step=2,
-                                lr=1e-3, lr_scaling="none")
+                                lr=1e-3, lr_scaling="none", bf16=False)
 
     # -- the interface -------------------------------------------------------------------------
     def batch_spec(self) -> BatchSpec:

@@ -103,12 +103,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(report: dict) -> None:
-    print(f"{'game':<20} {'episodes':>8} {'mean return':>12} {'normalized':>11}")
-    for game, g in report["games"].items():
-        norm = "—" if g["normalized"] is None else f"{g['normalized']:.3f}"
-        print(f"{game:<20} {len(g['returns']):>8} {g['mean']:>12.2f} {norm:>11}")
-    agg = report["aggregate"]
-    if agg:
-        for k in ("iqm", "median", "mean"):
-            lo, hi = agg[f"{k}_ci"]
-            print(f"{k.upper():<7} {agg[k]:.3f}  95% CI [{lo:.3f}, {hi:.3f}]")
+    from scaledql.evaluate import results_lines
+
+    print("\n".join(results_lines(report)))

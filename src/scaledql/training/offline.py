@@ -230,6 +230,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
         return cfg.keep_every > 0 and step > 0 and step % cfg.keep_every == 0
 
     probe: list = []  # the fixed states srank and DR3 are measured on, drawn at the first use
+    last_eval: list[dict] = []  # this call's latest evaluation row (the summary returns it)
 
     def representation() -> dict:
         if not cfg.diagnostics:
@@ -252,8 +253,10 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
             return
         if any(r["step"] == learner.step for r in log.rows("eval")):
             return  # a resumed, finished run: this evaluation is already logged
-        log.write({"step": learner.step, **evaluate_fn(learner.policy(), games, learner.step),
-                   **representation()}, kind="eval")
+        row = {"step": learner.step, **evaluate_fn(learner.policy(), games, learner.step),
+               **representation()}
+        log.write(row, kind="eval")
+        last_eval[:] = [row]
 
     state = {"in_update": False, "stop": False}
 
@@ -319,8 +322,11 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
                       f"{ckpt_file}; continue with --resume", file=sys.stderr)
             return {"step": learner.step, "interrupted": interrupted, "run": str(run)}
         run_eval()
+        if not last_eval:  # a finished run resumed: its final evaluation is already logged
+            last_eval[:] = [r for r in log.rows("eval") if r["step"] == learner.step][-1:]
         return {"step": learner.step, "interrupted": False, "run": str(run), "games": games,
-                "param_counts": counts, "rank": dist.rank}
+                "param_counts": counts, "rank": dist.rank,
+                "evaluation": last_eval[0] if last_eval else None}
     finally:
         log.close()
         if not interrupted:
