@@ -61,11 +61,15 @@ MINATAR_GAMES = {"asterix": 5, "breakout": 3, "freeway": 3, "seaquest": 6, "spac
 N_STEP = MINATAR.n_step  # the preset's n-step, used for both runs
 EPISODE = 1000  # steps per synthetic episode
 # (b)'s variants: the same learner with these options changed (old vs new presets side by side).
+# "old": the MinAtar preset before issue 20 (float32, NCHW); the preset itself now runs bf16 where
+# native, with channels-last convolutions.
 VARIANTS = {
-    "fp32": {},
+    "old": {"bf16": False, "channels_last": False},
+    "fp32": {"bf16": False},
     "bf16": {"bf16": True},
     "bf16-cl": {"bf16": True, "channels_last": True},
     "compile": {"compile": True},
+    "fp32-compile": {"bf16": False, "channels_last": False, "compile": True},
     "bf16-compile": {"bf16": True, "compile": True},
     "b256": {"batch_size": 256},
     "b512": {"batch_size": 512},
