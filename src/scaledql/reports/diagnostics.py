@@ -47,8 +47,9 @@ def health(rows: Sequence[dict[str, Any]]) -> list[str]:
         for key in _keys([last], "eps_dominated/"):
             if last[key] >= EPS_DOMINATED:
                 lines.append(f"Adam's ε dominates the steps of {last[key]:.0%} of the "
-                             f"{key.split('/', 1)[1]} weights at step {last['step']:,} (steps "
-                             f"≈ lr·m/ε: try a smaller adam_eps)")
+                             f"{key.split('/', 1)[1]} weights at step {last['step']:,} (their "
+                             f"steps ≈ lr·m/ε, SGD-like; docs/diagnostics.md says when that "
+                             f"matters)")
         for key in _keys([last], "cql_loss/"):
             game = key.split("/", 1)[1]
             flat = last.get(f"cql_uniform/{game}")
