@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 
 import numpy as np
@@ -293,3 +294,21 @@ def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
     assert (results / "curves.png").stat().st_size > 0
     # 20 steps on a tiny store: the policies are still one action, and the diagnostics say so
     assert any("plays one action" in w for w in preset["warnings"])
+    # A fresh clone: the runs folder is gone but for the data's action logs (committed beside
+    # the results). The same command rebuilds the data and restores every finished run from
+    # the results' archive instead of training it again; the report is the same.
+    archives = sorted(p.name for p in (results / "archive").iterdir())
+    assert len(archives) == 6 and "study.jsonl" in archives  # five runs and the command log
+    assert sum(p.stat().st_size for p in (results / "archive").iterdir()) < 2_000_000
+    for path in runs.iterdir():
+        if path.name != "minatar-data-logs":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert main(["study", "tuning", "--budget", "smoke", "--runs", str(runs), "--results",
+                 str(results), "--jobs", "2"]) == 0
+    records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
+    assert len(records) == 7 and records[-1]["job"] == "data" and records[-1]["exit"] == 0
+    assert "rebuilt from its action log" in (runs / "logs" / "data.log").read_text()
+    again = json.loads((results / "report.json").read_text())
+    assert [(m["name"], m["iqm"], m["curve"]) for m in again["methods"]] == \
+        [(m["name"], m["iqm"], m["curve"]) for m in report["methods"]]
+    assert not (runs / "a-sql-preset" / "checkpoint.pt").exists()  # no job starts from it

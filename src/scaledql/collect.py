@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,15 @@ import torch
 from scaledql.agents.base import Problem
 from scaledql.agents.dqn import DQN, DQNConfig
 from scaledql.checkpoint import check_policy_games, learner_payload, load_learner, save_checkpoint
+from scaledql.data.action_log import (
+    ActionLogger,
+    ReplayPolicy,
+    check_recipe,
+    log_path,
+    read_log,
+    store_digest,
+    write_log,
+)
 from scaledql.data.store import list_games
 from scaledql.data.writer import GameWriter
 from scaledql.device import pick_device
@@ -50,6 +60,9 @@ class CollectConfig:
     # checkpoints, as DQN Replay keeps one per iteration, so a data fraction has its policy.
     snapshot_every: int | None = None
     jobs: int = 1  # games collected in parallel processes (one torch thread each when > 1)
+    # Keep each game's action log as LOG_DIR/GAME.npz, and rebuild a game from its log when
+    # one is there instead of running the DQN again (data/action_log.py).
+    log_dir: Path | None = None
     overwrite: bool = False
     device: str | None = None
     progress: bool = True
@@ -104,8 +117,21 @@ class _EpisodeWriter:
                 self.end(env, terminated=False, truncated=False)
 
 
+def recipe(cfg: CollectConfig, game: str, seed: int) -> dict:
+    """What makes a game's data: an action log made with another recipe is refused."""
+    learning = cfg.policy == "dqn"
+    return {"suite": cfg.suite, "game": game, "seed": seed, "num_envs": cfg.num_envs,
+            "steps": cfg.steps, "env_options": asdict(cfg.options), "policy": str(cfg.policy),
+            "epsilon": None if learning else cfg.epsilon,
+            "dqn": {**asdict(cfg.dqn), **asdict(cfg.schedule)} if learning else None}
+
+
 def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
-    """Collect ``cfg.steps`` transitions of one game into ``cfg.out/<game>``; returns a summary."""
+    """Collect ``cfg.steps`` transitions of one game into ``cfg.out/<game>``; returns a summary.
+    With ``cfg.log_dir``: rebuilt from the game's action log when there is one, else collected
+    and its log written."""
+    if cfg.log_dir is not None and log_path(cfg.log_dir, game).is_file():
+        return rebuild_game(cfg, game, seed)
     suite = get_suite(cfg.suite)
     spec = suite.spec(game, cfg.options)
     device = pick_device(cfg.device)
@@ -137,20 +163,57 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
                     action_set="full" if cfg.options.full_action_space else "minimal",
                     provenance=provenance, overwrite=cfg.overwrite) as writer:
         recorder = _EpisodeWriter(writer, cfg.num_envs, spec.frame_shape[0])
+        if cfg.log_dir is not None:
+            recorder = ActionLogger(recorder)
         result = run_online(learner, cfg.suite, game, cfg.options, steps=cfg.steps,
                             schedule=schedule, seed=seed, num_envs=cfg.num_envs, learn=learning,
                             recorder=recorder, progress=cfg.progress, desc=f"collect {game}",
                             on_step=on_step)
         recorder.finish()
     seconds = time.perf_counter() - start
+    if cfg.log_dir is not None:
+        write_log(log_path(cfg.log_dir, game), recorder.actions, recipe(cfg, game, seed),
+                  provenance, store_digest(cfg.out / game))
     if learning and cfg.save_agents:
         save_checkpoint({**learner_payload(learner, cfg.suite, asdict(cfg.options)), "seed": seed},
                         cfg.out / "_agents" / f"{game}.pt")
-    returns = result.episode_returns
-    return {"game": game, "steps": result.steps, "episodes": len(returns), "seconds": seconds,
-            "steps_per_second": result.steps / seconds,
+    return _summary(game, result.episode_returns, result.steps, seconds)
+
+
+def _summary(game: str, returns: list[float], steps: int, seconds: float) -> dict:
+    return {"game": game, "steps": steps, "episodes": len(returns), "seconds": seconds,
+            "steps_per_second": steps / seconds,
             "mean_return": float(np.mean(returns)) if returns else None,
             "last_20_return": float(np.mean(returns[-20:])) if returns else None}
+
+
+def rebuild_game(cfg: CollectConfig, game: str, seed: int) -> dict:
+    """``cfg.out/<game>`` made again from its action log: the same environments stepped with the
+    logged actions; refused (and removed) unless the store's digest is the one logged."""
+    path = log_path(cfg.log_dir, game)
+    actions, meta = read_log(path)
+    check_recipe(path, meta["recipe"], recipe(cfg, game, seed))
+    suite = get_suite(cfg.suite)
+    spec = suite.spec(game, cfg.options)
+    start = time.perf_counter()
+    with GameWriter(cfg.out, suite=cfg.suite, game=game, num_actions=spec.num_actions,
+                    frame_shape=spec.frame_shape, stack=spec.stack,
+                    action_set="full" if cfg.options.full_action_space else "minimal",
+                    provenance=meta["provenance"], overwrite=cfg.overwrite) as writer:
+        recorder = _EpisodeWriter(writer, cfg.num_envs, spec.frame_shape[0])
+        result = run_online(None, cfg.suite, game, cfg.options, steps=cfg.steps,
+                            schedule=OnlineSchedule(epsilon_start=0.0, epsilon_end=0.0),
+                            seed=seed, num_envs=cfg.num_envs, learn=False, recorder=recorder,
+                            progress=cfg.progress, desc=f"rebuild {game}",
+                            policy=ReplayPolicy(actions))
+        recorder.finish()
+    digest = store_digest(cfg.out / game)
+    if digest != meta["digest"]:
+        shutil.rmtree(cfg.out / game, ignore_errors=True)
+        raise UserError(f"{path}: replaying the log made other data than it was logged from "
+                        "(another emulator or library version?); the rebuilt store was removed")
+    seconds = time.perf_counter() - start
+    return {**_summary(game, result.episode_returns, result.steps, seconds), "rebuilt": True}
 
 
 def _snapshotter(learner: DQN, cfg: CollectConfig, game: str, seed: int):

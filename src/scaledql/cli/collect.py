@@ -42,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--snapshot-every", type=int, default=None, metavar="N",
                    help="also keep the DQN every N steps as OUT/_agents/GAME/step_N.pt "
                         "(default: only the final one)")
+    p.add_argument("--log-dir", type=Path, default=None, metavar="DIR",
+                   help="keep each game's action log as DIR/GAME.npz (about a byte a step, "
+                        "small enough to commit); a game whose log is there is rebuilt from it "
+                        "in minutes, exactly, instead of collected again")
     p.add_argument("--jobs", type=int, default=1,
                    help="games collected in parallel processes, the cores shared among them "
                         "(default 1)")
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, num_envs=args.num_envs, policy=args.policy, epsilon=args.epsilon,
         options=env_options(args), dqn=dqn, schedule=schedule, overwrite=args.overwrite,
         device=args.device, progress=not args.no_progress, snapshot_every=args.snapshot_every,
-        jobs=args.jobs)
+        jobs=args.jobs, log_dir=args.log_dir)
     if cfg.policy != "dqn" and not Path(cfg.policy).exists():
         from scaledql.errors import UserError
 
@@ -109,7 +113,8 @@ def summary_table(results: list[dict], out: Path) -> str:
             continue
         rows.append(f"{r['game']:<{width}}  {r['steps']:>9,}  {r['episodes']:>8,}  "
                     f"{ret(r['mean_return']):>11}  {ret(r['last_20_return']):>9}  "
-                    f"{_duration(r['seconds']):>8}  {human_rate(r['steps_per_second']):>7}")
+                    f"{_duration(r['seconds']):>8}  {human_rate(r['steps_per_second']):>7}"
+                    + ("  rebuilt from its action log" if r.get("rebuilt") else ""))
     return "\n".join(rows)
 
 

@@ -30,15 +30,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import sys
 
     from scaledql.errors import UserError
+    from scaledql.experiments.archive import (
+        ARCHIVE,
+        archive_job,
+        archive_log,
+        archive_path,
+        restore_jobs,
+    )
     from scaledql.experiments.results import default_results, write_results
     from scaledql.experiments.study import job_done, load_study, run_study
 
     study = load_study(args.config, args.budget, args.runs)
+    results = args.results or default_results(study)
     if args.list:
         for job in study.jobs:
-            print(f"{'done ' if job_done(job) else 'to do'}  {job.id}: {job.command}")
+            state = "done " if job_done(job) else \
+                "kept " if archive_path(results, job.id).is_file() else "to do"
+            print(f"{state}  {job.id}: {job.command}")
         return 0
     jobs = args.jobs
     if jobs is None:
@@ -47,16 +58,24 @@ def run(args: argparse.Namespace) -> int:
         jobs = 1 if torch.cuda.is_available() or (os.cpu_count() or 1) < 2 else 2
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
-    results = args.results or default_results(study)
     from scaledql.device import describe_machine
 
     machine = describe_machine()
     outcome = None
+    restored = restore_jobs(study, results)
+    if restored:
+        print(f"[study] {len(restored)} finished job(s) restored from {results / ARCHIVE}",
+              file=sys.stderr)
     if not args.report_only:
-        outcome = run_study(study, jobs, on_finish=lambda: write_results(study, results, machine,
-                                                                      claims=False))
+        def on_finish(job) -> None:
+            write_results(study, results, machine, claims=False)
+            archive_job(study, job.id, results)
+            archive_log(study, results)
+
+        outcome = run_study(study, jobs, on_finish=on_finish)
         if outcome["stopped"]:  # the commands and finished runs so far still go to results
             write_results(study, results, machine, claims=False)
+            archive_log(study, results)
             raise UserError("study stopped by a signal; running jobs were recorded as "
                             "interrupted, and the same command continues them")
     report = write_results(study, results, machine)

@@ -291,7 +291,7 @@ def _run_job(job: Job, runs: Path, threads: int) -> dict[str, Any]:
 
 def run_study(study: Study, jobs: int = 1, echo=None, on_finish=None) -> dict[str, Any]:
     """Run every unfinished job (``jobs`` at a time, in file order as dependencies allow);
-    ``on_finish()`` after each job that finished (the results are rewritten there). ``stopped``:
+    ``on_finish(job)`` after each job that finished (the results are rewritten there). ``stopped``:
     a signal ended it early (``_stop_on_signal``)."""
     from scaledql.io import exclusive_lock
 
@@ -333,7 +333,7 @@ def run_study(study: Study, jobs: int = 1, echo=None, on_finish=None) -> dict[st
                 if record["exit"] == 0:
                     echo(f"[study] done {job.id} in {record['seconds']:.0f} s")
                     if on_finish is not None:
-                        on_finish()
+                        on_finish(job)
                 elif record.get("interrupted"):
                     echo(f"[study] stopped {job.id} (exit {record['exit']}); the same command "
                          "continues it")

@@ -26,7 +26,7 @@ import numpy as np
 from scaledql.agents.base import Learner
 from scaledql.data.replay import RingReplay
 from scaledql.errors import UserError
-from scaledql.policies import epsilon_greedy
+from scaledql.policies import Policy, epsilon_greedy
 from scaledql.progress import ProgressBar
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.training.schedule import OnlineSchedule
@@ -94,11 +94,12 @@ def _final_obs(info: dict, i: int, fallback: np.ndarray) -> np.ndarray:
     return np.asarray(final[i])
 
 
-def run_online(learner: Learner, suite_name: str, game: str, options: EnvOptions, *, steps: int,
-               schedule: OnlineSchedule, seed: int, num_envs: int = 4, learn: bool = True,
-               recorder: Recorder | None = None, progress: bool = True,
+def run_online(learner: Learner | None, suite_name: str, game: str, options: EnvOptions, *,
+               steps: int, schedule: OnlineSchedule, seed: int, num_envs: int = 4,
+               learn: bool = True, recorder: Recorder | None = None, progress: bool = True,
                desc: str | None = None, state: OnlineState | None = None,
-               on_step: Callable[[OnlineState], bool] | None = None) -> OnlineResult:
+               on_step: Callable[[OnlineState], bool] | None = None,
+               policy: Policy | None = None) -> OnlineResult:
     """Interact until ``steps`` environment transitions in ``game`` (one of the learner's games).
 
     With ``learn`` the learner updates from a replay of ``schedule.replay_capacity``
@@ -106,14 +107,17 @@ def run_online(learner: Learner, suite_name: str, game: str, options: EnvOptions
     acts. Seeds: environments ``seed``, ε draws ``default_rng(seed)``, replay ``seed``.
     ``state``: continue a saved run from its step (environments seeded ``resume_seed``);
     ``on_step(state)`` after every vector step, once its updates are done; True stops the loop.
+    ``policy``: act with it instead of the learner's (an action log replayed, ``learner=None``).
     """
+    if learner is None and (learn or policy is None):
+        raise ValueError("run_online without a learner needs learn=False and a policy")
     schedule.validate()
     suite = get_suite(suite_name)
     spec = suite.spec(game, options)
-    policy = learner.policy()
+    policy = policy if policy is not None else learner.policy()
     policy.reset(game, num_envs)
     num_actions = spec.num_actions
-    batch = learner.batch_spec()
+    batch = learner.batch_spec() if learn else None
     if state is None:
         state = new_state(learner, game, spec.obs_shape, spec.frame_shape[0], steps=steps,
                           schedule=schedule, seed=seed, learn=learn)

@@ -1,0 +1,100 @@
+"""A study's finished runs kept in its committed results folder, so that a study spans sessions.
+
+A study of many hours outlives the machine that started it: its run folders (``runs/``, not
+committed) are gone on a fresh clone, while its results folder is committed as parts land. So
+each finished job's folder is also packed into ``RESULTS/archive/<job>.tar.gz`` — everything
+but what a finished run no longer needs (the checkpoint, TensorBoard's copy of the metrics,
+the CSV copy of ``metrics.jsonl``), a few hundred kB — and the study's command log
+(``study.jsonl``) beside it. On the next start, a job with no folder here but an archive there
+is unpacked and counts as finished: the same command, on any clone, goes on where the last
+stopped. A job that other jobs start from (``after``: pretraining before fine-tuning) keeps its
+checkpoint, since its dependants load it. Jobs with no run folder (data collection) are not
+archived: they run again, and a collection rebuilds its games from their action logs
+(``collect --log-dir``).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+from scaledql.experiments.study import DONE, Study, _base
+from scaledql.io import atomic_output
+
+ARCHIVE = "archive"
+_DROPPED = {"metrics.csv", "tensorboard"}  # copies of metrics.jsonl
+
+
+def archive_path(results: Path, job_id: str) -> Path:
+    return Path(results) / ARCHIVE / f"{job_id.replace('/', '__')}.tar.gz"
+
+
+def _is_run_job(out: Path) -> bool:
+    return out.is_dir() and any(out.rglob("config.json"))
+
+
+def _kept(path: Path, keep_checkpoints: bool) -> bool:
+    if path.name in _DROPPED or (path.suffix == ".pt" and not keep_checkpoints):
+        return False
+    return not (path.name.startswith(".") and path.name != DONE) and ".tmp" not in path.name
+
+
+def archive_job(study: Study, job_id: str, results: Path) -> Path | None:
+    """Pack a finished job's folder (None when it is not a run folder, e.g. data)."""
+    job = next(j for j in study.jobs if j.id == job_id)
+    if not ((job.out / DONE).is_file() and _is_run_job(job.out)):
+        return None
+    keep = _base(job.id) in {a for j in study.jobs for a in j.after}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as tar:
+        for path in sorted(job.out.rglob("*")):
+            rel = path.relative_to(job.out)
+            if path.is_file() and all(_kept(Path(*rel.parts[:i + 1]), keep)
+                                      for i in range(len(rel.parts))):
+                info = tar.gettarinfo(str(path), rel.as_posix())
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+    target = archive_path(results, job.id)
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return target
+
+
+def archive_log(study: Study, results: Path) -> None:
+    """Keep the study's command log beside the archives."""
+    log = study.runs / "study.jsonl"
+    if log.is_file():
+        with atomic_output(Path(results) / ARCHIVE / "study.jsonl") as tmp:
+            shutil.copyfile(log, tmp)
+
+
+def restore_jobs(study: Study, results: Path) -> list[str]:
+    """Unpack every archived job that has no folder here; returns their ids. The command log
+    comes back too when this runs folder has none."""
+    restored = []
+    for job in study.jobs:
+        source = archive_path(results, job.id)
+        if job.out.exists() or not source.is_file():
+            continue
+        work = job.out.with_name(f".{job.out.name}.restoring")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            with tarfile.open(source, "r:gz") as tar:
+                tar.extractall(work, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            from scaledql.errors import UserError
+
+            raise UserError(f"{source}: not a readable run archive ({exc})") from None
+        (work / DONE).touch()
+        work.rename(job.out)
+        restored.append(job.id)
+    log, here = Path(results) / ARCHIVE / "study.jsonl", study.runs / "study.jsonl"
+    if log.is_file() and not here.exists():
+        here.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, here)
+    return restored
