@@ -13,6 +13,13 @@ The names a notebook needs are importable from the package itself (``docs/api.md
     sq.evaluate_policy(policy, "minatar", ["breakout"], episodes=5).to_dict()
     sq.report_runs(["runs/a", "runs/b"], "runs/report")
 
+or as objects (``scaledql.agent_api``)::
+
+    agent = sq.make("scaled-ql", games=["breakout"], suite="minatar", steps=100)
+    agent.fit(path, out="runs/b")
+    agent.save("b.pt")
+    sq.load("b.pt").predict(obs, "breakout")
+
 They are loaded on first use (module ``__getattr__``): ``import scaledql`` stays cheap and
 imports neither torch nor the environments until a name that needs them is used.
 """
@@ -43,6 +50,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "make_config": ("scaledql.api", "make_config"),
     "make_learner": ("scaledql.api", "make_learner"),
     "train_run": ("scaledql.api", "train_run"),
+    # the object API: make → fit → save / export → load → predict
+    "Agent": ("scaledql.agent_api", "Agent"),
+    "make": ("scaledql.agent_api", "make"),
+    "load": ("scaledql.agent_api", "load"),
     # trained runs: load, act, evaluate
     "load_policy": ("scaledql.checkpoint", "load_policy"),
     "load_learner": ("scaledql.checkpoint", "load_learner"),

@@ -8,7 +8,7 @@ command's evaluations, ``evaluate_policy`` plays any policy in the real games.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,15 @@ def make_config(data: Path | str, out: Path | str, algo: str = "scaled-ql", *,
     defaults → the data's suite preset → ``config`` (a TOML file, or a dict of the same shape)
     → ``options`` (run keys: ``steps``, ``seed``, ``games``, ``eval_every``, ...) and
     ``learner`` (learner keys: ``encoder``, ``width``, ``batch_size``, ...)."""
-    suite = _suite_of(open_dataset(Path(data)))
+    return layered_config(_suite_of(open_dataset(Path(data))), data, out, algo, config=config,
+                          learner=learner, **options)
+
+
+def layered_config(suite: str, data: Path | str, out: Path | str, algo: str = "scaled-ql", *,
+                   config: Path | str | Mapping[str, Any] | None = None,
+                   learner: Mapping[str, Any] | None = None, **options: Any) -> RunConfig:
+    """``make_config`` for a suite named directly (the data need not exist yet: the object API
+    builds a learner before it sees any data)."""
     user = config
     if isinstance(config, (str, Path)):  # a name or a path; the suite's own preset is applied once
         user = (None if preset_path(str(config)) == preset_path(suite)
@@ -54,13 +62,19 @@ def problem_of(dataset: Dataset, games: Sequence[str] | None = None) -> Problem:
 
 def make_learner(cfg: RunConfig, device: str | None = None) -> Learner:
     """The untrained learner ``cfg`` describes, for its data's games (seeded by ``cfg.seed``)."""
+    cfg.validate()
+    return new_learner(cfg, problem_of(open_dataset(Path(cfg.data), cfg.games), cfg.games),
+                       device)
+
+
+def new_learner(cfg: RunConfig, problem: Problem, device: str | None = None) -> Learner:
+    """The untrained learner of ``cfg`` for ``problem``, seeded as the training loop seeds the
+    one it builds: the same config gives the same initial weights here and in ``train``."""
     from scaledql.agents.registry import learner_class
     from scaledql.device import pick_device
     from scaledql.training.rng import seed_everything
 
-    cfg.validate()
     seed_everything(cfg.seed)
-    problem = problem_of(open_dataset(Path(cfg.data), cfg.games), cfg.games)
     return learner_class(cfg.algo)(cfg.learner, problem, pick_device(device or cfg.device))
 
 
@@ -76,11 +90,12 @@ def check_action_counts(dataset: Dataset, options: EnvOptions) -> None:
 
 
 def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
-              wandb: Any = None) -> dict:
+              wandb: Any = None, callbacks: Sequence[Callable[[dict], None]] = ()) -> dict:
     """Train (or ``resume``) a run as ``scaledql train`` does: the run folder ``cfg.out`` gets
     its config, logs, checkpoint and an evaluation in the real games — with the game options
     the data was collected with — every ``cfg.eval_every`` steps and at the end
-    (``RUN/eval/step_N.json``). ``wandb``: ``training.metrics.WandbOptions`` to log there too.
+    (``RUN/eval/step_N.json``). ``wandb``: ``training.metrics.WandbOptions`` to log there too;
+    ``callbacks``: each called with every metrics row (``kind`` "train" or "eval") as it is logged.
     Returns the training loop's summary; ``summary["evaluation"]`` is the final evaluation
     (per-game return and normalized score, IQM / median / mean), also printed as a table."""
     from scaledql.io import remove_stale_temporaries_in
@@ -97,7 +112,8 @@ def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
         Path(cfg.out) / "eval")
     for folder in (Path(cfg.out), Path(cfg.out) / "eval"):  # what killed writers left
         remove_stale_temporaries_in(folder)
-    return train(cfg, resume=resume, evaluate_fn=evaluator, progress=progress, wandb=wandb)
+    return train(cfg, resume=resume, evaluate_fn=evaluator, progress=progress, wandb=wandb,
+                 callbacks=callbacks)
 
 
 def evaluate_policy(policy: Policy, suite: str, games: Sequence[str], episodes: int = 10, *,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,8 @@ from scaledql.training.metrics import MetricsLog, WandbOptions
 from scaledql.training.rng import rng_state, seed_everything, set_rng_state
 
 EvalFn = Callable[[Policy, list[str], int], dict]
+# Called with every metrics row as it is logged (``kind`` "train" or "eval", ``step``, ...).
+Callback = Callable[[dict], None]
 
 
 class NonFiniteLoss(UserError):
@@ -124,11 +126,12 @@ def _prepare_resume(cfg: RunConfig, ckpt_file: Path) -> dict:
 
 def train(cfg: RunConfig, resume: bool = False, evaluate_fn: EvalFn | None = None,
           progress: bool = True, stop_after: int | None = None,
-          wandb: WandbOptions | None = None) -> dict:
+          wandb: WandbOptions | None = None, callbacks: Sequence[Callback] = ()) -> dict:
     """Run (or resume) training; returns a summary dict. ``stop_after``: stop (with a checkpoint)
     after that many steps in this call, as an interrupt would — used to test resumption.
     ``progress``: a live bar allowed (else plain lines; ``scaledql.progress``); ``wandb``: also
-    log to Weights & Biases."""
+    log to Weights & Biases; ``callbacks``: each called with every row written to
+    ``metrics.jsonl`` (in the main process), right after it is written."""
     cfg.validate()
     run = Path(cfg.out)
     # The data's checks, what its arrays hold included, before the run folder exists
@@ -136,13 +139,14 @@ def train(cfg: RunConfig, resume: bool = False, evaluate_fn: EvalFn | None = Non
     dist, device = init_distributed(cfg.device)
     if dist.is_main:
         with exclusive_lock(run, "training run"):
-            return _train(cfg, dist, device, resume, evaluate_fn, progress, stop_after, wandb)
-    return _train(cfg, dist, device, resume, evaluate_fn, progress, stop_after, wandb)
+            return _train(cfg, dist, device, resume, evaluate_fn, progress, stop_after, wandb,
+                          callbacks)
+    return _train(cfg, dist, device, resume, evaluate_fn, progress, stop_after, wandb, callbacks)
 
 
 def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
            evaluate_fn: EvalFn | None, progress: bool, stop_after: int | None,
-           wandb: WandbOptions | None = None) -> dict:
+           wandb: WandbOptions | None = None, callbacks: Sequence[Callback] = ()) -> dict:
     run = Path(cfg.out)
     ckpt_file = run / FILENAME
     payload = _prepare_resume(cfg, ckpt_file) if resume else None
@@ -198,6 +202,13 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
     start = learner.step
     counts = learner.param_counts()
     log = MetricsLog(run, dist.is_main, start, wandb=wandb)
+
+    def write(row: dict, kind: str = "train") -> None:
+        log.write(row, kind=kind)
+        if dist.is_main:
+            for callback in callbacks:
+                callback({"kind": kind, **row})
+
     if dist.is_main:
         atomic_write_json(run / "config.json", cfg.to_dict())
         atomic_write_json(run / "params.json", counts)
@@ -255,7 +266,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
             return  # a resumed, finished run: this evaluation is already logged
         row = {"step": learner.step, **evaluate_fn(learner.policy(), games, learner.step),
                **representation()}
-        log.write(row, kind="eval")
+        write(row, kind="eval")
         last_eval[:] = [row]
 
     state = {"in_update": False, "stop": False}
@@ -297,7 +308,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
                            **(update_probe.after() if update_probe is not None else {}),
                            "steps_per_second": steps_in_window / seconds,
                            "samples_per_second": steps_in_window * spec.batch_size / seconds}
-                    log.write(row)
+                    write(row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}",
                                     sps=f"{row['steps_per_second']:.1f}", refresh=False)
                     t0, steps_in_window = time.perf_counter(), 0
