@@ -42,6 +42,7 @@ def test_register_refuses_a_class_that_contradicts_its_row():
         name = "no-such-row"
         config_class = BCConfig
 
+    Stray.__module__ = "scaledql.agents.stray"  # in the package: a row is needed
     with pytest.raises(ValueError, match="no row"):
         register(Stray)
     Stray.name = "scaled-ql"
@@ -49,5 +50,8 @@ def test_register_refuses_a_class_that_contradicts_its_row():
         register(Stray)
     Stray.__module__ = "scaledql.agents.scaled_ql"
     with pytest.raises(ValueError, match=r"config_class is not configs\.ScaledQLConfig"):
+        register(Stray)
+    Stray.__module__ = "user_code"  # a plugin (tests/test_extending.py) takes no built-in name
+    with pytest.raises(ValueError, match="'scaled-ql' is a built-in learner"):
         register(Stray)
     assert learner_class("scaled-ql") is not Stray

@@ -37,15 +37,22 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # games
     "get_suite": ("scaledql.suites", "get_suite"),
     "EnvOptions": ("scaledql.suites", "EnvOptions"),
+    "register_suite": ("scaledql.suites", "register_suite"),
+    "suite_names": ("scaledql.suites", "suite_names"),
+    "GymSuite": ("scaledql.suites.gym", "GymSuite"),
     # data: collect, open, sample
     "CollectConfig": ("scaledql.collect", "CollectConfig"),
     "collect_data": ("scaledql.collect", "collect"),
     "open_dataset": ("scaledql.data.store", "open_dataset"),
     "BatchSpec": ("scaledql.data.sampler", "BatchSpec"),
     "make_sampler": ("scaledql.data.sampler", "make_sampler"),
+    "Episode": ("scaledql.data.build", "Episode"),
+    "build_store": ("scaledql.data.build", "build_store"),
+    "episodes_from_arrays": ("scaledql.data.build", "episodes_from_arrays"),
     # learners: configure, build, train
     "learner_class": ("scaledql.agents.registry", "learner_class"),
     "learner_names": ("scaledql.agents.registry", "learner_names"),
+    "register_learner": ("scaledql.agents.registry", "register"),
     "RunConfig": ("scaledql.training.config", "RunConfig"),
     "make_config": ("scaledql.api", "make_config"),
     "make_learner": ("scaledql.api", "make_learner"),

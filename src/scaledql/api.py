@@ -18,7 +18,13 @@ from scaledql.errors import UserError
 from scaledql.evaluate import EvalConfig, EvalReport, evaluate, policy_evaluator
 from scaledql.policies import Policy
 from scaledql.suites import EnvOptions, get_suite
-from scaledql.training.config import RunConfig, merge, preset_path, read_toml
+from scaledql.training.config import (
+    RunConfig,
+    merge,
+    preset_path,
+    read_toml,
+    suite_preset,
+)
 
 
 def _suite_of(dataset: Dataset) -> str:
@@ -46,7 +52,7 @@ def layered_config(suite: str, data: Path | str, out: Path | str, algo: str = "s
         user = (None if preset_path(str(config)) == preset_path(suite)
                 else read_toml(preset_path(str(config))))
     run = {**options, "data": str(data), "out": str(out)}
-    return merge(algo, read_toml(preset_path(suite)), dict(user) if user else None, run,
+    return merge(algo, suite_preset(suite), dict(user) if user else None, run,
                  dict(learner or {}), preset_name=f"preset {suite}",
                  user_name=str(config) if isinstance(config, (str, Path)) else "config")
 

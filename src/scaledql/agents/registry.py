@@ -10,7 +10,10 @@ module, so the table cannot drift from the classes.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
+import re
 from typing import TYPE_CHECKING, NamedTuple
 
 from scaledql.errors import UserError
@@ -40,10 +43,53 @@ LEARNERS: dict[str, LearnerEntry] = {
 }
 
 _REGISTRY: dict[str, type[Learner]] = {}
+# Learners defined outside scaledql.agents (docs/extending.md): name → class, registration order.
+_PLUGINS: dict[str, type[Learner]] = {}
+ENTRY_POINT_GROUP = "scaledql.learners"
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 
 def register(cls: type[Learner]) -> type[Learner]:
-    """Class decorator: make a learner available under ``cls.name`` (a row of ``LEARNERS``)."""
+    """Class decorator: make a learner available under ``cls.name``.
+
+    A class of ``scaledql.agents`` must match its row of ``LEARNERS``. Any other class is a
+    plugin (docs/extending.md): it brings its own ``config_class`` (a ``LearnerConfig``
+    dataclass) and ``summary`` (default: its docstring's first line), and may not take a
+    built-in learner's name."""
+    from scaledql.agents.base import Learner
+    from scaledql.agents.configs import LearnerConfig
+
+    if not (isinstance(cls, type) and issubclass(cls, Learner)):
+        raise TypeError(f"register: {cls!r} is not a subclass of scaledql.agents.base.Learner")
+    if cls.__module__.startswith("scaledql.agents."):
+        return _register_builtin(cls)
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"register: {cls.__qualname__}.name must be a lower-case name "
+                         f"(letters, digits, '-', '_', '.'), got {name!r}")
+    if name in LEARNERS:
+        raise ValueError(f"register: {name!r} is a built-in learner; choose another name")
+    config_class = getattr(cls, "config_class", None)
+    if not (isinstance(config_class, type) and issubclass(config_class, LearnerConfig)
+            and dataclasses.is_dataclass(config_class)):
+        raise TypeError(f"register: {cls.__qualname__}.config_class must be a dataclass "
+                        "subclass of scaledql.agents.configs.LearnerConfig")
+    old = _PLUGINS.get(name)
+    # The same class imported twice (a module loaded by path and by name) replaces itself.
+    if old is not None and old is not cls and _where(old) != _where(cls):
+        raise ValueError(f"two learners named {name!r}: {_where(old)} and {_where(cls)}")
+    if "summary" not in cls.__dict__ or not cls.summary:
+        cls.summary = (inspect.getdoc(cls) or f"plugin learner from {cls.__module__}"
+                       ).strip().splitlines()[0]
+    _PLUGINS[name] = cls
+    return cls
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _register_builtin(cls: type[Learner]) -> type[Learner]:
     entry = LEARNERS.get(cls.name)
     if entry is None:
         raise ValueError(f"learner {cls.name!r} has no row in agents.registry.LEARNERS")
@@ -59,30 +105,67 @@ def register(cls: type[Learner]) -> type[Learner]:
     return cls
 
 
+def _plugin(name: str) -> type[Learner] | None:
+    """A plugin learner by name: registered, else from SCALEDQL_PLUGINS, else an entry point
+    (loaded only now: listing names never imports a plugin)."""
+    from scaledql import plugins
+
+    if name not in _PLUGINS:
+        plugins.load_env_plugins()
+    if name not in _PLUGINS and name in plugins.entry_points(ENTRY_POINT_GROUP):
+        obj = plugins.load_entry_point(ENTRY_POINT_GROUP, name)
+        if isinstance(obj, type) and name not in _PLUGINS:
+            register(obj)  # a class its module did not decorate
+        if _PLUGINS.get(name) is not obj:
+            raise UserError(f"entry point {name!r} of group {ENTRY_POINT_GROUP} is "
+                            f"{obj!r}, not a learner class named {name!r}")
+    return _PLUGINS.get(name)
+
+
 def _entry(name: str) -> LearnerEntry:
     if name not in LEARNERS:
-        raise UserError(f"unknown learner {name!r} (registered: {', '.join(LEARNERS)})")
+        raise UserError(f"unknown learner {name!r} (registered: {', '.join(learner_names())}; "
+                        "a plugin's learner needs its module loaded: docs/extending.md)")
     return LEARNERS[name]
 
 
 def learner_names() -> list[str]:
-    """Registered learner names, in the table's order (no learner module is imported)."""
-    return list(LEARNERS)
+    """Registered learner names: the built-in ones in the table's order, then plugins' (the
+    learner modules are not imported, nor entry points loaded)."""
+    from scaledql import plugins
+
+    plugins.load_env_plugins()
+    extra = [n for n in [*_PLUGINS, *plugins.entry_points(ENTRY_POINT_GROUP)] if n not in LEARNERS]
+    return list(dict.fromkeys([*LEARNERS, *extra]))
 
 
 def learner_summary(name: str) -> str:
-    return _entry(name).summary
+    """One line for --help; an entry point's learner is described, not loaded."""
+    from scaledql import plugins
+
+    if name in LEARNERS:
+        return LEARNERS[name].summary
+    if name in _PLUGINS:
+        return _PLUGINS[name].summary
+    points = plugins.entry_points(ENTRY_POINT_GROUP)
+    if name in points:
+        return f"plugin learner ({points[name].value})"
+    return _entry(name).summary  # an unknown name: one UserError
 
 
 def learner_config_class(name: str) -> type[LearnerConfig]:
-    """The learner's config dataclass, without importing the learner (nor torch)."""
+    """The learner's config dataclass, without importing a built-in learner (nor torch)."""
     from scaledql.agents import configs
 
+    if name not in LEARNERS and (cls := _plugin(name)) is not None:
+        return cls.config_class
     return getattr(configs, _entry(name).config)
 
 
 def learner_class(name: str) -> type[Learner]:
     """The learner class (imports its module, and torch, on first use)."""
+    if name not in LEARNERS and (cls := _plugin(name)) is not None:
+        return cls
     entry = _entry(name)
     if name not in _REGISTRY:
         importlib.import_module(f"scaledql.agents.{entry.module}")

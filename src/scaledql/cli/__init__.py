@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     from scaledql import __version__
 
     parser.add_argument("--version", action="version", version=f"scaledql {__version__}")
+    # Read by main() before parsing (plugins.take_plugin_flags): declared for --help only.
+    parser.add_argument("--plugin", action="append", metavar="MODULE", default=[],
+                        help="import MODULE (a module name or a .py file) first: the learners "
+                             "and suites it registers become --algo and --suite values; "
+                             "repeatable, anywhere on the line; also SCALEDQL_PLUGINS=a,b "
+                             "(docs/extending.md) (default: none)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"scaledql.cli.{name}").register(sub)
@@ -71,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from scaledql.plugins import take_plugin_flags
+
+    try:  # before the parsers: a plugin's learners are --algo choices
+        argv = take_plugin_flags(sys.argv[1:] if argv is None else list(argv))
+    except UserError as exc:
+        sys.stderr.write(f"error: {_one_line(str(exc))}\n")
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

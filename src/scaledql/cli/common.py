@@ -8,7 +8,7 @@ import math
 import sys
 
 from scaledql.progress import LINE_SECONDS as PROGRESS_LINE_SECONDS
-from scaledql.suites import SUITE_NAMES, EnvOptions
+from scaledql.suites import EnvOptions, suite_names
 
 
 def add_game_args(parser: argparse.ArgumentParser, default_suite: str | None = "minatar",
@@ -17,7 +17,7 @@ def add_game_args(parser: argparse.ArgumentParser, default_suite: str | None = "
     ``defaults`` then says where the defaults come from, for every option's help."""
     g = parser.add_argument_group("games", defaults or None)
     g.add_argument("--suite", default=default_suite,
-                   help=f"game suite: {', '.join(SUITE_NAMES)} (default: "
+                   help=f"game suite: {', '.join(suite_names())} (default: "
                         f"{default_suite or 'see above'})")
     g.add_argument("--games", default=None,
                    help="comma list of games or a named list (train40, heldout5, all); "

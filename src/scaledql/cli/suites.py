@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 
 from scaledql.cli.common import print_json
-from scaledql.suites import SUITE_NAMES, get_suite
+from scaledql.suites import get_suite, suite_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("suites", help="list suites, games, action counts, observation shapes")
-    p.add_argument("--suite", choices=SUITE_NAMES, default=None, help="only this suite (default: every suite)")
+    p.add_argument("--suite", choices=suite_names(), default=None, help="only this suite (default: every suite)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     out = {}
-    for name in [args.suite] if args.suite else SUITE_NAMES:
+    for name in [args.suite] if args.suite else suite_names():
         suite = get_suite(name)
         games = {}
         for game in suite.games():

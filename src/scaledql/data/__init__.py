@@ -4,12 +4,14 @@ Public API::
 
     from scaledql.data import GameWriter, open_dataset, TransitionSampler, TrajectorySampler
     from scaledql.data import compress_dataset, PoolOptions  # compressed stores, RAM-bounded pool
+    from scaledql.data import build_store, Episode, episodes_from_arrays  # your own episodes
 
 See ``store`` for the on-disk layout, ``sampler`` for batches, ``frame_blocks``, ``compress``
 and ``pool`` for compressed stores and the resident pool, ``dqn_replay`` and ``minari_io`` for
 the importers/exporter.
 """
 
+from scaledql.data.build import Episode, build_store, episodes_from_arrays
 from scaledql.data.compress import compress_dataset
 from scaledql.data.pool import PoolOptions
 from scaledql.data.sampler import (
@@ -26,6 +28,7 @@ from scaledql.data.writer import GameWriter
 __all__ = [
     "BatchSpec",
     "Dataset",
+    "Episode",
     "GameData",
     "GameWriter",
     "PoolOptions",
@@ -33,7 +36,9 @@ __all__ = [
     "TrajectorySampler",
     "TransitionBatch",
     "TransitionSampler",
+    "build_store",
     "compress_dataset",
+    "episodes_from_arrays",
     "make_sampler",
     "open_dataset",
 ]

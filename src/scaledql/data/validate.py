@@ -76,10 +76,15 @@ def _int(value: Any, where: str, lo: int = 0, hi: int = MAX_COUNT) -> int:
 
 def check_game_name(suite: Any, game: Any, where: str) -> None:
     """``suite`` must be a known suite and ``game`` one of its canonical game names."""
-    from scaledql.suites import SUITE_NAMES, game_names
+    from scaledql.suites import SUITE_NAMES, game_names, get_suite
 
+    if not isinstance(suite, str):
+        raise UserError(f"{where}: suite must be a name, got {suite!r}")
     if suite not in SUITE_NAMES:
-        raise UserError(f"{where}: unknown suite {suite!r} (suites: {', '.join(SUITE_NAMES)})")
+        try:
+            get_suite(suite)  # a registered one may load here (SCALEDQL_PLUGINS, entry points)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
     if not isinstance(game, str) or game not in game_names(suite):
         raise UserError(f"{where}: {game!r} is not a {suite} game (see `scaledql suites`)")
 

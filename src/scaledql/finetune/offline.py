@@ -33,7 +33,7 @@ from scaledql.evaluate import EvalConfig, policy_evaluator
 from scaledql.finetune.common import OFFLINE_ARMS, WallClock, check_mae, read_run, write_spec
 from scaledql.io import exclusive_lock
 from scaledql.suites import EnvOptions
-from scaledql.training.config import RunConfig, merge, preset_path, read_toml
+from scaledql.training.config import RunConfig, merge, suite_preset
 from scaledql.training.offline import env_options_of, train
 
 
@@ -107,7 +107,7 @@ def run_configs(cfg: OfflineFinetune) -> tuple[list[tuple[str, str, int, RunConf
     suite = pretrained["suite"]
     algos = list(dict.fromkeys(OFFLINE_ARMS[a].algo for a in cfg.arms))
     overrides = split_overrides(algos, cfg.learner_overrides)
-    preset = read_toml(preset_path(suite))
+    preset = suite_preset(suite)
     steps = cfg.steps or int(preset.get("steps", 20_000))
     run = {"steps": steps, "data_fraction": cfg.fraction, "log_every": min(100, steps),
            "checkpoint_every": min(1000, steps), "eval_every": max(1, steps // 4),

@@ -21,6 +21,7 @@ import numpy as np
 from scaledql.errors import UserError
 from scaledql.suites.action_counts import ATARI_FOR_ALE, ATARI_MINIMAL_ACTIONS
 from scaledql.suites.base import EnvOptions, GameSpec, normalize_key, resolve_from
+from scaledql.suites.wrappers import stack_frames
 
 DEFAULT_STICKY = 0.25
 DEFAULT_MAX_EPISODE_STEPS = 27_000
@@ -64,18 +65,6 @@ class AddChannel(gym.ObservationWrapper):
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         return observation[None]
-
-
-class MergeStack(gym.ObservationWrapper):
-    """uint8[S, C, H, W] → uint8[S*C, H, W], oldest frame first."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        s, c, h, w = env.observation_space.shape
-        self.observation_space = gym.spaces.Box(0, 255, (s * c, h, w), np.uint8)
-
-    def observation(self, observation: np.ndarray) -> np.ndarray:
-        return np.asarray(observation).reshape(self.observation_space.shape)
 
 
 class AtariSuite:
@@ -145,9 +134,7 @@ class AtariSuite:
             env, noop_max=0, frame_skip=FRAME_SKIP, screen_size=SCREEN,
             terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False,
         )
-        env = AddChannel(env)
-        env = gym.wrappers.FrameStackObservation(env, STACK, padding_type="zero")
-        env = MergeStack(env)
+        env = stack_frames(AddChannel(env), STACK)
         cap = options.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS
         return gym.wrappers.TimeLimit(env, max_episode_steps=cap)
 

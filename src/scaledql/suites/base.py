@@ -50,6 +50,11 @@ class EnvOptions:
 
 
 class Suite(Protocol):
+    """What every suite provides. Optional attributes, read with ``getattr`` where present:
+    ``reference_scores`` (game → (random, reference) for normalized scores; none: raw returns)
+    and ``preset`` (its configuration layer for ``train``, shaped like ``configs/<suite>.toml``)
+    — the built-in suites keep theirs in ``scores`` and ``configs``."""
+
     name: str
 
     def games(self) -> list[str]:

@@ -8,6 +8,9 @@ Atari-57; see the notes at their entries.
 MinAtar: there are no human scores. ``random`` is a uniformly random policy and ``reference`` an
 online DQN trained by this project; both were measured here with the commands given in
 ``MINATAR_SOURCES`` and can be re-measured with them.
+
+Registered suites (docs/extending.md) bring their own table or none: without one, their
+evaluations report raw returns and no normalized score.
 """
 
 from __future__ import annotations
@@ -116,16 +119,27 @@ MINATAR_SOURCES = {
 }
 
 
+def _table(suite: str):
+    """A suite's reference table: the built-in ones here, a registered suite's own
+    ``reference_scores`` (``suites.registered_scores``; empty: raw returns only)."""
+    builtin = {"atari": ATARI_SCORES, "minatar": MINATAR_SCORES}.get(suite)
+    if builtin is not None:
+        return builtin
+    from scaledql.suites import registered_scores
+
+    return registered_scores(suite)
+
+
 def reference_scores(suite: str, game: str) -> tuple[float, float]:
     """(random, reference) for a game; ``UserError`` when the game has no reference scores."""
-    table = {"atari": ATARI_SCORES, "minatar": MINATAR_SCORES}.get(suite)
-    if table is None or game not in table:
+    table = _table(suite)
+    if game not in table:
         raise UserError(f"no reference scores for {suite} game {game!r}: cannot normalize")
     return table[game]
 
 
 def has_reference(suite: str, game: str) -> bool:
-    return game in {"atari": ATARI_SCORES, "minatar": MINATAR_SCORES}.get(suite, {})
+    return game in _table(suite)
 
 
 def normalize(suite: str, game: str, score: float | np.ndarray) -> float | np.ndarray:

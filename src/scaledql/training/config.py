@@ -142,6 +142,20 @@ def preset_path(name: str) -> Path:
     return packaged if packaged.is_file() else Path(name)
 
 
+def suite_preset(suite: str) -> dict[str, Any]:
+    """A suite's preset layer: the packaged ``configs/<suite>.toml`` of a built-in suite, a
+    registered suite's ``preset`` (a dict of the same shape, or a TOML path), else none."""
+    packaged = PRESETS_DIR / f"{suite}.toml"
+    if packaged.is_file():
+        return read_toml(packaged)
+    from scaledql.suites import get_suite
+
+    preset = getattr(get_suite(suite), "preset", None)
+    if isinstance(preset, (str, Path)):
+        return read_toml(Path(preset))
+    return dict(preset or {})
+
+
 def _layer(algo: str, layer: dict[str, Any], where: str) -> tuple[dict, dict]:
     """One file → (run keys, learner keys for ``algo``)."""
     layer = dict(layer)

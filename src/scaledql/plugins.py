@@ -1,0 +1,130 @@
+"""Loading user code that registers learners and suites (docs/extending.md).
+
+Three ways, all ending in the same registries (``agents.registry.register``,
+``suites.register_suite``):
+
+- **entry points** of an installed package, groups ``scaledql.learners`` and ``scaledql.suites``
+  (``name = "module:attr"``): found by name and loaded only when that name is first used, so
+  ``--help`` lists them without importing them;
+- **``SCALEDQL_PLUGINS``**: modules to import, separated by commas, each a module name
+  (``my_pkg.plugin``) or the path of a ``.py`` file; read once per process, when a name is
+  first looked up. Child processes (collection jobs, torchrun workers) inherit it;
+- **``scaledql --plugin MODULE``** (repeatable, anywhere on the command line): appended to
+  ``SCALEDQL_PLUGINS`` before anything else is parsed, so its learners are ``--algo`` choices
+  and its suites ``--suite`` values, in this process and in those it starts.
+
+A module that fails to import is one ``UserError`` naming it (the CLI prints one line).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+import sys
+from importlib.metadata import EntryPoint
+from importlib.metadata import entry_points as _entry_points
+from pathlib import Path
+from typing import Any
+
+from scaledql.errors import UserError
+
+ENV_VAR = "SCALEDQL_PLUGINS"
+FLAG = "--plugin"
+_loaded: set[str] = set()  # what SCALEDQL_PLUGINS named and was imported (by its text)
+
+
+def plugin_specs(text: str | None = None) -> list[str]:
+    """The modules ``SCALEDQL_PLUGINS`` (or ``text``) names, in order, without repeats."""
+    text = os.environ.get(ENV_VAR, "") if text is None else text
+    return list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+
+
+def load_env_plugins() -> None:
+    """Import every module ``SCALEDQL_PLUGINS`` names that is not imported yet."""
+    for spec in plugin_specs():
+        if spec not in _loaded:
+            _loaded.add(spec)  # first: a plugin that looks a name up must not recurse here
+            try:
+                import_plugin(spec)
+            except BaseException:
+                _loaded.discard(spec)
+                raise
+
+
+def import_plugin(spec: str) -> Any:
+    """Import ``spec``: a module name, or the path of a ``.py`` file (imported as its stem)."""
+    where = f"plugin {spec!r}"
+    try:
+        if spec.endswith(".py") or os.sep in spec or "/" in spec:
+            path = Path(spec).expanduser().resolve()
+            if not path.is_file():
+                raise UserError(f"{where}: no such file")
+            name = path.stem
+            module = sys.modules.get(name)
+            if module is not None and Path(getattr(module, "__file__", "") or "").resolve() == path:
+                return module
+            loader = importlib.util.spec_from_file_location(name, path)
+            if loader is None or loader.loader is None:
+                raise UserError(f"{where}: not an importable Python file")
+            module = importlib.util.module_from_spec(loader)
+            sys.modules[name] = module  # before running it: its classes pickle by this name
+            try:
+                loader.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
+            return module
+        return importlib.import_module(spec)
+    except UserError:
+        raise
+    except ModuleNotFoundError as exc:
+        hint = ""
+        if exc.name == spec.split(".")[0] and Path(f"{exc.name}.py").is_file():
+            hint = f" (./{exc.name}.py is not on sys.path: pass {FLAG} ./{exc.name}.py)"
+        raise UserError(f"{where}: {exc}{hint}") from None
+    except Exception as exc:  # the plugin's own error: say whose, in one line
+        raise UserError(f"{where} failed to import: {type(exc).__name__}: {exc}") from None
+
+
+def take_plugin_flags(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--plugin X`` / ``--plugin=X`` (before a ``--``); each X is
+    appended to ``SCALEDQL_PLUGINS`` and imported now."""
+    rest, named, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg == FLAG:
+            if i + 1 >= len(argv):
+                raise UserError(f"{FLAG} needs a module name or a .py file")
+            named.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith(FLAG + "="):
+            named.append(arg[len(FLAG) + 1:])
+        else:
+            rest.append(arg)
+        i += 1
+    if named:
+        os.environ[ENV_VAR] = ",".join(plugin_specs(",".join([os.environ.get(ENV_VAR, ""),
+                                                              *named])))
+    load_env_plugins()
+    return rest
+
+
+@functools.cache
+def entry_points(group: str) -> dict[str, EntryPoint]:
+    """Installed packages' entry points of ``group``, by name (none is loaded)."""
+    return {ep.name: ep for ep in _entry_points(group=group)}
+
+
+def load_entry_point(group: str, name: str) -> Any:
+    ep = entry_points(group)[name]
+    try:
+        return ep.load()
+    except Exception as exc:
+        raise UserError(f"entry point {name!r} ({ep.value}) of group {group} failed to load: "
+                        f"{type(exc).__name__}: {exc}") from None
