@@ -290,3 +290,7 @@ def test_a_suite_without_scores_reports_raw_returns(registries, tmp_path):
     summary = agent.fit(tmp_path / "d", steps=3, out=tmp_path / "run", progress=False)
     assert summary["evaluation"]["tiles/return"] is not None
     assert "tiles/normalized" not in summary["evaluation"] and "iqm" not in summary["evaluation"]
+    # frames too small for the network: one line at make, not a traceback mid-run
+    register_suite(GymSuite("tiny", {"t": _Tiles}, stack=1, frame_size=(5, 6)))
+    with pytest.raises(UserError, match="NatureCNN encoder cannot read 5x6 frames"):
+        sq.make("scaled-ql", games="t", suite="tiny", encoder="nature", width=0.25)

@@ -64,8 +64,16 @@ class _Encoder(nn.Module):
 
     def _finish(self, in_channels: int, input_hw: Sequence[int]) -> None:
         """Find the trunk's output size with one dummy pass and build the readout."""
-        with torch.no_grad():
-            c, h, w = self.trunk(torch.zeros(1, in_channels, *input_hw)).shape[1:]
+        try:
+            with torch.no_grad():
+                c, h, w = self.trunk(torch.zeros(1, in_channels, *input_hw)).shape[1:]
+        except RuntimeError as exc:  # a kernel larger than what is left of the frame
+            if "size" not in str(exc):
+                raise
+            raise UserError(f"the {type(self).__name__} encoder cannot read "
+                            f"{'x'.join(map(str, input_hw))} frames (too small for its "
+                            "kernels): choose another encoder, or larger frames (GymSuite's "
+                            "frame_size)") from None
         self.readout = self._make_readout(c, h, w)
         with torch.no_grad():
             dim = self.readout(torch.zeros(1, c, h, w)).shape[1]
