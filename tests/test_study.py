@@ -312,3 +312,22 @@ def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
     assert [(m["name"], m["iqm"], m["curve"]) for m in again["methods"]] == \
         [(m["name"], m["iqm"], m["curve"]) for m in report["methods"]]
     assert not (runs / "a-sql-preset" / "checkpoint.pt").exists()  # no job starts from it
+
+
+def test_tuning_stage_b_shares_the_claims_data_and_budget():
+    """Stage B (`--budget cpu-five`) tunes on the claims study's own sub-optimal data, at its
+    cpu budget's steps (10.2 passes a game), with two seeds for every Scaled QL arm."""
+    tuning, claims = load_study("tuning", "cpu-five"), load_study("claims", "cpu")
+    data = {s.name: next(j for j in s.jobs if j.id == "data").argv for s in (tuning, claims)}
+    assert data["tuning"] == data["claims"] and "--log-dir" in data["tuning"]
+    train = [j for j in tuning.jobs if j.id != "data"]
+    assert train and all(j.id.startswith("b-") for j in train)
+    sql_sub = next(j for j in claims.jobs if j.id == "sql-sub/seed_0").argv
+    steps = sql_sub[sql_sub.index("--steps") + 1]
+    for job in train:
+        assert job.argv[job.argv.index("--data-fraction") + 1] == "0.2"
+        if "dt" not in job.id:
+            assert job.argv[job.argv.index("--steps") + 1] == steps
+    sql = [j.id for j in train if j.id.startswith("b-sql-")]
+    assert len(sql) == 8 and all(f"{base}/seed_1" in sql for base in
+                                 {i.split("/")[0] for i in sql})

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-dir", type=Path, default=None, metavar="DIR",
                    help="keep each game's action log as DIR/GAME.npz (about a byte a step, "
                         "small enough to commit); a game whose log is there is rebuilt from it "
-                        "in minutes, exactly, instead of collected again")
+                        "in minutes, exactly, instead of collected again (default: no logs)")
     p.add_argument("--jobs", type=int, default=1,
                    help="games collected in parallel processes, the cores shared among them "
                         "(default 1)")
