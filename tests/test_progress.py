@@ -123,3 +123,12 @@ def test_a_fast_loop_prints_its_rate_without_an_exponent(monkeypatch):
         bar.update(1760)
     line = log.getvalue().strip()
     assert "1,760 step/s" in line and "e+" not in line, line
+
+
+def test_human_bytes_never_prints_zero_megabytes_for_a_small_file():
+    from scaledql.progress import human_bytes
+
+    assert human_bytes(812) == "812 B"
+    assert human_bytes(4_100) == "4.1 kB"
+    assert human_bytes(2_000_000) == "2.0 MB"
+    assert human_bytes(1_240_000_000) == "1.24 GB"

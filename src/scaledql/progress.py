@@ -147,6 +147,16 @@ class ProgressBar:
         print(text, file=self.file, flush=True)
 
 
+def human_bytes(n: float) -> str:
+    """A size as a person reads it: ``812 B``, ``4.1 kB``, ``2.0 MB``, ``1.24 GB`` (never
+    ``0.0 MB`` for a small file)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:,.2f} {unit}" if unit == "GB" else f"{value:,.1f} {unit}"
+    return f"{n:,.0f} B"
+
+
 def human_rate(rate: float) -> str:
     """A rate as a person reads it: ``1,760``, ``12.3``, ``5.9``, ``0.042`` (never ``1.76e+03``:
     whole numbers from 100 up, one decimal from 10, two significant digits below)."""

@@ -249,6 +249,7 @@ def run_import_minari(args: argparse.Namespace) -> int:
 
 def run_compress(args: argparse.Namespace) -> int:
     from scaledql.data.compress import compress_dataset
+    from scaledql.progress import human_bytes
 
     # --overwrite changes how, not what (the same bytes are written)
     command = _command("data", "compress", args.src, out=args.out, games=args.games,
@@ -258,8 +259,8 @@ def run_compress(args: argparse.Namespace) -> int:
                                  command=command, progress=True)
     raw = sum(s.raw_frame_bytes for s in summaries)
     packed = sum(s.compressed_frame_bytes + s.other_bytes for s in summaries)
-    print(f"wrote {args.out}: {len(summaries)} game(s), {raw / 1e9:,.2f} GB of frames in "
-          f"{packed / 1e9:,.3f} GB with the tables")
+    print(f"wrote {args.out}: {len(summaries)} game(s), {human_bytes(raw)} of frames in "
+          f"{human_bytes(packed)} with the tables")
     return 0
 
 

@@ -33,6 +33,7 @@ from scaledql.data.validate import verify_game
 from scaledql.data.writer import publish_game_dir
 from scaledql.errors import UserError
 from scaledql.io import acquire_lock, release_lock
+from scaledql.progress import human_bytes
 
 MAX_LEVEL = 22  # zstd's highest level
 
@@ -141,7 +142,7 @@ def compress_dataset(src: Path, out: Path, games: list[str] | None = None, *, le
         if progress:
             with contextlib.suppress(OSError):
                 what = "already compressed" if s.skipped else f"{s.seconds:.1f} s"
-                print(f"[compress] {name}: {s.raw_frame_bytes / 1e6:,.1f} MB of frames -> "
-                      f"{s.compressed_frame_bytes / 1e6:,.1f} MB ({s.ratio:.1f}x) + "
-                      f"{s.other_bytes / 1e6:,.1f} MB of tables; {what}", flush=True)
+                print(f"[compress] {name}: {human_bytes(s.raw_frame_bytes)} of frames -> "
+                      f"{human_bytes(s.compressed_frame_bytes)} ({s.ratio:.1f}x) + "
+                      f"{human_bytes(s.other_bytes)} of tables; {what}", flush=True)
     return summaries
