@@ -64,6 +64,17 @@ def test_train_returns_its_final_evaluation(minatar_data, tmp_path):
         evaluation)
 
 
+def test_train_run_quiet_prints_nothing(minatar_data, tmp_path, capfd):
+    from scaledql.api import train_run
+    from scaledql.progress import is_quiet
+
+    capfd.readouterr()
+    summary = train_run(tiny_config(minatar_data, tmp_path / "run", steps=4), quiet=True)
+    out = capfd.readouterr()
+    assert out.out == "" and out.err == "" and summary["evaluation"]["step"] == 4
+    assert not is_quiet()  # the process's own setting is given back
+
+
 def test_resume_after_hard_kill_matches_uninterrupted(minatar_data, tmp_path):
     straight = tmp_path / "straight"
     train(tiny_config(minatar_data, straight), progress=False)

@@ -96,14 +96,32 @@ def check_action_counts(dataset: Dataset, options: EnvOptions) -> None:
 
 
 def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
-              wandb: Any = None, callbacks: Sequence[Callable[[dict], None]] = ()) -> dict:
+              wandb: Any = None, callbacks: Sequence[Callable[[dict], None]] = (),
+              quiet: bool = False) -> dict:
     """Train (or ``resume``) a run as ``scaledql train`` does: the run folder ``cfg.out`` gets
     its config, logs, checkpoint and an evaluation in the real games — with the game options
     the data was collected with — every ``cfg.eval_every`` steps and at the end
     (``RUN/eval/step_N.json``). ``wandb``: ``training.metrics.WandbOptions`` to log there too;
     ``callbacks``: each called with every metrics row (``kind`` "train" or "eval") as it is logged.
     Returns the training loop's summary; ``summary["evaluation"]`` is the final evaluation
-    (per-game return and normalized score, IQM / median / mean), also printed as a table."""
+    (per-game return and normalized score, IQM / median / mean), also printed as a table.
+    ``quiet``: print nothing at all (lines, bars, tables; errors still raise): the run folder
+    and the returned summary hold everything."""
+    if quiet:
+        import contextlib
+        import os
+
+        from scaledql.progress import is_quiet, set_quiet
+
+        was = is_quiet()
+        set_quiet(True)
+        try:
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
+                    contextlib.redirect_stderr(sink):
+                return train_run(cfg, resume=resume, progress=False, wandb=wandb,
+                                 callbacks=callbacks)
+        finally:
+            set_quiet(was)
     from scaledql.io import remove_stale_temporaries_in
     from scaledql.training.offline import env_options_of, train
 
