@@ -44,3 +44,16 @@ def test_card_numbers_and_markdown(tmp_path):
     assert "| Pong | dqn-replay | 1: 0-2,5; 2: 0 | 5 | 6 | 4 | -13.75 (clipped) |" in text
     assert "CIs are over episodes" in text and "51%" in text
     assert write_card(data_card(tmp_path), tmp_path) == text  # same input, same bytes
+
+
+def test_a_minatar_collection_card_has_no_dqn_replay_columns_or_atari_line(tmp_path):
+    with GameWriter(tmp_path, suite="minatar", game="breakout", num_actions=3,
+                    frame_shape=(4, 10, 10), stack=1,
+                    provenance={"source": "scaledql collect"}) as w:
+        for r in (1.0, 3.0):
+            w.add_episode(np.zeros((2, 4, 10, 10), np.uint8), np.array([1]),
+                          np.array([r], np.float32), True, False)
+    text = write_card(data_card(tmp_path), tmp_path)
+    assert "| game | source | transitions | finished episodes | behaviour return |" in text
+    assert "| breakout | scaledql collect | 2 | 2 | 2.00 |" in text
+    assert "files" not in text and "51%" not in text and "human" not in text

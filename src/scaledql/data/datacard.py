@@ -108,18 +108,22 @@ def card_markdown(card: dict[str, Any]) -> str:
     games = card["games"]
     lines = [f"# Data card: {card['root']}", "",
              f"{len(games)} games, {card['total_transitions']:,} transitions, "
-             f"{card['total_episodes']:,} finished episodes.", "",
-             "| game | source | runs: checkpoint files | files | transitions | finished episodes "
-             "| behaviour return | normalized score |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             f"{card['total_episodes']:,} finished episodes.", ""]
+    # DQN Replay's runs and checkpoint files only where some game was imported from it
+    replay = any(g["runs"] for g in games.values())
+    head = ["game", "source", *(["runs: checkpoint files", "files"] if replay else []),
+            "transitions", "finished episodes", "behaviour return", "normalized score"]
+    lines += ["| " + " | ".join(head) + " |",
+              "|---|---|" + "---:|" * (len(head) - 2)]
     for name, g in games.items():
         runs = "; ".join(f"{r}: {_ranges(c)}" for r, c in g["runs"].items()) or "-"
         ret = _num(g["behaviour_return"], ".2f")
         if g["rewards_clipped"] and g["behaviour_return"] is not None:
             ret += " (clipped)"
-        lines.append(f"| {name} | {g['source']} | {runs} | {g['checkpoint_files']} | "
-                     f"{g['transitions']:,} | {g['episodes']:,} | {ret} | "
-                     f"{_num(g['normalized_score'], '.3f')} |")
+        cells = [name, g["source"], *([runs, str(g["checkpoint_files"])] if replay else []),
+                 f"{g['transitions']:,}", f"{g['episodes']:,}", ret,
+                 _num(g["normalized_score"], ".3f")]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     agg = card["aggregate"]
     if agg is None:
@@ -137,9 +141,10 @@ def card_markdown(card: dict[str, Any]) -> str:
                   "fewest any game has, at most 1000), resampled within the game; they measure "
                   "how precisely the stored episodes fix the behaviour score, not the spread "
                   "over new runs of the behaviour policy."]
-    lines += ["", f"Paper reference: the sub-optimal dataset (the first 20% of each DQN Replay "
-                  f"run) has a behaviour policy at {card['paper_behaviour_score']:.0%} "
-                  "human-normalized."]
+    if any(g["suite"] == "atari" for g in games.values()):  # a human-normalized reference
+        lines += ["", f"Paper reference: the sub-optimal dataset (the first 20% of each DQN "
+                      f"Replay run) has a behaviour policy at "
+                      f"{card['paper_behaviour_score']:.0%} human-normalized."]
     if any(g["rewards_clipped"] for g in games.values()):
         lines += ["", "Clipped: the source stored rewards clipped to [-1, 1] (DQN Replay), so "
                       "these returns are clipped returns, not game scores; for games with "
