@@ -39,6 +39,7 @@ from scaledql.data.writer import GameWriter
 from scaledql.device import pick_device
 from scaledql.errors import UserError
 from scaledql.suites import EnvOptions, get_suite
+from scaledql.suites.base import GameSpec
 from scaledql.training.online import OnlineSchedule, run_online
 
 
@@ -158,10 +159,7 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
     if learning and cfg.save_agents and cfg.snapshot_every:
         on_step = _snapshotter(learner, cfg, game, seed)
     start = time.perf_counter()
-    with GameWriter(cfg.out, suite=cfg.suite, game=game, num_actions=spec.num_actions,
-                    frame_shape=spec.frame_shape, stack=spec.stack,
-                    action_set="full" if cfg.options.full_action_space else "minimal",
-                    provenance=provenance, overwrite=cfg.overwrite) as writer:
+    with _game_writer(cfg, game, spec, provenance) as writer:
         recorder = _EpisodeWriter(writer, cfg.num_envs, spec.frame_shape[0])
         if cfg.log_dir is not None:
             recorder = ActionLogger(recorder)
@@ -187,6 +185,14 @@ def _summary(game: str, returns: list[float], steps: int, seconds: float) -> dic
             "last_20_return": float(np.mean(returns[-20:])) if returns else None}
 
 
+def _game_writer(cfg: CollectConfig, game: str, spec: GameSpec, provenance: dict) -> GameWriter:
+    """The store writer of one collected (or rebuilt) game."""
+    return GameWriter(cfg.out, suite=cfg.suite, game=game, num_actions=spec.num_actions,
+                      frame_shape=spec.frame_shape, stack=spec.stack,
+                      action_set="full" if cfg.options.full_action_space else "minimal",
+                      provenance=provenance, overwrite=cfg.overwrite)
+
+
 def rebuild_game(cfg: CollectConfig, game: str, seed: int) -> dict:
     """``cfg.out/<game>`` made again from its action log: the same environments stepped with the
     logged actions; refused (and removed) unless the store's digest is the one logged."""
@@ -196,10 +202,7 @@ def rebuild_game(cfg: CollectConfig, game: str, seed: int) -> dict:
     suite = get_suite(cfg.suite)
     spec = suite.spec(game, cfg.options)
     start = time.perf_counter()
-    with GameWriter(cfg.out, suite=cfg.suite, game=game, num_actions=spec.num_actions,
-                    frame_shape=spec.frame_shape, stack=spec.stack,
-                    action_set="full" if cfg.options.full_action_space else "minimal",
-                    provenance=meta["provenance"], overwrite=cfg.overwrite) as writer:
+    with _game_writer(cfg, game, spec, meta["provenance"]) as writer:
         recorder = _EpisodeWriter(writer, cfg.num_envs, spec.frame_shape[0])
         result = run_online(None, cfg.suite, game, cfg.options, steps=cfg.steps,
                             schedule=OnlineSchedule(epsilon_start=0.0, epsilon_end=0.0),

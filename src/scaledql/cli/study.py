@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.report_only:
         def on_finish(job) -> None:
             write_results(study, results, machine, claims=False)
-            archive_job(study, job.id, results)
+            archive_job(study, job, results)
             archive_log(study, results)
 
         outcome = run_study(study, jobs, on_finish=on_finish)

@@ -20,7 +20,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from scaledql.experiments.study import DONE, Study, _base
+from scaledql.experiments.study import DONE, Job, Study, _base
 from scaledql.io import atomic_output
 
 ARCHIVE = "archive"
@@ -41,9 +41,8 @@ def _kept(path: Path, keep_checkpoints: bool) -> bool:
     return not (path.name.startswith(".") and path.name != DONE) and ".tmp" not in path.name
 
 
-def archive_job(study: Study, job_id: str, results: Path) -> Path | None:
+def archive_job(study: Study, job: Job, results: Path) -> Path | None:
     """Pack a finished job's folder (None when it is not a run folder, e.g. data)."""
-    job = next(j for j in study.jobs if j.id == job_id)
     if not ((job.out / DONE).is_file() and _is_run_job(job.out)):
         return None
     keep = _base(job.id) in {a for j in study.jobs for a in j.after}

@@ -112,3 +112,18 @@ def resolve_from(suite: str, named: dict[str, list[str]], spec: str | None,
 
 def normalize_key(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "").replace(" ", "")
+
+
+def check_game_options(suite: str, games: tuple[str, ...] | list[str], game: str,
+                       options: EnvOptions | None) -> EnvOptions:
+    """A known game of a suite without ALE's options (modes, difficulties, full action set)."""
+    from scaledql.errors import UserError
+
+    if game not in games:
+        raise UserError(f"unknown {suite} game {game!r} (games: {', '.join(games)})")
+    options = options or EnvOptions()
+    if options.mode is not None or options.difficulty is not None:
+        raise UserError("--mode/--difficulty apply to the atari suite only")
+    if options.full_action_space:
+        raise UserError("--full-action-space applies to the atari suite only")
+    return options

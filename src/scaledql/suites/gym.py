@@ -28,7 +28,13 @@ from typing import Any
 import gymnasium as gym
 
 from scaledql.errors import UserError
-from scaledql.suites.base import EnvOptions, GameSpec, normalize_key, resolve_from
+from scaledql.suites.base import (
+    EnvOptions,
+    GameSpec,
+    check_game_options,
+    normalize_key,
+    resolve_from,
+)
 from scaledql.suites.wrappers import ImageFrames, stack_frames
 
 DEFAULT_MAX_EPISODE_STEPS = 10_000
@@ -104,14 +110,7 @@ class GymSuite:
         return resolve_from(self.name, self.named_lists(), spec, self._canonical)
 
     def _check(self, game: str, options: EnvOptions | None) -> EnvOptions:
-        if game not in self._games:
-            raise UserError(f"unknown {self.name} game {game!r} (games: {', '.join(self._games)})")
-        options = options or EnvOptions()
-        if options.mode is not None or options.difficulty is not None:
-            raise UserError("--mode/--difficulty apply to the atari suite only")
-        if options.full_action_space:
-            raise UserError("--full-action-space applies to the atari suite only")
-        return options
+        return check_game_options(self.name, list(self._games), game, options)
 
     def spec(self, game: str, options: EnvOptions | None = None) -> GameSpec:
         """The game's action count and frame shape, read from one environment (built once)."""

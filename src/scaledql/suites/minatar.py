@@ -14,9 +14,14 @@ import functools
 import gymnasium as gym
 import numpy as np
 
-from scaledql.errors import UserError
 from scaledql.suites.action_counts import MINATAR_ACTIONS
-from scaledql.suites.base import EnvOptions, GameSpec, normalize_key, resolve_from
+from scaledql.suites.base import (
+    EnvOptions,
+    GameSpec,
+    check_game_options,
+    normalize_key,
+    resolve_from,
+)
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 CHANNELS = 10  # the widest game (seaquest)
@@ -68,14 +73,7 @@ class MinAtarSuite:
         return resolve_from(self.name, self.named_lists(), spec, self._canonical)
 
     def _check(self, game: str, options: EnvOptions | None) -> EnvOptions:
-        if game not in GAMES:
-            raise UserError(f"unknown minatar game {game!r} (games: {', '.join(GAMES)})")
-        options = options or EnvOptions()
-        if options.mode is not None or options.difficulty is not None:
-            raise UserError("--mode/--difficulty apply to the atari suite only")
-        if options.full_action_space:
-            raise UserError("--full-action-space applies to the atari suite only")
-        return options
+        return check_game_options(self.name, list(GAMES), game, options)
 
     def spec(self, game: str, options: EnvOptions | None = None) -> GameSpec:
         self._check(game, options)
