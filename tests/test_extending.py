@@ -218,6 +218,18 @@ def test_gym_suite_wrappers_and_scores(registries):
         register_suite(GymSuite("atari", {"t": _Tiles}))
     with pytest.raises(ValueError, match="already registered"):
         register_suite(GymSuite("tiles", {"t": _Tiles}))
+    assert (suite.default_sticky, suite.default_max_episode_steps) == (0.0, 4)
+    assert (sq.get_suite("minatar").default_sticky, sq.get_suite("atari").default_sticky) \
+        == (0.1, 0.25)
+
+
+def test_a_suite_without_its_defaults_is_refused(registries):
+    class NoDefaults:
+        name = "bare"
+        games = named_lists = resolve_games = spec = make_env = make_vector_env = print
+
+    with pytest.raises(TypeError, match="suite 'bare' has no default_sticky"):
+        register_suite(NoDefaults())
 
 
 def _play(suite, game: str, episodes: int, seed: int = 0):

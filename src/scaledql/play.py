@@ -209,10 +209,7 @@ def record(path: Path, suite_name: str, game: str, policy: Policy, options: EnvO
     path = Path(path)
     check_video_path(path)
     if path.suffix.lower() == ".gif":
-        import importlib
-
-        cap = options.max_episode_steps or \
-            importlib.import_module(f"scaledql.suites.{suite_name}").DEFAULT_MAX_EPISODE_STEPS
+        cap = options.max_episode_steps or get_suite(suite_name).default_max_episode_steps
         most = cfg.episodes * (min(cfg.max_steps or cap, cap) + 1)
         if most > GIF_MAX_FRAMES:
             raise UserError(f"this recording could reach {most:,} frames; a GIF holds them all in "

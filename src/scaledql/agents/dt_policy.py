@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from scaledql import losses
+from scaledql.agents.configs import DecisionTransformerConfig
 from scaledql.models.transformer import DecisionTransformerNet
 from scaledql.policies import head_index
-
-if TYPE_CHECKING:
-    from scaledql.agents.decision_transformer import DecisionTransformerConfig
 
 
 def keep_top_percentile(logits: torch.Tensor, percentile: float,

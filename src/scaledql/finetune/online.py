@@ -32,7 +32,6 @@ uninterrupted one; it continues from the same learner, replay and step, and ends
 
 from __future__ import annotations
 
-import importlib
 import json
 import signal
 import sys
@@ -132,7 +131,7 @@ def check_variant(cfg: OnlineFinetune, pretrained: dict) -> bool:
                         f"network's {pretrained['obs_shape']}")
     if cfg.game not in pretrained["games"]:
         return False
-    default_sticky = importlib.import_module(f"scaledql.suites.{cfg.suite}").DEFAULT_STICKY
+    default_sticky = suite.default_sticky
 
     def key(o: dict) -> tuple:
         sticky = o.get("sticky")

@@ -33,6 +33,10 @@ def register_suite(suite: Suite) -> Suite:
         if not callable(getattr(suite, method, None)):
             raise TypeError(f"register_suite: suite {name!r} has no {method}() (see "
                             "scaledql.suites.base.Suite)")
+    for attr in ("default_sticky", "default_max_episode_steps"):
+        if not isinstance(getattr(suite, attr, None), (int, float)):
+            raise TypeError(f"register_suite: suite {name!r} has no {attr} (see "
+                            "scaledql.suites.base.Suite)")
     old = _REGISTERED.get(name)
     if old is not None and old is not suite:
         raise ValueError(f"register_suite: a suite named {name!r} is already registered")

@@ -69,6 +69,8 @@ class AddChannel(gym.ObservationWrapper):
 
 class AtariSuite:
     name = "atari"
+    default_sticky = DEFAULT_STICKY
+    default_max_episode_steps = DEFAULT_MAX_EPISODE_STEPS
 
     def __init__(self) -> None:
         self._canonical = {normalize_key(g): g for g in _registry()}

@@ -53,9 +53,14 @@ class Suite(Protocol):
     """What every suite provides. Optional attributes, read with ``getattr`` where present:
     ``reference_scores`` (game → (random, reference) for normalized scores; none: raw returns)
     and ``preset`` (its configuration layer for ``train``, shaped like ``configs/<suite>.toml``)
-    — the built-in suites keep theirs in ``scores`` and ``configs``."""
+    — the built-in suites keep theirs in ``scores`` and ``configs``.
+
+    ``default_sticky`` and ``default_max_episode_steps`` are what ``EnvOptions``' ``None`` means
+    for this suite: the values stores, fine-tuning variants and recordings resolve against."""
 
     name: str
+    default_sticky: float
+    default_max_episode_steps: int
 
     def games(self) -> list[str]:
         """Every game name of the suite, in a fixed order."""

@@ -74,7 +74,8 @@ class GymSuite:
                              f"sticky in [0, 1]; got {stack}, {max_episode_steps}, {sticky}")
         self.name = name
         self._games = dict(games)
-        self.stack, self.sticky, self.max_episode_steps = int(stack), float(sticky), int(max_episode_steps)
+        self.stack = int(stack)
+        self.default_sticky, self.default_max_episode_steps = float(sticky), int(max_episode_steps)
         self.grayscale, self.frame_size, self.layout = grayscale, frame_size, layout
         self.env_kwargs = {g: dict(k) for g, k in (env_kwargs or {}).items()}
         self.reference_scores = {g: (float(r), float(ref))
@@ -151,12 +152,12 @@ class GymSuite:
 
     def make_env(self, game: str, options: EnvOptions | None = None) -> gym.Env:
         options = self._check(game, options)
-        sticky = self.sticky if options.sticky is None else options.sticky
+        sticky = self.default_sticky if options.sticky is None else options.sticky
         env = self._frames_env(game)
         if sticky > 0:
             env = gym.wrappers.StickyAction(env, repeat_action_probability=sticky)
         env = stack_frames(env, self.stack)
-        cap = options.max_episode_steps or self.max_episode_steps
+        cap = options.max_episode_steps or self.default_max_episode_steps
         return gym.wrappers.TimeLimit(env, max_episode_steps=cap)
 
     def make_vector_env(self, game: str, num_envs: int,

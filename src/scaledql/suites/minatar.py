@@ -57,6 +57,8 @@ class PadChannels(gym.ObservationWrapper):
 
 class MinAtarSuite:
     name = "minatar"
+    default_sticky = DEFAULT_STICKY
+    default_max_episode_steps = DEFAULT_MAX_EPISODE_STEPS
 
     def __init__(self) -> None:
         # MinAtar's gym ids are registered on the first environment, not here: importing
