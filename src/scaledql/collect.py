@@ -139,7 +139,7 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
     torch.manual_seed(seed)
     learning = cfg.policy == "dqn"
     if learning:
-        problem = Problem(spec.obs_shape, (spec.num_actions,), (game,), spec.frame_shape[0])
+        problem = Problem.of([spec], where=game)
         learner = DQN(cfg.dqn, problem, device)
         schedule = cfg.schedule
     else:

@@ -29,8 +29,9 @@ import dataclasses
 import shutil
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -40,6 +41,18 @@ from scaledql.agents.configs import LearnerConfig
 from scaledql.data.sampler import BatchSpec
 from scaledql.errors import UserError
 from scaledql.policies import Policy
+
+
+class GameLike(Protocol):
+    """A game as a store (``data.store``) or a suite (``suites.GameSpec``) describes it."""
+
+    suite: str
+    name: str
+    num_actions: int
+    frame_shape: tuple[int, int, int]
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]: ...
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,20 @@ class Problem:
     @property
     def stack(self) -> int:
         return self.obs_shape[0] // self.frame_channels
+
+    @classmethod
+    def of(cls, games: Sequence[GameLike], where: str) -> Problem:
+        """The problem of one network for ``games`` (a store's or a suite's, in head order);
+        ``where`` names them in the one-line error when they cannot share a network."""
+        if len({g.suite for g in games}) > 1:
+            raise UserError(f"{where}: games from different suites cannot share a network")
+        if len({tuple(g.obs_shape) for g in games}) > 1:
+            raise UserError(f"{where}: observation shapes differ, one network cannot play them "
+                            "all")
+        first = games[0]
+        return cls(obs_shape=tuple(int(s) for s in first.obs_shape),  # type: ignore[arg-type]
+                   num_actions=tuple(int(g.num_actions) for g in games),
+                   games=tuple(g.name for g in games), frame_channels=int(first.frame_shape[0]))
 
 
 

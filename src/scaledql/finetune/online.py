@@ -168,7 +168,7 @@ def run_config(cfg: OnlineFinetune, arm_name: str, seed: int, pretrained: dict) 
 
 def _build_learner(rc: OnlineRun, spec) -> Learner:
     cls = learner_class(rc.algo)
-    problem = Problem(spec.obs_shape, (spec.num_actions,), (rc.game,), spec.frame_shape[0])
+    problem = Problem.of([spec], where=rc.game)
     return cls(cls.config_class(**rc.learner), problem, pick_device(rc.device))
 
 

@@ -157,11 +157,8 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
     dataset = open_dataset(Path(cfg.data), cfg.games)
     games = list(cfg.games or dataset.games)
     data = [dataset.game(g) for g in games]
+    problem = Problem.of(data, where=str(cfg.data))
     suite = data[0].suite
-    if any(d.suite != suite for d in data):
-        raise UserError(f"{cfg.data}: games from different suites cannot share a network")
-    problem = Problem(obs_shape=tuple(data[0].obs_shape), num_actions=tuple(d.num_actions for d in data),
-                      games=tuple(games), frame_channels=data[0].frame_shape[0])
     env_options = env_options_of(data[0])
     identity = data_identity(data)
     if payload is not None and payload.get("data_identity", identity) != identity:
