@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scaledql.errors import UserError
 from scaledql.io import atomic_write_json
+from scaledql.training.lifecycle import WALL_FILE, WallClock  # noqa: F401  (fine-tuning runs)
 
 SPEC_FILE = "finetune.json"
-WALL_FILE = "wall.json"
 
 
 @dataclass(frozen=True)
@@ -149,17 +148,3 @@ def read_spec(out: Path) -> dict[str, Any]:
         return json.loads(file.read_text())
     except (ValueError, UnicodeDecodeError):
         raise UserError(f"{file}: not valid JSON") from None
-
-
-class WallClock:
-    """Adds a run's wall time to ``RUN/wall.json`` (summed over resumed sessions)."""
-
-    def __init__(self, run: Path) -> None:
-        self.file = Path(run) / WALL_FILE
-        self.start = time.perf_counter()
-
-    def stop(self) -> float:
-        old = json.loads(self.file.read_text()) if self.file.exists() else {"seconds": 0.0}
-        total = float(old["seconds"]) + time.perf_counter() - self.start
-        atomic_write_json(self.file, {"seconds": total, "sessions": int(old.get("sessions", 0)) + 1})
-        return total

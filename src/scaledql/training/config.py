@@ -28,6 +28,7 @@ from typing import Any
 from scaledql.agents.configs import LearnerConfig
 from scaledql.agents.registry import learner_config_class, learner_names
 from scaledql.errors import UserError
+from scaledql.training.lifecycle import resume_conflicts
 from scaledql.typed import typed
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -231,12 +232,11 @@ def resume_differences(saved: RunConfig, wanted: RunConfig) -> list[str]:
     not change on resume (the run folder and the data may move)."""
     def flat(cfg: RunConfig) -> dict[str, Any]:
         d = cfg.to_dict()
-        out = {k: v for k, v in d.items() if k not in ("learner", *CHANGEABLE_ON_RESUME)}
+        out = {k: v for k, v in d.items() if k != "learner"}
         out.update({f"learner.{k}": v for k, v in d["learner"].items()})
         return out
 
-    a, b = flat(saved), flat(wanted)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return resume_conflicts(flat(saved), flat(wanted), CHANGEABLE_ON_RESUME)
 
 
 def parse_toml_value(text: str, where: str) -> Any:

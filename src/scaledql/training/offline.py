@@ -16,7 +16,6 @@ RNG states; a signal during an update is acted on once that update has finished.
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +46,7 @@ from scaledql.training.budget import budget_line, run_budget
 from scaledql.training.config import RunConfig, resume_differences
 from scaledql.training.diagnostics import PROBE_SIZE, UpdateProbe, representation_metrics
 from scaledql.training.distributed import Dist, gather, init_distributed, shutdown
+from scaledql.training.lifecycle import StopSignals, crossed
 from scaledql.training.metrics import MetricsLog, WandbOptions
 from scaledql.training.rng import rng_state, seed_everything, set_rng_state
 
@@ -266,62 +266,51 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
         write(row, kind="eval")
         last_eval[:] = [row]
 
-    state = {"in_update": False, "stop": False}
-
-    def on_signal(signum, frame):  # Ctrl-C or a scheduler's SIGTERM: save and leave
-        if state["in_update"]:
-            state["stop"] = True  # acted on once the update has finished: exact resume
-        else:
-            raise KeyboardInterrupt
-
-    # Installed explicitly: a process started in the background of a non-interactive shell
-    # inherits SIGINT as *ignored*, and Python then never raises KeyboardInterrupt.
-    old_handlers = ({sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-                    if dist.is_main else {})
     bar = ProgressBar(cfg.steps, f"train {cfg.algo}", "step", initial=start, bar=progress,
                       enabled=dist.is_main)
     window = _DeviceWindow(device, start)
     interrupted = False
     t0, steps_in_window = time.perf_counter(), 0
+    # Ctrl-C or a scheduler's SIGTERM: save and leave; during an update, once it has finished
+    # (an exact resume).
+    signals = StopSignals(interrupt_when_idle=True, enabled=dist.is_main)
     try:
-        try:
-            while learner.step < cfg.steps and not state["stop"]:
-                if stop_after is not None and learner.step - start >= stop_after:
-                    break
-                state["in_update"] = True
-                logged = (learner.step + 1) % cfg.log_every == 0
-                update_probe = UpdateProbe(learner) if logged and cfg.diagnostics else None
-                window.add(learner.update(prefetcher.next()))
-                state["in_update"] = False
-                steps_in_window += 1
-                bar.update(1)
-                step = learner.step
-                due = step % cfg.checkpoint_every == 0 or kept(step)
-                if step % cfg.log_every == 0 or due:
-                    window.check_finite(ckpt_file)
-                if step % cfg.log_every == 0:
-                    seconds = time.perf_counter() - t0
-                    row = {"step": step, **window.take(),
-                           **(update_probe.after() if update_probe is not None else {}),
-                           "steps_per_second": steps_in_window / seconds,
-                           "samples_per_second": steps_in_window * spec.batch_size / seconds}
-                    write(row)
-                    bar.set_postfix(loss=f"{row['loss']:.3f}",
-                                    sps=f"{row['steps_per_second']:.1f}", refresh=False)
-                    t0, steps_in_window = time.perf_counter(), 0
-                if due:
-                    save()
-                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                    run_eval()
-            interrupted = state["stop"]
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            state["in_update"] = False
-            bar.close(last_line=sys.exc_info()[0] is None)  # a failure's line is its error
-            prefetcher.close()
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
+        with signals:
+            try:
+                while learner.step < cfg.steps and not signals.requested:
+                    if stop_after is not None and learner.step - start >= stop_after:
+                        break
+                    signals.busy = True
+                    logged = crossed(learner.step, learner.step + 1, cfg.log_every)
+                    update_probe = UpdateProbe(learner) if logged and cfg.diagnostics else None
+                    window.add(learner.update(prefetcher.next()))
+                    signals.busy = False
+                    steps_in_window += 1
+                    bar.update(1)
+                    step = learner.step
+                    due = crossed(step - 1, step, cfg.checkpoint_every) or kept(step)
+                    if logged or due:
+                        window.check_finite(ckpt_file)
+                    if logged:
+                        seconds = time.perf_counter() - t0
+                        row = {"step": step, **window.take(),
+                               **(update_probe.after() if update_probe is not None else {}),
+                               "steps_per_second": steps_in_window / seconds,
+                               "samples_per_second": steps_in_window * spec.batch_size / seconds}
+                        write(row)
+                        bar.set_postfix(loss=f"{row['loss']:.3f}",
+                                        sps=f"{row['steps_per_second']:.1f}", refresh=False)
+                        t0, steps_in_window = time.perf_counter(), 0
+                    if due:
+                        save()
+                    if crossed(step - 1, step, cfg.eval_every) and step < cfg.steps:
+                        run_eval()
+                interrupted = signals.requested
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                bar.close(last_line=sys.exc_info()[0] is None)  # a failure's line is its error
+                prefetcher.close()
         window.check_finite(ckpt_file)
         save()
         if interrupted or learner.step < cfg.steps:
