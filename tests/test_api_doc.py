@@ -37,6 +37,7 @@ def test_the_documented_example_runs_as_written(tmp_path, monkeypatch, capsys):
     run_blocks(blocks)
     out = capsys.readouterr().out
     assert "runs/no-such-run does not exist" in out  # the error example printed its line
+    assert "scaled-ql 30 True" in out and "data is not a run folder" in out  # sq.Run's example
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert list(report["methods"]) == ["scaled-ql", "bc"]
     assert all(m["seeds"] == [0, 1] for m in report["methods"].values())

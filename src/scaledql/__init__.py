@@ -11,6 +11,7 @@ The names a notebook needs are importable from the package itself (``docs/api.md
     sq.train_run(cfg)
     policy, info = sq.load_policy("runs/a")
     sq.evaluate_policy(policy, "minatar", ["breakout"], episodes=5).to_dict()
+    sq.Run("runs/a").metrics("eval")  # a run folder as data: config, rows, evaluations
     sq.report_runs(["runs/a", "runs/b"], "runs/report")
 
 or as objects (``scaledql.agent_api``)::
@@ -61,7 +62,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Agent": ("scaledql.agent_api", "Agent"),
     "make": ("scaledql.agent_api", "make"),
     "load": ("scaledql.agent_api", "load"),
-    # trained runs: load, act, evaluate
+    # trained runs: read, load, act, evaluate
+    "Run": ("scaledql.run_folder", "Run"),
     "load_policy": ("scaledql.checkpoint", "load_policy"),
     "load_learner": ("scaledql.checkpoint", "load_learner"),
     "EvalConfig": ("scaledql.evaluate", "EvalConfig"),

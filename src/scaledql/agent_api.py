@@ -29,7 +29,6 @@ import numpy as np
 from scaledql.agents.base import Learner, Problem
 from scaledql.api import layered_config, new_learner, problem_of, train_run
 from scaledql.checkpoint import (
-    FILENAME,
     checkpoint_path,
     learner_payload,
     load_checkpoint,
@@ -39,6 +38,7 @@ from scaledql.checkpoint import (
 from scaledql.data.store import Dataset, open_dataset
 from scaledql.errors import UserError
 from scaledql.policies import head_index
+from scaledql.run_folder import checkpoint_file, is_run
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.training.config import RunConfig
 from scaledql.training.offline import env_options_of
@@ -129,7 +129,7 @@ class Agent:
             raise UserError(f"this agent's training is the run in {self.run}: fit continues it "
                             f"there, not in {run} (make a new agent to start another run)")
         resume = self.run is not None
-        if not resume and (run / FILENAME).exists():
+        if not resume and checkpoint_file(run).exists():
             raise UserError(f"{run} already holds a run: continue it with "
                             f"scaledql.load({str(run)!r}).fit(...), or choose another out")
         self._check_data(open_dataset(Path(data), self.games))
@@ -144,7 +144,7 @@ class Agent:
         try:
             summary = train_run(cfg, resume=resume, progress=progress, callbacks=callbacks)
         except BaseException:
-            if (run / FILENAME).exists():  # a failure after a checkpoint: that is the state
+            if checkpoint_file(run).exists():  # a failure after a checkpoint: that is the state
                 self._adopt(run, cfg)
             raise
         self._adopt(run, cfg)
@@ -201,7 +201,7 @@ class Agent:
         if path.suffix != ".pt":
             raise UserError(f"save writes one checkpoint file: {path} should end in .pt "
                             "(export(FOLDER) writes a folder to share)")
-        if path.name == FILENAME and (path.parent / "config.json").exists():
+        if path == checkpoint_file(path.parent) and is_run(path.parent):
             raise UserError(f"{path} is the checkpoint of the run in {path.parent}: save "
                             "elsewhere (fit writes the run's checkpoint)")
         payload = {**learner_payload(self.learner, self.suite, self.env_options),
@@ -217,7 +217,7 @@ class Agent:
         evaluation."""
         from scaledql.export import export_agent
 
-        if self.run is not None and (self.run / FILENAME).exists() and \
+        if self.run is not None and checkpoint_file(self.run).exists() and \
                 load_checkpoint(self.run, "cpu")["step"] == self.step:
             export_agent(self.run, Path(folder))
         else:
@@ -256,7 +256,8 @@ def load(path: Path | str, device: str | None = None) -> Agent:
     continues); the others play, evaluate and save."""
     learner, payload = load_learner(Path(path), device)
     file = checkpoint_path(Path(path))
-    run = file.parent if file.name == FILENAME and all(k in payload for k in RESUMABLE) else None
+    resumable = file == checkpoint_file(file.parent) and all(k in payload for k in RESUMABLE)
+    run = file.parent if resumable else None
     if "run_config" in payload:
         config = RunConfig.from_dict(payload["run_config"], f"{file} run_config")
         if run is not None:  # the folder may have moved since it trained

@@ -17,6 +17,7 @@ from scaledql.data.store import Dataset, open_dataset
 from scaledql.errors import UserError
 from scaledql.evaluate import EvalConfig, EvalReport, evaluate, policy_evaluator
 from scaledql.policies import Policy
+from scaledql.run_folder import eval_dir
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.training.config import (
     RunConfig,
@@ -101,8 +102,9 @@ def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     """Train (or ``resume``) a run as ``scaledql train`` does: the run folder ``cfg.out`` gets
     its config, logs, checkpoint and an evaluation in the real games — with the game options
     the data was collected with — every ``cfg.eval_every`` steps and at the end
-    (``RUN/eval/step_N.json``). ``wandb``: ``training.metrics.WandbOptions`` to log there too;
-    ``callbacks``: each called with every metrics row (``kind`` "train" or "eval") as it is logged.
+    (``RUN/eval/``, one report per step: ``scaledql.Run(RUN).evaluations``). ``wandb``:
+    ``training.metrics.WandbOptions`` to log there too; ``callbacks``: each called with every
+    metrics row (``kind`` "train" or "eval") as it is logged.
     Returns the training loop's summary; ``summary["evaluation"]`` is the final evaluation
     (per-game return and normalized score, IQM / median / mean), also printed as a table.
     ``quiet``: print nothing at all (lines, bars, tables; errors still raise): the run folder
@@ -133,8 +135,8 @@ def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
         first.suite,
         EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed, epsilon=cfg.eval_epsilon,
                    options=options, progress=progress),
-        Path(cfg.out) / "eval")
-    for folder in (Path(cfg.out), Path(cfg.out) / "eval"):  # what killed writers left
+        Path(cfg.out))
+    for folder in (Path(cfg.out), eval_dir(cfg.out)):  # what killed writers left
         remove_stale_temporaries_in(folder)
     return train(cfg, resume=resume, evaluate_fn=evaluator, progress=progress, wandb=wandb,
                  callbacks=callbacks)

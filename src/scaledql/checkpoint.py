@@ -40,13 +40,13 @@ from scaledql.device import pick_device
 from scaledql.errors import UserError
 from scaledql.io import atomic_output, remove_stale_temporaries
 from scaledql.policies import Policy
+from scaledql.run_folder import CHECKPOINT, history_file
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.typed import typed
 
 FORMAT = "scaledql-checkpoint"
 VERSION = 2
-FILENAME = "checkpoint.pt"
-HISTORY_DIR = "checkpoints"  # RUN/checkpoints/step_N.pt (train --keep-every)
+FILENAME = CHECKPOINT  # RUN/checkpoint.pt (the run folder's layout is run_folder's)
 EXPORT_FORMAT = "scaledql-export"
 EXPORT_VERSION = 1
 EXPORT_WEIGHTS = "model.safetensors"
@@ -76,16 +76,11 @@ def save_checkpoint(payload: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def history_path(run: Path, step: int) -> Path:
-    """Where ``--keep-every`` keeps the checkpoint of ``step``."""
-    return Path(run) / HISTORY_DIR / f"step_{step:08d}.pt"
-
-
 def keep_copy(ckpt_file: Path, step: int) -> Path:
     """Keep a permanent copy of ``ckpt_file`` (the run's latest, at ``step``), written
     atomically. A copy already there is of the same step (a resumed run passing it again):
     it is kept as it is."""
-    dest = history_path(ckpt_file.parent, step)
+    dest = history_file(ckpt_file.parent, step)
     if not dest.exists():
         with atomic_output(dest, fsync=True) as tmp:
             shutil.copyfile(ckpt_file, tmp)

@@ -27,7 +27,9 @@ from scaledql.agents.registry import learner_class
 from scaledql.collect import CollectConfig, collect
 from scaledql.data.store import open_dataset
 from scaledql.device import describe_machine
+from scaledql.errors import UserError
 from scaledql.evaluate import EvalConfig, EvalReport, evaluate, policy_evaluator, write_json
+from scaledql.run_folder import checkpoint_file, latest_evaluation
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.training.config import RunConfig, merge, preset_path, read_toml
 from scaledql.training.offline import train
@@ -174,15 +176,18 @@ def train_learner(cfg: DemoConfig, algo: str, data_dir: Path, run_dir: Path, ste
         "eval_every": eval_every, "eval_episodes": cfg.eval_episodes,
         "checkpoint_every": min(1000, steps), "log_every": min(100, steps),
         "device": cfg.device}, learner)
-    resume = (run_dir / "checkpoint.pt").exists()
-    evaluator = policy_evaluator("minatar", eval_cfg, run_dir / "eval", echo=False)  # the report has them
+    resume = checkpoint_file(run_dir).exists()
+    evaluator = policy_evaluator("minatar", eval_cfg, run_dir, echo=False)  # the report has them
     train(run_cfg, resume=resume, evaluate_fn=evaluator,
           progress=cfg.progress)
     return run_cfg
 
 
 def _last_eval(run_dir: Path) -> dict:
-    return json.loads(sorted((run_dir / "eval").glob("step_*.json"))[-1].read_text())
+    latest = latest_evaluation(run_dir)
+    if latest is None:
+        raise UserError(f"{run_dir}: no evaluation (its training did not finish)")
+    return latest[1]
 
 
 def behaviour_report(data_dir: Path, games: list[str], seed: int) -> dict:

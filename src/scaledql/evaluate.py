@@ -25,6 +25,7 @@ from scaledql.errors import UserError
 from scaledql.io import atomic_write_text
 from scaledql.policies import Policy, epsilon_greedy
 from scaledql.progress import ProgressBar
+from scaledql.run_folder import write_evaluation
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.suites.scores import has_reference, normalize
 
@@ -190,18 +191,19 @@ def write_json(report: dict, path: Path) -> None:
     atomic_write_text(path, json.dumps(report, indent=2))
 
 
-def policy_evaluator(suite_name: str, cfg: EvalConfig, out_dir: Path | None = None,
+def policy_evaluator(suite_name: str, cfg: EvalConfig, run: Path | None = None,
                      echo: bool = True):
     """A training-time evaluation callback: ``fn(policy, games, step) -> scalar metrics``.
 
-    Plays the policy (with ε = ``cfg.epsilon``) in every trained game and, when ``out_dir`` is
-    given, writes the full report to ``out_dir/step_<step>.json``; ``echo``: also prints its
-    results table on stdout, where the user is (``--quiet`` silences progress, not results).
+    Plays the policy (with ε = ``cfg.epsilon``) in every trained game and, when ``run`` (a run
+    folder) is given, writes the full report there as the evaluation of ``step``
+    (``run_folder.write_evaluation``); ``echo``: also prints its results table on stdout, where
+    the user is (``--quiet`` silences progress, not results).
     """
     def fn(policy: Policy, games: list[str], step: int) -> dict:
         report = evaluate(suite_name, games, policy, cfg, desc=f"evaluate step {step}").to_dict()
-        if out_dir is not None:
-            write_json(report, Path(out_dir) / f"step_{step:08d}.json")
+        if run is not None:
+            write_evaluation(run, step, report)
         if echo:
             print("\n".join([f"[evaluate step {step:,}]", *results_lines(report)]), flush=True)
         row = {f"{g}/return": v["mean"] for g, v in report["games"].items()}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shlex
 import shutil
 from pathlib import Path
@@ -30,27 +29,16 @@ from scaledql.checkpoint import (
     EXPORT_FORMAT,
     EXPORT_VERSION,
     EXPORT_WEIGHTS,
-    FILENAME,
-    HISTORY_DIR,
     checkpoint_path,
     load_learner,
     network_weights,
     state_scalars,
 )
 from scaledql.errors import UserError
+from scaledql.run_folder import EVAL_DIR, eval_files, run_of_checkpoint
 
 CARD = "README.md"
 FILES = (EXPORT_WEIGHTS, EXPORT_CONFIG, CARD)
-
-
-def run_folder(source: Path) -> Path | None:
-    """The run folder a checkpoint file belongs to (its ``eval/`` and data), if any."""
-    file = checkpoint_path(source)
-    if file.name == FILENAME:
-        return file.parent
-    if file.parent.name == HISTORY_DIR:  # RUN/checkpoints/step_N.pt
-        return file.parent.parent
-    return None
 
 
 def _store_candidates(data: str, out: object, run: Path | None) -> list[Path]:
@@ -107,12 +95,8 @@ def data_summary(payload: dict, run: Path | None = None) -> dict[str, Any]:
 
 
 def eval_summary(run: Path | None, step: int) -> dict[str, Any] | None:
-    """The run's evaluation of this step (``eval/step_N.json``), else its latest before it."""
-    folder = run / "eval" if run is not None else None
-    if folder is None or not folder.is_dir():
-        return None
-    steps = {int(m.group(1)): p for p in folder.glob("step_*.json")
-             if (m := re.fullmatch(r"step_(\d+)\.json", p.name))}
+    """The run's evaluation of this step, else its latest before it."""
+    steps = eval_files(run) if run is not None else {}
     usable = [s for s in steps if s <= step]
     if not usable:
         return None
@@ -123,7 +107,7 @@ def eval_summary(run: Path | None, step: int) -> dict[str, Any] | None:
         games = {g: {**v, "episodes": len(v["returns"])} for g, v in report["games"].items()}
     except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{file}: not an evaluation report ({exc})") from None
-    return checked_evaluation({**report, "step": at, "file": f"eval/{file.name}",
+    return checked_evaluation({**report, "step": at, "file": f"{EVAL_DIR}/{file.name}",
                                "games": games}, file)
 
 
@@ -189,7 +173,7 @@ def export_config(source: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         config["evaluation"] = checked_evaluation(earlier.get("evaluation"), file)
         config["source"] = str(earlier.get("source"))
     else:
-        run = run_folder(source)
+        run = run_of_checkpoint(checkpoint_path(source))
         config["data"] = checked_data(data_summary(payload, run), "the run's data")
         config["evaluation"] = eval_summary(run, config["step"])
         config["source"] = str(source)

@@ -26,9 +26,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None and len(args.runs) != 1:
         raise UserError("--out names one plot: give one RUN")
+    from scaledql.run_folder import METRICS, metrics_file
+
     for folder in args.runs:
-        if not (folder / "metrics.jsonl").is_file():
-            raise UserError(f"{folder} is not a training run (no metrics.jsonl)")
+        if not metrics_file(folder).is_file():
+            raise UserError(f"{folder} is not a training run (no {METRICS})")
     from scaledql.reports.diagnostics import diagnose_run
 
     for folder in args.runs:

@@ -45,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _is_demo(path: Path) -> bool:
-    return (path / "summary.json").is_file() and not (path / "config.json").is_file()
+    from scaledql.run_folder import is_run
+
+    return (path / "summary.json").is_file() and not is_run(path)
 
 
 def default_out(runs: list[Path]) -> Path:

@@ -245,17 +245,12 @@ def build_config(args: argparse.Namespace):
 
     run, learner = _overrides(args)
     if args.resume:
-        import json
+        from scaledql.run_folder import config_file, is_run, read_config
 
-        saved_file = args.out / "config.json"
-        if not saved_file.is_file():
-            raise UserError(f"--resume: {args.out} holds no run (no config.json)")
-        try:
-            saved = json.loads(saved_file.read_text())
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            raise UserError(f"{saved_file}: not valid JSON ({str(exc)[:120]})") from None
-        if not isinstance(saved, dict):
-            raise UserError(f"{saved_file}: not a run configuration")
+        saved_file = config_file(args.out)
+        if not is_run(args.out):
+            raise UserError(f"--resume: {args.out} holds no run (no {saved_file.name})")
+        saved = read_config(args.out)
         algo = args.algo or saved.get("algo", "scaled-ql")
         if not isinstance(algo, str):
             raise UserError(f"{saved_file}: algo must be a learner name, got {algo!r}")

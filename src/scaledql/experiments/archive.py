@@ -4,7 +4,7 @@ A study of many hours outlives the machine that started it: its run folders (``r
 committed) are gone on a fresh clone, while its results folder is committed as parts land. So
 each finished job's folder is also packed into ``RESULTS/archive/<job>.tar.gz`` — everything
 but what a finished run no longer needs (the checkpoint, TensorBoard's copy of the metrics,
-the CSV copy of ``metrics.jsonl``), a few hundred kB — and the study's command log
+the CSV copy of the metrics log), a few hundred kB — and the study's command log
 (``study.jsonl``) beside it. On the next start, a job with no folder here but an archive there
 is unpacked and counts as finished: the same command, on any clone, goes on where the last
 stopped. A job that other jobs start from (``after``: pretraining before fine-tuning) keeps its
@@ -22,9 +22,10 @@ from pathlib import Path
 
 from scaledql.experiments.study import DONE, Job, Study, _base
 from scaledql.io import atomic_output
+from scaledql.run_folder import CONFIG, METRICS_CSV, TENSORBOARD
 
 ARCHIVE = "archive"
-_DROPPED = {"metrics.csv", "tensorboard"}  # copies of metrics.jsonl
+_DROPPED = {METRICS_CSV, TENSORBOARD}  # copies of the metrics log
 
 
 def archive_path(results: Path, job_id: str) -> Path:
@@ -32,7 +33,7 @@ def archive_path(results: Path, job_id: str) -> Path:
 
 
 def _is_run_job(out: Path) -> bool:
-    return out.is_dir() and any(out.rglob("config.json"))
+    return out.is_dir() and any(out.rglob(CONFIG))
 
 
 def _kept(path: Path, keep_checkpoints: bool) -> bool:

@@ -24,7 +24,6 @@ unclear otherwise. Seeds, games and data of every method go in the row.
 from __future__ import annotations
 
 import glob
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 
 from scaledql import stats
 from scaledql.errors import UserError
+from scaledql.run_folder import latest_evaluation, read_params
 from scaledql.training.budget import run_budget_of
 
 TESTS = ("above", "matches")
@@ -70,16 +70,16 @@ def budget_text(budgets: list[dict[str, Any]]) -> str:
 
 
 def final_eval(run: Path) -> dict[str, Any] | None:
-    """The run's last ``eval/step_*.json`` (None when it has none)."""
-    files = sorted((run / "eval").glob("step_*.json"))
-    return json.loads(files[-1].read_text()) if files else None
+    """The run's last evaluation report (None when it has none)."""
+    latest = latest_evaluation(run)
+    return latest[1] if latest is not None else None
 
 
 def _params(run: Path, part: str = "total") -> int | None:
-    path = run / "params.json"
-    if not path.is_file():
+    params = read_params(run)
+    if params is None:
         return None
-    count = json.loads(path.read_text()).get(part)
+    count = params.get(part)
     return int(count) if isinstance(count, (int, float)) else None
 
 

@@ -39,7 +39,7 @@ def method_warnings(scores: MethodScores) -> list[str]:
     """The warning signs of the method's runs' last logged rows, each once, with how many of its
     runs show it."""
     from scaledql.reports.diagnostics import health
-    from scaledql.training.metrics import read_rows
+    from scaledql.run_folder import read_rows
 
     first: dict[str, str] = {}
     counts: dict[str, int] = {}

@@ -14,7 +14,6 @@ finished job, so an interrupted study still leaves its finished parts:
 from __future__ import annotations
 
 import calendar
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from scaledql.experiments.claims import claims_markdown, final_eval, iqm_ci, jud
 from scaledql.experiments.curves import curves_and_warnings, curves_markdown, plot_learning_curves
 from scaledql.experiments.study import Study, job_records
 from scaledql.io import atomic_write_json, atomic_write_text
+from scaledql.run_folder import CONFIG, config_file, read_json, read_params
 
 
 def default_results(study: Study) -> Path:
@@ -33,7 +33,7 @@ def _run_folders(study: Study) -> list[tuple[str, Path]]:
     """Every finished run folder of the study (a job's own folder or those below it)."""
     out = []
     for job in study.jobs:
-        for config in sorted(job.out.rglob("config.json")) if job.out.is_dir() else []:
+        for config in sorted(job.out.rglob(CONFIG)) if job.out.is_dir() else []:
             if final_eval(config.parent) is not None:
                 rel = config.parent.relative_to(study.runs).as_posix()
                 out.append((rel, config.parent))
@@ -60,10 +60,6 @@ def _renormalized(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def _read(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def write_results(study: Study, results: Path, machine: str, claims: bool = True
                   ) -> dict[str, Any] | None:
     """(Re)write the results folder from what the study's runs hold now; ``claims=False``
@@ -73,7 +69,7 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
         wall = sum(r["seconds"] for r in records if (r["exit"] == 0 or r.get("interrupted"))
                    and (rel == r["job"] or rel.startswith(r["job"] + "/")))
         atomic_write_json(results / "runs" / f"{rel.replace('/', '__')}.json", {
-            "run": rel, "config": _read(run / "config.json"), "params": _read(run / "params.json"),
+            "run": rel, "config": read_json(config_file(run)), "params": read_params(run),
             "final_eval": _renormalized(final_eval(run)), "job_wall_seconds": round(wall, 1)})
     atomic_write_text(results / "commands.md", _commands_md(records))
     if not claims:

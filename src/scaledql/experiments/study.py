@@ -43,6 +43,7 @@ from typing import Any
 
 from scaledql.errors import UserError
 from scaledql.io import atomic_write_text
+from scaledql.run_folder import checkpoint_file
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "configs" / "studies"
 DONE = ".study-done"
@@ -262,7 +263,7 @@ def job_done(job: Job) -> bool:
 
 def _argv_now(job: Job) -> list[str]:
     """The command that (re)starts ``job``: a killed training run continues with --resume."""
-    if job.resume == "train" and (job.out / "checkpoint.pt").is_file():
+    if job.resume == "train" and checkpoint_file(job.out).is_file():
         extra = [a for a in ("--no-progress", "--quiet") if a in job.argv]
         return ["train", "--out", job.out.as_posix(), "--resume", *extra]
     return job.argv

@@ -18,20 +18,20 @@ data that the run did not see). Re-running resumes killed runs and skips finishe
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scaledql.agents.registry import learner_class
-from scaledql.checkpoint import FILENAME, load_checkpoint
+from scaledql.checkpoint import load_checkpoint
 from scaledql.data.sampler import fraction_of
 from scaledql.data.store import open_dataset
 from scaledql.errors import UserError
 from scaledql.evaluate import EvalConfig, policy_evaluator
 from scaledql.finetune.common import OFFLINE_ARMS, WallClock, check_mae, read_run, write_spec
 from scaledql.io import exclusive_lock
+from scaledql.run_folder import checkpoint_file, finished_at
 from scaledql.suites import EnvOptions
 from scaledql.training.config import RunConfig, merge, suite_preset
 from scaledql.training.offline import env_options_of, train
@@ -138,11 +138,9 @@ def run_configs(cfg: OfflineFinetune) -> tuple[list[tuple[str, str, int, RunConf
 def finished(rc: RunConfig) -> bool:
     """The run reached its steps and logged its final evaluation."""
     run = Path(rc.out)
-    if not (run / FILENAME).exists() or load_checkpoint(run)["step"] < rc.steps:
+    if not checkpoint_file(run).exists() or load_checkpoint(run)["step"] < rc.steps:
         return False
-    metrics = run / "metrics.jsonl"
-    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x] if metrics.exists() else []
-    return any(r.get("kind") == "eval" and r.get("step") == rc.steps for r in rows)
+    return finished_at(run, rc.steps)
 
 
 def run_offline(cfg: OfflineFinetune) -> dict:
@@ -158,13 +156,13 @@ def run_offline(cfg: OfflineFinetune) -> dict:
                 print(f"[finetune] {i}/{len(configs)} {where}: finished, skipped", file=sys.stderr)
                 summary.append({"run": where, "skipped": True})
                 continue
-            resume = (Path(rc.out) / FILENAME).exists()
+            resume = checkpoint_file(rc.out).exists()
             print(f"[finetune] {i}/{len(configs)} {where}: {OFFLINE_ARMS[arm].label}"
                   f"{' (resumed)' if resume else ''}", file=sys.stderr)
             options = EnvOptions(**env_options_of(dataset.game(game)))
             evaluator = policy_evaluator(spec["suite"], EvalConfig(
                 episodes=rc.eval_episodes, seed=rc.seed, epsilon=rc.eval_epsilon, options=options,
-                progress=cfg.progress), Path(rc.out) / "eval")
+                progress=cfg.progress), Path(rc.out))
             clock = WallClock(Path(rc.out))
             result = train(rc, resume=resume, evaluate_fn=evaluator, progress=cfg.progress)
             result["wall_seconds"] = clock.stop()

@@ -1,7 +1,8 @@
 """The report of a fine-tuning experiment folder: final scores with CIs, curves, improvement.
 
-``write_report(OUT)`` reads ``OUT/finetune.json`` and each run's ``metrics.jsonl`` (its
-evaluation rows) and ``wall.json``, and writes ``OUT/report.md`` with ``curves.png`` beside it.
+``write_report(OUT)`` reads ``OUT/finetune.json`` and each run's metrics log (its evaluation
+rows, ``run_folder.read_rows``) and ``wall.json``, and writes ``OUT/report.md`` with
+``curves.png`` beside it.
 It never trains or plays, so it can be re-run at any time (``scaledql finetune report OUT``);
 unfinished runs are listed and left out of the scores.
 
@@ -24,6 +25,7 @@ import numpy as np
 from scaledql.evaluate import aggregate
 from scaledql.finetune.common import OFFLINE_ARMS, ONLINE_ARMS, WALL_FILE, read_spec
 from scaledql.io import atomic_write_text
+from scaledql.run_folder import is_run, read_config, read_rows
 
 
 @dataclass
@@ -42,18 +44,12 @@ class RunRecord:
         return last[-1] if last else None
 
 
-def _rows(run: Path) -> list[dict]:
-    file = run / "metrics.jsonl"
-    return [json.loads(x) for x in file.read_text().splitlines() if x] if file.exists() else []
-
-
 def _record(run: Path, game: str, seed: int, online: bool) -> RunRecord | None:
-    config = run / "config.json"
-    if not config.exists():
+    if not is_run(run):
         return None
-    saved = json.loads(config.read_text())
+    saved = read_config(run)
     steps = int(saved["steps"])
-    rows = _rows(run)
+    rows = read_rows(run)
     ret, norm = ("return", "normalized") if online else (f"{game}/return", f"{game}/normalized")
     evals = {int(r["step"]): (float(r[ret]), r.get(norm)) for r in rows
              if r.get("kind") == "eval" and ret in r}

@@ -1,7 +1,7 @@
 """Reports: what evaluations add up to, as Markdown, JSON and plots drawn by rliable.
 
-Data flows evaluation → reports: ``evaluate`` writes each run's ``eval/step_N.json``;
-``stats`` turns score matrices into rliable's estimates; here
+Data flows evaluation → reports: ``evaluate`` writes each run's evaluation reports (where they
+lie: ``run_folder``); ``stats`` turns score matrices into rliable's estimates; here
 
 - ``runs``: run folders → labelled methods → ``[seeds, games]`` score matrices;
 - ``over_runs``: ``report_runs`` — the report over any runs (``scaledql report RUN...``);

@@ -1,10 +1,10 @@
 """The demo folder's report: Markdown plus PNG plots drawn by rliable, written atomically.
 
-``write_report(OUT)`` reads what the pipeline left in ``OUT`` — ``summary.json`` (agent, baselines,
-dataset and last-DQN evaluations, timings, configs), ``agent/metrics.jsonl`` and
-``agent/eval/*.json`` — and writes ``OUT/report.md`` with ``aggregates.png``, ``per_game.png``,
-``learning_curves.png`` and ``performance_profile.png`` beside it. It never trains or plays:
-re-running it is cheap.
+``write_report(OUT)`` reads what the pipeline left in ``OUT`` — ``summary.json`` (agent,
+baselines, dataset and last-DQN evaluations, timings, configs) and the run folder ``agent/`` (its
+metrics log and evaluations, read with ``run_folder``) — and writes ``OUT/report.md`` with
+``aggregates.png``, ``per_game.png``, ``learning_curves.png`` and ``performance_profile.png``
+beside it. It never trains or plays: re-running it is cheap.
 
 One seed: every policy is scored over its evaluation *episodes* × games (the same statistics as
 a report over runs, ``stats``, with episodes as rows). Each policy is bootstrapped with the seed
@@ -26,6 +26,7 @@ from scaledql.errors import UserError
 from scaledql.evaluate import EvalReport
 from scaledql.io import atomic_write_text
 from scaledql.reports import plots
+from scaledql.run_folder import eval_files, metrics_file, params_file, read_rows
 from scaledql.stats import (
     ALL_METRICS,
     interval_estimates,
@@ -97,21 +98,15 @@ def _read_json(path: Path) -> object:
 
 def _run_logs(run: Path) -> tuple[list[dict], list[tuple[int, dict]]]:
     """The agent run's training rows (with a TD loss) and (step, aggregate) of its evaluations."""
-    path = run / "metrics.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-        rows = [json.loads(line) for line in lines if line]
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist (an incomplete demo folder?)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not valid JSON lines ({str(exc)[:100]})") from None
-    train_rows = [r for r in rows if isinstance(r, dict) and "td_loss" in r]
+    if not metrics_file(run).is_file():
+        raise UserError(f"{metrics_file(run)} does not exist (an incomplete demo folder?)")
+    train_rows = [r for r in read_rows(run) if "td_loss" in r]
     evals = []
-    for f in sorted(run.glob("eval/step_*.json")):
+    for step, f in eval_files(run).items():
         agg = _read_json(f)
         if not isinstance(agg, dict) or not isinstance(agg.get("aggregate"), dict):
             raise UserError(f"{f}: not an evaluation report")
-        evals.append((int(f.stem.split("_")[1]), agg["aggregate"]))
+        evals.append((step, agg["aggregate"]))
     return train_rows, evals
 
 
@@ -170,7 +165,7 @@ def write_report(out: Path) -> Path:
         games = [g for g in summary["agent"]["games"] if has_reference("minatar", g)]
         aggregates, per_game = _estimates(summary, matrices)
         logs = _run_logs(run)
-        params = _read_json(run / "params.json")
+        params = _read_json(params_file(run))
         text = _markdown(out, summary, params, aggregates)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise UserError(f"{summary_file}: not a complete demo summary ({type(exc).__name__}: "

@@ -1,8 +1,9 @@
 """A run's learning diagnostics: curves (``RUN/diagnostics.png``) and a short health check.
 
-Reads the rows ``training/diagnostics.py`` and the loss log (``RUN/metrics.jsonl``); what the
-curves mean and what healthy and unhealthy runs look like: ``docs/diagnostics.md``. The checks
-are rules of thumb from our own runs, each stated with its threshold, not proofs.
+Reads the rows that ``training/diagnostics.py`` and the loss log write to the run's metrics log
+(``run_folder.read_rows``); what the curves mean and what healthy and unhealthy runs look like:
+``docs/diagnostics.md``. The checks are rules of thumb from our own runs, each stated with its
+threshold, not proofs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from scaledql.reports.plots import save
-from scaledql.training.metrics import read_rows
+from scaledql.run_folder import diagnostics_file, read_rows
 
 EPS_DOMINATED = 0.5  # share of a part's weights whose Adam step ε dominates
 CQL_FLAT = 0.95  # CQL term ≥ this share of ln|A|: Q is still flat over actions
@@ -135,5 +136,5 @@ def diagnose_run(run: Path, out: Path | None = None) -> tuple[Path, list[str]]:
     """Plot ``run``'s diagnostics (to ``out``, default ``RUN/diagnostics.png``) and check its
     health; returns (the plot's path, warning lines)."""
     rows = read_rows(run)
-    path = plot_diagnostics(rows, out or Path(run) / "diagnostics.png", str(run))
+    path = plot_diagnostics(rows, out or diagnostics_file(run), str(run))
     return path, health(rows)

@@ -29,6 +29,7 @@ from scaledql.reports.runs import (
     methods_of,
     read_run,
 )
+from scaledql.run_folder import CONFIG
 from scaledql.stats import (
     ALL_METRICS,
     IMPROVEMENT_REPS,
@@ -122,7 +123,7 @@ def report_runs(runs: Sequence[Path | str], out: Path | str,
     if not paths:
         raise UserError("no run folders given")
     out = Path(out)
-    for own in ("summary.json", "finetune.json", "config.json"):
+    for own in ("summary.json", "finetune.json", CONFIG):
         if (out / own).is_file():  # its report.md and plots would be overwritten
             raise UserError(f"--out {out} holds a demo, an experiment or a run ({own}); "
                             "choose a folder of its own")

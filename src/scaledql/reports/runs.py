@@ -1,8 +1,8 @@
 """Run folders → methods → score matrices: what a report over runs aggregates.
 
 A *run* is a folder with ``config.json`` (its ``seed`` among the options) and evaluation
-reports ``eval/step_N.json`` (raw returns per game): what ``scaledql train`` writes, and each
-arm × seed (× game) of ``scaledql finetune``. A folder holding several runs is expanded: a
+reports (raw returns per game; the layout is ``run_folder``'s): what ``scaledql train`` writes,
+and each arm × seed (× game) of ``scaledql finetune``. A folder holding several runs is expanded: a
 fine-tuning experiment (``finetune.json``) into its runs, labelled by arm; a demo folder
 (``summary.json``) into its learners' runs.
 
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from scaledql.errors import UserError
+from scaledql.run_folder import CONFIG, EVAL_DIR, config_file, eval_files, is_run, read_json
 from scaledql.suites.scores import has_reference, normalize
 
 # Options that never make two runs different methods: the seed (runs of a method differ in
@@ -71,15 +72,8 @@ class RunResult:
         return self.target_steps is None or self.final.step >= self.target_steps
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:100]})") from None
-
-
-def _evaluation(file: Path) -> tuple[str, Evaluation, list[str]]:
-    report = _read_json(file)
+def _evaluation(file: Path, step: int) -> tuple[str, Evaluation, list[str]]:
+    report = read_json(file)
     games = report.get("games") if isinstance(report, dict) else None
     suite = report.get("suite") if isinstance(report, dict) else None
     if not isinstance(games, dict) or not games or not isinstance(suite, str):
@@ -96,7 +90,6 @@ def _evaluation(file: Path) -> tuple[str, Evaluation, list[str]]:
             continue
         scores[game] = float(normalize(suite, game, float(np.mean(returns))))
         episodes.append(len(returns))
-    step = int(file.stem.split("_", 1)[1])
     return suite, Evaluation(step, scores, min(episodes, default=0)), unscored
 
 
@@ -105,20 +98,20 @@ def read_run(path: Path, label: str | None = None) -> RunResult:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path} " + ("is not a folder" if path.exists() else "does not exist"))
-    config = _read_json(path / "config.json") if (path / "config.json").is_file() else None
+    config = read_json(config_file(path)) if is_run(path) else None
     if not isinstance(config, dict):
         raise UserError(f"{path} is not a run folder (no config.json object), a demo folder "
                         "(no summary.json) or a fine-tuning experiment (no finetune.json)")
     seed = config.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise UserError(f"{path / 'config.json'}: seed must be a non-negative integer")
-    files = [f for f in (path / "eval").glob("step_*.json") if f.stem[5:].isdigit()]
+        raise UserError(f"{config_file(path)}: seed must be a non-negative integer")
+    files = eval_files(path)
     if not files:
-        raise UserError(f"{path}: no evaluation (eval/step_N.json; `scaledql train` writes "
-                        "one when a run finishes)")
+        raise UserError(f"{path}: no evaluation (no report in {EVAL_DIR}/; `scaledql train` "
+                        "writes one when a run finishes)")
     evals, suites, unscored = [], set(), set()
-    for f in sorted(files, key=lambda f: int(f.stem[5:])):
-        suite, evaluation, missing = _evaluation(f)
+    for step, f in files.items():
+        suite, evaluation, missing = _evaluation(f, step)
         suites.add(suite)
         unscored.update(missing)
         evals.append(evaluation)
@@ -135,10 +128,10 @@ def expand(path: Path) -> list[tuple[Path, str | None]]:
     labelled by arm; a demo folder's learner runs."""
     path = Path(path)
     if (path / "finetune.json").is_file():
-        runs = sorted(p.parent for p in path.glob("**/config.json") if p.parent != path)
+        runs = sorted(p.parent for p in path.glob(f"**/{CONFIG}") if p.parent != path)
         return [(r, r.relative_to(path).parts[0]) for r in runs]
-    if (path / "summary.json").is_file() and not (path / "config.json").is_file():
-        return [(p.parent, None) for p in sorted(path.glob("*/config.json"))]
+    if (path / "summary.json").is_file() and not is_run(path):
+        return [(p.parent, None) for p in sorted(path.glob(f"*/{CONFIG}"))]
     return [(path, None)]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scaledql.errors import UserError
+from scaledql.run_folder import budget_file, config_file, is_run
 
 
 def run_budget(config: dict[str, Any], transitions: dict[str, int]) -> dict[str, Any]:
@@ -55,11 +56,10 @@ def run_budget_of(run: Path) -> dict[str, Any] | None:
     """A run's ``budget.json`` (written at the start of training); for runs written before it,
     the same numbers computed from its ``config.json`` and its store; None for online runs or
     when the store is gone."""
-    saved = run / "budget.json"
+    saved = budget_file(run)
     if saved.is_file():
         return json.loads(saved.read_text())
-    config_file = run / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    config = json.loads(config_file(run).read_text()) if is_run(run) else {}
     if not config.get("data") or "steps" not in config:
         return None
     try:

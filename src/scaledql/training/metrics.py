@@ -1,4 +1,4 @@
-"""Run logs: ``metrics.jsonl`` (every row), ``metrics.csv`` (the same rows, a valid CSV),
+"""Run logs: the metrics log (every row, JSON lines), its CSV copy (the same rows, a valid CSV),
 TensorBoard and, when asked, Weights & Biases — all from one ``write``. Rank 0 only.
 
 Every row carries ``kind`` (``train`` or ``eval``) and ``step``; TensorBoard and W&B keys are
@@ -10,7 +10,8 @@ its HParams tab), W&B's run config.
 
 W&B is optional: ``wandb`` is imported only when a ``WandbOptions`` is given, and a missing
 package is one ``UserError``. A resumed run continues the same W&B run (its id is kept in
-``RUN/wandb_id``).
+``RUN/wandb_id``). Where the logs lie is ``run_folder``'s; reading them back is
+``run_folder.read_rows``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from typing import Any
 
 from scaledql.errors import UserError
 from scaledql.io import atomic_write_text
+from scaledql.run_folder import (
+    metrics_csv_file,
+    metrics_file,
+    read_rows,
+    tensorboard_dir,
+    wandb_id_file,
+)
 
 FIRST_COLUMNS = ["kind", "step"]
 # Metrics the TensorBoard HParams tab shows next to each run's options (tags written by write).
@@ -57,7 +65,7 @@ def _start_wandb(options: WandbOptions, run: Path) -> Any:
     except ModuleNotFoundError:
         raise UserError("--wandb: the wandb package is not installed (pip install wandb)") \
             from None
-    id_file = run / "wandb_id"
+    id_file = wandb_id_file(run)
     run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
     atomic_write_text(id_file, run_id + "\n")
     kwargs: dict[str, Any] = {"project": options.project, "entity": options.entity,
@@ -72,21 +80,12 @@ def _start_wandb(options: WandbOptions, run: Path) -> Any:
         raise UserError(f"--wandb: W&B did not start ({first[:200]})") from None
 
 
-def read_rows(run: Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """The rows of ``RUN/metrics.jsonl`` (of one ``kind`` if given); [] when there is none."""
-    jsonl = Path(run) / "metrics.jsonl"
-    if not jsonl.exists():
-        return []
-    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-    return [r for r in rows if kind is None or r.get("kind") == kind]
-
-
 class MetricsLog:
     def __init__(self, run: Path, enabled: bool = True, resume_step: int = 0,
                  tensorboard: bool = True, wandb: WandbOptions | None = None) -> None:
         self.enabled = enabled
-        self.jsonl = run / "metrics.jsonl"
-        self.csv = run / "metrics.csv"
+        self.jsonl = metrics_file(run)
+        self.csv = metrics_csv_file(run)
         self.tb = None
         self.wandb: Any = None
         self.columns: list[str] = []
@@ -100,7 +99,7 @@ class MetricsLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run / "tensorboard"), purge_step=resume_step or None)
+            self.tb = SummaryWriter(str(tensorboard_dir(run)), purge_step=resume_step or None)
 
     def _rows_up_to(self, step: int) -> list[dict[str, Any]]:
         """Rows logged up to ``step`` (those after it are redone by the resumed run)."""
