@@ -13,7 +13,7 @@ links to run 1. Then, with the sources in the page cache, measures MB/s of infla
 * inflate only of checkpoint 0's observation file, into one reused 64 MB buffer, with the
   standard library's ``gzip``, ISA-L (``isal``) and zlib-ng (``zlib-ng``), each through its
   fastest streaming reader;
-* ``import_dqn_replay`` of that one file, one process;
+* ``dqn_import.import_games`` of that one file, one process;
 * ``2 x --runs`` files (checkpoints 0-1 of each run) with ``jobs=1`` and with ``jobs=2``;
 * the write ceiling: one and two processes writing 1.41 GB each into ``--out`` as the importer
   writes (no inflate).
@@ -236,7 +236,7 @@ def main() -> None:
             report(f"inflate-{reader}", [_inflate_only(obs0, reader)
                                          for _ in range(args.repeats)], frame_bytes)
 
-    from scaledql.data.dqn_replay import import_dqn_replay
+    from scaledql.data.dqn_import import ImportOptions, import_games
 
     out = args.out or args.dir / "out"
     out.mkdir(parents=True, exist_ok=True)
@@ -258,8 +258,8 @@ def main() -> None:
         shutil.rmtree(out / "Pong", ignore_errors=True)
         os.sync()  # the previous run's deletions are not this run's work
         start, cpu0 = time.perf_counter(), cpu_seconds()
-        import_dqn_replay(src, "Pong", out, runs=runs, checkpoints=checkpoints, jobs=jobs,
-                          num_actions=6)
+        import_games({"Pong": 6}, ImportOptions(src=src, out=out, runs=runs,
+                                                checkpoints=checkpoints), jobs=jobs)
         cpu.append(cpu_seconds() - cpu0)
         return time.perf_counter() - start
 

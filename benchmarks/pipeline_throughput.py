@@ -39,7 +39,8 @@ import torch
 from scaledql.agents.base import Problem, as_tensors
 from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig
 from scaledql.data.sampler import make_sampler
-from scaledql.data.store import GameWriter, open_dataset
+from scaledql.data.store import open_dataset
+from scaledql.data.writer import GameWriter
 from scaledql.device import pick_device
 from scaledql.training.config import RunConfig, preset_path, read_toml
 from scaledql.training.offline import train

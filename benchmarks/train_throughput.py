@@ -42,7 +42,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from scaledql.agents.base import Problem
 from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig
 from scaledql.data.sampler import TransitionSampler
-from scaledql.data.store import GameWriter, open_dataset
+from scaledql.data.store import open_dataset
+from scaledql.data.writer import GameWriter
 from scaledql.training.config import preset_path, read_toml
 
 HERE = Path(__file__).resolve().parent

@@ -120,7 +120,7 @@ CASES: list[Case] = [
 
 
 def _published_pong(ctx: Ctx) -> None:
-    from scaledql.data.store import GameWriter
+    from scaledql.data.writer import GameWriter
 
     frames = np.zeros((3, 1, 2, 3), np.uint8)
     with GameWriter(ctx.tmp / "o", suite="atari", game="Pong", num_actions=6,

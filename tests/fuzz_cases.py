@@ -316,7 +316,7 @@ def apply_gz(path: Path, d: Damage) -> None:
 
 def run_replay(work: Path, d: Damage) -> Outcome:
     """Import the damaged DQN Replay source; a store it publishes must read correctly."""
-    from scaledql.data.dqn_replay import import_dqn_replay
+    from test_dqn_replay import import_dqn_replay
 
     src = fresh(base_replay(), work)
     apply_gz(src / "Pong" / "1" / "replay_logs" / d.file, d)

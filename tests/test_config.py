@@ -17,7 +17,7 @@ from conftest import write_tiny_minatar_store
 from scaledql.agents.registry import learner_class, learner_names
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
-from scaledql.data.store import GameWriter
+from scaledql.data.writer import GameWriter
 from scaledql.training.config import RunConfig
 from scaledql.training.offline import train
 

@@ -30,7 +30,8 @@ from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class, learner_names
 from scaledql.checkpoint import learner_payload, load_checkpoint, load_learner, save_checkpoint
 from scaledql.data.sampler import make_sampler
-from scaledql.data.store import GameWriter, open_dataset
+from scaledql.data.store import open_dataset
+from scaledql.data.writer import GameWriter
 from scaledql.training.config import RunConfig
 from scaledql.training.offline import train
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from scaledql.data.datacard import CARD, data_card, write_card
-from scaledql.data.store import GameWriter
+from scaledql.data.writer import GameWriter
 from scaledql.evaluate import aggregate
 from scaledql.suites.scores import normalize
 

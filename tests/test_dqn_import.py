@@ -219,7 +219,7 @@ def test_shards_are_what_game_writer_writes(reference, tmp_path):
 
     import numpy as np
 
-    from scaledql.data.store import GameWriter
+    from scaledql.data.writer import GameWriter
 
     ours = reference / "ref" / "Breakout"
     g = open_dataset(ours.parent).game("Breakout")

@@ -9,12 +9,21 @@ import pickle
 import numpy as np
 import pytest
 
-from scaledql.data.dqn_replay import import_dqn_replay
+from scaledql.data.dqn_import import ImportOptions, ImportSummary, import_games
 from scaledql.data.store import open_dataset
 from scaledql.errors import UserError
 
 HW = (2, 3)
 NUM_ACTIONS = 4
+
+
+def import_dqn_replay(src, game, out, *, num_actions=None, chunk_bytes=None,
+                      **options) -> ImportSummary:
+    """One game's import with its options as keywords (``dqn_import.ImportOptions``)."""
+    opts = ImportOptions(src=src, out=out, **options)
+    if chunk_bytes is not None:
+        opts.chunk_bytes = chunk_bytes
+    return import_games({game: num_actions}, opts)[0]
 
 
 def gz_save(path, array) -> None:

@@ -17,7 +17,8 @@ from scaledql.checkpoint import load_checkpoint, load_learner
 from scaledql.cli import main
 from scaledql.data.replay import RingReplay
 from scaledql.data.sampler import TransitionSampler, fraction_of
-from scaledql.data.store import GameWriter, open_dataset
+from scaledql.data.store import open_dataset
+from scaledql.data.writer import GameWriter
 from scaledql.errors import UserError
 from scaledql.finetune.common import parse_arms
 from scaledql.finetune.offline import OfflineFinetune, run_offline

@@ -40,7 +40,7 @@ def _make_assets(root: Path) -> Assets:
     from scaledql.agents.dqn import DQN
     from scaledql.agents.scaled_ql import ScaledQLConfig
     from scaledql.checkpoint import learner_payload, save_checkpoint
-    from scaledql.data.store import GameWriter
+    from scaledql.data.writer import GameWriter
     from scaledql.training.config import RunConfig
     from scaledql.training.offline import train
     from test_dqn_replay import LoggedBuffer, play

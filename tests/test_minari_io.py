@@ -40,7 +40,7 @@ def make_minari(dataset_id, obs_space, episodes, num_actions=3):
 
 
 def test_atari_store_round_trips_through_minari(tmp_path):
-    from scaledql.data.store import GameWriter
+    from scaledql.data.writer import GameWriter
 
     rng = np.random.default_rng(0)
     episodes = [(rng.integers(0, 256, (t + 1, 1, 84, 84), dtype=np.uint8), term, trunc)
@@ -136,7 +136,7 @@ def test_a_dataset_never_runs_the_entry_point_it_names(tmp_path, monkeypatch, dr
 
 
 def test_minatar_cells_round_trip_and_keep_the_suites_scale(tmp_path):
-    from scaledql.data.store import GameWriter
+    from scaledql.data.writer import GameWriter
 
     rng = np.random.default_rng(4)
     grids = 255 * rng.integers(0, 2, (6, 10, 10, 10), dtype=np.uint8)  # as the suite shows them
@@ -191,7 +191,7 @@ def test_game_names_are_checked_against_the_suite(tmp_path):
 
 
 def _atari_store(root):
-    from scaledql.data.store import GameWriter
+    from scaledql.data.writer import GameWriter
 
     frames = np.random.default_rng(6).integers(0, 256, (4, 1, 84, 84), dtype=np.uint8)
     with GameWriter(root, suite="atari", game="Pong", num_actions=6, frame_shape=(1, 84, 84),
@@ -242,7 +242,7 @@ def _varied_store(root, suite: str) -> None:
     """A store with what Minari's own fields cannot say: three shards (one episode of 0 steps
     is impossible here: Minari cannot hold it), an episode that began before the data, an
     unfinished one between finished ones, game options and a minimal action set."""
-    from scaledql.data.store import GameWriter
+    from scaledql.data.writer import GameWriter
 
     rng = np.random.default_rng(7)
     game, n, shape, stack = (("breakout", 3, (10, 10, 10), 1) if suite == "minatar"
@@ -305,7 +305,7 @@ def test_the_export_names_its_game_in_minaris_env_spec(tmp_path):
 
 def test_a_zero_step_episode_is_left_out_and_said_so(tmp_path, capsys):
     from scaledql.cli import main
-    from scaledql.data.store import GameWriter
+    from scaledql.data.writer import GameWriter
 
     with GameWriter(tmp_path / "a", suite="minatar", game="breakout", num_actions=3,
                     frame_shape=(10, 10, 10), stack=1) as w:
@@ -319,7 +319,7 @@ def test_a_zero_step_episode_is_left_out_and_said_so(tmp_path, capsys):
 
 
 def test_a_refused_export_leaves_no_datasets_root(tmp_path):
-    from scaledql.data.store import GameWriter
+    from scaledql.data.writer import GameWriter
 
     with GameWriter(tmp_path / "a", suite="minatar", game="breakout", num_actions=3,
                     frame_shape=(10, 10, 10), stack=1) as w:

@@ -15,7 +15,7 @@ import pytest
 
 from scaledql import progress
 from scaledql.cli import main
-from scaledql.data.store import GameWriter
+from scaledql.data.writer import GameWriter
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = ["--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--batch-size", "8",

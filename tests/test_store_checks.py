@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from scaledql.cli import main
-from scaledql.data.store import GameWriter, open_dataset
+from scaledql.data.store import open_dataset
+from scaledql.data.writer import GameWriter
 from scaledql.errors import UserError
 
 
@@ -45,7 +46,7 @@ def test_a_writer_scans_what_it_wrote_before_publishing(tmp_path, monkeypatch):
 
 def test_the_dqn_replay_import_scans_before_publishing(tmp_path, monkeypatch):
     from scaledql.data import dqn_layout
-    from test_dqn_replay import LoggedBuffer, play
+    from test_dqn_replay import LoggedBuffer, import_dqn_replay, play
 
     play(LoggedBuffer(tmp_path / "src" / "Pong" / "1" / "replay_logs", capacity=10),
          [5, 7, 6, 4], every_cycle_logged=True)
@@ -59,8 +60,6 @@ def test_the_dqn_replay_import_scans_before_publishing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dqn_layout._ShardBuilder, "write", write_then_damage)
     with pytest.raises(UserError, match=r"reward inf at frame 2 is not finite"):
-        from scaledql.data.dqn_replay import import_dqn_replay
-
         import_dqn_replay(tmp_path / "src", "Pong", tmp_path / "out", checkpoints=[0, 1])
     assert not (tmp_path / "out" / "Pong").exists()
 

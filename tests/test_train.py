@@ -15,7 +15,7 @@ import torch
 from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
-from scaledql.data.store import GameWriter
+from scaledql.data.writer import GameWriter
 from scaledql.training.config import RunConfig
 from scaledql.training.offline import NonFiniteLoss, train
 

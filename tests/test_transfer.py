@@ -12,7 +12,7 @@ from scaledql.agents.base import Problem
 from scaledql.agents.registry import learner_class
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
-from scaledql.data.store import GameWriter
+from scaledql.data.writer import GameWriter
 from scaledql.errors import UserError
 from scaledql.training.config import RunConfig
 from scaledql.training.offline import train

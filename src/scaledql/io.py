@@ -87,8 +87,25 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+def atomic_write_json(path: Path, obj: Any, *, indent: int = 2, durable: bool = False) -> None:
+    """``obj`` as JSON (``indent``) written like ``atomic_write_text``. ``durable``: fsync the
+    file before its rename and the directory after, so that what was published survives a
+    crash (a game store's manifest)."""
+    with atomic_output(path, fsync=durable) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent) + "\n")
+    if durable:
+        fsync_dir(Path(path).parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, making the renames and new files in it durable (skipped on
+    filesystems that do not let a directory be fsynced)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def acquire_lock(lock_file: Path, what: str, subject: Path | str) -> int:

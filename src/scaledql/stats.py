@@ -5,7 +5,8 @@ A score matrix is ``float64[rows, games]``: one row per independent draw — an 
 (``reports``). Following Agarwal et al. (2021) every estimate is a point plus a 95% stratified
 bootstrap interval (rows resampled within each game) computed by ``rliable``:
 
-- ``interval_estimates``: IQM, median, mean and optimality gap of each method;
+- ``interval_estimates``: IQM, median, mean and optimality gap of each method (``aggregate``:
+  IQM, median and mean of one matrix);
 - ``per_game_estimates``: each game's mean, per method;
 - ``improvement_probabilities``: P(X > Y) for every pair of methods;
 - ``performance_profiles``: the fraction of rows × games scoring above each threshold τ.
@@ -94,6 +95,16 @@ def interval_estimates(scores: Mapping[str, np.ndarray], metrics: Sequence[str] 
             out[method][name] = float(point[i])
             out[method][f"{name}_ci"] = [float(lo[i]), float(hi[i])]
     return out
+
+
+def aggregate(normalized: np.ndarray, reps: int = REPS, seed: int = 0) -> dict:
+    """IQM, median and mean of one ``[rows, games]`` score matrix with 95% stratified-bootstrap
+    CIs (``interval_estimates``; one row: the interval is the point).
+
+    >>> aggregate(np.array([[0.0, 1.0, 2.0, 3.0]]))["iqm"]   # middle half of {0,1,2,3}
+    1.5
+    """
+    return interval_estimates({"agent": normalized}, ("iqm", "median", "mean"), reps, seed)["agent"]
 
 
 def per_game_estimates(scores: Mapping[str, np.ndarray], reps: int = REPS,

@@ -6,9 +6,9 @@ Public API::
     from scaledql.data import compress_dataset, PoolOptions  # compressed stores, RAM-bounded pool
     from scaledql.data import build_store, Episode, episodes_from_arrays  # your own episodes
 
-See ``store`` for the on-disk layout, ``sampler`` for batches, ``frame_blocks``, ``compress``
-and ``pool`` for compressed stores and the resident pool, ``dqn_replay`` and ``minari_io`` for
-the importers/exporter.
+See ``format`` for the on-disk layout, ``store`` and ``game`` for reading it, ``sampler`` for
+batches, ``frame_blocks``, ``compress`` and ``pool`` for compressed stores and the resident pool,
+``dqn_replay`` and ``minari_io`` for the importers/exporter.
 """
 
 from scaledql.data.build import Episode, build_store, episodes_from_arrays

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from scaledql.data.store import MANIFEST
+from scaledql.data.format import MANIFEST
 from scaledql.errors import UserError
 from scaledql.io import atomic_output
 

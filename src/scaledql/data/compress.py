@@ -5,7 +5,7 @@ Each game is written like every other store write: under ``OUT/.GAME.lock``, int
 the episode tables and counts checked by the full scan (``validate.verify_game``), the manifest
 written last, then one ``rename`` publishes it. A game already compressed from the same source
 (same manifest) is skipped, so an interrupted conversion of many games resumes where it stopped.
-The format: ``frame_blocks.py``.
+The format: ``frame_blocks.py`` (the manifest's ``frame_codec``: ``format.check_codec``).
 """
 
 from __future__ import annotations
@@ -18,21 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from scaledql.data.frame_blocks import CODEC, episode_blocks, write_blocks
-from scaledql.data.store import (
-    MANIFEST,
-    GameData,
-    _write_json_atomic,
-    data_identity,
-    game_lock_path,
-    open_dataset,
-    read_manifest,
-    save_shard_tables,
-)
+from scaledql.data.format import CODEC, MANIFEST, game_lock_path, read_manifest, save_shard_tables
+from scaledql.data.frame_blocks import episode_blocks, write_blocks
+from scaledql.data.game import GameData
+from scaledql.data.store import data_identity, open_dataset
 from scaledql.data.validate import verify_game
 from scaledql.data.writer import publish_game_dir
 from scaledql.errors import UserError
-from scaledql.io import acquire_lock, release_lock
+from scaledql.io import acquire_lock, atomic_write_json, release_lock
 from scaledql.progress import human_bytes
 
 MAX_LEVEL = 22  # zstd's highest level
@@ -117,7 +110,7 @@ def compress_game(src: GameData, out: Path, *, level: int, block_frames: int,
         manifest = {**src.manifest, "shards": shards, "provenance": provenance,
                     "frame_codec": {"name": CODEC, "level": level, "block_frames": block_frames}}
         verify_game(GameData(work, name=src.name, manifest=manifest), frames=False)
-        _write_json_atomic(work / MANIFEST, manifest)
+        atomic_write_json(work / MANIFEST, manifest, indent=1, durable=True)
         publish_game_dir(work, final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -6,8 +6,9 @@ behaviour policy was.
 Per game: the source, runs and checkpoint files (from the manifest's provenance), transitions,
 finished episodes, the mean behaviour return over finished episodes and its normalized score
 (human-normalized for Atari: (return - random) / (human - random); reference-normalized for
-MinAtar). For the dataset: IQM, median and mean of the normalized behaviour scores with 95%
-stratified-bootstrap confidence intervals, from rliable through ``scaledql.evaluate.aggregate``.
+MinAtar), as ``game.behaviour_score`` defines them. For the dataset: IQM, median and mean of the
+normalized behaviour scores with 95% stratified-bootstrap confidence intervals, from rliable
+through ``scaledql.stats.aggregate``.
 
 The intervals are over *episodes*: the score matrix is ``[episodes, games]`` and the bootstrap
 resamples each game's episodes. Games hold different numbers of episodes, so each game's column
@@ -29,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from scaledql.data.store import _fsync_dir, open_dataset
-from scaledql.io import atomic_output
+from scaledql.data.game import behaviour_score
+from scaledql.data.store import open_dataset
+from scaledql.io import atomic_output, fsync_dir
+from scaledql.stats import aggregate
 
 CARD = "DATACARD.md"
 MAX_ROWS = 1000
@@ -39,9 +42,6 @@ PAPER_BEHAVIOUR = 0.51  # the paper's sub-optimal data: behaviour policy at 51% 
 
 def data_card(root: Path) -> dict[str, Any]:
     """The card of the dataset at ``root`` as a JSON-able dict (see the module docstring)."""
-    from scaledql.evaluate import aggregate
-    from scaledql.suites.scores import has_reference, normalize
-
     ds = open_dataset(root, contents=True)  # the behaviour scores come from these arrays
     games: dict[str, Any] = {}
     columns: list[np.ndarray] = []
@@ -50,9 +50,7 @@ def data_card(root: Path) -> dict[str, Any]:
         g = ds.game(name)
         prov = g.manifest.get("provenance", {})
         runs = prov.get("runs") or {}
-        returns = g.episode_returns
-        norm = (np.asarray(normalize(g.suite, name, returns), np.float64)
-                if len(returns) and has_reference(g.suite, name) else None)
+        behaviour = behaviour_score(g)
         counts = g.manifest["counts"]
         games[name] = {
             "suite": g.suite,
@@ -63,12 +61,12 @@ def data_card(root: Path) -> dict[str, Any]:
             "episodes": g.num_episodes,
             "unfinished": counts.get("unfinished", 0),
             "partial_start": counts.get("partial_start", 0),
-            "behaviour_return": float(returns.mean()) if len(returns) else None,
-            "normalized_score": float(norm.mean()) if norm is not None else None,
+            "behaviour_return": behaviour.mean_return,
+            "normalized_score": behaviour.score,
             "rewards_clipped": g.rewards_clipped,
         }
-        if norm is not None:
-            columns.append(np.sort(norm))
+        if behaviour.normalized is not None:
+            columns.append(np.sort(behaviour.normalized))
             scored.append(name)
     card: dict[str, Any] = {
         "root": str(ds.root), "games": games,
@@ -159,5 +157,5 @@ def write_card(card: dict[str, Any], root: Path) -> str:
     path = Path(root) / CARD
     with atomic_output(path, fsync=True) as tmp:
         tmp.write_text(text)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return text

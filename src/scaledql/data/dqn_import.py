@@ -53,22 +53,28 @@ from scaledql.data.dqn_layout import (
     source_files,
 )
 from scaledql.data.dqn_replay import RunSelection, select
-from scaledql.data.gzip_npy import gzip_identity
-from scaledql.data.parallel import Inline, Pool, Progress, terminate_as_interrupt
-from scaledql.data.store import (
+from scaledql.data.format import (
     MANIFEST,
     SCHEMA,
     SCHEMA_VERSION,
-    GameData,
-    _fsync_dir,
-    _write_json_atomic,
     game_lock_path,
     read_manifest,
     validate_game_name,
 )
+from scaledql.data.game import GameData
+from scaledql.data.gzip_npy import gzip_identity
+from scaledql.data.parallel import Inline, Pool, Progress, terminate_as_interrupt
 from scaledql.data.validate import verify_game
 from scaledql.errors import UserError
-from scaledql.io import acquire_lock, missing_dirs, release_lock, remove_empty_dirs
+from scaledql.io import (
+    acquire_lock,
+    atomic_write_json,
+    fsync_dir,
+    missing_dirs,
+    release_lock,
+    remove_empty_dirs,
+    remove_stale_temporaries_in,
+)
 
 FORMAT = 1  # bump when the layout of an import changes: older staging directories are discarded
 PLAN = "plan.json"
@@ -226,9 +232,10 @@ def _clean(g: _Game) -> int:
         if fd >= 0:
             os.close(fd)
         fd = _lock(staging)
-    else:
+    else:  # temporary files of killed writes (*.tmp: those of earlier scaledql versions)
         for tmp in staging.glob("*.tmp"):
             tmp.unlink()
+        remove_stale_temporaries_in(staging)
     return fd
 
 
@@ -241,7 +248,8 @@ def _plan(spec: _PlanSpec, progress: Callable[[int], None] | None = None) -> Gam
     with _writing(spec.staging):
         layout = layout_game(spec.game, timelines, spec.staging, spec.shard_steps, spec.write)
         if spec.write:
-            _write_json_atomic(spec.staging / PLAN, {"fingerprint": spec.fingerprint})
+            atomic_write_json(spec.staging / PLAN, {"fingerprint": spec.fingerprint}, indent=1,
+                              durable=True)
     return layout
 
 
@@ -263,7 +271,7 @@ def _mark_done(g: _Game, unit: Unit) -> None:
     path.parent.mkdir(exist_ok=True)
     with open(path, "w") as f:
         os.fsync(f.fileno())
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _publish(g: _Game) -> ImportSummary:
@@ -274,17 +282,17 @@ def _publish(g: _Game) -> ImportSummary:
         manifest["frame_shape"] = [1, *g.layout.frame_hw]
         manifest.update(shards=g.layout.shards, episode_returns=g.layout.episode_returns,
                         counts=g.layout.counts, created=g.created)
-        _write_json_atomic(staging / MANIFEST, manifest)
+        atomic_write_json(staging / MANIFEST, manifest, indent=1, durable=True)
     verify_game(GameData(staging, name=g.spec.game), frames=False)  # before anyone sees it
     shutil.rmtree(staging / "done", ignore_errors=True)
     (staging / PLAN).unlink(missing_ok=True)
-    _fsync_dir(staging)
+    fsync_dir(staging)
     out = g.final.parent
     old = out / f".{g.spec.game}.old"
     if g.final.exists():  # --overwrite was checked in _prepare
         os.rename(g.final, old)
     os.rename(staging, g.final)
-    _fsync_dir(out)
+    fsync_dir(out)
     shutil.rmtree(old, ignore_errors=True)
     return _summary(g)
 

@@ -3,7 +3,7 @@
 Everything in a game store except the frames follows from the checkpoints' small arrays
 (actions, rewards, terminals, add counts). So ``layout_game`` first lays out the whole game:
 episodes in time order (runs in the order given), packed into shards of whole episodes exactly as
-``store.GameWriter`` packs them (a shard closes at an episode's end once it holds
+``writer.GameWriter`` packs them (a shard closes at an episode's end once it holds
 ``shard_steps`` transitions), each shard's small arrays written and its ``frames.npy`` created at
 its final size with its final header. For each checkpoint file it returns a ``Unit``: the slot
 ranges of the file's observation array and the shard frames they go to.
@@ -39,15 +39,15 @@ from scaledql.data.dqn_replay import (
     _window_episodes,
     checkpoint_path,
 )
-from scaledql.data.gzip_npy import NpyStream
-from scaledql.data.store import (
-    _NPY_HEADER_BYTES,
+from scaledql.data.format import (
     FLAG_PARTIAL_START,
     FLAG_TERMINATED,
     FLAG_TRUNCATED,
-    _npy_header,
     save_shard_tables,
+    shard_name,
 )
+from scaledql.data.gzip_npy import NpyStream
+from scaledql.data.npy_header import FIXED_HEADER_BYTES, fixed_header
 from scaledql.errors import UserError
 
 CHUNK_BYTES = 64 << 20  # inflated frames per read
@@ -101,10 +101,6 @@ def source_files(sel: RunSelection) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------------
 # The layout
-
-
-def shard_name(index: int) -> str:
-    return f"shard_{index:05d}"
 
 
 @dataclass
@@ -174,8 +170,8 @@ class _ShardBuilder:
         """The small arrays, and ``frames.npy`` at its final size and header (zeros)."""
         directory.mkdir()
         with open(directory / "frames.npy", "wb") as f:
-            f.write(_npy_header(np.uint8, (self.num_frames, *frame_shape)))
-            f.truncate(_NPY_HEADER_BYTES + self.num_frames * int(np.prod(frame_shape)))
+            f.write(fixed_header(np.uint8, (self.num_frames, *frame_shape)))
+            f.truncate(FIXED_HEADER_BYTES + self.num_frames * int(np.prod(frame_shape)))
             f.flush()
             os.fsync(f.fileno())
         save_shard_tables(directory, self.actions, self.rewards, self.rtg, self.episodes)
@@ -306,7 +302,7 @@ def copy_unit(unit: Unit, chunk_bytes: int = CHUNK_BYTES,
             while k < len(segs) and segs[k][0] < s1:
                 slot_lo, slot_hi, s, frame_lo = segs[k]
                 lo, hi = max(slot_lo, s0), min(slot_hi, s1)
-                offset = _NPY_HEADER_BYTES + (frame_lo + lo - slot_lo) * fb
+                offset = FIXED_HEADER_BYTES + (frame_lo + lo - slot_lo) * fb
                 _pwrite_all(fds[s], flat[(lo - s0) * fb:(hi - s0) * fb], offset, unit)
                 span = written.setdefault(s, [offset, offset])
                 span[0], span[1] = min(span[0], offset), max(span[1], offset + (hi - lo) * fb)

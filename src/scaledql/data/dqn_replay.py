@@ -385,24 +385,3 @@ def _head_terminals(log_dir: Path, win: _Window, stack: int, num_actions: int) -
     if g[0] < prev.lo or g[-1] >= prev.hi:
         return None
     return prev.terminal[g % prev.capacity]
-
-
-def import_dqn_replay(src: Path, game: str, out: Path, *, runs: list[str] | None = None,
-                      checkpoints: list[int] | None = None, fraction: float | None = None,
-                      num_actions: int | None = None, stack: int = 4, suite: str = "atari",
-                      overwrite: bool = False, shard_steps: int = 1_000_000,
-                      chunk_bytes: int | None = None, command: str | None = None,
-                      jobs: int = 1, progress: bool = False):
-    """Import one game's ``SRC/GAME/RUN/replay_logs`` into ``out/GAME``; see ``dqn_import``.
-
-    ``num_actions``: the game's action count (default: the suite's minimal action set).
-    Returns a ``dqn_import.ImportSummary``. Raises ``UserError`` on any bad input.
-    """
-    from scaledql.data.dqn_import import ImportOptions, import_games
-
-    opts = ImportOptions(src=Path(src), out=Path(out), runs=runs, checkpoints=checkpoints,
-                         fraction=fraction, stack=stack, suite=suite, overwrite=overwrite,
-                         shard_steps=shard_steps, command=command)
-    if chunk_bytes is not None:
-        opts.chunk_bytes = chunk_bytes
-    return import_games({game: num_actions}, opts, jobs=jobs, progress=progress)[0]

@@ -9,8 +9,8 @@ of ``frames.npy``::
                           [bounds[b, 0], bounds[b+1, 0]) of the shard), column 1 their byte
                           offsets in frames.zst (the last row: frames in the shard, file size)
 
-and its manifest says so: ``frame_codec`` {"name": "zstd", "level": N, "block_frames": K} at the
-top, ``blocks`` (K) in each shard entry. The sentinel frame 0 is not stored (it is zeros by
+and its manifest says so (``format.check_codec``): ``frame_codec`` {"name": "zstd", "level": N,
+"block_frames": K} at the top, ``blocks`` (K) in each shard entry. The sentinel frame 0 is not stored (it is zeros by
 definition); block 0 starts at frame 1. A block holds whole episodes (every bound but the last
 is an episode's ``ep_frame_start``), as many as fit in ``block_frames`` frames, an episode longer
 than that being a block of its own: a frame stack or an n-step return never needs two blocks,
@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from scaledql.data.format import open_array, save_npy
 from scaledql.errors import UserError
 
-CODEC = "zstd"
 DEFAULT_LEVEL = 3
 DEFAULT_BLOCK_FRAMES = 4096  # 29 MB of Atari frames, 4 MB of MinAtar frames per block
 BLOCKS_FILE = "frame_blocks.npy"
@@ -55,15 +54,6 @@ def episode_blocks(ep_frame_start: np.ndarray, ep_length: np.ndarray, num_frames
     return np.asarray(bounds, np.int64)
 
 
-def check_codec(codec: Any, where: str) -> None:
-    """A manifest's ``frame_codec`` table: a codec this scaledql decodes and sane numbers."""
-    if (not isinstance(codec, dict) or codec.get("name") != CODEC
-            or not isinstance(codec.get("level"), int)
-            or not isinstance(codec.get("block_frames"), int) or codec["block_frames"] < 1):
-        raise UserError(f"{where}: frame_codec must be {{name: {CODEC!r}, level: int, "
-                        f"block_frames: int >= 1}}, got {codec!r}")
-
-
 class CompressedFrames:
     """One shard's compressed frames (see the module docstring); ``decode(b)`` → block ``b``.
 
@@ -73,8 +63,6 @@ class CompressedFrames:
 
     def __init__(self, directory: Path, num_frames: int, frame_shape: tuple[int, int, int],
                  num_blocks: int, ep_frame_start: np.ndarray):
-        from scaledql.data.validate import open_array
-
         self.directory = Path(directory)
         self.shape = (int(num_frames), *frame_shape)
         self.frame_bytes = int(np.prod(frame_shape))
@@ -144,8 +132,6 @@ def write_blocks(directory: Path, frames: np.ndarray, bounds: np.ndarray, level:
     with its source before the next is written. Returns the compressed bytes."""
     import zstandard
 
-    from scaledql.data.store import _save_npy
-
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
     dctx = zstandard.ZstdDecompressor()
     offsets = [0]
@@ -159,5 +145,5 @@ def write_blocks(directory: Path, frames: np.ndarray, bounds: np.ndarray, level:
             offsets.append(offsets[-1] + len(packed))
         f.flush()
         os.fsync(f.fileno())
-    _save_npy(directory / BLOCKS_FILE, np.stack([bounds, np.asarray(offsets, np.int64)], 1))
+    save_npy(directory / BLOCKS_FILE, np.stack([bounds, np.asarray(offsets, np.int64)], 1))
     return offsets[-1]

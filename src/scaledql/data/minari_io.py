@@ -47,14 +47,10 @@ from pathlib import Path
 
 import numpy as np
 
+from scaledql.data.format import FLAG_PARTIAL_START, FLAG_TERMINATED, FLAG_TRUNCATED
 from scaledql.data.minari_meta import ExportInfo, env_spec_json, export_block, read_export_block
 from scaledql.data.minari_read import BoxSpace, MinariSource, datasets_root, env_id
-from scaledql.data.store import (
-    FLAG_PARTIAL_START,
-    FLAG_TERMINATED,
-    FLAG_TRUNCATED,
-    open_dataset,
-)
+from scaledql.data.store import open_dataset
 from scaledql.data.writer import GameWriter
 from scaledql.errors import UserError
 from scaledql.io import file_lock, missing_dirs, remove_empty_dirs

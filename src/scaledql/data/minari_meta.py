@@ -33,11 +33,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from scaledql.data.format import MAX_STACK, check_game_name
 from scaledql.errors import UserError
 
 FORMAT = "scaledql.minari_export"
 VERSION = 1
-MAX_STACK = 64
 MAX_CHANNELS = 10  # MinAtar's widest game; a store pads every game to it
 ENV_OPTION_KEYS = ("sticky", "max_episode_steps", "full_action_space", "mode", "difficulty")
 
@@ -158,8 +158,6 @@ def _env_options(value: Any, where: str) -> dict[str, Any] | None:
 
 def read_export_block(meta: dict, where: str, total_episodes: int) -> ExportInfo | None:
     """The checked ``scaledql`` block of ``metadata.json`` (None when there is none)."""
-    from scaledql.data.validate import check_game_name
-
     block = meta.get("scaledql")
     if block is None:
         return None

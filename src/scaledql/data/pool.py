@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaledql.data.frame_blocks import DEFAULT_BLOCK_FRAMES, episode_blocks
+from scaledql.data.game import GameData
 from scaledql.data.sampler_index import _GameIndex, _ShardArrays
-from scaledql.data.store import GameData
 from scaledql.errors import UserError
 
 _TABLE_BYTES = 12  # per frame: int32 action, float32 reward, float32 return-to-go

@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from scaledql.data.game import GameData
 from scaledql.data.sampler_index import _GameIndex, _ShardArrays, check_fraction, fraction_of
-from scaledql.data.store import Dataset, GameData
+from scaledql.data.store import Dataset
 from scaledql.errors import UserError
 
 if TYPE_CHECKING:

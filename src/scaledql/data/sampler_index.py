@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scaledql.data.store import FLAG_TERMINATED, GameData, Shard
+from scaledql.data.format import FLAG_TERMINATED
+from scaledql.data.game import GameData, Shard
 from scaledql.errors import UserError
 
 

@@ -1,4 +1,5 @@
-"""Writing a game store: ``GameWriter`` (see ``store`` for the layout, the checks and the locks).
+"""Writing a game store: ``GameWriter`` (``format``: the layout; ``store``: the checks and the
+locks).
 
 A ``GameWriter`` builds the whole game store in a hidden temporary directory next to its
 destination (``DIR/.GAME.partial``), holding ``DIR/.GAME.lock`` all along, fsyncs every file,
@@ -18,25 +19,26 @@ from typing import Any
 
 import numpy as np
 
-from scaledql.data.store import (
+from scaledql.data.format import (
+    COUNT_KEYS,
     FLAG_PARTIAL_START,
     FLAG_TERMINATED,
     FLAG_TRUNCATED,
     MANIFEST,
     SCHEMA,
     SCHEMA_VERSION,
-    GameData,
-    _fsync_dir,
-    _npy_header,
-    _write_json_atomic,
+    check_game_name,
     game_lock_path,
     read_manifest,
     save_shard_tables,
+    shard_name,
     validate_game_name,
 )
-from scaledql.data.validate import check_game_name, verify_game
+from scaledql.data.game import GameData
+from scaledql.data.npy_header import fixed_header
+from scaledql.data.validate import verify_game
 from scaledql.errors import UserError
-from scaledql.io import acquire_lock, release_lock
+from scaledql.io import acquire_lock, atomic_write_json, fsync_dir, release_lock
 
 
 def publish_game_dir(work_dir: Path, final_dir: Path) -> None:
@@ -49,7 +51,7 @@ def publish_game_dir(work_dir: Path, final_dir: Path) -> None:
     if final_dir.exists():
         os.rename(final_dir, trash)
     os.rename(work_dir, final_dir)
-    _fsync_dir(final_dir.parent)
+    fsync_dir(final_dir.parent)
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -61,7 +63,7 @@ class _ShardWriter:
         directory.mkdir(parents=True)
         self.frame_shape = frame_shape
         self._frames_file = open(directory / "frames.npy", "wb")  # noqa: SIM115 (closed in finish)
-        self._frames_file.write(_npy_header(np.uint8, (0, *frame_shape)))
+        self._frames_file.write(fixed_header(np.uint8, (0, *frame_shape)))
         self._frames_file.write(np.zeros(frame_shape, np.uint8).tobytes())  # sentinel frame 0
         self.num_frames = 1
         self.num_transitions = 0
@@ -87,7 +89,7 @@ class _ShardWriter:
         f = self._frames_file
         f.flush()
         f.seek(0)
-        f.write(_npy_header(np.uint8, (self.num_frames, *self.frame_shape)))
+        f.write(fixed_header(np.uint8, (self.num_frames, *self.frame_shape)))
         f.flush()
         os.fsync(f.fileno())
         f.close()
@@ -145,9 +147,7 @@ class GameWriter:
         self._made_root = False
         self._shard: _ShardWriter | None = None
         self._shards: list[dict] = []
-        self._counts = dict.fromkeys(("transitions", "frames", "episodes", "terminated",
-                                      "truncated", "unfinished", "partial_start",
-                                      "stored_episodes"), 0)
+        self._counts = dict.fromkeys(COUNT_KEYS, 0)
         self._returns: list[float] = []
         self.manifest: dict[str, Any] = {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "suite": suite, "game": game,
@@ -264,7 +264,7 @@ class GameWriter:
         if t == 0 and not terminated:
             return  # a lone first observation: nothing to learn from, nothing to count
         if self._shard is None:
-            name = f"shard_{self._next_shard_index:05d}"
+            name = shard_name(self._next_shard_index)
             self._next_shard_index += 1
             sub = f".{name}" if self.append else name  # appended shards get renamed at close
             self._shard = _ShardWriter(self._work_dir / sub, self.frame_shape)
@@ -315,7 +315,7 @@ class GameWriter:
                 old = self._old_manifest
                 for s in self._shards:
                     os.rename(self._work_dir / f".{s['name']}", self._work_dir / s["name"])
-                _fsync_dir(self._work_dir)
+                fsync_dir(self._work_dir)
                 counts = {k: old["counts"].get(k, 0) + v for k, v in self._counts.items()}
                 manifest["shards"] = old["shards"] + self._shards
                 manifest["episode_returns"] = old["episode_returns"] + self._returns
@@ -333,8 +333,8 @@ class GameWriter:
             manifest["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             # The full scan, before anyone can see the game (data verify runs the same).
             verify_game(GameData(self._work_dir, name=self.game, manifest=manifest), frames=False)
-            _fsync_dir(self._work_dir)
-            _write_json_atomic(self._work_dir / MANIFEST, manifest)
+            fsync_dir(self._work_dir)
+            atomic_write_json(self._work_dir / MANIFEST, manifest, indent=1, durable=True)
             if not self.append:  # overwrite=True was checked in __init__
                 publish_game_dir(self._work_dir, self.final_dir)
         except BaseException:
