@@ -6,7 +6,7 @@ import numpy as np
 
 from scaledql.data.datacard import CARD, data_card, write_card
 from scaledql.data.writer import GameWriter
-from scaledql.evaluate import aggregate
+from scaledql.stats import aggregate
 from scaledql.suites.scores import normalize
 
 

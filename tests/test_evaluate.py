@@ -10,8 +10,9 @@ from scipy import stats
 
 from scaledql.cli import main
 from scaledql.errors import UserError
-from scaledql.evaluate import EvalConfig, EvalReport, aggregate, play
+from scaledql.evaluate import EvalConfig, EvalReport, play
 from scaledql.policies import RandomPolicy
+from scaledql.stats import aggregate
 from scaledql.suites.scores import ATARI_SCORES, normalize
 
 

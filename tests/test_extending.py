@@ -306,3 +306,15 @@ def test_a_suite_without_scores_reports_raw_returns(registries, tmp_path):
     register_suite(GymSuite("tiny", {"t": _Tiles}, stack=1, frame_size=(5, 6)))
     with pytest.raises(UserError, match="NatureCNN encoder cannot read 5x6 frames"):
         sq.make("scaled-ql", games="t", suite="tiny", encoder="nature", width=0.25)
+
+
+def test_a_plugin_learner_runs_the_conformance_test(tmp_path):
+    """docs/extending.md, "Checking a learner": the registry's conformance test picks up a
+    learner from SCALEDQL_PLUGINS (the quick checks here; the module runs them all)."""
+    plugin = tmp_path / "my_plugin.py"
+    plugin.write_text(named_block("# my_plugin.py"))
+    conformance = Path(__file__).with_name("test_conformance.py")
+    out = run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", str(conformance),
+               "-k", "warmup-ql and (loss_falls or state_round_trip or export_round_trip)"],
+              tmp_path, SCALEDQL_PLUGINS=str(plugin))
+    assert "3 passed" in out, out[-2000:]

@@ -45,10 +45,11 @@ def test_the_layout(tmp_path):
     assert rf.run_of_checkpoint(run / "checkpoint.pt") == run
     assert rf.run_of_checkpoint(rf.history_file(run, 7)) == run
     assert rf.run_of_checkpoint(tmp_path / "agent.pt") is None
-    # the checkpoint format's module names the same files (it takes them from here)
-    from scaledql import checkpoint
+    # the checkpoint format's module reads the same files (it takes their names from here)
+    from scaledql.checkpoint import checkpoint_path
 
-    assert checkpoint.FILENAME == rf.CHECKPOINT
+    run.mkdir(parents=True, exist_ok=True)
+    assert checkpoint_path(run) == run / rf.CHECKPOINT
 
 
 def test_run_reads_a_tiny_real_run(tiny_run):

@@ -40,13 +40,12 @@ from scaledql.device import pick_device
 from scaledql.errors import UserError
 from scaledql.io import atomic_output, remove_stale_temporaries
 from scaledql.policies import Policy
-from scaledql.run_folder import CHECKPOINT, history_file
+from scaledql.run_folder import checkpoint_file, history_file
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.typed import typed
 
 FORMAT = "scaledql-checkpoint"
 VERSION = 2
-FILENAME = CHECKPOINT  # RUN/checkpoint.pt (the run folder's layout is run_folder's)
 EXPORT_FORMAT = "scaledql-export"
 EXPORT_VERSION = 1
 EXPORT_WEIGHTS = "model.safetensors"
@@ -59,8 +58,8 @@ def checkpoint_path(path: Path) -> Path:
     path = Path(path)
     if path.is_dir():
         exported = path / EXPORT_WEIGHTS
-        path = exported if exported.exists() and not (path / FILENAME).exists() \
-            else path / FILENAME
+        path = exported if exported.exists() and not checkpoint_file(path).exists() \
+            else checkpoint_file(path)
     return path
 
 

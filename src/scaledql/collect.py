@@ -38,8 +38,10 @@ from scaledql.data.store import list_games
 from scaledql.data.writer import GameWriter
 from scaledql.device import pick_device
 from scaledql.errors import UserError
+from scaledql.run_folder import step_checkpoint_name
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.suites.base import GameSpec
+from scaledql.training.lifecycle import crossed
 from scaledql.training.online import OnlineSchedule, run_online
 
 
@@ -222,16 +224,16 @@ def rebuild_game(cfg: CollectConfig, game: str, seed: int) -> dict:
 def _snapshotter(learner: DQN, cfg: CollectConfig, game: str, seed: int):
     """``on_step`` hook saving the learner every ``cfg.snapshot_every`` environment steps."""
     every = int(cfg.snapshot_every or 0)
-    next_at = [every]
+    last = [0]  # the environment step at the previous call
 
     def on_step(state) -> bool:
         steps = state.result.steps
-        if steps >= next_at[0]:
+        if crossed(last[0], steps, every):
+            at = (last[0] // every + 1) * every  # the snapshot's name: the multiple reached
             payload = {**learner_payload(learner, cfg.suite, asdict(cfg.options)), "seed": seed,
                        "env_steps": steps, "episode_returns": list(state.result.episode_returns)}
-            save_checkpoint(payload, cfg.out / "_agents" / game / f"step_{next_at[0]:08d}.pt")
-            while next_at[0] <= steps:
-                next_at[0] += every
+            save_checkpoint(payload, cfg.out / "_agents" / game / step_checkpoint_name(at))
+        last[0] = steps
         return False
 
     return on_step

@@ -25,6 +25,7 @@ import numpy as np
 from scaledql.agents.dqn import DQNConfig
 from scaledql.agents.registry import learner_class
 from scaledql.collect import CollectConfig, collect
+from scaledql.data.game import behaviour_score
 from scaledql.data.store import open_dataset
 from scaledql.device import describe_machine
 from scaledql.errors import UserError
@@ -191,13 +192,14 @@ def _last_eval(run_dir: Path) -> dict:
 
 
 def behaviour_report(data_dir: Path, games: list[str], seed: int) -> dict:
-    """The dataset's own score: its finished episodes' raw returns, normalized.
+    """The dataset's own score: its finished episodes' raw returns (``data.game.behaviour_score``:
+    which episodes count), normalized.
 
     rliable needs the same number of rows per game, so every game contributes the same number of
     episodes, drawn without replacement (seeded) — at most 1000.
     """
     dataset = open_dataset(data_dir, games)
-    returns = {g: dataset.game(g).episode_returns for g in games}
+    returns = {g: behaviour_score(dataset.game(g)).returns for g in games}
     k = min(1000, *(len(r) for r in returns.values()))
     rng = np.random.default_rng(seed)
     picked = {g: rng.choice(r, size=k, replace=False).tolist() if k else [] for g, r in

@@ -26,6 +26,7 @@ from scaledql.io import atomic_write_text
 from scaledql.policies import Policy, epsilon_greedy
 from scaledql.progress import ProgressBar
 from scaledql.run_folder import write_evaluation
+from scaledql.stats import aggregate
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.suites.scores import has_reference, normalize
 
@@ -88,18 +89,6 @@ def play(suite_name: str, game: str, policy: Policy, cfg: EvalConfig,
     finally:
         envs.close()
     return np.array([r for f in finished for r in f], dtype=np.float64), counts
-
-
-def aggregate(normalized: np.ndarray, reps: int = 2000, seed: int = 0) -> dict:
-    """IQM, median and mean of a ``[runs, games]`` score matrix with 95% stratified-bootstrap CIs
-    (``stats.interval_estimates``; one row: the interval is the point).
-
-    >>> aggregate(np.array([[0.0, 1.0, 2.0, 3.0]]))["iqm"]   # middle half of {0,1,2,3}
-    1.5
-    """
-    from scaledql.stats import interval_estimates
-
-    return interval_estimates({"agent": normalized}, ("iqm", "median", "mean"), reps, seed)["agent"]
 
 
 @dataclass

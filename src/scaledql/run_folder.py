@@ -10,7 +10,9 @@ What ``scaledql train`` (and each arm × seed of ``scaledql finetune``) writes i
 - ``eval/step_NNNNNNNN.json``: the full evaluation report (``EvalReport.to_dict()``) at step N;
 - ``checkpoint.pt``: the latest checkpoint; ``checkpoints/step_NNNNNNNN.pt``: those that
   ``--keep-every`` keeps;
-- ``diagnostics.png``: what ``scaledql diagnose`` drew.
+- ``diagnostics.png``: what ``scaledql diagnose`` drew;
+- online runs also: ``replay-NNNNNNNNN.npz``, the replay the checkpoint names, and
+  ``wall.json``, the wall time summed over the sessions that ran it.
 
 A run *finished at N steps* when its metrics log holds an evaluation row at step N: the loop
 logs that row last, after the final checkpoint. Writers go through the helpers here
@@ -43,6 +45,8 @@ DIAGNOSTICS = "diagnostics.png"  # scaledql diagnose's plot
 EVAL_DIR = "eval"
 CHECKPOINT = "checkpoint.pt"
 HISTORY_DIR = "checkpoints"
+WALL = "wall.json"
+REPLAY_GLOB = "replay-*.npz"
 _EVAL_NAME = re.compile(r"step_(\d+)\.json")
 _HISTORY_NAME = re.compile(r"step_(\d+)\.pt")
 
@@ -91,6 +95,15 @@ def eval_file(run: Path | str, step: int) -> Path:
 
 def checkpoint_file(run: Path | str) -> Path:
     return Path(run) / CHECKPOINT
+
+
+def wall_file(run: Path | str) -> Path:
+    return Path(run) / WALL
+
+
+def replay_name(step: int) -> str:
+    """The file name of an online run's replay saved with its checkpoint at ``step``."""
+    return f"replay-{step:09d}.npz"
 
 
 def step_checkpoint_name(step: int) -> str:
@@ -217,7 +230,18 @@ def history_files(run: Path | str) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def read_wall(run: Path | str) -> dict[str, Any]:
+    """``{"seconds", "sessions"}``: the wall time an online run took so far (0 and 0 before)."""
+    file = wall_file(run)
+    return read_json(file) if file.exists() else {"seconds": 0.0, "sessions": 0}
+
+
 # -- writing ---------------------------------------------------------------------------------
+def write_wall(run: Path | str, seconds: float, sessions: int) -> Path:
+    atomic_write_json(wall_file(run), {"seconds": seconds, "sessions": sessions})
+    return wall_file(run)
+
+
 def write_config(run: Path | str, config: dict[str, Any]) -> Path:
     atomic_write_json(config_file(run), config)
     return config_file(run)

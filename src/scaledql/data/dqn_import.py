@@ -59,7 +59,6 @@ from scaledql.data.format import (
     SCHEMA_VERSION,
     game_lock_path,
     read_manifest,
-    validate_game_name,
 )
 from scaledql.data.game import GameData
 from scaledql.data.gzip_npy import gzip_identity
@@ -75,6 +74,7 @@ from scaledql.io import (
     remove_empty_dirs,
     remove_stale_temporaries_in,
 )
+from scaledql.suites.base import validate_game_name
 
 FORMAT = 1  # bump when the layout of an import changes: older staging directories are discarded
 PLAN = "plan.json"

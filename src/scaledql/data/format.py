@@ -113,11 +113,6 @@ def game_lock_path(root: Path, game: str) -> Path:
     return Path(root) / f".{game}.lock"
 
 
-def validate_game_name(game: str) -> None:
-    if not game or game.startswith(".") or "/" in game or "\\" in game or game in ("..",):
-        raise UserError(f"invalid game name {game!r} for a dataset directory")
-
-
 # ------------------------------------------------------------------------------------------------
 # Writing a shard's arrays
 

@@ -26,7 +26,6 @@ import json
 from pathlib import Path
 
 from scaledql.data.format import MANIFEST
-from scaledql.data.format import validate_game_name as validate_game_name  # for suites.gym
 from scaledql.data.game import GameData
 from scaledql.data.validate import verify_game
 from scaledql.errors import UserError

@@ -32,13 +32,13 @@ from scaledql.data.format import (
     read_manifest,
     save_shard_tables,
     shard_name,
-    validate_game_name,
 )
 from scaledql.data.game import GameData
 from scaledql.data.npy_header import fixed_header
 from scaledql.data.validate import verify_game
 from scaledql.errors import UserError
 from scaledql.io import acquire_lock, atomic_write_json, fsync_dir, release_lock
+from scaledql.suites.base import validate_game_name
 
 
 def publish_game_dir(work_dir: Path, final_dir: Path) -> None:

@@ -131,21 +131,21 @@ def _data_of(config: dict[str, Any]) -> str:
     return f"{where}, {share}"
 
 
-def behaviour_scores(name: str, data: Path, fraction: float, suite: str,
+def behaviour_scores(name: str, data: Path, fraction: float,
                      games: list[str] | None = None) -> MethodScores:
-    """The dataset's own episodes (the first ``fraction`` of each game's data), normalized."""
+    """The dataset's own episodes (the first ``fraction`` of each game's data), normalized
+    (``data.game.behaviour_score``: which episodes count)."""
+    from scaledql.data.game import behaviour_score
     from scaledql.data.sampler import fraction_of
     from scaledql.data.store import open_dataset
-    from scaledql.suites.scores import normalize
 
     dataset = open_dataset(data, games)
     row = []
     for game in dataset.games:
         g = dataset.game(game)
-        kept = fraction_of(g, fraction)["episodes"] if fraction < 1 else len(g.episode_returns)
-        returns = g.episode_returns[:max(1, kept)]
-        row.append(float(normalize(suite, game, float(np.mean(returns)))) if len(returns)
-                   else float("nan"))
+        steps = fraction_of(g, fraction)["transitions"] if fraction < 1 else None
+        score = behaviour_score(g, steps=steps).score
+        row.append(float("nan") if score is None else score)
     share = f"first {fraction:.0%}" if fraction < 1 else "all"
     return MethodScores(name, list(dataset.games), np.array([row]),
                         data=f"{data}, {share} (its own episodes)")
@@ -162,7 +162,7 @@ def method_scores(method: dict[str, Any], suite: str) -> MethodScores:
         return runs_scores(name, runs, suite)
     if "behaviour" in method:
         return behaviour_scores(name, Path(method["behaviour"]), float(method.get("fraction", 1)),
-                                suite, method.get("games"))
+                                method.get("games"))
     raise UserError(f"method {name!r}: give runs = GLOB or behaviour = DATA")
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from scaledql.errors import UserError
 from scaledql.io import atomic_write_json
-from scaledql.training.lifecycle import WALL_FILE, WallClock  # noqa: F401  (fine-tuning runs)
 
 SPEC_FILE = "finetune.json"
 
@@ -93,11 +92,12 @@ def parse_seeds(text: str | int | None) -> list[int]:
 
 def read_run(path: Path | str, flag: str, algo: str) -> dict:
     """The checkpoint payload of a run given as ``flag``; one line if it is not a ``algo`` run."""
-    from scaledql.checkpoint import FILENAME, checkpoint_path, load_checkpoint
+    from scaledql.checkpoint import checkpoint_path, load_checkpoint
+    from scaledql.run_folder import CHECKPOINT
 
     path = Path(path)
     if not checkpoint_path(path).exists():
-        what = "no such run" if not path.exists() else f"no {FILENAME} in it"
+        what = "no such run" if not path.exists() else f"no {CHECKPOINT} in it"
         raise UserError(f"{flag} {path}: {what} (a training run folder or its checkpoint)")
     payload = load_checkpoint(path, "cpu")
     if payload.get("algo") != algo:

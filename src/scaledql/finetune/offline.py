@@ -29,11 +29,12 @@ from scaledql.data.sampler import fraction_of
 from scaledql.data.store import open_dataset
 from scaledql.errors import UserError
 from scaledql.evaluate import EvalConfig, policy_evaluator
-from scaledql.finetune.common import OFFLINE_ARMS, WallClock, check_mae, read_run, write_spec
+from scaledql.finetune.common import OFFLINE_ARMS, check_mae, read_run, write_spec
 from scaledql.io import exclusive_lock
 from scaledql.run_folder import checkpoint_file, finished_at
 from scaledql.suites import EnvOptions
 from scaledql.training.config import RunConfig, merge, suite_preset
+from scaledql.training.lifecycle import WallClock
 from scaledql.training.offline import env_options_of, train
 
 

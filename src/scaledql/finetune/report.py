@@ -16,16 +16,15 @@ Scaled QL run with the IQM of the best arm that does not.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from scaledql.evaluate import aggregate
-from scaledql.finetune.common import OFFLINE_ARMS, ONLINE_ARMS, WALL_FILE, read_spec
+from scaledql.finetune.common import OFFLINE_ARMS, ONLINE_ARMS, read_spec
 from scaledql.io import atomic_write_text
-from scaledql.run_folder import is_run, read_config, read_rows
+from scaledql.run_folder import is_run, read_config, read_rows, read_wall
+from scaledql.stats import aggregate
 
 
 @dataclass
@@ -53,7 +52,7 @@ def _record(run: Path, game: str, seed: int, online: bool) -> RunRecord | None:
     ret, norm = ("return", "normalized") if online else (f"{game}/return", f"{game}/normalized")
     evals = {int(r["step"]): (float(r[ret]), r.get(norm)) for r in rows
              if r.get("kind") == "eval" and ret in r}
-    wall = json.loads((run / WALL_FILE).read_text())["seconds"] if (run / WALL_FILE).exists() else 0.0
+    wall = float(read_wall(run)["seconds"])
     return RunRecord(game, seed, steps, [(s, *evals[s]) for s in sorted(evals)],
                      [(int(r["step"]), float(r["return"])) for r in rows if r.get("kind") == "episode"],
                      float(wall), int(saved["eval_episodes"]))

@@ -115,6 +115,14 @@ def resolve_from(suite: str, named: dict[str, list[str]], spec: str | None,
     return out
 
 
+def validate_game_name(game: str) -> None:
+    """A game name is a store's directory name: no path separators, not hidden."""
+    from scaledql.errors import UserError
+
+    if not game or game.startswith(".") or "/" in game or "\\" in game or game in ("..",):
+        raise UserError(f"invalid game name {game!r} for a dataset directory")
+
+
 def normalize_key(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "").replace(" ", "")
 

@@ -58,7 +58,7 @@ class GymSuite:
                  named_lists: Mapping[str, Sequence[str]] | None = None,
                  preset: Mapping[str, Any] | str | Path | None = None,
                  env_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        from scaledql.data.store import validate_game_name
+        from scaledql.suites.base import validate_game_name
 
         if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise ValueError(f"GymSuite: bad suite name {name!r}")

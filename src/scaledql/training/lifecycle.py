@@ -16,7 +16,6 @@ The run folder itself (paths, files) belongs to ``scaledql.run_folder``; the loc
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Iterable, Mapping
@@ -24,10 +23,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from scaledql.io import atomic_write_json
+from scaledql.run_folder import read_wall, write_wall
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-WALL_FILE = "wall.json"
 
 
 def crossed(before: int, now: int, every: int | None) -> bool:
@@ -84,11 +82,11 @@ class WallClock:
     """Adds a run's wall time to ``RUN/wall.json`` (summed over resumed sessions)."""
 
     def __init__(self, run: Path) -> None:
-        self.file = Path(run) / WALL_FILE
+        self.run = Path(run)
         self.start = time.perf_counter()
 
     def stop(self) -> float:
-        old = json.loads(self.file.read_text()) if self.file.exists() else {"seconds": 0.0}
+        old = read_wall(self.run)
         total = float(old["seconds"]) + time.perf_counter() - self.start
-        atomic_write_json(self.file, {"seconds": total, "sessions": int(old.get("sessions", 0)) + 1})
+        write_wall(self.run, total, int(old.get("sessions", 0)) + 1)
         return total

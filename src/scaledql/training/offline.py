@@ -27,7 +27,6 @@ import torch
 from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
 from scaledql.checkpoint import (
-    FILENAME,
     keep_copy,
     learner_payload,
     load_checkpoint,
@@ -39,9 +38,10 @@ from scaledql.data.prefetch import Prefetcher
 from scaledql.data.sampler import BatchSpec, fraction_of, make_sampler
 from scaledql.data.store import data_identity, open_dataset
 from scaledql.errors import UserError
-from scaledql.io import atomic_write_json, exclusive_lock
+from scaledql.io import exclusive_lock
 from scaledql.policies import Policy
 from scaledql.progress import ProgressBar
+from scaledql.run_folder import checkpoint_file, write_budget, write_config, write_params
 from scaledql.training.budget import budget_line, run_budget
 from scaledql.training.config import RunConfig, resume_differences
 from scaledql.training.diagnostics import PROBE_SIZE, UpdateProbe, representation_metrics
@@ -131,7 +131,7 @@ def train(cfg: RunConfig, resume: bool = False, evaluate_fn: EvalFn | None = Non
     after that many steps in this call, as an interrupt would — used to test resumption.
     ``progress``: a live bar allowed (else plain lines; ``scaledql.progress``); ``wandb``: also
     log to Weights & Biases; ``callbacks``: each called with every row written to
-    ``metrics.jsonl`` (in the main process), right after it is written."""
+    the run's metrics log (in the main process), right after it is written."""
     cfg.validate()
     run = Path(cfg.out)
     # The data's checks, what its arrays hold included, before the run folder exists
@@ -148,7 +148,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
            evaluate_fn: EvalFn | None, progress: bool, stop_after: int | None,
            wandb: WandbOptions | None = None, callbacks: Sequence[Callback] = ()) -> dict:
     run = Path(cfg.out)
-    ckpt_file = run / FILENAME
+    ckpt_file = checkpoint_file(run)
     payload = _prepare_resume(cfg, ckpt_file) if resume else None
     if payload is None and ckpt_file.exists():
         raise UserError(f"{run} already holds a run; pass --resume to continue it or choose "
@@ -207,11 +207,11 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
                 callback({"kind": kind, **row})
 
     if dist.is_main:
-        atomic_write_json(run / "config.json", cfg.to_dict())
-        atomic_write_json(run / "params.json", counts)
+        write_config(run, cfg.to_dict())
+        write_params(run, counts)
         budget = run_budget(cfg.to_dict(), {g: fraction_of(d, cfg.data_fraction)["transitions"]
                                             for g, d in zip(games, data, strict=True)})
-        atomic_write_json(run / "budget.json", budget)
+        write_budget(run, budget)
         log.write_config(cfg.to_dict(), counts)
         print(f"[train] {cfg.algo} on {len(games)} games, obs {problem.obs_shape}: "
               f"{counts['total']:,} parameters ({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}); "

@@ -4,14 +4,15 @@ evaluated, logged and checkpointed as it goes, and continued after a kill.
 Online fine-tuning runs its arms × seeds through ``run_online_job``; it knows learners only
 through the interface (``agents.base.Learner``) and the registry.
 
-Logged to ``metrics.jsonl``/``.csv``: ``kind=episode`` rows (env step at the episode's end,
-its return under ε-greedy) and ``kind=eval`` rows (env step, mean return and normalized score
-of ``eval_episodes`` episodes under the standard protocol, ε = 0.001), with full reports in
-``eval/step_N.json``; evaluations at step 0, every ``eval_every`` steps and at the end.
+Logged to the run folder's metrics log (``scaledql.run_folder``): ``kind=episode`` rows (env
+step at the episode's end, its return under ε-greedy) and ``kind=eval`` rows (env step, mean
+return and normalized score of ``eval_episodes`` episodes under the standard protocol,
+ε = 0.001), with full evaluation reports beside them; evaluations at step 0, every
+``eval_every`` steps and at the end.
 
 Resume: every ``checkpoint_every`` steps (and on Ctrl-C/SIGTERM) the learner, the loop's
-counters and ε generator, the global RNGs and the replay (``replay-<step>.npz``, named by the
-checkpoint, which is written after it) are saved atomically. Running it again continues a
+counters and ε generator, the global RNGs and the replay (``run_folder.replay_name``, named by
+the checkpoint, which is written after it) are saved atomically. Running it again continues a
 killed run from its last checkpoint and skips a finished one. The environments restart on
 resume — emulator state cannot be saved — so a resumed run is not bit-identical to an
 uninterrupted one; it continues from the same learner, replay and step, and ends at ``steps``.
@@ -19,7 +20,6 @@ uninterrupted one; it continues from the same learner, replay and step, and ends
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,12 +29,19 @@ import numpy as np
 
 from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
-from scaledql.checkpoint import FILENAME, learner_payload, load_checkpoint, save_checkpoint
+from scaledql.checkpoint import learner_payload, load_checkpoint, save_checkpoint
 from scaledql.data.replay import RingReplay
 from scaledql.device import pick_device
 from scaledql.errors import UserError
-from scaledql.evaluate import EvalConfig, evaluate, write_json
-from scaledql.io import atomic_write_json
+from scaledql.evaluate import EvalConfig, evaluate
+from scaledql.run_folder import (
+    REPLAY_GLOB,
+    checkpoint_file,
+    finished_at,
+    replay_name,
+    write_config,
+    write_evaluation,
+)
 from scaledql.suites import EnvOptions, GameSpec, get_suite
 from scaledql.training.lifecycle import StopSignals, WallClock, crossed, resume_conflicts
 from scaledql.training.metrics import MetricsLog
@@ -47,7 +54,7 @@ CHANGEABLE = ("out", "steps", "eval_every", "eval_episodes", "checkpoint_every",
 
 @dataclass
 class OnlineRun:
-    """One online run (``RUN/config.json``). ``arm`` labels it (fine-tuning: its arm);
+    """One online run (its run folder's config). ``arm`` labels it (fine-tuning: its arm);
     ``learner`` is ``algo``'s config; ``init_from``: a run whose encoder it starts from."""
 
     out: str
@@ -93,7 +100,7 @@ def _restore(saved: dict, learner: Learner, spec: GameSpec, run: Path) -> Online
 def _saved_run(run: Path, rc: OnlineRun, schedule_given: bool) -> dict | None:
     """The run's checkpoint, if any, after checking that its config fits ``rc`` (which adopts
     the saved schedule when no schedule option was given: defaults scale with ``steps``)."""
-    if not (run / FILENAME).exists():
+    if not checkpoint_file(run).exists():
         return None
     saved = load_checkpoint(run, "cpu")
     try:
@@ -113,19 +120,13 @@ def _saved_run(run: Path, rc: OnlineRun, schedule_given: bool) -> dict | None:
     return saved
 
 
-def _eval_steps(run: Path) -> set[int]:
-    file = run / "metrics.jsonl"
-    rows = [json.loads(x) for x in file.read_text().splitlines() if x] if file.exists() else []
-    return {int(r["step"]) for r in rows if r.get("kind") == "eval"}
-
-
 def run_online_job(rc: OnlineRun, schedule_given: bool = False, progress: bool = True) -> dict:
     """Run, resume or skip one online run; returns a summary. ``schedule_given``: the caller set
     schedule options (else a resumed run keeps its saved schedule)."""
     run = Path(rc.out)
     saved = _saved_run(run, rc, schedule_given)
     start = int(saved["online"]["steps"]) if saved else 0
-    if saved and start >= rc.steps and rc.steps in _eval_steps(run):
+    if saved and start >= rc.steps and finished_at(run, rc.steps):
         return {"run": str(run), "skipped": True, "steps": start}
     suite = get_suite(rc.suite)
     options = EnvOptions(**rc.options)
@@ -146,7 +147,7 @@ def run_online_job(rc: OnlineRun, schedule_given: bool = False, progress: bool =
         transfer_torso(learner, Path(rc.init_from), "encoder", rc.freeze_encoder)
     if rc.freeze_encoder:
         learner.freeze_encoder()  # requires_grad is not part of a state dict: set it each time
-    atomic_write_json(run / "config.json", asdict(rc))
+    write_config(run, asdict(rc))
     log = MetricsLog(run, True, start)
     log.write_config(asdict(rc), learner.param_counts())
     clock = WallClock(run)
@@ -156,7 +157,7 @@ def run_online_job(rc: OnlineRun, schedule_given: bool = False, progress: bool =
     def evaluate_at(step: int, updates: int) -> None:
         report = evaluate(rc.suite, [rc.game], learner.policy(), eval_cfg,
                           desc=f"evaluate step {step}").to_dict()
-        write_json(report, run / "eval" / f"step_{step:08d}.json")
+        write_evaluation(run, step, report)
         g = report["games"][rc.game]
         log.write({"step": step, "return": g["mean"], "normalized": g["normalized"],
                    "updates": updates, "epsilon": schedule.epsilon(step)}, kind="eval")
@@ -164,15 +165,15 @@ def run_online_job(rc: OnlineRun, schedule_given: bool = False, progress: bool =
     def save(st: OnlineState) -> None:
         r, name = st.result, None
         if st.replay is not None:
-            name = f"replay-{r.steps:09d}.npz"
+            name = replay_name(r.steps)
             st.replay.save(run / name)
         online = {"steps": r.steps, "updates": r.updates, "updates_due": st.updates_due,
                   "episode_returns": r.episode_returns, "episode_end_steps": r.episode_end_steps,
                   "rng": st.rng.bit_generator.state, "replay": name,
                   "replay_capacity": st.replay.capacity if st.replay is not None else None}
         save_checkpoint({**learner_payload(learner, rc.suite, rc.options), "run_config": asdict(rc),
-                         "online": online, "rng": rng_state()}, run / FILENAME)
-        for old in run.glob("replay-*.npz"):  # only after the checkpoint names the new one
+                         "online": online, "rng": rng_state()}, checkpoint_file(run))
+        for old in run.glob(REPLAY_GLOB):  # only after the checkpoint names the new one
             if old.name != name:
                 old.unlink(missing_ok=True)
 
