@@ -25,7 +25,6 @@ fresh (nothing that an exported agent is for â€” playing, evaluating, transfer â
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import zipfile
@@ -38,7 +37,7 @@ from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
 from scaledql.device import pick_device
 from scaledql.errors import UserError
-from scaledql.io import atomic_output, remove_stale_temporaries
+from scaledql.io import atomic_output
 from scaledql.policies import Policy
 from scaledql.run_folder import checkpoint_file, history_file
 from scaledql.suites import EnvOptions, get_suite
@@ -65,14 +64,9 @@ def checkpoint_path(path: Path) -> Path:
 
 def save_checkpoint(payload: dict, path: Path) -> None:
     """Atomically write ``payload`` (format/version added) to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    # A file object, not the path: torch names the archive's records after a path's file name
+    with atomic_output(path, fsync=True) as tmp, open(tmp, "wb") as f:
         torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def keep_copy(ckpt_file: Path, step: int) -> Path:

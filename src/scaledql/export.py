@@ -35,6 +35,7 @@ from scaledql.checkpoint import (
     state_scalars,
 )
 from scaledql.errors import UserError
+from scaledql.io import temp_path
 from scaledql.run_folder import EVAL_DIR, eval_files, run_of_checkpoint
 
 CARD = "README.md"
@@ -224,7 +225,7 @@ def export_agent(source: Path, out: Path) -> dict[str, int]:
     config, weights = export_config(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = temp_path(out)  # a folder, renamed into place whole
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()

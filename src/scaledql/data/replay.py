@@ -13,12 +13,12 @@ the same replay contents and the same sample sequence.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from scaledql.data.sampler import TransitionBatch
+from scaledql.io import atomic_output
 
 
 class RingReplay:
@@ -73,17 +73,11 @@ class RingReplay:
 
     def save(self, path: Path) -> None:
         """Write the filled slots, cursor, capacity and RNG state to ``path`` (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         meta = {"capacity": self.capacity, "size": self.size, "cursor": self.cursor,
                 "game_id": self.game_id, "rng": self.rng.bit_generator.state}
-        with open(tmp, "wb") as f:
+        with atomic_output(Path(path), fsync=True) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, meta=np.array(json.dumps(meta)),
                                 **{k: getattr(self, k)[:self.size] for k in self._ARRAYS})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
 
     def load(self, path: Path) -> None:
         """Restore what ``save`` wrote into this (same-shaped) replay."""

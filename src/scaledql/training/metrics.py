@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import math
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +117,7 @@ class MetricsLog:
         writer = csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        tmp = self.csv.with_name(f".{self.csv.name}.tmp-{os.getpid()}")
-        tmp.write_text(text.getvalue())
-        os.replace(tmp, self.csv)
+        atomic_write_text(self.csv, text.getvalue())
 
     def write(self, row: dict[str, Any], kind: str = "train") -> None:
         if not self.enabled:
