@@ -127,6 +127,10 @@ def test_capacity_points_carry_their_method_names_and_the_plot_a_title(tmp_path,
     assert not any(_touch(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     assert _tick_overlaps(fig, [ax]) == []
     assert "M" in " ".join(t.get_text() for t in _x_tick_labels(ax))  # 1.2M, not 1.2×10⁶
+    legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+    assert legend.y1 < ax.get_window_extent().y0  # below the axes, over no point
+    assert not any(_touch(legend, t.get_window_extent())
+                   for t in [*_x_tick_labels(ax), ax.xaxis.label])
 
 
 PAIRS = {("Scaled QL", "behaviour"): {"p": 0.4, "ci": [0.27, 0.53], "verdict": "not held"},

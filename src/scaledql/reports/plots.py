@@ -281,6 +281,9 @@ def plot_capacity(curves: Mapping[str, Sequence[tuple[int, str, tuple[float, flo
     ax.xaxis.set_major_formatter(_CompactLog())
     ax.xaxis.set_minor_formatter(_CompactLog(labelOnlyBase=False))
     ax.set_title(title, fontsize=10)
+    # Below the axes: inside, a legend of six series hides points wherever it goes.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+              frameon=False)
     layout.separate_texts(fig, labels)
     return save(fig, path)
 
