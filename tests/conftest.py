@@ -70,6 +70,10 @@ def write_eval_run(run: Path, returns: dict[str, list[float]] | None = None, *,
     return run
 
 
+# The smallest Scaled QL network and batch for `scaledql train` in tests.
+TINY_NET = ["--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--batch-size", "8"]
+
+
 def write_tiny_minatar_store(root: Path) -> Path:
     """Two MinAtar games (breakout, asterix), four short random episodes each, 30-step cap."""
     from scaledql.data.writer import GameWriter

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import write_tiny_minatar_store
+from conftest import TINY_NET, write_tiny_minatar_store
 from scaledql.agents.registry import learner_class, learner_names
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
@@ -21,8 +21,7 @@ from scaledql.data.writer import GameWriter
 from scaledql.training.config import RunConfig
 from scaledql.training.offline import train
 
-TINY = ["--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--batch-size", "8",
-        "--eval-episodes", "1", "--no-progress", "--device", "cpu"]
+TINY = [*TINY_NET, "--eval-episodes", "1", "--no-progress", "--device", "cpu"]
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_tiny_minatar_store
+from conftest import TINY_NET, write_tiny_minatar_store
 from scaledql import losses
 from scaledql.cli import main
 from scaledql.training.budget import budget_line, run_budget
 from scaledql.training.diagnostics import _adam_eps_share, srank
 
-TINY = ["--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--batch-size", "8",
-        "--eval-episodes", "2", "--log-every", "2", "--device", "cpu", "--no-progress"]
+TINY = [*TINY_NET, "--eval-episodes", "2", "--log-every", "2", "--device", "cpu", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

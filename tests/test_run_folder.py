@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 import scaledql
-from conftest import write_tiny_minatar_store
+from conftest import TINY_NET, write_tiny_minatar_store
 from scaledql import run_folder as rf
 from scaledql.cli import main
 from scaledql.errors import UserError
 
-TINY = ["--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--batch-size", "8",
-        "--eval-episodes", "2", "--log-every", "2", "--device", "cpu", "--no-progress"]
+TINY = [*TINY_NET, "--eval-episodes", "2", "--log-every", "2", "--device", "cpu", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

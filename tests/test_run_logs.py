@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TINY_NET
 from scaledql import progress
 from scaledql.cli import main
 from scaledql.data.writer import GameWriter
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-TINY = ["--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--batch-size", "8",
-        "--eval-episodes", "1", "--log-every", "2", "--device", "cpu"]
+TINY = [*TINY_NET, "--eval-episodes", "1", "--log-every", "2", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
