@@ -281,6 +281,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             out[cls.name] = {"network": learner.network.state_dict(), "metrics": metrics,
                              "seed": getattr(learner, "mask_seed", None)}
         torch.save(out, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while a slower one is in a collective
     finally:
         dist.destroy_process_group()
 

@@ -184,6 +184,9 @@ def _ddp_worker(rank: int, name: str, root: str, init_file: str, out_dir: str) -
         learner.update(mine)
         torch.save({"grads": gradients(learner), "state": learner.state_dict()},
                    f"{out_dir}/rank{rank}.pt")
+        # Neither rank tears gloo down while the other is still in a collective: on a loaded
+        # machine a rank that left early aborted its slower peer (SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -38,6 +38,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         metrics = agent.update(shard(union_batch(), rank))
         torch.save({"online": agent.online.state_dict(), "grad_norm": float(metrics["grad_norm"])},
                    f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while a slower one is in a collective
     finally:
         dist.destroy_process_group()
 

@@ -295,6 +295,7 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
         metrics = learner.update(TrajectoryBatch(**half))
         grads = {n: p.grad for n, p in learner.model.named_parameters()}
         torch.save({"grads": grads, "grad_norm": metrics["grad_norm"]}, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while a slower one is in a collective
     finally:
         dist.destroy_process_group()
 
