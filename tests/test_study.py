@@ -87,6 +87,8 @@ def test_a_table_with_budgets_exists_only_in_them(tmp_path):
     (lambda s: s + '[[method]]\nname = "m"\nbehaviour = "data/x"\nfraction = "x"\n',
      "fraction must be a number in"),
     (lambda s: s + '[[method]]\nname = "m"\n', "give either runs = GLOB or behaviour"),
+    (lambda s: s + '[[method]]\nname = "m"\nruns = "{runs}/a/seed_*"\nstep = 0\n',
+     "step must be a positive whole number"),
     (lambda s: s.replace('id = "b"', 'id = "b"\nbudgets = ["huge"]'),
      "budgets of b must be a non-empty list of the study's budgets"),
 ])
@@ -289,6 +291,12 @@ def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
     assert preset["runs"] == 1 and "passes" in preset["budget"]
     assert "target copies" in preset["budget"] and "target" not in by_name["A: BC preset"]["budget"]
     assert [p["step"] for p in preset["curve"]] == [10, 20]
+    # the same runs scored at their first evaluation (`step = 10`): half the passes, the
+    # curve's first point, and no curve or warnings of its own
+    first = by_name["A: Scaled QL preset (bf16), first evaluation"]
+    assert first["iqm"] == pytest.approx(preset["curve"][0]["iqm"]) and not first["curve"]
+    half = float(preset["budget"].split()[0]) / 2
+    assert float(first["budget"].split()[0]) == pytest.approx(half, rel=0.01)
     md = (results / "report.md").read_text()
     assert "## Learning curves" in md and "## Diagnostics" in md and "| budget |" in md
     assert (results / "curves.png").stat().st_size > 0

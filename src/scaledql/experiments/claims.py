@@ -2,6 +2,7 @@
 
 A ``[[method]]`` of a study is either ``runs`` (a glob of run folders under the study's runs:
 seeds of one arm; each run's score on a game is the mean raw return of its *final* evaluation,
+or of its evaluation at ``step`` when the method gives one (an early budget of the same runs),
 normalized with today's reference scores) or ``behaviour`` (a dataset: the score of its own
 episodes, the first ``fraction`` of each game's data in time order — the paper's "behaviour
 policy"; one row, since a dataset has no seeds).
@@ -34,7 +35,7 @@ import numpy as np
 from scaledql import stats
 from scaledql.errors import UserError
 from scaledql.run_folder import latest_evaluation, read_params
-from scaledql.training.budget import run_budget_of
+from scaledql.training.budget import budget_at, run_budget_of
 
 TESTS = ("above", "matches")
 ALPHA = 0.05  # the chance below which a complete ordering of runs counts as evidence
@@ -52,6 +53,7 @@ class MethodScores:
     encoder_params: int | None = None
     data: str = ""
     budget: str = ""  # passes over each game's data and target copies, over its runs
+    step: int | None = None  # scored at this evaluation step, not the final one
 
 
 def budget_text(budgets: list[dict[str, Any]]) -> str:
@@ -83,13 +85,18 @@ def _params(run: Path, part: str = "total") -> int | None:
     return int(count) if isinstance(count, (int, float)) else None
 
 
-def runs_scores(name: str, runs: list[Path], suite: str) -> MethodScores:
-    """Each run's final evaluation, normalized per game (``reports.runs``): one row per seed, one
-    column per game every seed is scored on — a seed's games from one multi-game run or from
-    several runs (one fine-tuning run per game), as ``scaledql report`` builds them. A folder
-    without an evaluation yet, or whose last evaluation is not at its final step (killed,
-    unfinished), is left out."""
+def runs_scores(name: str, runs: list[Path], suite: str, step: int | None = None
+                ) -> MethodScores:
+    """Each run's final evaluation (or its evaluation at ``step``), normalized per game
+    (``reports.runs``): one row per seed, one column per game every seed is scored on — a seed's
+    games from one multi-game run or from several runs (one fine-tuning run per game), as
+    ``scaledql report`` builds them. A folder without an evaluation yet, or whose last evaluation
+    is not at its final step (killed, unfinished), is left out; with ``step``, a run counts once
+    it has evaluated there (what it scored at that step cannot change)."""
     from scaledql.reports.runs import game_columns, matrix_of, read_run
+
+    def at_step(result: Any) -> dict[str, float] | None:
+        return next((e.scores for e in result.evals if e.step == step), None)
 
     results = []
     for run in runs:
@@ -97,21 +104,28 @@ def runs_scores(name: str, runs: list[Path], suite: str) -> MethodScores:
             result = read_run(run)
         except UserError:
             continue
-        if result.finished:
+        if (result.finished if step is None else at_step(result) is not None):
             results.append(result)
     if not results:
-        raise UserError(f"method {name!r}: none of its runs has finished with an evaluation yet")
+        where = "" if step is None else f" at step {step:,}"
+        raise UserError(f"method {name!r}: none of its runs has finished with an evaluation "
+                        f"yet{where}")
     _, games = game_columns({name: results}, common_games=True)
-    scored = matrix_of(results, games, name)
-    assert scored is not None  # game_columns kept only the games every seed is scored on
+    scored = matrix_of(results, games, name) if step is None else matrix_of(
+        results, games, name, at_step)
+    if scored is None:  # game_columns gave every seed its games; only a step can lack one
+        raise UserError(f"method {name!r}: not every seed is scored on every game at step "
+                        f"{step:,}")
     matrix, seeds = scored
     params = [p for p in (_params(r.path) for r in results) if p is not None]
     encoder = [p for p in (_params(r.path, "encoder") for r in results) if p is not None]
     data = sorted({_data_of(r.config) for r in results} - {""})
     budgets = [b for b in (run_budget_of(r.path) for r in results) if b is not None]
+    if step is not None:
+        budgets = [budget_at(b, step) for b in budgets]
     return MethodScores(name, list(games), matrix, [str(r.path) for r in results], seeds,
                         params[0] if params else None, encoder[0] if encoder else None,
-                        "; ".join(data), budget_text(budgets))
+                        "; ".join(data), budget_text(budgets), step)
 
 
 def _data_of(config: dict[str, Any]) -> str:
@@ -159,7 +173,7 @@ def method_scores(method: dict[str, Any], suite: str) -> MethodScores:
         runs = sorted(Path(p) for p in glob.glob(method["runs"]) if Path(p).is_dir())
         if not runs:
             raise UserError(f"method {name!r}: no run folder matches {method['runs']}")
-        return runs_scores(name, runs, suite)
+        return runs_scores(name, runs, suite, method.get("step"))
     if "behaviour" in method:
         return behaviour_scores(name, Path(method["behaviour"]), float(method.get("fraction", 1)),
                                 method.get("games"))

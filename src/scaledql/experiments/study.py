@@ -124,7 +124,7 @@ def _fill_argv(argv: list[str], values: dict[str, Any], where: str) -> list[str]
 
 # ``series``: methods that share one are points of one capacity curve (score against
 # parameter count) in the report.
-METHOD_KEYS = {"name", "runs", "behaviour", "fraction", "games", "series", "budgets"}
+METHOD_KEYS = {"name", "runs", "behaviour", "fraction", "games", "series", "budgets", "step"}
 CLAIM_KEYS = {"id", "text", "test", "pairs", "budgets"}
 
 
@@ -243,6 +243,11 @@ def _check_methods_and_claims(methods: list[dict[str, Any]], claims: list[dict[s
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
                 0 < fraction <= 1):
             raise UserError(f"{mwhere}: fraction must be a number in (0, 1], got {fraction!r}")
+        step = m.get("step")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 1
+                                 or "runs" not in m):
+            raise UserError(f"{mwhere}: step must be a positive whole number of gradient steps, "
+                            f"given with runs = GLOB (got {step!r})")
     for c in claims:
         cwhere = f"{where} [[claim]] {c.get('id', '?')}"
         _check_keys(c, CLAIM_KEYS, cwhere)

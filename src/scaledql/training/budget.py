@@ -35,6 +35,16 @@ def run_budget(config: dict[str, Any], transitions: dict[str, int]) -> dict[str,
             "target_copies": steps // int(period) if period else None}
 
 
+def budget_at(budget: dict[str, Any], step: int) -> dict[str, Any]:
+    """The same run's budget had it stopped at ``step`` (an evaluation before its last)."""
+    scale = step / budget["steps"] if budget["steps"] else 0.0
+    games = {g: {**v, "passes": v["passes"] * scale} for g, v in budget["games"].items()}
+    period = budget.get("target_update_period")
+    return {**budget, "steps": step, "games": games, "passes_min": budget["passes_min"] * scale,
+            "passes_max": budget["passes_max"] * scale,
+            "target_copies": step // int(period) if period else None}
+
+
 def passes_text(budget: dict[str, Any]) -> str:
     """'10.2' or '9.8–12.1' (the range over games)."""
     lo, hi = budget["passes_min"], budget["passes_max"]
