@@ -95,24 +95,21 @@ def runs_scores(name: str, runs: list[Path], suite: str, step: int | None = None
     it has evaluated there (what it scored at that step cannot change)."""
     from scaledql.reports.runs import game_columns, matrix_of, read_run
 
-    def at_step(result: Any) -> dict[str, float] | None:
-        return next((e.scores for e in result.evals if e.step == step), None)
-
     results = []
     for run in runs:
         try:
             result = read_run(run)
         except UserError:
             continue
-        if (result.finished if step is None else at_step(result) is not None):
+        if result.finished if step is None else result.scores_at(step) is not None:
             results.append(result)
     if not results:
         where = "" if step is None else f" at step {step:,}"
         raise UserError(f"method {name!r}: none of its runs has finished with an evaluation "
                         f"yet{where}")
     _, games = game_columns({name: results}, common_games=True)
-    scored = matrix_of(results, games, name) if step is None else matrix_of(
-        results, games, name, at_step)
+    scored = matrix_of(results, games, name, (lambda r: r.final.scores) if step is None
+                       else (lambda r: r.scores_at(step)))
     if scored is None:  # game_columns gave every seed its games; only a step can lack one
         raise UserError(f"method {name!r}: not every seed is scored on every game at step "
                         f"{step:,}")

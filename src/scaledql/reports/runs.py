@@ -67,6 +67,10 @@ class RunResult:
         steps = self.config.get("steps")
         return steps if isinstance(steps, int) else None
 
+    def scores_at(self, step: int) -> dict[str, float] | None:
+        """The evaluation's scores at ``step``; None when the run did not evaluate there."""
+        return next((e.scores for e in self.evals if e.step == step), None)
+
     @property
     def finished(self) -> bool:
         return self.target_steps is None or self.final.step >= self.target_steps
@@ -271,10 +275,8 @@ def curve_matrices(method: Method, games: Sequence[str]) -> list[tuple[int, np.n
     common = set.intersection(*({e.step for e in r.evals} for r in method.runs))
     out = []
     for step in sorted(common):
-        def at(run: RunResult, step: int = step) -> dict[str, float] | None:
-            return next((e.scores for e in run.evals if e.step == step), None)
-
-        m = matrix_of(method.runs, games, method.label, at)
+        m = matrix_of(method.runs, games, method.label,
+                      lambda run, step=step: run.scores_at(step))
         if m is not None:
             out.append((step, m[0]))
     return out
