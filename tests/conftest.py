@@ -89,3 +89,9 @@ def write_tiny_minatar_store(root: Path) -> Path:
                               rng.integers(0, 2, length).astype(np.float32),
                               terminated=True, truncated=False)
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``heavy`` (whole studies, the demo: minutes each) run first, so that with
+    ``./run test``'s parallel workers none of them starts last and leaves one worker busy alone."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)

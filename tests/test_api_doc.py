@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import scaledql
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
@@ -30,6 +32,7 @@ def run_blocks(blocks: list[str]) -> None:
         exec(compile(block, str(DOC), "exec"), namespace)
 
 
+@pytest.mark.heavy
 def test_the_documented_example_runs_as_written(tmp_path, monkeypatch, capsys):
     blocks = python_blocks(objects=False)
     assert len(blocks) >= 2

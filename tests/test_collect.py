@@ -72,6 +72,7 @@ def test_collect_is_reproducible_byte_for_byte(tmp_path):
     assert ma["counts"]["episodes"] >= 3
 
 
+@pytest.mark.heavy
 def test_collect_parallel_jobs_and_snapshots(tmp_path):
     """--jobs 2 collects the games in two processes (twice: the same bytes); --snapshot-every
     keeps the run's DQN checkpoints, each with the steps and returns seen up to it."""

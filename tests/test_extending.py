@@ -51,6 +51,7 @@ def run(args: list[str], cwd: Path, **env: str) -> str:
     return done.stdout
 
 
+@pytest.mark.heavy
 def test_the_documented_example_runs_from_outside_the_package(tmp_path):
     (tmp_path / "my_plugin.py").write_text(named_block("# my_plugin.py"))
     (tmp_path / "build.py").write_text(named_block("# build.py"))

@@ -48,6 +48,9 @@ def test_commands_run_where_they_were_typed(clone, tmp_path):
         f"scaledql in {elsewhere}: data info data"]
 
 
-def test_the_test_suite_runs_in_the_clone_from_anywhere(clone, tmp_path):
+def test_the_test_suite_runs_in_the_clone_from_anywhere(clone, tmp_path, monkeypatch):
+    monkeypatch.delenv("SCALEDQL_TEST_WORKERS", raising=False)
     assert _run(clone, tmp_path, "test", "-q") == [f"ruff in {clone}: check src tests benchmarks",
-                                                   f"python in {clone}: -m pytest -q"]
+                                                   f"python in {clone}: -m pytest -n auto -q"]
+    monkeypatch.setenv("SCALEDQL_TEST_WORKERS", "0")  # one process, as before the workers
+    assert _run(clone, tmp_path, "test")[-1] == f"python in {clone}: -m pytest -n 0"

@@ -172,6 +172,7 @@ def test_verdicts_follow_the_numbers():
     assert row["a_iqm"][1] <= row["a_iqm"][0] <= row["a_iqm"][2]
 
 
+@pytest.mark.heavy
 def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
     """The issue's check: `scaledql study claims --budget smoke` runs every arm of C1-C6 (data
     collection included), writes the report, and a second call skips every finished job."""
@@ -276,6 +277,7 @@ def test_a_stopped_study_records_its_interrupted_jobs_and_starts_no_more(tmp_pat
     assert "(interrupted)" in commands
 
 
+@pytest.mark.heavy
 def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
     """`scaledql study tuning --budget smoke`: every arm runs; the report gives each method its
     budget in passes, its learning curve (two evaluations) and its runs' warning signs."""

@@ -203,6 +203,7 @@ def test_default_game_lists():
     assert get_suite("minatar").resolve_games(None) == get_suite("minatar").games()
 
 
+@pytest.mark.heavy
 def test_static_action_counts_match_the_emulator_and_minatar():
     """The tables that spare `scaledql suites` loading 104 ROMs must say what the games say."""
     from scaledql.suites import action_counts, atari, minatar
