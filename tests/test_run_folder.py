@@ -35,6 +35,7 @@ def test_the_layout(tmp_path):
     assert rf.config_file(run) == run / "config.json"
     assert rf.params_file(run) == run / "params.json"
     assert rf.budget_file(run) == run / "budget.json"
+    assert rf.machines_file(run) == run / "machines.json"
     assert rf.metrics_file(run) == run / "metrics.jsonl"
     assert rf.metrics_csv_file(run) == run / "metrics.csv"
     assert rf.eval_dir(run) == run / "eval"
@@ -76,6 +77,30 @@ def test_run_reads_a_tiny_real_run(tiny_run):
     assert run.finished and rf.finished_at(tiny_run, 4) and not rf.finished_at(tiny_run, 6)
     assert run.checkpoint == tiny_run / "checkpoint.pt"
     assert run.history == {2: rf.history_file(tiny_run, 2), 4: rf.history_file(tiny_run, 4)}
+
+
+def test_each_session_records_its_machine_and_precision(tmp_path, capsys):
+    """machines.json: one record per session that trained the run (a resume on another CPU make
+    shows as a second machine), and train's first line names the precision and the CPU."""
+    from scaledql.device import describe_machine, machine_record
+
+    data = write_tiny_minatar_store(tmp_path / "data")
+    run = tmp_path / "run"
+    base = ["train", "--data", str(data), "--out", str(run), "--eval-every", "2", *TINY]
+    assert main([*base, "--steps", "2"]) == 0
+    assert main([*base, "--steps", "4", "--resume"]) == 0
+    records = scaledql.Run(run).machines
+    here = machine_record("cpu")
+    assert [r["from_step"] for r in records] == [0, 2]
+    for r in records:
+        assert {k: r[k] for k in here} == here and r["precision"] in ("bf16", "float32")
+        assert r["at"].endswith("Z")
+    err = capsys.readouterr().err
+    assert f"device cpu ({records[0]['precision']}; {here['cpu']})" in err
+    assert describe_machine("cpu") == describe_machine(record=records[0])
+    rf.machines_file(run).write_text('{"cpu": "x"}')
+    with pytest.raises(UserError, match=r"machines\.json: not a list of machine records"):
+        _ = scaledql.Run(run).machines
 
 
 def test_the_writers_formats_are_what_they_were(tiny_run):

@@ -302,6 +302,12 @@ def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
     md = (results / "report.md").read_text()
     assert "## Learning curves" in md and "## Diagnostics" in md and "| budget |" in md
     assert (results / "curves.png").stat().st_size > 0
+    # the machines the runs trained on, from each run's machines.json (one machine here)
+    [trained] = report["run_machines"]
+    assert trained["runs"] == 5 and trained["precision"] in ("bf16", "float32")
+    assert f"Runs trained on: {trained['machine']}, {trained['precision']} (5 runs)." in md
+    per_run = json.loads((results / "runs" / "a-sql-preset__seed_0.json").read_text())
+    assert per_run["machines"][0]["from_step"] == 0
     # 20 steps on a tiny store: the policies are still one action, and the diagnostics say so
     assert any("plays one action" in w for w in preset["warnings"])
     # A fresh clone: the runs folder is gone but for the data's action logs (committed beside

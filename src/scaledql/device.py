@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from scaledql.errors import UserError
@@ -24,8 +26,10 @@ def pick_device(name: str | None = None) -> torch.device:
     return device
 
 
-def describe_machine(device: str | None = None) -> str:
-    """One line naming what numbers were computed on (CPU model, cores, torch, device)."""
+def machine_record(device: str | torch.device | None = None) -> dict[str, str | int]:
+    """What numbers are computed on: CPU model, cores, torch, device (and its GPU's name).
+    Runs keep it (``run_folder.record_machine``): another CPU make changes the floating-point
+    results, and whether bf16 is native (so the default precision) with it."""
     import os
     import platform
 
@@ -35,6 +39,18 @@ def describe_machine(device: str | None = None) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    dev = pick_device(device)
-    gpu = f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, device {dev}{gpu}"
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    record: dict[str, str | int] = {"cpu": cpu, "cores": os.cpu_count() or 1,
+                                    "torch": torch.__version__, "device": str(dev)}
+    if dev.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(dev)
+    return record
+
+
+def describe_machine(device: str | torch.device | None = None,
+                     record: dict[str, Any] | None = None) -> str:
+    """One line naming what numbers were computed on (CPU model, cores, torch, device); of
+    ``record`` (a ``machine_record``) when given, else of this machine."""
+    m = record if record is not None else machine_record(device)
+    gpu = f", {m['gpu']}" if m.get("gpu") else ""
+    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, device {m['device']}{gpu}"

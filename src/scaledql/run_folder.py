@@ -4,6 +4,9 @@ What ``scaledql train`` (and each arm × seed of ``scaledql finetune``) writes i
 
 - ``config.json``: the run's configuration (every option; ``--resume`` needs nothing else);
 - ``params.json``: parameter counts; ``budget.json``: passes over each game's data;
+- ``machines.json``: the machine of each session that trained it (CPU, cores, torch, device,
+  the precision its updates ran in, the step it began at): a resumed run that moved to
+  another CPU make says so, and its numbers are that mixture's;
 - ``metrics.jsonl``: every logged row (``kind`` "train", "eval" or "episode", ``step``, ...);
   ``metrics.csv`` the same rows as a CSV; ``tensorboard/`` the same again (``wandb_id``: the
   W&B run it logs to);
@@ -46,6 +49,7 @@ EVAL_DIR = "eval"
 CHECKPOINT = "checkpoint.pt"
 HISTORY_DIR = "checkpoints"
 WALL = "wall.json"
+MACHINES = "machines.json"
 REPLAY_GLOB = "replay-*.npz"
 _EVAL_NAME = re.compile(r"step_(\d+)\.json")
 _HISTORY_NAME = re.compile(r"step_(\d+)\.pt")
@@ -95,6 +99,10 @@ def eval_file(run: Path | str, step: int) -> Path:
 
 def checkpoint_file(run: Path | str) -> Path:
     return Path(run) / CHECKPOINT
+
+
+def machines_file(run: Path | str) -> Path:
+    return Path(run) / MACHINES
 
 
 def wall_file(run: Path | str) -> Path:
@@ -236,10 +244,31 @@ def read_wall(run: Path | str) -> dict[str, Any]:
     return read_json(file) if file.exists() else {"seconds": 0.0, "sessions": 0}
 
 
+def read_machines(run: Path | str) -> list[dict[str, Any]]:
+    """The sessions' machine records, oldest first ([] for runs from before they were kept)."""
+    file = machines_file(run)
+    records = read_json(file) if file.exists() else []
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise UserError(f"{file}: not a list of machine records")
+    return records
+
+
 # -- writing ---------------------------------------------------------------------------------
 def write_wall(run: Path | str, seconds: float, sessions: int) -> Path:
     atomic_write_json(wall_file(run), {"seconds": seconds, "sessions": sessions})
     return wall_file(run)
+
+
+def record_machine(run: Path | str, machine: dict[str, Any], *, precision: str,
+                   from_step: int) -> Path:
+    """Append this session's record to ``machines.json``: ``machine`` (``device.machine_record``),
+    the precision its updates run in, the step it begins at and when (UTC)."""
+    import time
+
+    record = {**machine, "precision": precision, "from_step": from_step,
+              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_json(machines_file(run), [*read_machines(run), record])
+    return machines_file(run)
 
 
 def write_config(run: Path | str, config: dict[str, Any]) -> Path:
@@ -293,6 +322,12 @@ class Run:
     def params(self) -> dict[str, Any] | None:
         """Its parameter counts per part and ``total``; None when not written."""
         return read_params(self.path)
+
+    @property
+    def machines(self) -> list[dict[str, Any]]:
+        """The machine of each session that trained it (CPU, cores, torch, device, precision,
+        ``from_step``, ``at``), oldest first; [] for runs from before they were kept."""
+        return read_machines(self.path)
 
     def rows(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Its metrics rows (``kind`` "train", "eval", "episode"; None: all), as logged."""

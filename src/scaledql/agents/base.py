@@ -161,6 +161,11 @@ class Learner(ABC):
         counts["total"] = sum(counts.values())
         return counts
 
+    @property
+    def precision(self) -> str:
+        """What the updates compute in: "bf16" (autocast, resolved on) or "float32"."""
+        return "bf16" if getattr(self, "_bf16", False) else "float32"
+
     def _autocast(self):
         """bf16 autocast on the learner's device when the learner resolved bf16 on (``_bf16``)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16,

@@ -22,7 +22,7 @@ from scaledql.experiments.claims import claims_markdown, final_eval, iqm_ci, jud
 from scaledql.experiments.curves import curves_and_warnings, curves_markdown, plot_learning_curves
 from scaledql.experiments.study import Study, job_records
 from scaledql.io import atomic_write_json, atomic_write_text
-from scaledql.run_folder import CONFIG, config_file, read_json, read_params
+from scaledql.run_folder import CONFIG, config_file, read_json, read_machines, read_params
 
 
 def default_results(study: Study) -> Path:
@@ -70,7 +70,8 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
                    and (rel == r["job"] or rel.startswith(r["job"] + "/")))
         atomic_write_json(results / "runs" / f"{rel.replace('/', '__')}.json", {
             "run": rel, "config": read_json(config_file(run)), "params": read_params(run),
-            "final_eval": _renormalized(final_eval(run)), "job_wall_seconds": round(wall, 1)})
+            "final_eval": _renormalized(final_eval(run)), "job_wall_seconds": round(wall, 1),
+            "machines": read_machines(run)})
     atomic_write_text(results / "commands.md", _commands_md(records))
     if not claims:
         return None
@@ -92,6 +93,7 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
     written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     report = {"study": study.name, "suite": study.suite, "budget": study.budget,
               "runs_folder": study.runs.as_posix(), "machine": machine,
+              "run_machines": run_machines(run for _, run in _run_folders(study)),
               "job_seconds": round(wall, 1), "elapsed_seconds": round(elapsed, 1),
               "written": written, "methods": methods, "methods_without_data": missing,
               "claims": judged}
@@ -195,6 +197,34 @@ def _per_game_md(methods: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def run_machines(runs) -> list[dict[str, Any]]:
+    """Which machines and precisions trained the runs: ``{"machine", "precision", "runs"}`` per
+    distinct pair (a run resumed elsewhere counts under each), most runs first; runs from before
+    ``machines.json`` was kept count as ``"not recorded"``."""
+    from collections import Counter
+
+    from scaledql.device import describe_machine
+
+    counts: Counter[tuple[str, str]] = Counter()
+    for run in runs:
+        records = read_machines(run)
+        pairs = {(describe_machine(record=r), str(r.get("precision", "?"))) for r in records}
+        counts.update(pairs or {("not recorded", "?")})
+    return [{"machine": m, "precision": p, "runs": n}
+            for (m, p), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _machines_line(report: dict[str, Any]) -> str:
+    trained = report.get("run_machines") or []
+    if not trained:
+        return ""
+    return " Runs trained on: " + "; ".join(
+        f"{t['machine']}, {t['precision']} ({t['runs']} run{'s' * (t['runs'] != 1)})"
+        if t["machine"] != "not recorded" else
+        f"not recorded ({t['runs']} run{'s' * (t['runs'] != 1)}, from before runs kept it)"
+        for t in trained) + "."
+
+
 def _report_md(study: Study, report: dict[str, Any]) -> str:
     def ci(t: list[float] | tuple[float, ...]) -> str:
         return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
@@ -202,8 +232,8 @@ def _report_md(study: Study, report: dict[str, Any]) -> str:
     lines = [f"# Study `{study.name}` — budget `{study.budget}`", "",
              study.description, "",
              f"Reproduce: `scaledql study {study.name} --budget {study.budget}` (finished runs are "
-             f"skipped; every command it ran is in [commands.md](commands.md)). Machine: "
-             f"{report['machine']}. Wall time so far: {report['elapsed_seconds'] / 60:.1f} min "
+             f"skipped; every command it ran is in [commands.md](commands.md)). This report's "
+             f"machine: {report['machine']}.{_machines_line(report)} Wall time so far: {report['elapsed_seconds'] / 60:.1f} min "
              f"with at least one job running ({report['job_seconds'] / 60:.1f} min summed over "
              f"jobs, which may run side by side). Written {report['written']}.", "",
              "## Claims", "", "![P(a > b) per compared pair](claims.png)", "",

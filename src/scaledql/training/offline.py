@@ -37,11 +37,18 @@ from scaledql.data.pool import PoolOptions
 from scaledql.data.prefetch import Prefetcher
 from scaledql.data.sampler import BatchSpec, fraction_of, make_sampler
 from scaledql.data.store import data_identity, open_dataset
+from scaledql.device import machine_record
 from scaledql.errors import UserError
 from scaledql.io import exclusive_lock
 from scaledql.policies import Policy
 from scaledql.progress import ProgressBar
-from scaledql.run_folder import checkpoint_file, write_budget, write_config, write_params
+from scaledql.run_folder import (
+    checkpoint_file,
+    record_machine,
+    write_budget,
+    write_config,
+    write_params,
+)
 from scaledql.training.budget import budget_line, run_budget
 from scaledql.training.config import RunConfig, resume_differences
 from scaledql.training.diagnostics import PROBE_SIZE, UpdateProbe, representation_metrics
@@ -209,14 +216,16 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
     if dist.is_main:
         write_config(run, cfg.to_dict())
         write_params(run, counts)
+        machine = machine_record(device)
+        record_machine(run, machine, precision=learner.precision, from_step=start)
         budget = run_budget(cfg.to_dict(), {g: fraction_of(d, cfg.data_fraction)["transitions"]
                                             for g, d in zip(games, data, strict=True)})
         write_budget(run, budget)
         log.write_config(cfg.to_dict(), counts)
         print(f"[train] {cfg.algo} on {len(games)} games, obs {problem.obs_shape}: "
               f"{counts['total']:,} parameters ({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}); "
-              f"device {device}; {dist.world_size} process(es), {workers} sampling "
-              f"thread(s)", file=sys.stderr)
+              f"device {device} ({learner.precision}; {machine['cpu']}); {dist.world_size} "
+              f"process(es), {workers} sampling thread(s)", file=sys.stderr)
         if cfg.data_fraction < 1:
             kept = {g: fraction_of(d, cfg.data_fraction) for g, d in zip(games, data, strict=True)}
             print(f"[train] data fraction {cfg.data_fraction:g}: " + "; ".join(

@@ -31,13 +31,14 @@ from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
 from scaledql.checkpoint import learner_payload, load_checkpoint, save_checkpoint
 from scaledql.data.replay import RingReplay
-from scaledql.device import pick_device
+from scaledql.device import machine_record, pick_device
 from scaledql.errors import UserError
 from scaledql.evaluate import EvalConfig, evaluate
 from scaledql.run_folder import (
     REPLAY_GLOB,
     checkpoint_file,
     finished_at,
+    record_machine,
     replay_name,
     write_config,
     write_evaluation,
@@ -148,6 +149,8 @@ def run_online_job(rc: OnlineRun, schedule_given: bool = False, progress: bool =
     if rc.freeze_encoder:
         learner.freeze_encoder()  # requires_grad is not part of a state dict: set it each time
     write_config(run, asdict(rc))
+    record_machine(run, machine_record(learner.device), precision=learner.precision,
+                   from_step=start)
     log = MetricsLog(run, True, start)
     log.write_config(asdict(rc), learner.param_counts())
     clock = WallClock(run)
