@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         archive_job,
         archive_log,
         archive_path,
+        archive_unfinished,
         restore_jobs,
     )
     from scaledql.experiments.results import default_results, write_results
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         for job in study.jobs:
             state = "done " if job_done(job) else \
-                "kept " if archive_path(results, job.id).is_file() else "to do"
+                "kept " if archive_path(results, job.id).is_file() else \
+                "part " if archive_path(results, job.id, partial=True).is_file() else "to do"
             print(f"{state}  {job.id}: {job.command}")
         return 0
     jobs = args.jobs
@@ -64,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     outcome = None
     restored = restore_jobs(study, results)
     if restored:
-        print(f"[study] {len(restored)} finished job(s) restored from {results / ARCHIVE}",
+        cut = sum(not job_done(job) for job in study.jobs if job.id in restored)
+        print(f"[study] {len(restored) - cut} finished job(s) restored from {results / ARCHIVE}"
+              + (f", and {cut} cut-off one(s) that continue from their checkpoints" if cut else ""),
               file=sys.stderr)
     if not args.report_only:
         def on_finish(job) -> None:
@@ -76,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         if outcome["stopped"]:  # the commands and finished runs so far still go to results
             write_results(study, results, machine, claims=False)
             archive_log(study, results)
+            for job_id in archive_unfinished(study, results):
+                print(f"[study] {job_id}: cut off, kept in {results / ARCHIVE} with its "
+                      "checkpoint", file=sys.stderr)
             raise UserError("study stopped by a signal; running jobs were recorded as "
                             "interrupted, and the same command continues them")
     report = write_results(study, results, machine)

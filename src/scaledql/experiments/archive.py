@@ -11,6 +11,13 @@ stopped. A job that other jobs start from (``after``: pretraining before fine-tu
 checkpoint, since its dependants load it. Jobs with no run folder (data collection) are not
 archived: they run again, and a collection rebuilds its games from their action logs
 (``collect --log-dir``).
+
+A training job that a stopped study cut off (``resume = "train"``, SIGTERM saved its checkpoint)
+is packed too, checkpoint and all, as ``RESULTS/archive/<job>.partial.tar.gz``: a job longer
+than what is left of a session would otherwise start again on every fresh clone. On the next
+start it is unpacked unfinished and continues with ``train --resume``; when it finishes, its
+final archive replaces the partial one. A partial archive costs the checkpoint's size (the
+networks, the target network and Adam's moments: ~10 MB for the MinAtar preset).
 """
 
 from __future__ import annotations
@@ -22,14 +29,15 @@ from pathlib import Path
 
 from scaledql.experiments.study import DONE, Job, Study, _base
 from scaledql.io import atomic_output
-from scaledql.run_folder import CONFIG, METRICS_CSV, TENSORBOARD
+from scaledql.run_folder import CONFIG, METRICS_CSV, TENSORBOARD, checkpoint_file
 
 ARCHIVE = "archive"
 _DROPPED = {METRICS_CSV, TENSORBOARD}  # copies of the metrics log
 
 
-def archive_path(results: Path, job_id: str) -> Path:
-    return Path(results) / ARCHIVE / f"{job_id.replace('/', '__')}.tar.gz"
+def archive_path(results: Path, job_id: str, *, partial: bool = False) -> Path:
+    name = job_id.replace("/", "__")
+    return Path(results) / ARCHIVE / f"{name}{'.partial' if partial else ''}.tar.gz"
 
 
 def _is_run_job(out: Path) -> bool:
@@ -42,25 +50,45 @@ def _kept(path: Path, keep_checkpoints: bool) -> bool:
     return not (path.name.startswith(".") and path.name != DONE) and ".tmp" not in path.name
 
 
-def archive_job(study: Study, job: Job, results: Path) -> Path | None:
-    """Pack a finished job's folder (None when it is not a run folder, e.g. data)."""
-    if not ((job.out / DONE).is_file() and _is_run_job(job.out)):
-        return None
-    keep = _base(job.id) in {a for j in study.jobs for a in j.after}
+def _pack(folder: Path, keep_checkpoints: bool, target: Path) -> None:
+    """Write ``folder``'s kept files to ``target`` (gzip tar, atomic; no times or owners, so the
+    same files give the same bytes)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as tar:
-        for path in sorted(job.out.rglob("*")):
-            rel = path.relative_to(job.out)
-            if path.is_file() and all(_kept(Path(*rel.parts[:i + 1]), keep)
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if path.is_file() and all(_kept(Path(*rel.parts[:i + 1]), keep_checkpoints)
                                       for i in range(len(rel.parts))):
                 info = tar.gettarinfo(str(path), rel.as_posix())
                 info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
-    target = archive_path(results, job.id)
     with atomic_output(target) as tmp:
         tmp.write_bytes(buffer.getvalue())
+
+
+def archive_job(study: Study, job: Job, results: Path) -> Path | None:
+    """Pack a finished job's folder (None when it is not a run folder, e.g. data); its partial
+    archive, if any, is then no longer needed."""
+    if not ((job.out / DONE).is_file() and _is_run_job(job.out)):
+        return None
+    keep = _base(job.id) in {a for j in study.jobs for a in j.after}
+    target = archive_path(results, job.id)
+    _pack(job.out, keep, target)
+    archive_path(results, job.id, partial=True).unlink(missing_ok=True)
     return target
+
+
+def archive_unfinished(study: Study, results: Path) -> list[str]:
+    """Pack every unfinished training job that has a checkpoint (a stopped study's cut-off
+    jobs) as a partial archive; returns their ids."""
+    packed = []
+    for job in study.jobs:
+        if job.resume == "train" and not (job.out / DONE).is_file() \
+                and checkpoint_file(job.out).is_file():
+            _pack(job.out, True, archive_path(results, job.id, partial=True))
+            packed.append(job.id)
+    return packed
 
 
 def archive_log(study: Study, results: Path) -> None:
@@ -72,11 +100,13 @@ def archive_log(study: Study, results: Path) -> None:
 
 
 def restore_jobs(study: Study, results: Path) -> list[str]:
-    """Unpack every archived job that has no folder here; returns their ids. The command log
-    comes back too when this runs folder has none."""
+    """Unpack every archived job that has no folder here; returns their ids. A finished job's
+    archive comes back finished, a partial one unfinished (its checkpoint continues it). The
+    command log comes back too when this runs folder has none."""
     restored = []
     for job in study.jobs:
-        source = archive_path(results, job.id)
+        final, partial = archive_path(results, job.id), archive_path(results, job.id, partial=True)
+        source = final if final.is_file() else partial
         if job.out.exists() or not source.is_file():
             continue
         work = job.out.with_name(f".{job.out.name}.restoring")
@@ -90,7 +120,8 @@ def restore_jobs(study: Study, results: Path) -> list[str]:
             from scaledql.errors import UserError
 
             raise UserError(f"{source}: not a readable run archive ({exc})") from None
-        (work / DONE).touch()
+        if source == final:
+            (work / DONE).touch()
         work.rename(job.out)
         restored.append(job.id)
     log, here = Path(results) / ARCHIVE / "study.jsonl", study.runs / "study.jsonl"
