@@ -233,7 +233,8 @@ def _report_md(study: Study, report: dict[str, Any]) -> str:
              study.description, "",
              f"Reproduce: `scaledql study {study.name} --budget {study.budget}` (finished runs are "
              f"skipped; every command it ran is in [commands.md](commands.md)). This report's "
-             f"machine: {report['machine']}.{_machines_line(report)} Wall time so far: {report['elapsed_seconds'] / 60:.1f} min "
+             f"machine: {report['machine']}.{_machines_line(report)} Wall time so far: "
+             f"{report['elapsed_seconds'] / 60:.1f} min "
              f"with at least one job running ({report['job_seconds'] / 60:.1f} min summed over "
              f"jobs, which may run side by side). Written {report['written']}.", "",
              "## Claims", "", "![P(a > b) per compared pair](claims.png)", "",

@@ -222,8 +222,9 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
                                             for g, d in zip(games, data, strict=True)})
         write_budget(run, budget)
         log.write_config(cfg.to_dict(), counts)
+        parts = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "total")
         print(f"[train] {cfg.algo} on {len(games)} games, obs {problem.obs_shape}: "
-              f"{counts['total']:,} parameters ({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}); "
+              f"{counts['total']:,} parameters ({parts}); "
               f"device {device} ({learner.precision}; {machine['cpu']}); {dist.world_size} "
               f"process(es), {workers} sampling thread(s)", file=sys.stderr)
         if cfg.data_fraction < 1:
