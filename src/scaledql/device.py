@@ -27,7 +27,8 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 def machine_record(device: str | torch.device | None = None) -> dict[str, str | int]:
-    """What numbers are computed on: CPU model, cores, torch, device (and its GPU's name).
+    """What numbers are computed on: CPU model and vector ISA, cores, torch, device (and its
+    GPU's name).
     Runs keep it (``run_folder.record_machine``): another CPU make changes the floating-point
     results, and whether bf16 is native (so the default precision) with it."""
     import os
@@ -40,8 +41,11 @@ def machine_record(device: str | torch.device | None = None) -> dict[str, str | 
     except (OSError, StopIteration):
         pass
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    record: dict[str, str | int] = {"cpu": cpu, "cores": os.cpu_count() or 1,
-                                    "torch": torch.__version__, "device": str(dev)}
+    # The model name alone does not tell CPU generations apart ("AMD EPYC" has been both an
+    # AVX2 part and an AVX-512 one with native bf16 here); the vector ISA torch uses does.
+    record: dict[str, str | int] = {"cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(),
+                                    "cores": os.cpu_count() or 1, "torch": torch.__version__,
+                                    "device": str(dev)}
     if dev.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(dev)
     return record
@@ -53,4 +57,5 @@ def describe_machine(device: str | torch.device | None = None,
     ``record`` (a ``machine_record``) when given, else of this machine."""
     m = record if record is not None else machine_record(device)
     gpu = f", {m['gpu']}" if m.get("gpu") else ""
-    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, device {m['device']}{gpu}"
+    isa = f" ({m['isa']})" if m.get("isa") else ""  # records from before it was kept lack it
+    return f"{m['cpu']}{isa}, {m['cores']} cores, torch {m['torch']}, device {m['device']}{gpu}"

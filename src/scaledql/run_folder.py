@@ -4,9 +4,9 @@ What ``scaledql train`` (and each arm × seed of ``scaledql finetune``) writes i
 
 - ``config.json``: the run's configuration (every option; ``--resume`` needs nothing else);
 - ``params.json``: parameter counts; ``budget.json``: passes over each game's data;
-- ``machines.json``: the machine of each session that trained it (CPU, cores, torch, device,
-  the precision its updates ran in, the step it began at): a resumed run that moved to
-  another CPU make says so, and its numbers are that mixture's;
+- ``machines.json``: the machine of each session that trained it (CPU and its vector ISA, cores,
+  torch, device, the precision its updates ran in, the step it began at): a resumed run that
+  moved to another CPU make says so, and its numbers are that mixture's;
 - ``metrics.jsonl``: every logged row (``kind`` "train", "eval" or "episode", ``step``, ...);
   ``metrics.csv`` the same rows as a CSV; ``tensorboard/`` the same again (``wandb_id``: the
   W&B run it logs to);
