@@ -56,7 +56,8 @@ def health(rows: Sequence[dict[str, Any]]) -> list[str]:
             flat = last.get(f"cql_uniform/{game}")
             if flat and last[key] >= CQL_FLAT * flat:
                 lines.append(f"{game}: CQL term {last[key]:.3f} ≈ ln|A| = {flat:.3f} at step "
-                             f"{last['step']:,}: Q is still flat over its actions")
+                             f"{last['step']:,}: Q is still flat over its actions (no learning yet, "
+                             f"unless the game's score says otherwise: docs/diagnostics.md)")
     if evals:
         last = evals[-1]
         for key in _keys([last], ""):
