@@ -98,6 +98,9 @@ def test_each_session_records_its_machine_and_precision(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"device cpu ({records[0]['precision']}; {here['cpu']})" in err
     assert describe_machine("cpu") == describe_machine(record=records[0])
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "cpu family" in cpuinfo.read_text():  # x86 Linux: the generation
+        assert here["cpu_id"].startswith("family ") and here["cpu_id"] in describe_machine("cpu")
     rf.machines_file(run).write_text('{"cpu": "x"}')
     with pytest.raises(UserError, match=r"machines\.json: not a list of machine records"):
         _ = scaledql.Run(run).machines

@@ -35,17 +35,26 @@ def machine_record(device: str | torch.device | None = None) -> dict[str, str | 
     import platform
 
     cpu = platform.processor() or platform.machine()
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            for line in f:
+                key, sep, value = line.partition(":")
+                if not sep:
+                    break  # the first processor's block ends at a blank line
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
         pass
+    cpu = info.get("model name", cpu)
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    # The model name alone does not tell CPU generations apart ("AMD EPYC" has been both an
-    # AVX2 part and an AVX-512 one with native bf16 here); the vector ISA torch uses does.
+    # The model name alone does not tell CPU generations apart ("AMD EPYC" has been an AVX2
+    # part, a Zen 4 and a Zen 5 here, at very different speeds); the vector ISA torch uses and
+    # the CPU's family/model do.
     record: dict[str, str | int] = {"cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(),
                                     "cores": os.cpu_count() or 1, "torch": torch.__version__,
                                     "device": str(dev)}
+    if "cpu family" in info and "model" in info:
+        record["cpu_id"] = f"family {info['cpu family']} model {info['model']}"
     if dev.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(dev)
     return record
@@ -57,5 +66,7 @@ def describe_machine(device: str | torch.device | None = None,
     ``record`` (a ``machine_record``) when given, else of this machine."""
     m = record if record is not None else machine_record(device)
     gpu = f", {m['gpu']}" if m.get("gpu") else ""
-    isa = f" ({m['isa']})" if m.get("isa") else ""  # records from before it was kept lack it
+    # Records from before the ISA and family/model were kept lack them.
+    details = [str(m[k]) for k in ("cpu_id", "isa") if m.get(k)]
+    isa = f" ({', '.join(details)})" if details else ""
     return f"{m['cpu']}{isa}, {m['cores']} cores, torch {m['torch']}, device {m['device']}{gpu}"
