@@ -116,6 +116,22 @@ def test_network_is_causal_across_steps_and_patches_mix():
                            base.return_logits[:, 0])
 
 
+def test_without_action_inputs_past_actions_change_nothing():
+    """action_inputs=False: the predictions of step 1 cannot depend on step 0's action (nothing
+    to copy); with the release's action inputs they do."""
+    torch.manual_seed(0)
+    kw = dict(num_returns=5, d_model=16, num_layers=2, num_heads=2, context=2, patch_size=2,
+              dropout=0.0, single_return_token=True)
+    frames = torch.randint(0, 256, (1, 2, 1, 4, 4), dtype=torch.uint8)
+    ret, rew = torch.tensor([[1, 0]]), torch.tensor([[0, 0]])
+    for action_inputs in (True, False):
+        torch.manual_seed(0)
+        net = DecisionTransformerNet((1, 4, 4), (3,), **kw, action_inputs=action_inputs).eval()
+        a = net(frames, ret, torch.tensor([[0, 0]]), rew).action_logits[:, 1]
+        b = net(frames, ret, torch.tensor([[2, 0]]), rew).action_logits[:, 1]
+        assert torch.equal(a, b) is (not action_inputs)
+
+
 # -- patching -------------------------------------------------------------------------------------
 def test_patching_atari_and_minatar():
     assert default_patch_size(84, 84) == 14 and default_patch_size(10, 10) == 5

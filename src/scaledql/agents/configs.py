@@ -248,6 +248,9 @@ class DecisionTransformerConfig(LearnerConfig):
     rtg_min: int = ATARI_RTG_RANGE[0]
     rtg_max: int = ATARI_RTG_RANGE[1]
     single_return_token: bool = True  # only the window's first return-to-go (the release)
+    # Past actions as inputs (the release); False: a constant in their place, so that the
+    # model cannot copy the previous action (ours; docs/defaults.md, "DT").
+    action_inputs: bool = True
     obs_scale: float = 1.0 / 255.0
     batch_size: int = 128
     lr: float = 3e-4

@@ -93,6 +93,7 @@ class DecisionTransformer(Learner):
             d_model=cfg.d_model, num_layers=cfg.num_layers, num_heads=cfg.heads,
             context=cfg.context, patch_size=patch, dropout=cfg.dropout,
             single_return_token=cfg.single_return_token, obs_scale=cfg.obs_scale,
+            action_inputs=cfg.action_inputs,
         ).to(self.device)  # fmt: skip
         forward = wrap_distributed(self.model, self.device) if distributed else self.model
         self._train_forward = maybe_compile(forward, cfg.compile, self.device)

@@ -15,6 +15,9 @@ Follows the authors' public release (google-research ``multi_game_dt``, the cola
   (``dt_attention_mask``); with ``single_return_token`` (the release's setting) the return
   tokens after the window's first are removed: their inputs are zeroed and no token attends to
   them, as the release does with its token mask;
+- ``action_inputs=False`` (ours, not the release) feeds one constant in place of every past
+  action, so the model cannot predict an action by copying the previous one (the copycat
+  problem of imitation from histories; see docs/defaults.md, "DT");
 - heads: return logits at each step's last patch token (it has seen all the step's patches),
   action logits at the return token, reward logits at the action token.
 
@@ -144,7 +147,7 @@ class DecisionTransformerNet(nn.Module):
     def __init__(self, frame_shape: tuple[int, int, int], num_actions: tuple[int, ...], *,
                  num_returns: int, d_model: int, num_layers: int, num_heads: int, context: int,
                  patch_size: int, dropout: float, single_return_token: bool,
-                 obs_scale: float = 1.0 / 255.0) -> None:
+                 obs_scale: float = 1.0 / 255.0, action_inputs: bool = True) -> None:
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model {d_model} is not a multiple of num_heads {num_heads}")
@@ -154,6 +157,7 @@ class DecisionTransformerNet(nn.Module):
         self.context = context
         self.obs_scale = obs_scale
         self.single_return_token = single_return_token
+        self.action_inputs = action_inputs
         self.vocab = max(num_actions)
         per_step = self.num_patches + 3
         self.patch_embed = nn.Conv2d(c, d_model, kernel_size=patch_size, stride=patch_size)
@@ -198,6 +202,8 @@ class DecisionTransformerNet(nn.Module):
         if n > self.context:
             raise ValueError(f"window of {n} steps exceeds the context of {self.context}")
         p = self.num_patches
+        if not self.action_inputs:  # every action token the same: nothing to copy from
+            actions = torch.zeros_like(actions)
         tokens = torch.cat([
             self.embed_frames(frames),
             self.return_embed(returns)[:, :, None],
