@@ -24,7 +24,8 @@ return inverse temperature 0.75, action inverse temperature 1, action top percen
 (the release's demo; the paper's κ is unconfirmed). Chosen here: the sizes (d_model 128, 2
 layers: CPU scale; the release model is d_model 1280, 10 layers), AdamW (the paper trained with
 LAMB) with lr 3e-4, weight decay 0.01 on weight matrices only, linear warm-up over 500 steps,
-global-norm clipping at 1.0. For MinAtar we suggest ``rtg_min = 0, rtg_max = 50``
+global-norm clipping at 1.0; ``action_inputs = False`` is ours, a check for copying the previous
+action (default: the release's past actions as inputs; docs/defaults.md). For MinAtar we suggest ``rtg_min = 0, rtg_max = 50``
 (``agents.configs.MINATAR_RTG_RANGE``): its rewards are never negative, and the mean returns of this
 project's CPU-budget reference agents are below 25 (``suites/scores.py``), so behaviour data
 rarely reach 50; larger returns saturate the top class. Patching: 14×14 for Atari (release), 5×5 for MinAtar (4 tokens of 250 values; see
