@@ -366,6 +366,33 @@ def test_policy_plays_only_the_games_actions_and_is_reproducible():
         learner.policy().reset("pong", 1)
 
 
+def test_teacher_forced_logits_are_what_action_accuracy_scores():
+    learner = make_learner(dropout=0.5)  # no dropout in either: eval mode
+    for _ in range(5):
+        learner.update(make_batch(MINATAR, seed=3))
+    batch = make_batch(MINATAR, seed=4)
+    logits = learner.teacher_forced_logits(batch)
+    assert logits.shape == (8, 3, 6) and logits.dtype == torch.float32
+    n = torch.tensor(MINATAR.num_actions)[torch.from_numpy(batch.game_id)]
+    assert torch.isinf(logits).sum() == (3 * (6 - n)).sum()  # the actions each game lacks
+    assert learner.model.training  # left as it was
+    right = (logits.argmax(-1) == torch.from_numpy(batch.action)).float()
+    mask = torch.from_numpy(batch.mask)
+    accuracy = ((right * mask).sum(1) / mask.sum(1)).mean()
+    assert torch.allclose(accuracy, learner.evaluate_loss(batch)["action_accuracy"])
+
+
+def test_policy_reads_an_inference_config_in_place_of_its_own():
+    learner = make_learner(action_top_percentile=None)
+    torch.nn.init.normal_(learner.model.action_head.weight, std=1.0)
+    sampled = play(learner.policy(), "breakout", 25, 3)
+    argmax = replace(learner.cfg, action_top_percentile=100.0)
+    greedy = play(learner.policy(inference=argmax), "breakout", 25, 3)
+    assert not np.array_equal(sampled, greedy)
+    assert np.array_equal(play(learner.policy(inference=argmax), "breakout", 25, 3), greedy)
+    assert learner.cfg.action_top_percentile is None  # the learner's own config unchanged
+
+
 def test_policy_histories_hold_context_steps_and_reset_on_episode_end():
     policy = make_learner().policy()  # context 3
     policy.reset("asterix", 2)

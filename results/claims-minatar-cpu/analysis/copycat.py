@@ -26,9 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scaledql import losses
 from scaledql.agents.base import BatchSpec
-from scaledql.agents.dt_policy import DecisionTransformerPolicy
 from scaledql.checkpoint import load_learner
 from scaledql.data.sampler import make_sampler
 from scaledql.data.store import open_dataset
@@ -39,20 +37,10 @@ from scaledql.suites import EnvOptions
 
 def predictions(learner, batch) -> torch.Tensor:
     """int64[B, L] argmax actions of ``learner`` on a trajectory batch, teacher-forced."""
+    if learner.name == "dt":
+        return learner.teacher_forced_logits(batch).argmax(-1).cpu()
     gid = torch.from_numpy(batch.game_id)
     obs = torch.from_numpy(batch.obs)
-    if learner.name == "dt":
-        model, cfg = learner.model.eval(), learner.cfg
-        returns = losses.encode_returns(torch.from_numpy(batch.return_to_go), cfg.rtg_min,
-                                        cfg.rtg_max)
-        rewards = losses.encode_rewards(torch.from_numpy(batch.reward),
-                                        torch.from_numpy(batch.terminal))
-        with torch.no_grad(), learner._autocast():
-            out = model(obs[:, :, -model.frame_shape[0]:], returns,
-                        torch.from_numpy(batch.action), rewards)
-        logits = out.action_logits.float().masked_fill(
-            ~model.action_mask[gid][:, None, :], float("-inf"))
-        return logits.argmax(-1)
     b, n = obs.shape[:2]
     with torch.no_grad():
         logits = learner.action_logits(obs.reshape(b * n, *obs.shape[2:]),
@@ -120,9 +108,7 @@ def main(run: Path, data: Path, fraction: float, out: Path) -> None:
                      base, action_top_percentile=100.0, return_samples=1)}
         result["action_rules"] = {}
         for name, cfg in rules.items():
-            policy = DecisionTransformerPolicy(learner.model, cfg, learner.problem.games,
-                                               learner.problem.num_actions, learner.device,
-                                               seed=cfg.seed, autocast=learner._autocast)
+            policy = learner.policy(inference=cfg)
             report = evaluate(suite, games, policy, EvalConfig(
                 episodes=20, seed=seed, options=EnvOptions())).to_dict()
             result["action_rules"][name] = {

@@ -56,7 +56,12 @@ from scaledql.agents.dt_policy import DecisionTransformerPolicy
 from scaledql.agents.registry import register
 from scaledql.data.sampler import TrajectoryBatch
 from scaledql.errors import UserError
-from scaledql.models.transformer import DecisionTransformerNet, default_patch_size, patch_grid
+from scaledql.models.transformer import (
+    DecisionTransformerNet,
+    DTOutput,
+    default_patch_size,
+    patch_grid,
+)
 from scaledql.policies import Policy
 
 
@@ -128,18 +133,40 @@ class DecisionTransformer(Learner):
             return self.cfg.lr
         return self.cfg.lr * min(1.0, (step + 1) / self.cfg.warmup_steps)
 
-    def _loss(self, batch: TrajectoryBatch, forward: torch.nn.Module
-              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        t = as_tensors(batch, self.device)
-        cfg = self.cfg
+    def _forward(self, t: TrajectoryBatch, forward: torch.nn.Module
+                 ) -> tuple[DTOutput, torch.Tensor, torch.Tensor]:
+        """The network on a batch of tensors, teacher-forced: (its outputs, the return and reward
+        classes it was given)."""
         frames = t.obs[:, :, -self.frame_shape[0]:]  # the newest frame of each stack
-        returns = losses.encode_returns(t.return_to_go, cfg.rtg_min, cfg.rtg_max)
+        returns = losses.encode_returns(t.return_to_go, self.cfg.rtg_min, self.cfg.rtg_max)
         rewards = losses.encode_rewards(t.reward, t.terminal)
         with self._autocast():
             out = forward(frames, returns, t.action, rewards)
+        return out, returns, rewards
+
+    def _loss(self, batch: TrajectoryBatch, forward: torch.nn.Module
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        t = as_tensors(batch, self.device)
+        out, returns, rewards = self._forward(t, forward)
         return losses.dt_loss(
             out.return_logits, out.action_logits, out.reward_logits, returns, t.action, rewards,
-            t.mask, self.model.action_mask[t.game_id], cfg.single_return_token)
+            t.mask, self.model.action_mask[t.game_id], self.cfg.single_return_token)
+
+    @torch.no_grad()
+    def teacher_forced_logits(self, batch: TrajectoryBatch) -> torch.Tensor:
+        """float32[B, L, A_max] action logits at every step of a trajectory batch, given the
+        data's own returns, past actions and rewards (no dropout); -inf for actions a game
+        lacks. Their argmax is what ``action_accuracy`` scores; an analysis can split it by
+        state (e.g. where the data repeats its previous action)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            t = as_tensors(batch, self.device)
+            out = self._forward(t, self.model)[0]
+        finally:
+            self.model.train(was_training)
+        mask = self.model.action_mask[t.game_id][:, None, :]
+        return out.action_logits.float().masked_fill(~mask, float("-inf"))
 
     def update(self, batch: TrajectoryBatch) -> dict[str, torch.Tensor]:
         """One gradient step on a trajectory batch (tensors on the device; numpy is moved).
@@ -171,12 +198,16 @@ class DecisionTransformer(Learner):
         finally:
             self.model.train(was_training)
 
-    def policy(self, seed: int | None = None) -> Policy:
+    def policy(self, seed: int | None = None,
+               inference: DecisionTransformerConfig | None = None) -> Policy:
         """Expert-action inference (``DecisionTransformerPolicy``), sampling from a generator
-        seeded with ``seed`` (default: the config's), so an evaluation is reproducible."""
+        seeded with ``seed`` (default: the config's), so an evaluation is reproducible.
+        ``inference`` replaces the config the policy reads (its return and action rules), e.g.
+        ``dataclasses.replace(learner.cfg, action_top_percentile=100.0)`` for argmax actions."""
+        cfg = self.cfg if inference is None else inference
         return DecisionTransformerPolicy(
-            self.model, self.cfg, self.problem.games, self.problem.num_actions, self.device,
-            seed=self.cfg.seed if seed is None else seed, autocast=self._autocast)
+            self.model, cfg, self.problem.games, self.problem.num_actions, self.device,
+            seed=cfg.seed if seed is None else seed, autocast=self._autocast)
 
     def state_dict(self) -> dict[str, Any]:
         """Weights, optimizer state and step (the warm-up schedule is a function of the step)."""
