@@ -25,11 +25,12 @@ The training loop, checkpoints, evaluation and the CLI know this interface and t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -42,6 +43,16 @@ from scaledql.data.sampler import BatchSpec
 from scaledql.errors import UserError
 from scaledql.policies import Policy
 
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module`` in eval mode (no dropout) inside the block, its own mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 class GameLike(Protocol):
     """A game as a store (``data.store``) or a suite (``suites.GameSpec``) describes it."""
@@ -148,11 +159,8 @@ class Learner(ABC):
         torso = self.torso
         if torso is None:
             return None
-        was_training = torso.training
-        torso.eval()
-        with self._autocast():
+        with eval_mode(torso), self._autocast():
             features = torso(torch.as_tensor(obs).to(self.device)).features
-        torso.train(was_training)
         return features.float()
 
     def param_counts(self) -> dict[str, int]:

@@ -21,6 +21,7 @@ from scaledql.agents.base import (
     Learner,
     Problem,
     as_tensors,
+    eval_mode,
     make_adam,
     maybe_compile,
     resolve_bf16,
@@ -116,11 +117,8 @@ class BehaviourCloning(Learner):
         obs = torch.as_tensor(obs).to(self.device)
         ids = torch.as_tensor(game_id, dtype=torch.int64, device=self.device)
         ids = ids.expand(obs.shape[0]) if ids.dim() == 0 else ids
-        was_training = self.network.training
-        self.network.eval()
-        with self._autocast():
+        with eval_mode(self.network), self._autocast():
             out = self.network(obs, ids)
-        self.network.train(was_training)
         return out.values.float().masked_fill(~out.action_mask, float("-inf"))
 
     def policy(self) -> Policy:

@@ -47,6 +47,7 @@ from scaledql.agents.base import (
     Learner,
     Problem,
     as_tensors,
+    eval_mode,
     maybe_compile,
     resolve_bf16,
     wrap_distributed,
@@ -158,13 +159,9 @@ class DecisionTransformer(Learner):
         data's own returns, past actions and rewards (no dropout); -inf for actions a game
         lacks. Their argmax is what ``action_accuracy`` scores; an analysis can split it by
         state (e.g. where the data repeats its previous action)."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            t = as_tensors(batch, self.device)
+        t = as_tensors(batch, self.device)
+        with eval_mode(self.model):
             out = self._forward(t, self.model)[0]
-        finally:
-            self.model.train(was_training)
         mask = self.model.action_mask[t.game_id][:, None, :]
         return out.action_logits.float().masked_fill(~mask, float("-inf"))
 
@@ -191,12 +188,8 @@ class DecisionTransformer(Learner):
     @torch.no_grad()
     def evaluate_loss(self, batch: TrajectoryBatch) -> dict[str, torch.Tensor]:
         """The metrics of ``update`` on a batch without learning (no dropout): validation."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             return self._loss(batch, self.model)[1]
-        finally:
-            self.model.train(was_training)
 
     def policy(self, seed: int | None = None,
                inference: DecisionTransformerConfig | None = None) -> Policy:

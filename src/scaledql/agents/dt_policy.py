@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from scaledql import losses
+from scaledql.agents.base import eval_mode
 from scaledql.agents.configs import DecisionTransformerConfig
 from scaledql.models.transformer import DecisionTransformerNet
 from scaledql.policies import head_index
@@ -135,22 +136,17 @@ class DecisionTransformerPolicy:
         frames, actions, rewards = self.frames[:, :steps], self.actions[:, :steps], \
             self.rewards[:, :steps]
         returns = torch.zeros((n, steps), dtype=torch.int64, device=self.device)
-        was_training = model.training
-        model.eval()
-        try:
-            with self._autocast():
-                # The return logits of step t see only the steps up to t's patches, so step t
-                # needs a window of t + 1 steps; only the first return when it is the only one.
-                for t in range(1 if cfg.single_return_token else steps):
-                    logits = model(frames[:, :t + 1], returns[:, :t + 1], actions[:, :t + 1],
-                                   rewards[:, :t + 1]).return_logits[:, t]
-                    returns[:, t] = sample_expert_returns(
-                        logits, kappa=cfg.kappa, inverse_temperature=cfg.return_inverse_temperature,
-                        num_samples=cfg.return_samples, top_percentile=cfg.return_top_percentile,
-                        generator=self.generator)
-                out = model(frames, returns, actions, rewards)
-        finally:
-            model.train(was_training)
+        with eval_mode(model), self._autocast():
+            # The return logits of step t see only the steps up to t's patches, so step t
+            # needs a window of t + 1 steps; only the first return when it is the only one.
+            for t in range(1 if cfg.single_return_token else steps):
+                logits = model(frames[:, :t + 1], returns[:, :t + 1], actions[:, :t + 1],
+                               rewards[:, :t + 1]).return_logits[:, t]
+                returns[:, t] = sample_expert_returns(
+                    logits, kappa=cfg.kappa, inverse_temperature=cfg.return_inverse_temperature,
+                    num_samples=cfg.return_samples, top_percentile=cfg.return_top_percentile,
+                    generator=self.generator)
+            out = model(frames, returns, actions, rewards)
         logits = out.action_logits[torch.arange(n, device=self.device), idx]
         valid = model.action_mask[self.game_id].expand(n, -1)
         chosen = sample_actions(logits, valid, inverse_temperature=cfg.action_inverse_temperature,

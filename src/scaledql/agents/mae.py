@@ -30,6 +30,7 @@ from scaledql.agents.base import (
     Learner,
     Problem,
     as_tensors,
+    eval_mode,
     make_adam,
     maybe_compile,
     resolve_bf16,
@@ -165,11 +166,8 @@ class MAE(Learner):
     def reconstruct(self, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """obs uint8[B, C, H, W], mask bool[B, Hp, Wp] → float32[B, C, H, W] in pixel units
         ([0, 1]; per patch normalized when ``norm_pix``) — for inspection."""
-        was_training = self.network.training
-        self.network.eval()
-        out = self.network(torch.as_tensor(obs).to(self.device), mask.to(self.device)).float()
-        self.network.train(was_training)
-        return out
+        with eval_mode(self.network):
+            return self.network(torch.as_tensor(obs).to(self.device), mask.to(self.device)).float()
 
     def policy(self) -> Policy:
         """Uniformly random actions (MAE learns no policy); seeded by the mask seed."""

@@ -22,6 +22,7 @@ from scaledql.agents.base import (
     Learner,
     Problem,
     as_tensors,
+    eval_mode,
     make_adam,
     maybe_compile,
     resolve_bf16,
@@ -204,11 +205,8 @@ class ScaledQL(Learner):
         obs = torch.as_tensor(obs).to(self.device)
         ids = torch.as_tensor(game_id, dtype=torch.int64, device=self.device)
         ids = ids.expand(obs.shape[0]) if ids.dim() == 0 else ids
-        was_training = self.online.training
-        self.online.eval()
-        with self._autocast():
+        with eval_mode(self.online), self._autocast():
             out = self.online(obs, ids)
-        self.online.train(was_training)
         values = out.values.float()
         if self.cfg.loss == "c51":
             values = losses.expected_q(values, self._support)
