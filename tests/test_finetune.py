@@ -271,7 +271,7 @@ def test_online_arms_heads_are_new_and_report(setup, tmp_path):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--game", "breakout"], "not a variant: choose --sticky"),
+    (["--game", "breakout"], "not a variant: choose --reversed-controls or --sticky"),
     (["--game", "breakout", "--mode", "1"], "--mode/--difficulty apply to the atari suite only"),
     (["--suite", "atari", "--game", "Pong", "--mode", "7"], "Pong has no mode 7 (available: [0, 1])"),
     (["--suite", "atari", "--game", "Pong", "--mode", "1"], "pretrained on minatar games, not atari"),

@@ -135,7 +135,7 @@ def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
         first.suite,
         EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed, epsilon=cfg.eval_epsilon,
                    options=options, progress=progress),
-        Path(cfg.out))
+        Path(cfg.out), final=(cfg.steps, cfg.final_eval_episodes or cfg.eval_episodes))
     for folder in (Path(cfg.out), eval_dir(cfg.out)):  # what killed writers left
         remove_stale_temporaries_in(folder)
     return train(cfg, resume=resume, evaluate_fn=evaluator, progress=progress, wandb=wandb,

@@ -124,7 +124,7 @@ def recipe(cfg: CollectConfig, game: str, seed: int) -> dict:
     """What makes a game's data: an action log made with another recipe is refused."""
     learning = cfg.policy == "dqn"
     return {"suite": cfg.suite, "game": game, "seed": seed, "num_envs": cfg.num_envs,
-            "steps": cfg.steps, "env_options": asdict(cfg.options), "policy": str(cfg.policy),
+            "steps": cfg.steps, "env_options": cfg.options.record(), "policy": str(cfg.policy),
             "epsilon": None if learning else cfg.epsilon,
             "dqn": {**asdict(cfg.dqn), **asdict(cfg.schedule)} if learning else None}
 
@@ -154,7 +154,7 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
         "behaviour": "online DQN (replay logged from the start)" if learning
         else f"fixed policy {cfg.policy} with epsilon {cfg.epsilon}",
         "seed": seed,
-        "env_options": asdict(cfg.options),
+        "env_options": cfg.options.record(),
         "dqn": {**asdict(cfg.dqn), **asdict(cfg.schedule)} if learning else None,
     }
     on_step = None
@@ -175,7 +175,7 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
         write_log(log_path(cfg.log_dir, game), recorder.actions, recipe(cfg, game, seed),
                   provenance, store_digest(cfg.out / game))
     if learning and cfg.save_agents:
-        save_checkpoint({**learner_payload(learner, cfg.suite, asdict(cfg.options)), "seed": seed},
+        save_checkpoint({**learner_payload(learner, cfg.suite, cfg.options.record()), "seed": seed},
                         cfg.out / "_agents" / f"{game}.pt")
     return _summary(game, result.episode_returns, result.steps, seconds)
 
@@ -230,7 +230,7 @@ def _snapshotter(learner: DQN, cfg: CollectConfig, game: str, seed: int):
         steps = state.result.steps
         if crossed(last[0], steps, every):
             at = (last[0] // every + 1) * every  # the snapshot's name: the multiple reached
-            payload = {**learner_payload(learner, cfg.suite, asdict(cfg.options)), "seed": seed,
+            payload = {**learner_payload(learner, cfg.suite, cfg.options.record()), "seed": seed,
                        "env_steps": steps, "episode_returns": list(state.result.episode_returns)}
             save_checkpoint(payload, cfg.out / "_agents" / game / step_checkpoint_name(at))
         last[0] = steps

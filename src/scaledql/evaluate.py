@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -181,16 +181,19 @@ def write_json(report: dict, path: Path) -> None:
 
 
 def policy_evaluator(suite_name: str, cfg: EvalConfig, run: Path | None = None,
-                     echo: bool = True):
+                     echo: bool = True, final: tuple[int, int] | None = None):
     """A training-time evaluation callback: ``fn(policy, games, step) -> scalar metrics``.
 
     Plays the policy (with ε = ``cfg.epsilon``) in every trained game and, when ``run`` (a run
     folder) is given, writes the full report there as the evaluation of ``step``
     (``run_folder.write_evaluation``); ``echo``: also prints its results table on stdout, where
-    the user is (``--quiet`` silences progress, not results).
+    the user is (``--quiet`` silences progress, not results). ``final`` = (step, episodes):
+    the evaluation at that step (the run's last) plays that many episodes per game instead (a
+    final score precise enough to compare arms, cheap curves before it).
     """
     def fn(policy: Policy, games: list[str], step: int) -> dict:
-        report = evaluate(suite_name, games, policy, cfg, desc=f"evaluate step {step}").to_dict()
+        here = replace(cfg, episodes=final[1]) if final and step == final[0] else cfg
+        report = evaluate(suite_name, games, policy, here, desc=f"evaluate step {step}").to_dict()
         if run is not None:
             write_evaluation(run, step, report)
         if echo:

@@ -1,8 +1,10 @@
 """Transfer: a new learner's torso initialised from a pretrained run, with fresh heads.
 
 The paper's fine-tuning reuses the pretrained *encoder* and re-initialises the dense layers and
-the heads (``parts="encoder"``); ``parts="torso"`` also keeps the dense projection. Heads never
-transfer: the new run's games may differ in number and action counts. The source may be any
+the heads (``parts="encoder"``); ``parts="torso"`` also keeps the dense projection;
+``parts="network"`` keeps the whole network — torso and, for each of the new run's games that
+the source was trained on, that game's head (a variant of a pretraining game starts from the
+policy it had). Other heads start fresh. The source may be any
 learner with a torso (Scaled QL, DQN, BC, MAE) — their encoders share parameter names — and
 the target any learner with a torso of the same encoder, width and input shape.
 """
@@ -18,6 +20,43 @@ import torch
 from scaledql.agents.base import Learner
 from scaledql.checkpoint import load_learner
 from scaledql.errors import UserError
+from scaledql.models.heads import MultiGameHeads
+
+PARTS = ("encoder", "torso", "network")
+
+
+def _heads(learner: Learner) -> MultiGameHeads | None:
+    """The learner's per-game heads (on the network that holds its torso), or None."""
+    for module in learner.modules().values():
+        heads = getattr(module, "heads", None)
+        if isinstance(heads, MultiGameHeads):
+            return heads
+    return None
+
+
+def _copy_heads(target: Learner, src: Learner, source: Path) -> list[str]:
+    """Copy each target game's head from the source's head of the same game; returns the
+    copied games. Both must make the same outputs per action (atoms)."""
+    ours, theirs = _heads(target), _heads(src)
+    if ours is None or theirs is None:
+        raise UserError(f"{source}: --init-parts network needs per-game heads on both networks")
+    copied = []
+    for j, game in enumerate(target.problem.games):
+        if game not in src.problem.games:
+            continue
+        i = src.problem.games.index(game)
+        mine, given = ours.heads[j], theirs.heads[i]
+        if mine.weight.shape != given.weight.shape:
+            raise UserError(f"{source}: the {game} head has shape {tuple(given.weight.shape)}, "
+                            f"this network's {tuple(mine.weight.shape)} (other atoms or actions?)")
+        with torch.no_grad():
+            mine.weight.copy_(given.weight)
+            mine.bias.copy_(given.bias)
+        copied.append(game)
+    if not copied:
+        raise UserError(f"{source}: none of {', '.join(target.problem.games)} was among its "
+                        f"games ({', '.join(src.problem.games)}): no head to keep")
+    return copied
 
 
 @dataclass
@@ -50,6 +89,8 @@ def transfer_torso(target: Learner, source: Path, parts: str = "encoder", freeze
     if theirs != ours:
         raise UserError(f"{source}: the pretrained encoder is {theirs!r}, this network's is "
                         f"{ours!r}")
+    if parts not in PARTS:
+        raise UserError(f"init parts must be one of {', '.join(PARTS)}, got {parts!r}")
     prefixes = ("encoder.",) if parts == "encoder" else ("encoder.", "projection.")
     wanted = {k: v for k, v in src.torso.state_dict().items() if k.startswith(prefixes)}
     mine = target.torso.state_dict()
@@ -65,14 +106,15 @@ def transfer_torso(target: Learner, source: Path, parts: str = "encoder", freeze
     with torch.no_grad():
         for key, value in wanted.items():
             mine[key].copy_(value)
+    heads = _copy_heads(target, src, source) if parts == "network" else []
     if hasattr(target, "sync_target"):  # a target network starts equal to the online one
         target.sync_target()
     if freeze:
         target.freeze_encoder()
-    loaded = sorted(f"torso.{k}" for k in wanted)
+    loaded = sorted(f"torso.{k}" for k in wanted) + [f"heads.{g}" for g in heads]
+    kept = tuple(f"torso.{p}" for p in prefixes) + (("heads.",) if heads else ())
     new = sorted({".".join(name.split(".")[:2]) for module in target.modules().values()
-                  for name, _ in module.named_parameters()
-                  if not name.startswith(tuple(f"torso.{p}" for p in prefixes))})
+                  for name, _ in module.named_parameters() if not name.startswith(kept)})
     report = TransferReport(f"{payload['algo']} run {source}", loaded, new, freeze)
     if verbose:
         print(report.describe(), file=sys.stderr)

@@ -153,15 +153,27 @@ class Learner(ABC):
         return {name: list(m.parameters()) for name, m in self.modules().items()}
 
     @torch.no_grad()
-    def features(self, obs: torch.Tensor, game_id: torch.Tensor) -> torch.Tensor | None:
-        """float32[B, D]: the torso's features (what the heads read) for uint8 obs[B, ...], no
-        gradient; None for a learner without a torso (its srank/DR3 are not logged)."""
+    def features(self, obs: torch.Tensor, game_id: torch.Tensor, pre_norm: bool = False
+                 ) -> torch.Tensor | None:
+        """float32[B, D]: the torso's features (what the heads read; ``pre_norm``: before the
+        feature normalization, ReLU(projection), the same quantity in every arm) for uint8
+        obs[B, ...], no gradient; None for a learner without a torso (its srank/DR3 are not
+        logged)."""
         torso = self.torso
         if torso is None:
             return None
         with eval_mode(torso), self._autocast():
-            features = torso(torch.as_tensor(obs).to(self.device)).features
+            x = torch.as_tensor(obs).to(self.device)
+            features = torso.projected(x) if pre_norm else torso(x).features
         return features.float()
+
+    @torch.no_grad()
+    def held_out_losses(self, batch: Any) -> dict[str, float]:
+        """The training objective's terms on a batch the learner does not step on (a validation
+        split, or fixed training batches to compare with): ``loss`` and the learner's parts of
+        it (e.g. ``td_loss``, ``cql_loss``), as floats, networks in eval mode. {} for a learner
+        that does not report them."""
+        return {}
 
     def param_counts(self) -> dict[str, int]:
         """Trainable-network parameters by part, plus ``total``."""

@@ -112,6 +112,17 @@ class BehaviourCloning(Learner):
             }
 
     @torch.no_grad()
+    def held_out_losses(self, batch: TransitionBatch) -> dict[str, float]:
+        """loss (the update's mean cross-entropy) and accuracy on a batch not stepped on."""
+        t = as_tensors(batch, self.device)
+        with eval_mode(self.network), self._autocast():
+            out = self.network(t.obs, t.game_id)
+        logits = out.values.float()
+        greedy = losses.masked_argmax(logits, out.action_mask)
+        return {"loss": float(losses.bc_loss(logits, t.action, out.action_mask).mean()),
+                "accuracy": float((greedy == t.action).float().mean())}
+
+    @torch.no_grad()
     def action_logits(self, obs: torch.Tensor, game_id: int | torch.Tensor) -> torch.Tensor:
         """obs: uint8[B, S*C, H, W] → float32[B, A_max] logits; actions the game lacks are -inf."""
         obs = torch.as_tensor(obs).to(self.device)

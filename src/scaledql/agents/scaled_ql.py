@@ -167,15 +167,7 @@ class ScaledQL(Learner):
         """
         t = as_tensors(batch, self.device)
         self.online.train()
-        with self._autocast():
-            online_out = self._train_forward(t.obs, t.game_id)
-            with torch.no_grad():
-                # Plain module (not DDP) for the gradient-free passes: no collective needed.
-                next_online_out = self.online(t.next_obs, t.game_id) if self.cfg.double_q else None
-                target_net = self._target_bf16 if self._target_bf16 is not None else self.target
-                target_out = target_net(t.next_obs, t.game_id)
-        loss, metrics = scaled_ql_loss(online_out, target_out, next_online_out, t, self.cfg,
-                                       len(self.problem.games))
+        loss, metrics = self._objective(t, self._train_forward)
         by_game = metrics.pop("cql_by_game")
         metrics.update({f"cql_loss/{g}": by_game[i] for i, g in enumerate(self.problem.games)})
         metrics.update(self._cql_uniform)
@@ -188,6 +180,28 @@ class ScaledQL(Learner):
         if self.step % self.cfg.target_update_period == 0:
             self.sync_target()
         return metrics
+
+    def _objective(self, t: TransitionBatch, forward: Any
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``scaled_ql_loss`` on tensors ``t``, the online net at s run by ``forward``."""
+        with self._autocast():
+            online_out = forward(t.obs, t.game_id)
+            with torch.no_grad():
+                # Plain module (not DDP) for the gradient-free passes: no collective needed.
+                next_online_out = self.online(t.next_obs, t.game_id) if self.cfg.double_q else None
+                target_net = self._target_bf16 if self._target_bf16 is not None else self.target
+                target_out = target_net(t.next_obs, t.game_id)
+        return scaled_ql_loss(online_out, target_out, next_online_out, t, self.cfg,
+                              len(self.problem.games))
+
+    @torch.no_grad()
+    def held_out_losses(self, batch: TransitionBatch) -> dict[str, float]:
+        """loss, td_loss and cql_loss (the update's objective, against the current target
+        network) on a batch not stepped on, the online network in eval mode."""
+        t = as_tensors(batch, self.device)
+        with eval_mode(self.online):
+            _, metrics = self._objective(t, self.online)
+        return {k: float(metrics[k]) for k in ("loss", "td_loss", "cql_loss")}
 
     def sync_target(self) -> None:
         """Hard copy of the online weights into the target network."""

@@ -33,6 +33,9 @@ def add_game_args(parser: argparse.ArgumentParser, default_suite: str | None = "
                    help="sticky-action probability (default: atari 0.25, minatar 0.1)")
     g.add_argument("--max-episode-steps", type=int, default=None,
                    help="agent-step cap per episode (default: atari 27000, minatar 10000)")
+    g.add_argument("--reversed-controls", action=argparse.BooleanOptionalAction, default=None,
+                   help="every movement action does its opposite, left <-> right, up <-> down "
+                        "(minatar; a variant of the game; default: off)")
 
 
 def env_options(args: argparse.Namespace, base: dict | None = None,
@@ -44,13 +47,14 @@ def env_options(args: argparse.Namespace, base: dict | None = None,
 
     given = {"sticky": args.sticky, "max_episode_steps": args.max_episode_steps,
              "full_action_space": args.full_action_space, "mode": args.mode,
-             "difficulty": args.difficulty}
+             "difficulty": args.difficulty, "reversed_controls": args.reversed_controls}
     if base:
         if not isinstance(base, dict):
             raise UserError(f"{where}: env_options must be a table of game options")
         base = typed(EnvOptions, base, f"{where} env_options")
         given = {k: base.get(k) if v is None else v for k, v in given.items()}
     given["full_action_space"] = bool(given["full_action_space"])
+    given["reversed_controls"] = bool(given["reversed_controls"])
     sticky, cap = given["sticky"], given["max_episode_steps"]
     if sticky is not None and not 0.0 <= sticky <= 1.0:
         raise UserError(f"--sticky must be in [0, 1], got {sticky}")

@@ -8,6 +8,7 @@
     scaledql data import minari PATH_OR_ID --out DIR [--game GAME]
     scaledql data export minari DIR --game GAME --dataset-id NAMESPACE/NAME-v0 [--out ROOT]
     scaledql data compress SRC --out DST [--games G] [--level 3] [--block-transitions 4096]
+    scaledql data merge RUN1 RUN2 ... --out DIR [--fractions 0.2] [--games G]
 """
 
 from __future__ import annotations
@@ -93,6 +94,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="replace compressed games already in --out (default: a game "
                          "compressed from the same source is skipped, another one refused)")
     cp.set_defaults(func=run_compress)
+
+    mg = groups.add_parser("merge", help="one store per game from several runs' stores, each "
+                           "cut to its first share of transitions, in run order (the DQN Replay "
+                           "way: the first 20%% of each of five runs)")
+    mg.add_argument("src", type=Path, nargs="+", help="the runs' dataset directories, in order")
+    mg.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+    mg.add_argument("--fractions", default=None, metavar="F[,F...]",
+                    help="each run's first share of each game's transitions: one value for "
+                         "every run or one per run (default: 1, all of it)")
+    mg.add_argument("--games", default=None, help="comma list of games (default: all of the "
+                                                  "first run's)")
+    mg.add_argument("--overwrite", action="store_true",
+                    help="replace merged games in --out (default: a game merged from the same "
+                         "runs is kept, another one refused)")
+    mg.set_defaults(func=run_merge)
 
     exp = groups.add_parser("export", help="export a game store to another format")
     targets = exp.add_subparsers(dest="target", metavar="TARGET", parser_class=type(p))
@@ -261,6 +277,32 @@ def run_compress(args: argparse.Namespace) -> int:
     packed = sum(s.compressed_frame_bytes + s.other_bytes for s in summaries)
     print(f"wrote {args.out}: {len(summaries)} game(s), {human_bytes(raw)} of frames in "
           f"{human_bytes(packed)} with the tables")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from scaledql.data.merge import RunSource, merge
+
+    fractions = [1.0] * len(args.src)
+    if args.fractions is not None:
+        try:
+            given = [float(f) for f in args.fractions.split(",")]
+        except ValueError:
+            raise UserError(f"--fractions {args.fractions!r}: not a comma list of numbers") from None
+        if len(given) not in (1, len(args.src)):
+            raise UserError(f"--fractions has {len(given)} values for {len(args.src)} runs "
+                            "(give one, or one per run)")
+        fractions = given * len(args.src) if len(given) == 1 else given
+    command = shlex.join(["scaledql", "data", "merge", *map(str, args.src), "--out",
+                          str(args.out), *(["--fractions", args.fractions] if args.fractions
+                                           else []),
+                          *(["--games", args.games] if args.games else [])])
+    sources = [RunSource(path, f) for path, f in zip(args.src, fractions, strict=True)]
+    for s in merge(sources, args.out, _games(args.games), command, overwrite=args.overwrite):
+        what = "already merged" if s["skipped"] else "wrote"
+        print(f"{what} {args.out / s['game']}: {s['transitions']:,} transitions from "
+              f"{len(s['runs'])} runs (" + ", ".join(
+                  f"run {r['run']} {r['transitions']:,}" for r in s["runs"]) + ")")
     return 0
 
 

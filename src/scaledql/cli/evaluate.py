@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import asdict, replace
+    from dataclasses import replace
 
     from scaledql.device import pick_device
     from scaledql.errors import UserError
@@ -76,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
                               args.seed)
     cfg = replace(cfg, options=options)
     # said once every input is checked: a refused command prints its error line only
-    set_options = {k: v for k, v in asdict(options).items() if v is not None and v is not False}
+    set_options = {k: v for k, v in options.record().items() if v is not None and v is not False}
     if set_options and not is_quiet():
         print(f"[evaluate] game options: {', '.join(f'{k}={v}' for k, v in set_options.items())}"
               " (the suite's defaults for the rest)", file=sys.stderr)
-    report = {**evaluate(suite.name, games, policy, cfg).to_dict(), "env_options": asdict(options)}
+    report = {**evaluate(suite.name, games, policy, cfg).to_dict(), "env_options": options.record()}
     if args.out is not None:
         write_json(report, args.out / "eval.json")
         from scaledql.evaluate import EvalReport

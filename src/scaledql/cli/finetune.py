@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     on = fine.add_parser("online", help="online fine-tuning to a game variant",
                          description="Each arm × seed learns online in the variant for --steps "
-                                     "environment steps. MinAtar variants: --sticky.")
+                                     "environment steps. MinAtar variants: --reversed-controls, --sticky.")
     _common(on, "online")
     on.add_argument("--suite", default="minatar", help="minatar or atari (default: minatar)")
     on.add_argument("--game", required=True, help="the game whose variant is learned")
@@ -92,6 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="agent-step cap per episode (default: atari 27000, minatar 10000)")
     on.add_argument("--full-action-space", action="store_true",
                     help="all 18 Atari actions instead of each game's minimal set")
+    on.add_argument("--reversed-controls", action="store_true", default=None,
+                    help="every movement action does its opposite, left <-> right, up <-> down "
+                         "(the MinAtar variant whose pretrained policy scores at random: "
+                         "docs/finetune.md)")
     on.add_argument("--steps", type=int, required=True, help="environment steps per run")
     on.add_argument("--dqn-steps", type=int, default=None,
                     help="environment steps of the dqn arm (default: --steps)")

@@ -15,8 +15,9 @@ from scaledql.cli.common import add_device_arg, add_progress_args, check_batch_m
 
 # Flag (argparse dest) → run option; None-valued flags are left to the layers below them.
 RUN_FLAGS = ("steps", "seed", "log_every", "checkpoint_every", "eval_every", "eval_episodes",
+             "final_eval_episodes",
              "sample_workers", "prefetch", "init_from", "init_parts", "data_fraction",
-             "keep_every", "resident_gb", "rotate_every", "rotate_share")
+             "data_sample", "validation", "split_seed", "keep_every", "resident_gb", "rotate_every", "rotate_share")
 # Flag → learner option (an error if the chosen learner has no such option).
 LEARNER_FLAGS = ("encoder", "width", "feature_dim", "batch_size", "lr", "cql_alpha", "loss",
                  "n_step", "reward_clip", "target_update_period", "grad_clip")
@@ -71,18 +72,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                   f"end only ({d.run('eval_every')})")
     g.add_argument("--eval-episodes", type=int, help="episodes per game at each evaluation "
                                                      f"({d.run('eval_episodes')})")
+    g.add_argument("--final-eval-episodes", type=int,
+                   help="episodes per game at the last evaluation (default: --eval-episodes)")
     g.add_argument("--sample-workers", type=int,
                    help="background sampling threads, 0: none (default: 1 on CUDA, 0 on CPU)")
     g.add_argument("--prefetch", type=int,
                    help=f"batches each sampling thread keeps ready ({d.run('prefetch')})")
     g.add_argument("--init-from", help="a run whose torso initialises this network (transfer; "
                                        "default: none, fresh weights)")
-    g.add_argument("--init-parts", choices=["encoder", "torso"],
-                   help="what --init-from transfers (default: encoder, as the paper)")
+    g.add_argument("--init-parts", choices=["encoder", "torso", "network"],
+                   help="what --init-from transfers: the encoder (default, as the paper), the "
+                        "torso (and projection), or the whole network (and the heads of games "
+                        "it was trained on)")
     g.add_argument("--freeze-encoder", action="store_true", help="keep the encoder fixed")
     g.add_argument("--data-fraction", type=float,
                    help="share of each game's data: its first episodes, whole, holding at least "
                         f"this share of its transitions ({d.run('data_fraction')})")
+    g.add_argument("--data-sample", choices=["first", "uniform"],
+                   help="which episodes --data-fraction keeps: the first ones, or a uniform "
+                        f"sample over the whole run, seeded by --split-seed ({d.run('data_sample')})")
+    g.add_argument("--validation", type=float, metavar="SHARE",
+                   help="hold out this share of each game's episodes (seeded by --split-seed, "
+                        "the same split for every --seed) and log the TD and CQL losses on them "
+                        f"at each evaluation ({d.run('validation')})")
+    g.add_argument("--split-seed", type=int,
+                   help="seed of --validation's split and --data-sample uniform "
+                        f"({d.run('split_seed')})")
     g.add_argument("--resident-gb", type=float,
                    help="sample from a pool of at most this many GB of decoded blocks per "
                         "process, rotated (needed for compressed stores; docs in README's "

@@ -64,6 +64,9 @@ def data_card(root: Path) -> dict[str, Any]:
             "behaviour_return": behaviour.mean_return,
             "normalized_score": behaviour.score,
             "rewards_clipped": g.rewards_clipped,
+            "merged_runs": [{k: r.get(k) for k in ("run", "from", "seed", "fraction",
+                                                    "transitions", "episodes", "mean_return")}
+                            for r in prov.get("merged_runs") or []],
         }
         if behaviour.normalized is not None:
             columns.append(np.sort(behaviour.normalized))
@@ -102,6 +105,21 @@ def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _merged_runs(games: dict[str, Any]) -> list[str]:
+    """The runs of games made by ``data merge``, a row each; [] when there are none."""
+    rows = [(name, r) for name, g in games.items() for r in g.get("merged_runs") or []]
+    if not rows:
+        return []
+    lines = ["Runs (`scaledql data merge`: each run's first share of transitions, in run order):",
+             "", "| game | run | from | seed | share | transitions | finished episodes | "
+             "behaviour return |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for name, r in rows:
+        lines.append(f"| {name} | {r['run']} | {r['from']} | {_num(r['seed'], 'd')} | "
+                     f"{r['fraction']:g} | {r['transitions']:,} | {r['episodes']:,} | "
+                     f"{_num(r['mean_return'], '.2f')} |")
+    return [*lines, ""]
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     games = card["games"]
     lines = [f"# Data card: {card['root']}", "",
@@ -123,6 +141,7 @@ def card_markdown(card: dict[str, Any]) -> str:
                  _num(g["normalized_score"], ".3f")]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    lines += _merged_runs(games)
     agg = card["aggregate"]
     if agg is None:
         lines.append("No game has both finished episodes and reference scores: no aggregate.")

@@ -41,7 +41,13 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from scaledql.data.game import GameData
-from scaledql.data.sampler_index import _GameIndex, _ShardArrays, check_fraction, fraction_of
+from scaledql.data.sampler_index import (
+    EpisodeSelection,
+    _GameIndex,
+    _ShardArrays,
+    check_fraction,
+    fraction_of,
+)
 from scaledql.data.store import Dataset
 from scaledql.errors import UserError
 
@@ -49,7 +55,7 @@ if TYPE_CHECKING:
     from scaledql.data.pool import PoolOptions, ResidentPool
 
 BatchKind = Literal["transitions", "trajectories"]
-__all__ = ["BatchSpec", "TrajectoryBatch", "TrajectorySampler", "TransitionBatch",
+__all__ = ["BatchSpec", "EpisodeSelection", "TrajectoryBatch", "TrajectorySampler", "TransitionBatch",
            "TransitionSampler", "check_fraction", "fraction_of", "make_sampler"]
 
 
@@ -128,7 +134,8 @@ class _MultiGameSampler:
 
     def __init__(self, dataset: Dataset, games: list[str], *, batch_size: int,
                  game_weights: dict[str, float] | None, seed: int | np.random.SeedSequence,
-                 data_fraction: float = 1.0, pool: PoolOptions | None = None):
+                 data_fraction: float = 1.0, pool: PoolOptions | None = None,
+                 episodes: EpisodeSelection | None = None):
         if not games:
             raise UserError("no games to sample from")
         if len(set(games)) != len(games):
@@ -161,17 +168,19 @@ class _MultiGameSampler:
         self._rng = np.random.Generator(np.random.PCG64(seed))
         # Shard ids increase with game order, then shard order, so a batch's rows (game, then
         # sorted step) come in runs of one shard each.
-        self.data_fraction = check_fraction(data_fraction)
+        # ``data_fraction`` alone is the common case: the first share of each game.
+        self.episodes = (episodes or EpisodeSelection(fraction=check_fraction(data_fraction))
+                         ).validate()
         self._index: list[_GameIndex] = []
         first_shard = 0
         for g in self.data:
-            index = _GameIndex.build(g, first_shard)
+            index = self.episodes.apply(_GameIndex.build(g, first_shard), g.name)
             first_shard += len(g.shards)
-            if self.data_fraction < 1.0:
-                index = index.first(index.episodes_for(self.data_fraction))
+            if len(index.length) == 0:
+                raise UserError(f"game {g.name}: the {self.episodes.part} part of its episodes is "
+                                "empty (too few episodes for this validation split)")
             self._index.append(index)
-        # Steps drawn per game: the kept episodes are the first ones, so their steps are the
-        # game-wide step indices [0, n) (episodes are contiguous in step order).
+        # Steps drawn per game: the kept episodes' steps are numbered [0, n) in order.
         self._num_steps = [int(index.length.sum()) for index in self._index]
         self._stack_offsets = np.arange(1 - self.stack, 1, dtype=np.int64)
         self.pool: ResidentPool | None = None  # the resident blocks (None: memory maps)
@@ -249,9 +258,10 @@ class TransitionSampler(_MultiGameSampler):
                  gamma: float = 0.99, reward_clip: float | None = None,
                  game_weights: dict[str, float] | None = None,
                  seed: int | np.random.SeedSequence = 0, data_fraction: float = 1.0,
-                 pool: PoolOptions | None = None):
+                 pool: PoolOptions | None = None, episodes: EpisodeSelection | None = None):
         super().__init__(dataset, games, batch_size=batch_size, game_weights=game_weights,
-                         seed=seed, data_fraction=data_fraction, pool=pool)
+                         seed=seed, data_fraction=data_fraction, pool=pool,
+                         episodes=episodes)
         if n_step < 1:
             raise UserError(f"n_step must be >= 1, got {n_step}")
         if not 0.0 <= gamma <= 1.0:
@@ -326,9 +336,10 @@ class TrajectorySampler(_MultiGameSampler):
     def __init__(self, dataset: Dataset, games: list[str], *, batch_size: int, length: int,
                  reward_clip: float | None = None, game_weights: dict[str, float] | None = None,
                  seed: int | np.random.SeedSequence = 0, data_fraction: float = 1.0,
-                 pool: PoolOptions | None = None):
+                 pool: PoolOptions | None = None, episodes: EpisodeSelection | None = None):
         super().__init__(dataset, games, batch_size=batch_size, game_weights=game_weights,
-                         seed=seed, data_fraction=data_fraction, pool=pool)
+                         seed=seed, data_fraction=data_fraction, pool=pool,
+                         episodes=episodes)
         if length < 1:
             raise UserError(f"trajectory length must be >= 1, got {length}")
         if reward_clip is not None and reward_clip <= 0:
@@ -380,16 +391,19 @@ class TrajectorySampler(_MultiGameSampler):
 def make_sampler(dataset: Dataset, games: list[str], spec: BatchSpec, batch_size: int,
                  seed: int | np.random.SeedSequence,
                  data_fraction: float = 1.0,
-                 pool: PoolOptions | None = None) -> TransitionSampler | TrajectorySampler:
+                 pool: PoolOptions | None = None,
+                 episodes: EpisodeSelection | None = None) -> TransitionSampler | TrajectorySampler:
     """The sampler of ``spec``'s kind drawing ``batch_size`` rows (one process's share) from
     the first ``data_fraction`` of each game (see the module docstring); ``pool``: from a
-    bounded, rotating pool of blocks in RAM (``pool.py``; needed for compressed stores)."""
+    bounded, rotating pool of blocks in RAM (``pool.py``; needed for compressed stores);
+    ``episodes``: another selection of episodes (``EpisodeSelection``: a uniform sample, a
+    validation split) in place of ``data_fraction``."""
     if spec.kind == "transitions":
         return TransitionSampler(dataset, games, batch_size=batch_size, n_step=spec.n_step,
                                  gamma=spec.gamma, reward_clip=spec.reward_clip, seed=seed,
-                                 data_fraction=data_fraction, pool=pool)
+                                 data_fraction=data_fraction, pool=pool, episodes=episodes)
     if spec.kind == "trajectories":
         return TrajectorySampler(dataset, games, batch_size=batch_size, length=spec.length,
                                  reward_clip=spec.reward_clip, seed=seed,
-                                 data_fraction=data_fraction, pool=pool)
+                                 data_fraction=data_fraction, pool=pool, episodes=episodes)
     raise ValueError(f"unknown batch kind {spec.kind!r}")

@@ -289,6 +289,12 @@ class GameWriter:
         if self._shard.num_transitions >= self.shard_steps:
             self._finish_shard()
 
+    @property
+    def shards_written(self) -> int:
+        """Shards finished so far (the next episode goes into shard number ``shards_written``
+        or later)."""
+        return len(self._shards)
+
     def end_shard(self) -> None:
         """End the current shard here: the next episode starts a new one (an import that knows
         its source's shard boundaries keeps them). Nothing happens when the shard is empty."""

@@ -54,6 +54,10 @@ class MethodScores:
     data: str = ""
     budget: str = ""  # passes over each game's data and target copies, over its runs
     step: int | None = None  # scored at this evaluation step, not the final one
+    reading: str = "final"  # "final", or "auc": the mean score over the learning curve
+    # per row, per game: the normalized return of each episode of the scored evaluation
+    # (None for a dataset or an AUC reading): what the bootstrap over episodes resamples
+    episodes: list[dict[str, np.ndarray]] | None = None
 
 
 def budget_text(budgets: list[dict[str, Any]]) -> str:
@@ -85,15 +89,20 @@ def _params(run: Path, part: str = "total") -> int | None:
     return int(count) if isinstance(count, (int, float)) else None
 
 
-def runs_scores(name: str, runs: list[Path], suite: str, step: int | None = None
-                ) -> MethodScores:
+READINGS = ("final", "auc")
+
+
+def runs_scores(name: str, runs: list[Path], suite: str, step: int | None = None,
+                reading: str = "final") -> MethodScores:
     """Each run's final evaluation (or its evaluation at ``step``), normalized per game
     (``reports.runs``): one row per seed, one column per game every seed is scored on — a seed's
     games from one multi-game run or from several runs (one fine-tuning run per game), as
     ``scaledql report`` builds them. A folder without an evaluation yet, or whose last evaluation
     is not at its final step (killed, unfinished), is left out; with ``step``, a run counts once
-    it has evaluated there (what it scored at that step cannot change)."""
-    from scaledql.reports.runs import game_columns, matrix_of, read_run
+    it has evaluated there (what it scored at that step cannot change). ``reading="auc"``
+    scores each finished run by the area under its learning curve (``RunResult.
+    area_under_curve``: its mean score over the steps it evaluated at)."""
+    from scaledql.reports.runs import _cells, game_columns, matrix_of, read_run
 
     results = []
     for run in runs:
@@ -108,8 +117,13 @@ def runs_scores(name: str, runs: list[Path], suite: str, step: int | None = None
         raise UserError(f"method {name!r}: none of its runs has finished with an evaluation "
                         f"yet{where}")
     _, games = game_columns({name: results}, common_games=True)
-    scored = matrix_of(results, games, name, (lambda r: r.final.scores) if step is None
-                       else (lambda r: r.scores_at(step)))
+    if reading == "auc":
+        pick = lambda r: r.area_under_curve()  # noqa: E731
+    elif step is None:
+        pick = lambda r: r.final.scores  # noqa: E731
+    else:
+        pick = lambda r: r.scores_at(step)  # noqa: E731
+    scored = matrix_of(results, games, name, pick)
     if scored is None:  # game_columns gave every seed its games; only a step can lack one
         raise UserError(f"method {name!r}: not every seed is scored on every game at step "
                         f"{step:,}")
@@ -120,9 +134,15 @@ def runs_scores(name: str, runs: list[Path], suite: str, step: int | None = None
     budgets = [b for b in (run_budget_of(r.path) for r in results) if b is not None]
     if step is not None:
         budgets = [budget_at(b, step) for b in budgets]
+    episodes = None
+    if reading == "final":
+        evaluation = (lambda r: r.final) if step is None else (
+            lambda r: next(e for e in r.evals if e.step == step))
+        cells = _cells(results, name, lambda r: evaluation(r).episode_scores)
+        episodes = [{g: cells[(seed, g)] for g in games} for seed in seeds]
     return MethodScores(name, list(games), matrix, [str(r.path) for r in results], seeds,
                         params[0] if params else None, encoder[0] if encoder else None,
-                        "; ".join(data), budget_text(budgets), step)
+                        "; ".join(data), budget_text(budgets), step, reading, episodes)
 
 
 def _data_of(config: dict[str, Any]) -> str:
@@ -170,7 +190,10 @@ def method_scores(method: dict[str, Any], suite: str) -> MethodScores:
         runs = sorted(Path(p) for p in glob.glob(method["runs"]) if Path(p).is_dir())
         if not runs:
             raise UserError(f"method {name!r}: no run folder matches {method['runs']}")
-        return runs_scores(name, runs, suite, method.get("step"))
+        reading = method.get("reading", "final")
+        if reading not in READINGS:
+            raise UserError(f"method {name!r}: reading must be one of {', '.join(READINGS)}")
+        return runs_scores(name, runs, suite, method.get("step"), reading)
     if "behaviour" in method:
         return behaviour_scores(name, Path(method["behaviour"]), float(method.get("fraction", 1)),
                                 method.get("games"))
@@ -203,6 +226,35 @@ def improvement(a: MethodScores, b: MethodScores, seed: int = 0) -> tuple[float,
     x, y, _ = _common(a, b)
     p = stats.improvement_probabilities({"a": x, "b": y}, REPS, seed)[("a", "b")]
     return p["p"], p["ci"][0], p["ci"][1]
+
+
+def episode_delta(a: MethodScores, b: MethodScores, seed: int = 0
+                  ) -> tuple[float, float, float] | None:
+    """IQM(a) − IQM(b) over runs × their shared games with a 95% bootstrap CI over *episodes*:
+    each run's evaluation episodes of each game resampled with replacement (runs and games
+    kept), the difference recomputed ``REPS`` times — how much of a gap the evaluations'
+    own noise could make, which a CI over runs leaves out. None when either side has no
+    episodes (a dataset, an AUC reading)."""
+    if a.episodes is None or b.episodes is None:
+        return None
+    from scipy.stats import trim_mean
+
+    games = [g for g in a.games if g in b.games]
+    rng = np.random.default_rng(seed)
+
+    def resampled(m: MethodScores) -> np.ndarray:  # [REPS, runs * games] of resampled means
+        cols = []
+        for row in m.episodes or []:
+            for g in games:
+                eps = row[g]
+                cols.append(eps[rng.integers(0, len(eps), size=(REPS, len(eps)))].mean(axis=1))
+        return np.stack(cols, axis=1)
+
+    x, y, _ = _common(a, b)
+    point = float(trim_mean(x.ravel(), 0.25) - trim_mean(y.ravel(), 0.25))
+    deltas = trim_mean(resampled(a), 0.25, axis=1) - trim_mean(resampled(b), 0.25, axis=1)
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return point, float(low), float(high)
 
 
 def ordering_chance(runs_a: int, runs_b: int, games: int) -> float:
@@ -257,6 +309,21 @@ def pair_verdict(test: str, p_ci: tuple[float, float], a_iqm: tuple[float, float
     return verdict, "; ".join(notes)
 
 
+def episodes_verdict(test: str, verdict: str, note: str, delta: tuple[float, float, float]
+                     ) -> tuple[str, str]:
+    """A pair of a claim with ``episodes = true`` keeps a *held* (or *not held*) only when the
+    bootstrap over episodes agrees: IQM(a) − IQM(b)'s CI above 0 (below 0); otherwise it is
+    **unclear**, with a note. ``matches`` keeps *held* unless that CI lies below 0."""
+    d, low, high = delta
+    against = high < 0
+    agrees = {"held": low > 0 if test == "above" else not against, "not held": against}
+    if verdict in agrees and not agrees[verdict]:
+        extra = (f"over episodes the IQM gap is {d:+.3f} [{low:+.3f}, {high:+.3f}]: within "
+                 "the evaluations' own noise")
+        return "unclear", f"{note}; {extra}" if note else extra
+    return verdict, note
+
+
 def judge(claim: dict[str, Any], scores: dict[str, MethodScores]) -> dict[str, Any]:
     """One claim's row: per pair the IQMs with CIs, P(a > b) with CI and a verdict."""
     cid = claim.get("id", "?")
@@ -276,11 +343,14 @@ def judge(claim: dict[str, Any], scores: dict[str, MethodScores]) -> dict[str, A
         a_iqm, b_iqm = iqm_ci(x), iqm_ci(y)
         verdict, note = pair_verdict(test, (low, high), a_iqm, b_iqm, x, y,
                                      (bool(a.runs), bool(b.runs)))
+        delta = episode_delta(a, b) if claim.get("episodes") else None
+        if delta is not None:
+            verdict, note = episodes_verdict(test, verdict, note, delta)
         rows.append({"a": a.name, "b": b.name, "games": games, "a_iqm": a_iqm, "b_iqm": b_iqm,
                      "a_runs": len(x), "b_runs": len(y), "a_seeds": a.seeds, "b_seeds": b.seeds,
                      "a_data": a.data, "b_data": b.data, "a_params": a.params,
                      "b_params": b.params, "p_improvement": (p, low, high), "verdict": verdict,
-                     "note": note})
+                     "note": note, "episode_delta": delta})
     verdicts = [r["verdict"] for r in rows]
     judged = [v for v in verdicts if v != "no data"]
     if not judged:

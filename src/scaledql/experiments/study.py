@@ -124,8 +124,9 @@ def _fill_argv(argv: list[str], values: dict[str, Any], where: str) -> list[str]
 
 # ``series``: methods that share one are points of one capacity curve (score against
 # parameter count) in the report.
-METHOD_KEYS = {"name", "runs", "behaviour", "fraction", "games", "series", "budgets", "step"}
-CLAIM_KEYS = {"id", "text", "test", "pairs", "budgets"}
+METHOD_KEYS = {"name", "runs", "behaviour", "fraction", "games", "series", "budgets", "step",
+               "reading"}
+CLAIM_KEYS = {"id", "text", "test", "pairs", "budgets", "episodes"}
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:

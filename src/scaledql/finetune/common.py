@@ -27,6 +27,7 @@ class Arm:
     init: str | None  # "from" (the pretrained run), "mae" (--mae), None (from scratch)
     freeze: bool  # keep the transferred encoder fixed
     label: str
+    parts: str = "encoder"  # what transfers from "from" (transfer.py): encoder or network
 
     @property
     def ours(self) -> bool:
@@ -43,6 +44,9 @@ OFFLINE_ARMS = {
 }
 ONLINE_ARMS = {
     "pretrained": Arm("scaled-ql", "from", False, "Scaled QL online, pretrained encoder"),
+    "pretrained-network": Arm("scaled-ql", "from", False, "Scaled QL online, the whole "
+                              "pretrained network (encoder, projection, the game's head)",
+                              parts="network"),
     "pretrained-frozen": Arm("scaled-ql", "from", True,
                              "Scaled QL online, pretrained encoder frozen"),
     "scratch": Arm("scaled-ql", None, False, "Scaled QL online from scratch (same network)"),

@@ -97,10 +97,11 @@ def check_variant(cfg: OnlineFinetune, pretrained: dict) -> bool:
     def key(o: dict) -> tuple:
         sticky = o.get("sticky")
         return (default_sticky if sticky is None else sticky, o.get("mode"), o.get("difficulty"),
-                bool(o.get("full_action_space")))
+                bool(o.get("full_action_space")), bool(o.get("reversed_controls")))
 
-    if key(asdict(cfg.options)) == key(pretrained.get("env_options") or {}):
-        hint = "--mode/--difficulty" if cfg.suite == "atari" else "--sticky (e.g. 0.3)"
+    if key(cfg.options.record()) == key(pretrained.get("env_options") or {}):
+        hint = ("--mode/--difficulty" if cfg.suite == "atari"
+                else "--reversed-controls or --sticky (e.g. 0.3)")
         raise UserError(f"{cfg.game} with these options is the game {cfg.pretrained} was "
                         f"pretrained on, not a variant: choose {hint}")
     return True
@@ -121,10 +122,11 @@ def run_config(cfg: OnlineFinetune, arm_name: str, seed: int, pretrained: dict) 
     return OnlineRun(
         out=str(cfg.out / arm_name / f"seed_{seed}"), arm=arm_name, algo=arm.algo,
         init_from=init, freeze_encoder=arm.freeze, suite=cfg.suite, game=cfg.game,
-        options=asdict(cfg.options), seed=seed, steps=steps, num_envs=cfg.num_envs,
+        options=cfg.options.record(), seed=seed, steps=steps, num_envs=cfg.num_envs,
         eval_every=eval_every, eval_episodes=cfg.eval_episodes,
         checkpoint_every=cfg.checkpoint_every or eval_every, device=cfg.device,
-        schedule=asdict(default_schedule(steps, cfg.schedule)), learner=learner)
+        schedule=asdict(default_schedule(steps, cfg.schedule)), learner=learner,
+        init_parts=arm.parts)
 
 
 def run_online_finetune(cfg: OnlineFinetune) -> dict:
@@ -146,7 +148,7 @@ def run_online_finetune(cfg: OnlineFinetune) -> dict:
     configs = [run_config(cfg, arm, seed, pretrained) for arm in cfg.arms for seed in cfg.seeds]
     pick_device(cfg.device)
     spec = {"kind": "online", "from": str(cfg.pretrained), "mae": str(cfg.mae) if cfg.mae else None,
-            "suite": cfg.suite, "games": [cfg.game], "variant": asdict(cfg.options),
+            "suite": cfg.suite, "games": [cfg.game], "variant": cfg.options.record(),
             "pretrained_games": list(pretrained["games"]), "in_pretraining": in_pretraining,
             "pretrained_env_options": pretrained.get("env_options") or {},
             "arms": list(cfg.arms), "seeds": list(cfg.seeds), "steps": cfg.steps,

@@ -70,8 +70,13 @@ class Torso(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def projected(self, obs: torch.Tensor) -> torch.Tensor:
+        """float[B, D]: ReLU(projection(encoder(obs))), the features before normalization (the
+        same quantity whether or not this torso normalizes: diagnostics compare arms on it)."""
+        return torch.relu(self.projection(self.encoder(self.scale(obs))))
+
     def forward(self, obs: torch.Tensor) -> TorsoOutput:
-        features = torch.relu(self.projection(self.encoder(self.scale(obs))))
+        features = self.projected(obs)
         norm = features.detach().float().norm(dim=1)
         if self.feature_norm:
             features = F.normalize(features, dim=1, eps=1e-6)

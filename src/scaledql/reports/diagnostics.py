@@ -26,6 +26,7 @@ CQL_FLAT = 0.95  # CQL term ≥ this share of ln|A|: Q is still flat over action
 ONE_ACTION = 0.95  # evaluation: one action played this often
 DR3_COS = 0.98  # cos(φ(s), φ(s')) this high: consecutive states are one feature vector
 SRANK_SHARE = 0.1  # srank below this share of its maximum: the features collapsed
+OVERFIT = 1.1  # held-out TD loss this far above its lowest while the training one is not
 
 
 def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -67,6 +68,12 @@ def health(rows: Sequence[dict[str, Any]]) -> list[str]:
         if last.get("dr3_cos", 0) >= DR3_COS:
             lines.append(f"features of consecutive states have cosine {last['dr3_cos']:.3f} "
                          f"(DR3 co-adaptation) at step {last['step']:,}")
+        held = [r["heldout/td_loss"] for r in evals if "heldout/td_loss" in r]
+        seen = [r["seen/td_loss"] for r in evals if "seen/td_loss" in r]
+        if len(held) >= 3 and held[-1] > OVERFIT * min(held) and seen[-1] <= min(seen) * OVERFIT:
+            lines.append(f"held-out TD loss {held[-1]:.3f} is {held[-1] / min(held):.2f}× its "
+                         f"lowest ({min(held):.3f}) while the training batches' is at its low "
+                         f"({seen[-1]:.3f}) at step {last['step']:,}: over-fitting")
         if "srank" in last and last["srank"] < SRANK_SHARE * last.get("srank_of", math.inf):
             lines.append(f"srank {last['srank']:.0f} of {last['srank_of']:.0f}: the features "
                          f"span few directions at step {last['step']:,}")
@@ -81,7 +88,11 @@ _PANELS = [  # (title, key prefixes or keys, log scale)
     ("share of weights with ε-dominated Adam steps", ["eps_dominated/"], False),
     ("update-to-weight ratio ‖Δw‖/‖w‖", ["update_ratio/"], True),
     ("feature norm before normalization", ["feature_norm"], False),
-    ("srank of features (evaluation)", ["srank"], False),
+    ("srank of features before normalization (evaluation)", ["srank"], False),
+    ("dead ReLU units of the projection (evaluation)", ["dead_units"], False),
+    ("validation split: TD and CQL terms, held-out vs training batches (evaluation)",
+     ["heldout/td_loss", "seen/td_loss", "heldout/cql_loss", "seen/cql_loss", "heldout/loss",
+      "seen/loss"], False),
     ("DR3: φ(s)·φ(s′) and its cosine (evaluation)", ["dr3_dot", "dr3_cos"], False),
     ("normalized score (evaluation)", ["iqm", "/normalized"], False),
     ("top action share per game (evaluation)", ["/top_action_share"], False),
@@ -98,7 +109,7 @@ def _matching(rows: Sequence[dict[str, Any]], pattern: str) -> list[str]:
 
 def plot_diagnostics(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Every diagnostic curve of one run in one figure (panels without data say so)."""
-    fig, axes = plt.subplots(5, 2, figsize=(12, 16))
+    fig, axes = plt.subplots(6, 2, figsize=(12, 19))
     last_step = max((r.get("step", 0) for r in rows), default=0)
     for ax, (name, patterns, log) in zip(axes.flat, _PANELS, strict=True):
         drawn = 0

@@ -42,6 +42,8 @@ class Evaluation:
     step: int
     scores: dict[str, float]  # normalized mean return per game (games with reference scores)
     episodes: int  # per game, the fewest
+    # normalized return of every episode per game (what a bootstrap over episodes resamples)
+    episode_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +73,20 @@ class RunResult:
         """The evaluation's scores at ``step``; None when the run did not evaluate there."""
         return next((e.scores for e in self.evals if e.step == step), None)
 
+    def area_under_curve(self) -> dict[str, float] | None:
+        """Per game, the mean normalized score over the run's learning curve: the area under
+        it (trapezoids between evaluations) divided by the steps it spans, so it reads on the
+        score's scale; None with fewer than two evaluations."""
+        if len(self.evals) < 2:
+            return None
+        steps = np.array([e.step for e in self.evals], np.float64)
+        span = steps[-1] - steps[0]
+        games = [g for g in self.final.scores if all(g in e.scores for e in self.evals)]
+        if span <= 0 or not games:
+            return None
+        return {g: float(np.trapezoid([e.scores[g] for e in self.evals], steps) / span)
+                for g in games}
+
     @property
     def finished(self) -> bool:
         return self.target_steps is None or self.final.step >= self.target_steps
@@ -82,7 +98,7 @@ def _evaluation(file: Path, step: int) -> tuple[str, Evaluation, list[str]]:
     suite = report.get("suite") if isinstance(report, dict) else None
     if not isinstance(games, dict) or not games or not isinstance(suite, str):
         raise UserError(f"{file}: not an evaluation report (no suite or games)")
-    scores, unscored, episodes = {}, [], []
+    scores, unscored, episodes, each = {}, [], [], {}
     for game, entry in games.items():
         returns = entry.get("returns") if isinstance(entry, dict) else None
         if (not isinstance(returns, list) or not returns or not all(
@@ -93,8 +109,9 @@ def _evaluation(file: Path, step: int) -> tuple[str, Evaluation, list[str]]:
             unscored.append(game)
             continue
         scores[game] = float(normalize(suite, game, float(np.mean(returns))))
+        each[game] = np.array([normalize(suite, game, float(r)) for r in returns], np.float64)
         episodes.append(len(returns))
-    return suite, Evaluation(step, scores, min(episodes, default=0)), unscored
+    return suite, Evaluation(step, scores, min(episodes, default=0), each), unscored
 
 
 def read_run(path: Path, label: str | None = None) -> RunResult:

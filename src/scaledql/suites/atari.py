@@ -102,6 +102,8 @@ class AtariSuite:
     def _check(self, game: str, options: EnvOptions | None) -> EnvOptions:
         options = options or EnvOptions()
         self.rom_id(game)
+        if options.reversed_controls:
+            raise UserError("--reversed-controls applies to the minatar suite only")
         if options.mode is not None or options.difficulty is not None:
             modes, difficulties = self.available_modes(game)
             if options.mode is not None and options.mode not in modes:

@@ -9,8 +9,9 @@ sampler re-stacks them, so a network sees the same input in the data and in the 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # annotations only: the CLI imports suites to build --help, gymnasium is slow
     import gymnasium as gym
@@ -40,6 +41,9 @@ class EnvOptions:
     ``max_episode_steps``: agent-step cap; the episode is *truncated* there.
     ``full_action_space``: Atari only — all 18 actions instead of the game's minimal set.
     ``mode`` / ``difficulty``: Atari only — ALE game modes/difficulties ("game variants").
+    ``reversed_controls``: MinAtar only — every movement action does its opposite (left ↔
+    right, up ↔ down; no-op and fire unchanged): the same screens and rules, other dynamics
+    under the agent's actions (a variant for online fine-tuning, ``docs/finetune.md``).
     """
 
     sticky: float | None = None
@@ -47,6 +51,16 @@ class EnvOptions:
     full_action_space: bool = False
     mode: int | None = None
     difficulty: int | None = None
+    reversed_controls: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """The options as stores, action logs and checkpoints record them: every field, but
+        ``reversed_controls`` only when set, so that records made before it existed (committed
+        action logs, archived runs) still compare equal to the default game."""
+        record = dataclasses.asdict(self)
+        if not record["reversed_controls"]:
+            del record["reversed_controls"]
+        return record
 
 
 class Suite(Protocol):
@@ -137,6 +151,8 @@ def check_game_options(suite: str, games: tuple[str, ...] | list[str], game: str
     options = options or EnvOptions()
     if options.mode is not None or options.difficulty is not None:
         raise UserError("--mode/--difficulty apply to the atari suite only")
+    if options.reversed_controls and suite != "minatar":
+        raise UserError("--reversed-controls applies to the minatar suite only")
     if options.full_action_space:
         raise UserError("--full-action-space applies to the atari suite only")
     return options

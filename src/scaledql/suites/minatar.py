@@ -55,6 +55,24 @@ class PadChannels(gym.ObservationWrapper):
         return out
 
 
+# MinAtar's full action set, in its own order (``Environment.minimal_action_set`` indexes it)
+_ACTION_NAMES = ("noop", "left", "up", "right", "down", "fire")
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+class ReversedControls(gym.ActionWrapper):
+    """Each movement action of the game's action set does its opposite (left ↔ right,
+    up ↔ down); no-op and fire are unchanged (``EnvOptions.reversed_controls``)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        names = [_ACTION_NAMES[a] for a in env.unwrapped.action_set]
+        self.mapping = np.array([names.index(_OPPOSITE.get(n, n)) for n in names], np.int64)
+
+    def action(self, action: int) -> int:
+        return int(self.mapping[int(action)])
+
+
 class MinAtarSuite:
     name = "minatar"
     default_sticky = DEFAULT_STICKY
@@ -87,6 +105,8 @@ class MinAtarSuite:
         cap = options.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS
         _register_envs()
         env = gym.make(_ENV_IDS[game], sticky_action_prob=sticky)
+        if options.reversed_controls:
+            env = ReversedControls(env)
         env = PadChannels(env)
         return gym.wrappers.TimeLimit(env, max_episode_steps=cap)
 

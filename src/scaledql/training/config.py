@@ -27,12 +27,13 @@ from typing import Any
 
 from scaledql.agents.configs import LearnerConfig
 from scaledql.agents.registry import learner_config_class, learner_names
+from scaledql.data.sampler_index import EpisodeSelection
 from scaledql.errors import UserError
 from scaledql.training.lifecycle import resume_conflicts
 from scaledql.typed import typed
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
-TRANSFER_PARTS = ("encoder", "torso")
+TRANSFER_PARTS = ("encoder", "torso", "network")
 
 
 @dataclass
@@ -46,6 +47,14 @@ class RunConfig:
     # Share of each game's data used: its first episodes in time order, whole, as few as hold
     # at least this share of its transitions (>= 1 episode); see data/sampler.py.
     data_fraction: float = 1.0
+    # "first": that share is the first episodes (above); "uniform": episodes drawn uniformly over
+    # the whole run (seeded by split_seed) until they hold it.
+    data_sample: str = "first"
+    # Share of each game's (kept) episodes held out as a validation split, seeded by split_seed
+    # (the same split for every run seed): never trained on; the TD and CQL losses on them are
+    # logged at each evaluation beside those on training batches (docs/diagnostics.md).
+    validation: float = 0.0
+    split_seed: int = 0
     steps: int = 20_000  # gradient steps
     seed: int = 0
     log_every: int = 100
@@ -55,6 +64,7 @@ class RunConfig:
     keep_every: int = 0
     eval_every: int = 0  # 0: evaluate only at the end
     eval_episodes: int = 10
+    final_eval_episodes: int | None = None  # the last evaluation's episodes (None: eval_episodes)
     eval_epsilon: float = 0.001
     device: str = "auto"
     # Background sampling threads; None: 1 on CUDA (the GPU would wait for the sampler), 0 on a
@@ -70,7 +80,9 @@ class RunConfig:
     rotate_every: int = 1000
     rotate_share: float = 0.25
     init_from: str | None = None  # a run (or checkpoint) whose torso initialises this network
-    init_parts: str = "encoder"  # what transfers: "encoder" (the paper) or the whole "torso"
+    # what transfers: "encoder" (the paper), the "torso" (and projection), or the whole
+    # "network" (torso and the heads of games the source played: transfer.py)
+    init_parts: str = "encoder"
     freeze_encoder: bool = False  # keep the (transferred) encoder fixed
     # Learning diagnostics (training/diagnostics.py): optimizer and representation metrics.
     diagnostics: bool = True
@@ -81,6 +93,8 @@ class RunConfig:
         for name in ("steps", "log_every", "checkpoint_every", "eval_episodes", "prefetch"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.final_eval_episodes is not None and self.final_eval_episodes <= 0:
+            raise UserError(f"final_eval_episodes must be positive, got {self.final_eval_episodes}")
         if self.eval_every < 0 or (self.sample_workers or 0) < 0 or self.seed < 0:
             raise UserError("eval_every, sample_workers and seed must be >= 0")
         if self.keep_every < 0:
@@ -90,6 +104,7 @@ class RunConfig:
             raise UserError(f"eval_epsilon must be in [0, 1], got {self.eval_epsilon}")
         if not (math.isfinite(self.data_fraction) and 0 < self.data_fraction <= 1):
             raise UserError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
+        self.episodes()  # data_sample, validation and split_seed checked there
         if self.resident_gb is not None and not (math.isfinite(self.resident_gb)
                                                  and self.resident_gb > 0):
             raise UserError(f"resident_gb must be positive (or unset), got {self.resident_gb}")
@@ -104,6 +119,12 @@ class RunConfig:
             raise UserError("games is empty (leave it out to train on every game of the data)")
         self.learner.validate()
         return self
+
+    def episodes(self, part: str = "train") -> EpisodeSelection:
+        """The episodes of each game a sampler of this run draws: ``part`` "train" (what the
+        run learns from), "heldout" (its validation split) or "all"."""
+        return EpisodeSelection(self.data_fraction, self.data_sample, self.validation,
+                                self.split_seed, part).validate()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,7 +245,8 @@ def to_toml(cfg: RunConfig) -> str:
 # Options a resumed run may change; any other difference is refused. The data may move: the
 # loop compares its content (``data.store.data_identity``), not its path.
 CHANGEABLE_ON_RESUME = ("out", "data", "steps", "log_every", "checkpoint_every", "keep_every",
-                        "eval_every", "eval_episodes", "device", "prefetch", "diagnostics")
+                        "eval_every", "eval_episodes", "final_eval_episodes", "device", "prefetch",
+                        "diagnostics")
 
 
 def resume_differences(saved: RunConfig, wanted: RunConfig) -> list[str]:

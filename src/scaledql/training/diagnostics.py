@@ -9,9 +9,11 @@ knows learners only through the interface (``optimizer``, ``parts()``, ``feature
   share of weights whose Adam step is ε-dominated (√v̂ < ε: Adam then takes a step of about
   lr·m̂/ε, an SGD step scaled by lr/ε, instead of a normalized one).
 - ``representation_metrics``: at each evaluation, on a fixed probe batch drawn once per run,
-  the features' effective rank (srank, Kumar et al. 2021, δ = 0.01) and DR3's co-adaptation
-  (Kumar et al. 2022): the mean dot product φ(s)·φ(s′) of consecutive states' features, and
-  its cosine.
+  the effective rank (srank, Kumar et al. 2021, δ = 0.01) and the dead-unit share of the
+  features *before* normalization (ReLU(projection): the same quantity with or without feature
+  normalization, so arms compare), and DR3's co-adaptation (Kumar et al. 2022) on the features
+  the heads read: the mean dot product φ(s)·φ(s′) of consecutive states' features, and its
+  cosine.
 
 Cost: the probe copies the weights once per log row (every ``log_every`` steps); the
 representation metrics run one forward pass of ``PROBE_SIZE`` states per evaluation.
@@ -90,14 +92,19 @@ def srank(features: torch.Tensor, delta: float = SRANK_DELTA) -> int:
 @torch.no_grad()
 def representation_metrics(learner: Learner, obs: torch.Tensor, next_obs: torch.Tensor,
                            game_id: torch.Tensor) -> dict[str, float]:
-    """srank of φ(s), DR3's mean φ(s)·φ(s′) and mean cos(φ(s), φ(s′)) on a probe batch
-    (uint8 obs/next_obs[B, ...], game_id int64[B]); {} for a learner without features."""
-    phi = learner.features(obs, game_id)
-    if phi is None:
+    """On a probe batch (uint8 obs/next_obs[B, ...], game_id int64[B]): srank of the
+    pre-normalization features ReLU(projection(s)) and ``dead_units``, the share of their units
+    that are zero on every probe state (dead ReLUs: no gradient reaches their weights); DR3's
+    mean φ(s)·φ(s′) and mean cos(φ(s), φ(s′)) on the features the heads read. {} for a learner
+    without features."""
+    raw = learner.features(obs, game_id, pre_norm=True)
+    if raw is None:
         return {}
+    phi = learner.features(obs, game_id)
     phi_next = learner.features(next_obs, game_id)
     dots = (phi * phi_next).sum(1)
     cos = dots / (phi.norm(dim=1) * phi_next.norm(dim=1)).clamp(min=1e-12)
-    return {"srank": float(srank(phi)), "srank_of": float(min(phi.shape)),
+    return {"srank": float(srank(raw)), "srank_of": float(min(raw.shape)),
+            "dead_units": float((raw <= 0).all(dim=0).float().mean()),
             "dr3_dot": float(dots.mean()), "dr3_cos": float(cos.mean())}
 

@@ -56,6 +56,7 @@ from scaledql.training.distributed import Dist, gather, init_distributed, shutdo
 from scaledql.training.lifecycle import StopSignals, crossed
 from scaledql.training.metrics import MetricsLog, WandbOptions
 from scaledql.training.rng import rng_state, seed_everything, set_rng_state
+from scaledql.training.validation import ValidationProbe
 
 EvalFn = Callable[[Policy, list[str], int], dict]
 # Called with every metrics row as it is logged (``kind`` "train" or "eval", ``step``, ...).
@@ -110,7 +111,8 @@ def env_options_of(game_data) -> dict:
     """The game options the data was collected with (so evaluation plays the same game)."""
     options = (game_data.manifest.get("provenance") or {}).get("env_options") or {}
     return {k: v for k, v in options.items() if k in
-            ("sticky", "max_episode_steps", "full_action_space", "mode", "difficulty")}
+            ("sticky", "max_episode_steps", "full_action_space", "mode", "difficulty",
+             "reversed_controls")}
 
 
 def _prepare_resume(cfg: RunConfig, ckpt_file: Path) -> dict:
@@ -142,7 +144,12 @@ def train(cfg: RunConfig, resume: bool = False, evaluate_fn: EvalFn | None = Non
     cfg.validate()
     run = Path(cfg.out)
     # The data's checks, what its arrays hold included, before the run folder exists
-    open_dataset(Path(cfg.data), cfg.games, contents=True)
+    dataset = open_dataset(Path(cfg.data), cfg.games, contents=True)
+    if cfg.validation > 0:
+        for game in cfg.games or dataset.games:
+            if fraction_of(dataset.game(game), cfg.episodes("heldout"))["episodes"] == 0:
+                raise UserError(f"game {game}: the heldout part of its episodes is empty (too "
+                                f"few episodes for --validation {cfg.validation:g})")
     dist, device = init_distributed(cfg.device)
     if dist.is_main:
         with exclusive_lock(run, "training run"):
@@ -199,7 +206,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
     def make(worker: int):
         seq = np.random.SeedSequence([cfg.seed, dist.rank, worker])
         return make_sampler(dataset, games, spec, spec.batch_size // dist.world_size, seq,
-                            data_fraction=cfg.data_fraction, pool=pool)
+                            pool=pool, episodes=cfg.episodes())
 
     prefetcher = Prefetcher(make, device, workers=workers, depth=cfg.prefetch,
                             states=payload["prefetch"][dist.rank] if payload else None)
@@ -218,8 +225,8 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
         write_params(run, counts)
         machine = machine_record(device)
         record_machine(run, machine, precision=learner.precision, from_step=start)
-        budget = run_budget(cfg.to_dict(), {g: fraction_of(d, cfg.data_fraction)["transitions"]
-                                            for g, d in zip(games, data, strict=True)})
+        kept = {g: fraction_of(d, cfg.episodes()) for g, d in zip(games, data, strict=True)}
+        budget = run_budget(cfg.to_dict(), {g: k["transitions"] for g, k in kept.items()})
         write_budget(run, budget)
         log.write_config(cfg.to_dict(), counts)
         parts = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "total")
@@ -227,10 +234,11 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
               f"{counts['total']:,} parameters ({parts}); "
               f"device {device} ({learner.precision}; {machine['cpu']}); {dist.world_size} "
               f"process(es), {workers} sampling thread(s)", file=sys.stderr)
-        if cfg.data_fraction < 1:
-            kept = {g: fraction_of(d, cfg.data_fraction) for g, d in zip(games, data, strict=True)}
-            print(f"[train] data fraction {cfg.data_fraction:g}: " + "; ".join(
-                f"{g} {k['transitions']:,} of {k['total_transitions']:,} transitions (first "
+        if cfg.data_fraction < 1 or cfg.validation > 0:
+            which = "first" if cfg.data_sample == "first" else "a uniform sample of"
+            held = f", {cfg.validation:g} of them held out" if cfg.validation > 0 else ""
+            print(f"[train] data fraction {cfg.data_fraction:g}{held}: trains on " + "; ".join(
+                f"{g} {k['transitions']:,} of {k['total_transitions']:,} transitions ({which} "
                 f"{k['episodes']} of {k['total_episodes']} episodes)" for g, k in kept.items()),
                 file=sys.stderr)
         print(f"[train] budget: {budget_line(budget)}", file=sys.stderr)
@@ -248,6 +256,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
         return cfg.keep_every > 0 and step > 0 and step % cfg.keep_every == 0
 
     probe: list = []  # the fixed states srank and DR3 are measured on, drawn at the first use
+    validation = ValidationProbe(dataset, games, spec, cfg, pool)
     last_eval: list[dict] = []  # this call's latest evaluation row (the summary returns it)
 
     def representation() -> dict:
@@ -260,7 +269,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
                 rotate_share=cfg.rotate_share)
             sampler = make_sampler(dataset, games, BatchSpec("transitions", PROBE_SIZE),
                                    PROBE_SIZE, np.random.SeedSequence([cfg.seed, 2**32 - 1]),
-                                   data_fraction=cfg.data_fraction, pool=probe_pool)
+                                   pool=probe_pool, episodes=cfg.episodes())
             batch = sampler.sample()
             probe.extend(torch.from_numpy(np.ascontiguousarray(x))
                          for x in (batch.obs, batch.next_obs, batch.game_id))
@@ -272,7 +281,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
         if any(r["step"] == learner.step for r in log.rows("eval")):
             return  # a resumed, finished run: this evaluation is already logged
         row = {"step": learner.step, **evaluate_fn(learner.policy(), games, learner.step),
-               **representation()}
+               **representation(), **validation.losses(learner)}
         write(row, kind="eval")
         last_eval[:] = [row]
 

@@ -56,7 +56,7 @@ CHANGEABLE = ("out", "steps", "eval_every", "eval_episodes", "checkpoint_every",
 @dataclass
 class OnlineRun:
     """One online run (its run folder's config). ``arm`` labels it (fine-tuning: its arm);
-    ``learner`` is ``algo``'s config; ``init_from``: a run whose encoder it starts from."""
+    ``learner`` is ``algo``'s config; ``init_from``: a run whose ``init_parts`` it starts from."""
 
     out: str
     arm: str
@@ -75,6 +75,7 @@ class OnlineRun:
     device: str
     schedule: dict[str, Any]
     learner: dict[str, Any]
+    init_parts: str = "encoder"  # what init_from gives: encoder, torso or network (transfer.py)
 
 
 def _build_learner(rc: OnlineRun, spec: GameSpec) -> Learner:
@@ -145,7 +146,7 @@ def run_online_job(rc: OnlineRun, schedule_given: bool = False, progress: bool =
     elif rc.init_from:
         from scaledql.transfer import transfer_torso
 
-        transfer_torso(learner, Path(rc.init_from), "encoder", rc.freeze_encoder)
+        transfer_torso(learner, Path(rc.init_from), rc.init_parts, rc.freeze_encoder)
     if rc.freeze_encoder:
         learner.freeze_encoder()  # requires_grad is not part of a state dict: set it each time
     write_config(run, asdict(rc))
