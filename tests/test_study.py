@@ -174,23 +174,36 @@ def test_verdicts_follow_the_numbers():
 
 @pytest.mark.heavy
 def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
-    """The issue's check: `scaledql study claims --budget smoke` runs every arm of C1-C6 (data
-    collection included), writes the report, and a second call skips every finished job."""
+    """The issue's check: `scaledql study claims --budget smoke` runs every arm of C1-C7 (the
+    five runs' collection and merge included), writes the report, and a second call skips every
+    finished job."""
     runs, results = tmp_path / "runs", tmp_path / "results"
     argv = ["study", "claims", "--budget", "smoke", "--runs", str(runs), "--results", str(results),
             "--jobs", "2"]
     assert main(argv) == 0
     out = capsys.readouterr()
     records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
-    assert len(records) == 27 and all(r["exit"] == 0 for r in records)
+    assert len(records) == 37 and all(r["exit"] == 0 for r in records)
     report = json.loads((results / "report.json").read_text())
     ids = [c["id"] for c in report["claims"]]
-    assert ids == ["C1", "C2 (sub-optimal)", "C2 (near-optimal)", "C3 (width)", "C3 (ResNet)",
-                   "C3 (IMPALA)", "C4", "C4 (ResNet, IMPALA)", "C5", "C6"]
+    assert ids == ["C1", "C2 (sub-optimal)", "C2 (near-optimal)", "C3", "C3 (adjacent widths)",
+                   "C3 (ResNet)", "C3 (IMPALA)", "C4", "C4 (ResNet, IMPALA)", "C5 (final score)",
+                   "C5 (score at 2.6 passes)", "C5 (area under the learning curve)",
+                   "C6 (whole pretrained network, final score)",
+                   "C6 (pretrained encoder, final score)",
+                   "C6 (whole pretrained network, area under the learning curve)",
+                   "C6 (pretrained encoder, area under the learning curve)", "C7"]
     assert all(c["verdict"] != "no data" for c in report["claims"]), report["claims"]
     assert not report["methods_without_data"]
     md = (results / "report.md").read_text()
-    assert "| **C6**" in md and "scaledql study claims --budget smoke" in md
+    assert "| **C7**" in md and "scaledql study claims --budget smoke" in md
+    # the capacity pairs are also judged over evaluation episodes; the validation split's curves
+    c3 = next(c for c in report["claims"] if c["id"] == "C3")
+    assert all(len(r["episode_delta"]) == 3 for r in c3["pairs"])
+    assert "## Validation split" in md and (results / "validation.png").stat().st_size > 0
+    # the merged sub-optimal data holds the five runs, each its own seed
+    card = (runs / "minatar-sub5" / "breakout" / "manifest.json").read_text()
+    assert [r["seed"] for r in json.loads(card)["provenance"]["merged_runs"]] == [1, 11, 21, 31, 41]
     assert len(list((results / "runs").glob("*.json"))) >= 33
     # every run's budget is stated in passes beside its score
     assert all("passes" in m["budget"] for m in report["methods"] if m["runs"] and m["budget"])
@@ -199,7 +212,7 @@ def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
     # C3/C4 scored against parameter count: every capacity arm is a point of its series.
     capacity = md.split("## Capacity", 1)[1]
     assert (results / "capacity.png").stat().st_size > 0
-    for series, n in [("Nature CNN, feature norm", 4), ("Nature CNN, no feature norm", 4),
+    for series, n in [("Nature CNN, feature norm", 5), ("Nature CNN, no feature norm", 2),
                       ("ResNet, feature norm", 3), ("ResNet, no feature norm", 3),
                       ("IMPALA, feature norm", 1), ("IMPALA, no feature norm", 1)]:
         assert capacity.count(f"| {series} |") == n, series
@@ -211,9 +224,9 @@ def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
     (runs / "sql-sub" / "seed_0" / ".study-done").unlink()
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "26/27 jobs already finished" in err and "--resume" in err
+    assert "36/37 jobs already finished" in err and "--resume" in err
     records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
-    assert len(records) == 28 and "--resume" in records[-1]["command"]
+    assert len(records) == 38 and "--resume" in records[-1]["command"]
     evals = [json.loads(x) for x in (runs / "sql-sub" / "seed_0" / "metrics.jsonl")
              .read_text().splitlines() if '"eval"' in x]
     assert len(evals) == 1
@@ -334,7 +347,7 @@ def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
 
 
 def test_tuning_stage_b_shares_the_claims_data_and_budget():
-    """Stage B (`--budget cpu-five`) tunes on the claims study's own sub-optimal data, at its
+    """Stage B (`--budget cpu-five`) tunes on the claims study's run-1 data (v2's sub-optimal data), at its
     cpu budget's steps (10.2 passes a game), with two seeds for every Scaled QL arm."""
     tuning, claims = load_study("tuning", "cpu-five"), load_study("claims", "cpu")
     data = {s.name: next(j for j in s.jobs if j.id == "data").argv for s in (tuning, claims)}

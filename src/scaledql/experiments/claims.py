@@ -396,6 +396,9 @@ def claims_markdown(judged: list[dict[str, Any]]) -> list[str]:
                              f"{row['verdict']} | {verdict} |")
                 continue
             pair = f"{row['verdict']} ({row['note']})" if row.get("note") else row["verdict"]
+            if row.get("episode_delta") and "over episodes" not in pair:
+                d, lo, hi = row["episode_delta"]
+                pair += f"; over episodes IQM a − b {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
             lines.append(
                 f"| {head} | {_method_cell(row, 'a')} | {_ci(row['a_iqm'])} | "
                 f"{_runs_cell(row, 'a')} | {_method_cell(row, 'b')} | {_ci(row['b_iqm'])} | "

@@ -35,6 +35,27 @@ def method_curve(scores: MethodScores) -> list[dict[str, Any]]:
             for step, matrix in curve_matrices(method, scores.games)]
 
 
+VALIDATION_KEYS = ("heldout/td_loss", "seen/td_loss", "heldout/cql_loss", "seen/cql_loss")
+
+
+def method_validation(scores: MethodScores) -> list[dict[str, Any]]:
+    """[{step, <key>: mean over runs}] of the validation split's terms (``VALIDATION_KEYS``) at
+    every evaluation step all of the method's runs logged them; [] for runs without a split."""
+    from scaledql.run_folder import read_rows
+
+    per_run = []
+    for run in scores.runs:
+        rows = {r["step"]: r for r in read_rows(Path(run))
+                if r.get("kind") == "eval" and "heldout/td_loss" in r}
+        per_run.append(rows)
+    if not per_run or not all(per_run):
+        return []
+    steps = sorted(set.intersection(*(set(rows) for rows in per_run)))
+    return [{"step": step, **{k: sum(rows[step].get(k, float("nan")) for rows in per_run)
+                              / len(per_run) for k in VALIDATION_KEYS}}
+            for step in steps]
+
+
 def method_warnings(scores: MethodScores) -> list[str]:
     """The warning signs of the method's runs' last logged rows, each once, with how many of its
     runs show it."""
@@ -61,7 +82,8 @@ def curves_and_warnings(scores: dict[str, MethodScores]) -> dict[str, dict[str, 
         if s.step is not None:  # an earlier point of another method's runs: shown in its curve
             continue
         try:
-            out[name] = {"curve": method_curve(s), "warnings": method_warnings(s)}
+            out[name] = {"curve": method_curve(s), "warnings": method_warnings(s),
+                         "validation": method_validation(s)}
         except UserError:
             continue
     return out
@@ -81,6 +103,18 @@ def curves_markdown(per_method: dict[str, dict[str, Any]]) -> list[str]:
                 f"{p['passes']:.3g}: {p['iqm'][0]:.3f} [{p['iqm'][1]:.3f}, {p['iqm'][2]:.3f}]"
                 if p["passes"] is not None else f"step {p['step']:,}: {p['iqm'][0]:.3f}"
                 for p in curve)
+            lines.append(f"| {name} | {cells} |")
+    held = [(n, v["validation"]) for n, v in per_method.items() if v.get("validation")]
+    if held:
+        lines += ["", "## Validation split", "", "![held-out and training TD loss](validation.png)",
+                  "", "Mean over a method's runs of the TD term on its held-out episodes and, "
+                  "beside it, on fixed training batches (`--validation`; docs/diagnostics.md): "
+                  "held-out rising while training falls is over-fitting, both high and flat "
+                  "under-fitting.", "", "| method | evaluations (step: held-out / training TD) |",
+                  "|---|---|"]
+        for name, points in held:
+            cells = " · ".join(f"{p['step']:,}: {p['heldout/td_loss']:.3f} / "
+                               f"{p['seen/td_loss']:.3f}" for p in points)
             lines.append(f"| {name} | {cells} |")
     warned = [(n, v["warnings"]) for n, v in per_method.items() if v["warnings"]]
     lines += ["", "## Diagnostics", "",
@@ -104,5 +138,25 @@ def plot_learning_curves(per_method: dict[str, dict[str, Any]], path: Path) -> P
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
     plot_curves(curves, ax, xlabel="passes over each game's data")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return save(fig, path)
+
+
+def plot_validation(per_method: dict[str, dict[str, Any]], path: Path) -> Path | None:
+    """Held-out (solid) and training-batch (dashed) TD loss against gradient steps, one color
+    per method with a validation split."""
+    from scaledql.reports.plots import method_colors, plt, save
+
+    held = {n: v["validation"] for n, v in per_method.items() if len(v.get("validation") or []) > 1}
+    if not held:
+        return None
+    colors = method_colors(list(held))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, points in held.items():
+        steps = [p["step"] for p in points]
+        ax.plot(steps, [p["heldout/td_loss"] for p in points], color=colors[name], label=name)
+        ax.plot(steps, [p["seen/td_loss"] for p in points], color=colors[name], linestyle="--")
+    ax.set_xlabel("gradient step")
+    ax.set_ylabel("TD loss (solid: held-out episodes, dashed: training batches)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return save(fig, path)

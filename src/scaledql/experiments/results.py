@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from scaledql.experiments.claims import claims_markdown, final_eval, iqm_ci, judge_study
-from scaledql.experiments.curves import curves_and_warnings, curves_markdown, plot_learning_curves
+from scaledql.experiments.curves import (
+    curves_and_warnings,
+    curves_markdown,
+    plot_learning_curves,
+    plot_validation,
+)
 from scaledql.experiments.study import Study, job_records
 from scaledql.io import atomic_write_json, atomic_write_text
 from scaledql.run_folder import CONFIG, config_file, read_json, read_machines, read_params
@@ -87,7 +92,7 @@ def write_results(study: Study, results: Path, machine: str, claims: bool = True
                                      for i, g in enumerate(s.games)}})
     per_method = curves_and_warnings(scores)
     for m in methods:
-        m.update(per_method.get(m["name"], {"curve": [], "warnings": []}))
+        m.update(per_method.get(m["name"], {"curve": [], "warnings": [], "validation": []}))
     wall = sum(r["seconds"] for r in records)
     elapsed = elapsed_seconds(records)
     written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -122,6 +127,7 @@ def _plots(report: dict[str, Any], results: Path) -> None:
     if curves:
         plot_capacity(curves, results / "capacity.png")
     plot_learning_curves({m["name"]: m for m in report["methods"]}, results / "curves.png")
+    plot_validation({m["name"]: m for m in report["methods"]}, results / "validation.png")
     pairs = {(r["a"], r["b"]): {"p": r["p_improvement"][0], "ci": list(r["p_improvement"][1:]),
                                 "verdict": r["verdict"]}
              for c in report["claims"] for r in c["pairs"] if "p_improvement" in r}
