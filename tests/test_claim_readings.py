@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import write_eval_run
 
+from conftest import write_eval_run
 from scaledql.experiments.claims import MethodScores, episode_delta, judge, runs_scores
 from scaledql.reports.runs import read_run
 from scaledql.suites.scores import normalize
@@ -51,7 +51,7 @@ def test_a_gap_inside_the_episodes_noise_is_unclear():
     runs_only = judge(claim, {"a": a, "b": b})["pairs"][0]
     assert runs_only["verdict"] == "held" and runs_only["episode_delta"] is None
     both = judge({**claim, "episodes": True}, {"a": a, "b": b})["pairs"][0]
-    d, low, high = both["episode_delta"]
+    _, low, high = both["episode_delta"]
     assert low < 0 < high and both["verdict"] == "unclear"
     assert "over episodes" in both["note"]
     # tight episodes: the same gap holds both ways

@@ -92,7 +92,6 @@ def test_samplers_draw_only_their_part(tmp_path, write_game):
 
 def test_train_with_validation_logs_held_out_and_training_losses(tmp_path):
     from conftest import TINY_NET, write_tiny_minatar_store
-
     from scaledql.cli import main
 
     data = write_tiny_minatar_store(tmp_path / "data")
@@ -120,9 +119,7 @@ def test_train_with_validation_logs_held_out_and_training_losses(tmp_path):
 
 def test_validation_split_too_small_is_one_line(tmp_path, capsys):
     from conftest import TINY_NET
-
     from scaledql.cli import main
-
     from scaledql.data.writer import GameWriter
 
     with GameWriter(tmp_path / "data", suite="minatar", game="breakout", num_actions=3,
