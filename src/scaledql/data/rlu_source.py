@@ -288,18 +288,18 @@ def select(src: Path, game: str, *, runs: list[str] | None = None,
         else:
             features, hw = RAW_FEATURES, FRAME_HW
             available, where = _raw_run(found[run], run), found[run]
-        present = sorted(available)
+        present = list(range(max(available) + 1))  # a run's checkpoints are 0 .. n-1
         if checkpoints is not None:
             chosen = list(checkpoints)
-            absent = [n for n in chosen if n not in available]
-            if absent:
-                raise UserError(f"{where}: no checkpoint {absent[0]} (split checkpoint_"
-                                f"{absent[0]:02d}) in run {run}; it has "
-                                f"{present[0]}-{present[-1]}")
         elif fraction is not None:
             chosen = present[:max(1, int(np.floor(fraction * len(present) + 1e-9)))]
         else:
             chosen = present
+        absent = [n for n in chosen if n not in available]
+        if absent:
+            raise UserError(f"{where}: no checkpoint {absent[0]} (split checkpoint_"
+                            f"{absent[0]:02d}) in run {run}; it has "
+                            + ", ".join(f"{n:02d}" for n in sorted(available)))
         for n in chosen:
             for f in available[n].files:
                 if not f.is_file():
