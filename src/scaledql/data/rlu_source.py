@@ -187,20 +187,27 @@ def _json(path: Path) -> Any:
         raise UserError(f"{path}: not readable JSON ({exc})") from None
 
 
+def _at(node: Any, *keys: str) -> Any:
+    """``node[k1][k2]...`` through dicts only; None where the path does not exist."""
+    for k in keys:
+        node = node.get(k) if isinstance(node, dict) else None
+    return node
+
+
 def _tfds_features(path: Path) -> tuple[dict[str, str], tuple[int, int]]:
     """``features.json``'s flattened feature names and record kinds, and the frame size; a tree
     that is not an RLU Atari episode is refused here."""
     kinds = {"int64": "int64_list", "bool": "int64_list", "float32": "float_list"}
 
     def leaves(node: Any, prefix: str, out: dict[str, Any]) -> None:
-        feats = node.get("featuresDict", {}).get("features") if isinstance(node, dict) else None
-        if not isinstance(feats, dict):
+        feats = _at(node, "featuresDict", "features")
+        if not isinstance(feats, dict) or len(prefix) > 200:
             raise UserError(f"{path}: {prefix or 'the root'} is not a FeaturesDict")
         for name, f in feats.items():
             if not isinstance(f, dict):
                 raise UserError(f"{path}: feature {prefix + name!r} is not an object")
             if "sequence" in f:
-                leaves(f["sequence"].get("feature"), prefix + name + "/", out)
+                leaves(_at(f, "sequence", "feature"), prefix + name + "/", out)
             else:
                 out[prefix + name] = f
 
@@ -210,16 +217,19 @@ def _tfds_features(path: Path) -> tuple[dict[str, str], tuple[int, int]]:
     hw: tuple[int, int] | None = None
     for name, f in raw.items():
         if "image" in f:
-            img = f["image"]
-            dims = [int(d) for d in img.get("shape", {}).get("dimensions", [])]
-            if (img.get("encodingFormat") != "png" or img.get("dtype") != "uint8"
-                    or len(dims) != 3 or dims[2] != 1):
-                raise UserError(f"{path}: {name} is {img.get('dtype')} {dims} "
-                                f"{img.get('encodingFormat')}, expected uint8 [H, W, 1] png")
+            dims = _at(f, "image", "shape", "dimensions")
+            try:
+                dims = [int(d) for d in dims]
+            except (TypeError, ValueError):
+                dims = []
+            if (_at(f, "image", "encodingFormat") != "png" or _at(f, "image", "dtype") != "uint8"
+                    or len(dims) != 3 or dims[2] != 1 or not 0 < dims[0] <= 4096
+                    or not 0 < dims[1] <= 4096):
+                raise UserError(f"{path}: {name} is not a uint8 [H, W, 1] png image feature")
             hw = (dims[0], dims[1])
             out[name] = "bytes_list"
-        elif "tensor" in f and f["tensor"].get("dtype") in kinds and not f["tensor"].get(
-                "shape", {}).get("dimensions"):
+        elif _at(f, "tensor", "dtype") in kinds and not _at(f, "tensor", "shape",
+                                                           "dimensions"):
             out[name] = kinds[f["tensor"]["dtype"]]
         else:
             raise UserError(f"{path}: feature {name!r} is not a scalar or a PNG image")
@@ -238,15 +248,21 @@ def _tfds_run(version_dir: Path) -> dict[int, CheckpointFiles]:
         raise UserError(f"{info_path}: no list of splits")
     name = info.get("name", TFDS_NAME)
     out: dict[int, CheckpointFiles] = {}
+    if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+        raise UserError(f"{info_path}: bad dataset name {name!r}")
     for s in splits:
-        m = _SPLIT_RE.match(str(s.get("name", ""))) if isinstance(s, dict) else None
+        m = _SPLIT_RE.fullmatch(str(s.get("name", ""))) if isinstance(s, dict) else None
         if m is None:
             continue
-        lengths = s.get("shardLengths") or []
+        lengths = s.get("shardLengths")
         try:
             counts = [int(x) for x in lengths]
-        except (TypeError, ValueError):
+            if not counts or min(counts) < 0 or len(counts) > 99_999:
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
             raise UserError(f"{info_path}: split {s['name']}: bad shardLengths") from None
+        if int(m.group(1)) > 9999:
+            raise UserError(f"{info_path}: split {s['name']}: checkpoint number too large")
         k = len(counts)
         files = [version_dir / f"{name}-{s['name']}.tfrecord-{i:05d}-of-{k:05d}"
                  for i in range(k)]
