@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from scaledql.data.dqn_replay import _Episode
-from scaledql.data.rlu_source import RAW, RluSelection, Schema
+from scaledql.data.rlu_source import RluSelection, Schema
 from scaledql.data.tf_example import ParsedExample
 from scaledql.data.tfrecord import TFRecordFile
 from scaledql.errors import UserError
@@ -64,7 +64,7 @@ def check_record(ex: ParsedExample, schema: Schema, features: dict[str, str],
                  where: str) -> int:
     """Check a record's feature names and kinds against its layout; returns its step count."""
     names = ex.names()
-    if schema is RAW:
+    if schema.layout == "raw":
         want = {n: k for n, k in features.items() if n in (
             schema.checkpoint, schema.episode, schema.observation, schema.action, schema.reward,
             schema.discount)}
@@ -84,7 +84,7 @@ def check_record(ex: ParsedExample, schema: Schema, features: dict[str, str],
     for name, kind in want.items():
         if ex.kind(name) != kind:
             raise UserError(f"{where}: feature {name!r} is a {ex.kind(name)}, features"
-                            f"{'.json' if schema is not RAW else ''} say {kind}")
+                            f"{'.json' if schema.layout != 'raw' else ''} say {kind}")
     steps = {n: len(getattr(ex.features[n], want[n]).value) for n in want
              if "/" in n or n in (schema.observation, schema.action, schema.reward,
                                   schema.discount)}
@@ -114,7 +114,7 @@ def read_record(data: bytes, sel: RluSelection, n: int, where: str,
     rewards = ex.floats(schema.reward)
     if not np.isfinite(rewards).all():
         raise UserError(f"{where}: NaN or infinite rewards")
-    if schema is RAW:
+    if schema.layout == "raw":
         discounts = ex.floats(schema.discount)
         terminal = bool(discounts[-1] == 0)
     else:

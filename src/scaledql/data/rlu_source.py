@@ -228,8 +228,8 @@ def _tfds_features(path: Path) -> tuple[dict[str, str], tuple[int, int]]:
                 raise UserError(f"{path}: {name} is not a uint8 [H, W, 1] png image feature")
             hw = (dims[0], dims[1])
             out[name] = "bytes_list"
-        elif _at(f, "tensor", "dtype") in kinds and not _at(f, "tensor", "shape",
-                                                           "dimensions"):
+        elif str(_at(f, "tensor", "dtype")) in kinds and not _at(f, "tensor", "shape",
+                                                                "dimensions"):
             out[name] = kinds[f["tensor"]["dtype"]]
         else:
             raise UserError(f"{path}: feature {name!r} is not a scalar or a PNG image")
@@ -297,7 +297,7 @@ def select(src: Path, game: str, *, runs: list[str] | None = None,
         raise UserError(f"fraction must be in (0, 1], got {fraction}")
     out = []
     for run in runs:
-        if schema is TFDS:
+        if schema.layout == "tfds":
             vdir = _version_dir(found[run])
             features, hw = _tfds_features(vdir / "features.json")
             available, where = _tfds_run(vdir), vdir
@@ -321,6 +321,6 @@ def select(src: Path, game: str, *, runs: list[str] | None = None,
                 if not f.is_file():
                     what = (f"shard {f.name} of split checkpoint_{n:02d} is missing"
                             if schema is TFDS else f"missing (checkpoint {n} is selected)")
-                    raise UserError(f"{f if schema is RAW else where}: {what}")
+                    raise UserError(f"{f if schema.layout == 'raw' else where}: {what}")
         out.append(RluSelection(run, where, schema, features, hw, available, chosen))
     return out
