@@ -29,6 +29,8 @@ from scaledql.data.tf_example import ParsedExample
 from scaledql.data.tfrecord import TFRecordFile
 from scaledql.errors import UserError
 
+WRITEBACK_BYTES = 64 << 20
+
 
 @dataclass
 class RluUnit:
@@ -103,6 +105,7 @@ def copy_unit(unit: RluUnit, progress: Callable[[int], None] | None = None) -> i
     fds: dict[int, int] = {}
     last = int(unit.segments[:, 0].max())
     done = 0
+    spans: dict[int, list[int]] = {}  # shard -> byte range written since its last writeback
     try:
         for s in np.unique(unit.segments[:, 2]).tolist():
             path = unit.staging / shard_name(s) / "frames.npy"
@@ -124,7 +127,11 @@ def copy_unit(unit: RluUnit, progress: Callable[[int], None] | None = None) -> i
                 decode_frames(list(pngs), frames, where)
                 offset = FIXED_HEADER_BYTES + frame_lo * fb
                 _pwrite_all(fds[shard], memoryview(frames.reshape(-1)), offset, unit)  # type: ignore[arg-type]
-                _start_writeback(fds[shard], offset, steps * fb)
+                span = spans.setdefault(shard, [offset, offset])
+                span[0], span[1] = min(span[0], offset), max(span[1], offset + steps * fb)
+                if span[1] - span[0] >= WRITEBACK_BYTES:  # as dqn_layout does per 64 MB
+                    _start_writeback(fds[shard], span[0], span[1] - span[0])
+                    del spans[shard]
                 done += steps * fb
                 if progress is not None:
                     progress(steps * fb)
