@@ -5,7 +5,8 @@
 Targets and the contract are in ``tests/fuzz_cases.py`` (the test suite runs a few hundred of
 the same cases, derandomized): damaged game-store manifests and ``.npy`` files (headers and
 contents) opened as training opens them and sampled from, damaged DQN Replay ``.gz``
-checkpoint files imported, damaged Minari datasets (metadata and HDF5) imported. Every case
+checkpoint files imported, damaged Minari datasets (metadata and HDF5) imported, damaged RL
+Unplugged / TFDS episode files (framing, records, ``features.json``, PNGs) imported. Every case
 must either be refused with one ``UserError`` or read correctly; any other exception, a hang
 (60 s) or a write outside the output stops the run, and Hypothesis prints the smallest damage
 that does it (add it to ``tests/corpus_fuzz.py``). ``--cases`` is split over the targets in
@@ -29,7 +30,7 @@ from hypothesis import HealthCheck, given, seed, settings
 
 from fuzz_cases import TARGETS, count_case
 
-WEIGHTS = {"manifest": 3, "npy": 3, "dqn-gz": 2, "minari": 2}
+WEIGHTS = {"manifest": 3, "npy": 3, "dqn-gz": 2, "minari": 2, "rlu": 2}
 
 
 def run_target(name: str, cases: int, rng_seed: int, tmp: Path) -> dict:

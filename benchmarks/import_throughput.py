@@ -18,6 +18,16 @@ links to run 1. Then, with the sources in the page cache, measures MB/s of infla
 * the write ceiling: one and two processes writing 1.41 GB each into ``--out`` as the importer
   writes (no inflate).
 
+``--rlu``: the RL Unplugged row instead. The same checkpoint-0 frames, actions, rewards and
+terminals are written as RL Unplugged raw episode files (``DIR/rlu/Pong/run_R-00000-of-00001``,
+GZIP TFRecords of one ``tf.train.Example`` per episode, PNG frames from OpenCV at its default
+level, serialized with the import's own protobuf messages and framing: a benchmark input, not a
+fixture), runs 2.. linking to run 1; then, one run each: PNG decode only (one process), the
+``rlu-atari`` import of one file with ``jobs=1``, of ``--runs`` files with ``jobs=2``, and the
+``dqn-replay`` import of the same frames with ``jobs=1``, in frames/s, per worker and per core
+(CPU seconds of all processes). The VM's 2 cores are shared with whatever else runs (the load
+average is printed with every row).
+
 Each import writes a fresh store under ``--dir`` (fsynced, as the importer always does) and
 deletes it afterwards. Prints one JSON line per measurement: the best and every run of
 ``--repeats``, with the load average. Not a test.
@@ -189,6 +199,92 @@ def _write_file(path: Path, nbytes: int) -> float:
     return time.perf_counter() - start
 
 
+def make_rlu_source(dqn_src: Path, root: Path) -> Path:
+    """RL Unplugged raw files of checkpoint 0 of the DQN source's run 1 (see the docstring)."""
+    import cv2
+
+    from scaledql.data.gzip_npy import NpyStream
+    from scaledql.data.tf_example import Example
+    from scaledql.data.tfrecord import frame_record
+
+    path = root / "rlu" / "Pong" / "run_1-00000-of-00001"
+    if path.exists():
+        return root / "rlu"
+    log = dqn_src / "Pong" / "1" / "replay_logs"
+    arrays = {n: NpyStream(log / f"$store$_{n}_ckpt.0.gz").read_all()
+              for n in ("observation", "action", "reward", "terminal")}
+    real = np.flatnonzero(arrays["observation"].reshape(len(arrays["action"]), -1).any(1))
+    real = real[real < len(arrays["action"]) - 1]  # slot C-1: the previous cycle's add
+    ends = np.flatnonzero(arrays["terminal"][real]) + 1
+    path.parent.mkdir(parents=True)
+    with gzip.open(path.with_suffix(".tmp"), "wb", compresslevel=6) as f:
+        for i, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
+            idx = real[lo:hi]
+            ex = Example()
+            feats = ex.features.feature
+            feats["checkpoint_idx"].int64_list.value.append(0)
+            feats["episode_idx"].int64_list.value.append(i)
+            feats["observations"].bytes_list.value.extend(
+                cv2.imencode(".png", arrays["observation"][j])[1].tobytes() for j in idx)
+            feats["actions"].int64_list.value.extend(arrays["action"][idx].tolist())
+            feats["unclipped_rewards"].float_list.value.extend(arrays["reward"][idx].tolist())
+            feats["discounts"].float_list.value.extend([1.0] * (len(idx) - 1) + [0.0])
+            f.write(frame_record(ex.SerializeToString()))
+    os.replace(path.with_suffix(".tmp"), path)
+    return root / "rlu"
+
+
+def rlu_rows(src: Path, args: argparse.Namespace, out: Path) -> None:
+    """The RL Unplugged row (``--rlu``): decode only, then the imports; frames/s."""
+    import cv2
+
+    from scaledql.data.dqn_import import ImportOptions, import_games
+    from scaledql.data.tf_example import ParsedExample
+    from scaledql.data.tfrecord import TFRecordFile
+
+    rlu = make_rlu_source(src, args.dir)
+    for r in range(2, args.runs + 1):
+        link = rlu / "Pong" / f"run_{r}-00000-of-00001"
+        if not link.exists():
+            link.symlink_to("run_1-00000-of-00001")
+    one = rlu / "Pong" / "run_1-00000-of-00001"
+    t0, c0 = time.perf_counter(), time.process_time()
+    frames = 0
+    with TFRecordFile(one, True) as f:
+        for data in f:
+            for png in ParsedExample(data, "").bytes("observations"):
+                cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+                frames += 1
+    wall = time.perf_counter() - t0
+    print(json.dumps({"measure": "rlu-decode-only", "frames": frames,
+                      "frames_per_s": round(frames / wall), "cpu_s": round(
+                          time.process_time() - c0, 2), "load": _load()}), flush=True)
+
+    def cpu_all() -> float:
+        own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                     resource.RUSAGE_CHILDREN))
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    runs = [str(r) for r in range(1, args.runs + 1)]
+    cases = [("rlu-import-1-file-jobs-1", "rlu-atari", rlu, ["1"], 1),
+             (f"rlu-import-{len(runs)}-files-jobs-2", "rlu-atari", rlu, runs, 2),
+             ("dqn-import-1-file-jobs-1", "dqn-replay", src, ["1"], 1)]
+    for name, source, where, sel_runs, jobs in cases:
+        shutil.rmtree(out / "Pong", ignore_errors=True)
+        os.sync()
+        t0, c0 = time.perf_counter(), cpu_all()
+        (s,) = import_games({"Pong": 6}, ImportOptions(src=where, out=out, runs=sel_runs,
+                                                       checkpoints=[0], source=source),
+                            jobs=jobs)
+        wall, cpu = time.perf_counter() - t0, cpu_all() - c0
+        print(json.dumps({"measure": name, "frames": s.transitions, "seconds": round(wall, 2),
+                          "frames_per_s": round(s.transitions / wall),
+                          "frames_per_s_per_worker": round(s.transitions / wall / jobs),
+                          "frames_per_cpu_s": round(s.transitions / cpu), "jobs": jobs,
+                          "load": _load()}), flush=True)
+    shutil.rmtree(out / "Pong", ignore_errors=True)
+
+
 def _load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -210,6 +306,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="where the imports write (default DIR/out; /dev/shm/... takes the "
                              "disk out of the measurement)")
+    parser.add_argument("--rlu", action="store_true",
+                        help="the RL Unplugged row instead (see the docstring)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     src = make_source(args.dir, args.entries)
@@ -218,6 +316,11 @@ def main() -> None:
         if not (src / "Pong" / str(r)).exists():
             (src / "Pong" / str(r)).symlink_to("1")
     if args.build_only:
+        return
+    if args.rlu:
+        out = args.out or args.dir / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        rlu_rows(src, args, out)
         return
     obs0 = src / "Pong" / "1" / "replay_logs" / "$store$_observation_ckpt.0.gz"
     frame_bytes = args.entries * 84 * 84

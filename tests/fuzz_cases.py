@@ -1,5 +1,6 @@
 """Fuzz targets for the readers of untrusted data: game-store manifests, ``.npy`` headers and
-contents, DQN Replay ``.gz`` checkpoint files, Minari datasets (metadata and HDF5).
+contents, DQN Replay ``.gz`` checkpoint files, Minari datasets (metadata and HDF5), RL
+Unplugged / TFDS episode files (``fuzz_rlu``).
 
 Each target is a Hypothesis strategy of damage (``Damage``: what to change, in which file) and
 a ``run_*`` function that applies it to a fresh copy of a valid input and reads it the way the
@@ -406,6 +407,28 @@ def run_minari(work: Path, d: Damage) -> Outcome:
     return outcome_of(work, out, read)
 
 
+def rlu_damage() -> st.SearchStrategy[Damage]:
+    from fuzz_rlu import base_rlu, rlu_damage
+
+    return rlu_damage(base_rlu(_ROOT))
+
+
+def run_rlu(work: Path, d: Damage) -> Outcome:
+    """Import the damaged RL Unplugged source (TFDS or raw layout, ``fuzz_rlu``)."""
+    from fuzz_rlu import apply_rlu, base_rlu
+    from scaledql.data.dqn_import import ImportOptions, import_games
+
+    src = fresh(base_rlu(_ROOT), work)
+    apply_rlu(src, d)
+    out = work / "out"
+    layout = src / ("raw" if d.file.startswith("raw/") else "tfds")
+
+    def read() -> None:
+        import_games({"Pong": None}, ImportOptions(src=layout, out=out, source="rlu-atari"))
+        read_correctly(out)
+    return outcome_of(work, out, read)
+
+
 def count_case(run: Callable[[Path, Damage], Outcome], root: Path, damage: Damage,
                seen: dict[str, int]) -> None:
     """Run one case in a fresh folder under ``root`` (removed after) and count its outcome in
@@ -423,4 +446,5 @@ TARGETS: dict[str, tuple[Callable[[], st.SearchStrategy[Damage]],
     "npy": (npy_store_damage, run_store),
     "dqn-gz": (gz_damage, run_replay),
     "minari": (minari_damage, run_minari),
+    "rlu": (rlu_damage, run_rlu),
 }

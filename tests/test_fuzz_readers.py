@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 
 from fuzz_cases import TARGETS, count_case
 
-EXAMPLES = {"manifest": 90, "npy": 90, "dqn-gz": 50, "minari": 70}
+EXAMPLES = {"manifest": 90, "npy": 90, "dqn-gz": 50, "minari": 70, "rlu": 60}
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))

@@ -5,6 +5,8 @@
     scaledql data card DIR [--json]
     scaledql data import dqn-replay SRC (--game GAME | --games train40) --out DIR [--runs 1-5]
         [--checkpoints 0-9 | --fraction 0.2] [--jobs N]
+    scaledql data import rlu-atari PATH (--game GAME | --games train40) --out DIR [--runs 1-5]
+        [--checkpoints 0-9 | --fraction 0.2] [--jobs N]
     scaledql data import minari PATH_OR_ID --out DIR [--game GAME]
     scaledql data export minari DIR --game GAME --dataset-id NAMESPACE/NAME-v0 [--out ROOT]
     scaledql data compress SRC --out DST [--games G] [--level 3] [--block-transitions 4096]
@@ -69,6 +71,34 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="replace existing game stores (an interrupted import of the same "
                           "selection resumes without it)")
     dqn.set_defaults(func=run_import_dqn)
+
+    rlu = sources.add_parser("rlu-atari", help="the same data as RL Unplugged / TFDS republished "
+                             "it (rlu_atari_checkpoints_ordered or atari_episodes_ordered); no "
+                             "TensorFlow needed")
+    rlu.add_argument("src", type=Path, help="a TFDS data directory (holding "
+                     "rlu_atari_checkpoints_ordered/GAME_run_N/VERSION/) or RL Unplugged's "
+                     "atari_episodes_ordered directory (holding GAME/run_N-XXXXX-of-YYYYY)")
+    which = rlu.add_mutually_exclusive_group(required=True)
+    which.add_argument("--game", help="one Atari game, e.g. Pong")
+    which.add_argument("--games", help="comma list of games or a named list (train40, "
+                                      "heldout5, all)")
+    rlu.add_argument("--out", type=Path, required=True, help="dataset directory to write into")
+    rlu.add_argument("--runs", default=None,
+                     help="runs, e.g. 1-5 or 1,3 (default: all of each game's runs)")
+    sel = rlu.add_mutually_exclusive_group()
+    sel.add_argument("--checkpoints", default=None,
+                     help="checkpoints (TFDS splits checkpoint_NN, raw file numbers), inclusive, "
+                          "e.g. 0-9 (default: all)")
+    sel.add_argument("--fraction", type=float, default=None,
+                     help="the first FRACTION of each run's checkpoints, e.g. 0.2 (the paper's "
+                          "sub-optimal data); default: all")
+    rlu.add_argument("--jobs", type=int, default=1,
+                     help="processes: the files of all games and runs are decoded in parallel "
+                          "(default 1)")
+    rlu.add_argument("--overwrite", action="store_true",
+                     help="replace existing game stores (an interrupted import of the same "
+                          "selection resumes without it)")
+    rlu.set_defaults(func=run_import_rlu)
 
     mi = sources.add_parser("minari", help="a local Minari dataset (path or id)")
     mi.add_argument("path_or_id", help="dataset directory or id in MINARI_DATASETS_PATH")
@@ -223,7 +253,7 @@ def run_card(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_import_dqn(args: argparse.Namespace) -> int:
+def run_import_dqn(args: argparse.Namespace, source: str = "dqn-replay") -> int:
     from scaledql.data.dqn_import import ImportOptions, import_games
     from scaledql.data.dqn_replay import parse_checkpoint_spec, parse_runs_spec
     from scaledql.suites import get_suite
@@ -236,17 +266,22 @@ def run_import_dqn(args: argparse.Namespace) -> int:
     checkpoints = parse_checkpoint_spec(args.checkpoints) if args.checkpoints else None
     # --jobs and --overwrite change how, not what: left out so that a resumed import with other
     # values writes the same bytes
-    command = _command("data", "import", "dqn-replay", args.src, game=args.game,
+    command = _command("data", "import", source, args.src, game=args.game,
                        games=args.games, out=args.out, runs=args.runs,
                        checkpoints=args.checkpoints, fraction=args.fraction)
     opts = ImportOptions(src=args.src, out=args.out, runs=runs, checkpoints=checkpoints,
-                         fraction=args.fraction, overwrite=args.overwrite, command=command)
+                         fraction=args.fraction, overwrite=args.overwrite, command=command,
+                         source=source)
     summaries = import_games(dict.fromkeys(games), opts, jobs=args.jobs, progress=True)
     for s in summaries:
         what = "already imported" if s.skipped else "wrote"
         print(f"{what} {s.game_dir}: {s.transitions:,} transitions, {s.episodes:,} finished "
               f"episodes from runs {', '.join(s.runs)}")
     return 0
+
+
+def run_import_rlu(args: argparse.Namespace) -> int:
+    return run_import_dqn(args, source="rlu-atari")
 
 
 def run_import_minari(args: argparse.Namespace) -> int:

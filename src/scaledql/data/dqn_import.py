@@ -1,4 +1,5 @@
-"""``scaledql data import dqn-replay``: many games, runs and checkpoint files; parallel, resumable.
+"""``scaledql data import dqn-replay`` / ``rlu-atari``: many games, runs and checkpoint files;
+parallel, resumable. What differs between the sources is in ``import_sources``.
 
 Work, in processes (``jobs``; 1 runs everything in this process):
 
@@ -43,16 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaledql.data.dqn_layout import (
-    CHUNK_BYTES,
-    GameLayout,
-    Unit,
-    copy_unit,
-    layout_game,
-    load_run,
-    source_files,
-)
-from scaledql.data.dqn_replay import RunSelection, select
+from scaledql.data.dqn_layout import CHUNK_BYTES, GameLayout, Unit, layout_game
 from scaledql.data.format import (
     MANIFEST,
     SCHEMA,
@@ -61,7 +53,7 @@ from scaledql.data.format import (
     read_manifest,
 )
 from scaledql.data.game import GameData
-from scaledql.data.gzip_npy import gzip_identity
+from scaledql.data.import_sources import get_source
 from scaledql.data.parallel import Inline, Pool, Progress, terminate_as_interrupt
 from scaledql.data.validate import verify_game
 from scaledql.errors import UserError
@@ -93,6 +85,7 @@ class ImportOptions:
     overwrite: bool = False
     chunk_bytes: int = CHUNK_BYTES
     command: str | None = None
+    source: str = "dqn-replay"  # or "rlu-atari" (import_sources)
 
 
 @dataclass
@@ -111,10 +104,11 @@ class _PlanSpec:
     num_actions: int
     stack: int
     shard_steps: int
-    selection: list[RunSelection]
+    selection: list[Any]  # per run: dqn_replay.RunSelection, rlu_source.RluSelection
     staging: Path
     fingerprint: str
     write: bool
+    source: str = "dqn-replay"
 
 
 @dataclass
@@ -132,16 +126,19 @@ class _Game:
 # Preparing a game: fingerprint, what is on disk already
 
 
-def _fingerprint(spec: _PlanSpec, suite: str, game_dir: Path) -> tuple[str, str]:
+def _fingerprint(spec: _PlanSpec, suite: str, base: Path) -> tuple[str, str]:
     """(sha256 of the import's parameters and source identities, newest source mtime as ISO)."""
+    source = get_source(spec.source)
     files, newest = [], 0.0
     for sel in spec.selection:
-        for path in source_files(sel):
-            files.append([str(path.relative_to(game_dir)), *gzip_identity(path)])
+        for path in source.files(sel):
+            files.append([str(path.relative_to(base)), *source.identity(path)])
             newest = max(newest, path.stat().st_mtime)
     body = {"format": FORMAT, "suite": suite, "game": spec.game, "num_actions": spec.num_actions,
             "stack": spec.stack, "shard_steps": spec.shard_steps,
             "runs": {s.run: s.checkpoints for s in spec.selection}, "files": files}
+    if spec.source != "dqn-replay":  # the DQN Replay fingerprints of earlier versions stand
+        body["source"] = spec.source
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     created = _dt.datetime.fromtimestamp(int(newest), _dt.timezone.utc).isoformat()
     return digest, created
@@ -149,18 +146,21 @@ def _fingerprint(spec: _PlanSpec, suite: str, game_dir: Path) -> tuple[str, str]
 
 def _prepare(game: str, num_actions: int, opts: ImportOptions) -> _Game:
     validate_game_name(game)
-    selection = select(opts.src, game, runs=opts.runs, checkpoints=opts.checkpoints,
-                       fraction=opts.fraction)
+    source = get_source(opts.source)
+    selection = source.select(Path(opts.src), game, runs=opts.runs, checkpoints=opts.checkpoints,
+                              fraction=opts.fraction)
     out = Path(opts.out)
     staging = out / f".{game}.import"
     spec = _PlanSpec(game, num_actions, opts.stack, opts.shard_steps, selection, staging, "",
-                     write=True)
-    spec.fingerprint, created = _fingerprint(spec, opts.suite, selection[0].log_dir.parent.parent)
+                     write=True, source=opts.source)
+    spec.fingerprint, created = _fingerprint(spec, opts.suite,
+                                             source.base(selection, Path(opts.src)))
     base = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "suite": opts.suite,
             "game": game, "num_actions": num_actions, "action_set": "minimal",
             "frame_shape": None, "stack": opts.stack, "rewards_clipped": True,
-            "provenance": {"source": "dqn-replay", "path": str(Path(opts.src).resolve()),
+            "provenance": {"source": opts.source, "path": str(Path(opts.src).resolve()),
                            "runs": {s.run: s.checkpoints for s in selection},
+                           **source.provenance(selection),
                            "command": opts.command or " ".join(sys.argv),
                            "fingerprint": spec.fingerprint}}
     g = _Game(spec, out / game, base, created, "fresh")
@@ -244,9 +244,13 @@ def _clean(g: _Game) -> int:
 
 
 def _plan(spec: _PlanSpec, progress: Callable[[int], None] | None = None) -> GameLayout:
-    timelines = (load_run(sel, spec.num_actions, spec.stack) for sel in spec.selection)
+    source = get_source(spec.source)
+    timelines = (source.load(sel, spec.num_actions, spec.stack) for sel in spec.selection)
     with _writing(spec.staging):
-        layout = layout_game(spec.game, timelines, spec.staging, spec.shard_steps, spec.write)
+        layout = (layout_game(spec.game, timelines, spec.staging, spec.shard_steps, spec.write)
+                  if source.units is None else
+                  layout_game(spec.game, timelines, spec.staging, spec.shard_steps, spec.write,
+                              source.units))
         if spec.write:
             atomic_write_json(spec.staging / PLAN, {"fingerprint": spec.fingerprint}, indent=1,
                               durable=True)
@@ -254,8 +258,8 @@ def _plan(spec: _PlanSpec, progress: Callable[[int], None] | None = None) -> Gam
 
 
 def _copy(task: tuple[Unit, int], progress: Callable[[int], None] | None = None) -> int:
-    unit, chunk_bytes = task
-    return copy_unit(unit, chunk_bytes, progress)
+    unit, chunk_bytes = task  # a dqn_layout.Unit or an rlu_copy.RluUnit
+    return unit.copy(chunk_bytes, progress)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -263,7 +267,7 @@ def _copy(task: tuple[Unit, int], progress: Callable[[int], None] | None = None)
 
 
 def _marker(g: _Game, unit: Unit) -> Path:
-    return g.spec.staging / "done" / f"run-{unit.run}.ckpt-{unit.ckpt}"
+    return g.spec.staging / "done" / unit.marker
 
 
 def _mark_done(g: _Game, unit: Unit) -> None:
@@ -306,9 +310,10 @@ def _summary(g: _Game, skipped: bool = False) -> ImportSummary:
 
 def import_games(games: dict[str, int | None], opts: ImportOptions, *, jobs: int = 1,
                  progress: bool = False) -> list[ImportSummary]:
-    """Import ``SRC/GAME/RUN/replay_logs`` of each game (name → action count, None: the
-    suite's minimal set) into ``opts.out/GAME``; ``jobs`` processes; resumes an interrupted
-    import of the same selection. ``UserError`` on bad input. Summaries in ``games`` order.
+    """Import ``SRC/GAME/RUN/replay_logs`` (``opts.source`` "dqn-replay"; "rlu-atari": RL
+    Unplugged's files, ``rlu_source``) of each game (name → action count, None: the suite's
+    minimal set) into ``opts.out/GAME``; ``jobs`` processes; resumes an interrupted import of
+    the same selection. ``UserError`` on bad input. Summaries in ``games`` order.
 
     ``jobs > 1`` spawns worker processes, which import the caller's main module: a script
     calling this must do so under ``if __name__ == "__main__":``."""

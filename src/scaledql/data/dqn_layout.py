@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +68,10 @@ class RunTimeline:
     episodes: list[list[_Episode]]  # per window, in time order
     frame_hw: tuple[int, int]
 
+    @property
+    def where(self) -> Path:
+        return self.sel.log_dir
+
 
 def load_run(sel: RunSelection, num_actions: int, stack: int) -> RunTimeline:
     """Read and check the small arrays of a run's selected checkpoints; split into episodes."""
@@ -86,6 +91,19 @@ def load_run(sel: RunSelection, num_actions: int, stack: int) -> RunTimeline:
         win.head_terminals = _head_terminals(sel.log_dir, win, stack, num_actions)
         episodes.append(_window_episodes(win, stack, gap_follows=wi + 1 < len(windows)))
     return RunTimeline(sel, ckpts, windows, episodes, first.frame_hw)
+
+
+def _run_units(tl: RunTimeline, game: str, staging: Path) -> list[Unit]:
+    """A laid-out run's units: one per checkpoint file, its frames' slots and destinations."""
+    units = []
+    for win, episodes in zip(tl.windows, tl.episodes, strict=True):
+        for part in win.parts:
+            segs = _segments(part, episodes)
+            if len(segs):
+                ck = part.ckpt
+                units.append(Unit(game, tl.sel.run, ck.n, ck.path(STORE_PREFIX + "observation"),
+                                  staging, ck.capacity, ck.frame_hw, segs))
+    return units
 
 
 def source_files(sel: RunSelection) -> list[Path]:
@@ -126,6 +144,14 @@ class Unit:
     def nbytes(self) -> int:
         """Inflated frame bytes the copy reads (the whole observation array)."""
         return self.capacity * self.frame_hw[0] * self.frame_hw[1]
+
+    @property
+    def marker(self) -> str:
+        """The name of the import's marker that this unit is done."""
+        return f"run-{self.run}.ckpt-{self.ckpt}"
+
+    def copy(self, chunk_bytes: int, progress: Callable[[int], None] | None = None) -> int:
+        return copy_unit(self, chunk_bytes, progress)
 
 
 @dataclass
@@ -181,10 +207,13 @@ class _ShardBuilder:
                 "transitions": self.num_transitions, "episodes": len(self.episodes)}
 
 
-def layout_game(game: str, timelines: Iterable[RunTimeline], staging: Path,
-                shard_steps: int, write: bool) -> GameLayout:
-    """Lay out a game's runs (``timelines``, loaded one at a time) into shards under
-    ``staging``; ``write=False`` only computes (a resumed import: the files are there)."""
+def layout_game(game: str, timelines: Iterable[Any], staging: Path,
+                shard_steps: int, write: bool,
+                units: Callable[[Any, str, Path], list[Any]] = _run_units) -> GameLayout:
+    """Lay out a game's runs (``timelines``, loaded one at a time: ``frame_hw``, ``where`` and
+    ``episodes`` per window, as ``RunTimeline``) into shards under ``staging``; ``write=False``
+    only computes (a resumed import: the files are there). ``units(timeline, game, staging)``
+    gives a laid-out run's units of frames to copy (the DQN Replay ones by default)."""
     layout: GameLayout | None = None
     shard: _ShardBuilder | None = None
     c = None
@@ -202,7 +231,7 @@ def layout_game(game: str, timelines: Iterable[RunTimeline], staging: Path,
             layout = GameLayout(tl.frame_hw)
             c = layout.counts
         elif tl.frame_hw != layout.frame_hw:
-            raise UserError(f"{tl.sel.log_dir}: frames {tl.frame_hw} differ from the game's "
+            raise UserError(f"{tl.where}: frames {tl.frame_hw} differ from the game's "
                             f"other runs ({layout.frame_hw})")
         for episodes in tl.episodes:
             for ep in episodes:
@@ -226,14 +255,7 @@ def layout_game(game: str, timelines: Iterable[RunTimeline], staging: Path,
                                                                dtype=np.float64)))
                 if shard.num_transitions >= shard_steps:
                     close_shard()
-        for win, episodes in zip(tl.windows, tl.episodes, strict=True):
-            for part in win.parts:
-                segs = _segments(part, episodes)
-                if len(segs):
-                    ck = part.ckpt
-                    layout.units.append(Unit(game, tl.sel.run, ck.n,
-                                             ck.path(STORE_PREFIX + "observation"), staging,
-                                             ck.capacity, ck.frame_hw, segs))
+        layout.units += units(tl, game, staging)
     if shard is not None:
         close_shard()
     if layout is None or not layout.shards:

@@ -17,6 +17,7 @@ import gzip
 import os
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -36,6 +37,14 @@ except (ImportError, AttributeError):  # pragma: no cover - the pinned environme
     _ERRORS = (OSError, EOFError, ValueError, zlib.error)
 
 _READ_BUFFER = 1 << 20  # compressed bytes read per system call
+GZIP_ERRORS = _ERRORS  # what a damaged gzip stream raises from ``gzip_reader``'s reads
+
+
+def gzip_reader(raw: BinaryIO) -> BinaryIO:
+    """A reader inflating the gzip stream of the open binary file ``raw`` (zlib-ng's C reader;
+    the standard library's without it); it checks the stream's CRC and length at its end."""
+    return (_GzipReader(raw, _READ_BUFFER) if _GzipReader is not None
+            else gzip.GzipFile(fileobj=raw, mode="rb"))
 MAX_SMALL_BYTES = 1 << 31  # read_all's limit: DQN Replay's small arrays hold ~1M entries
 
 
@@ -52,8 +61,7 @@ class NpyStream:
         except OSError as exc:
             raise UserError(f"{self.path}: cannot read ({exc})") from None
         try:
-            self._f = (_GzipReader(self._raw, _READ_BUFFER) if _GzipReader is not None
-                       else gzip.GzipFile(fileobj=self._raw, mode="rb"))
+            self._f = gzip_reader(self._raw)
             shape, fortran, dtype = read_header(self._f, versions=((1, 0), (2, 0)))
         except _ERRORS as exc:
             self._raw.close()
