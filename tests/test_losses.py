@@ -75,18 +75,18 @@ def test_projection_matches_floor_ceil_reference_on_random_inputs():
     torch.testing.assert_close(got.sum(-1), torch.ones(64), atol=1e-5, rtol=0)
 
 
-def test_c51_td_loss_is_cross_entropy():
+def test_cross_entropy_td_loss_is_cross_entropy():
     logits = torch.zeros(1, 4)
-    close(losses.c51_td_loss(logits, torch.tensor([[0.0, 1.0, 0.0, 0.0]])), [math.log(4)])
+    close(losses.cross_entropy_td_loss(logits, torch.tensor([[0.0, 1.0, 0.0, 0.0]])), [math.log(4)])
     logits = torch.tensor([[0.0, math.log(3.0)]])  # softmax = [1/4, 3/4]
     target = torch.tensor([[0.5, 0.5]])
-    close(losses.c51_td_loss(logits, target), [-(0.5 * math.log(0.25) + 0.5 * math.log(0.75))])
+    close(losses.cross_entropy_td_loss(logits, target), [-(0.5 * math.log(0.25) + 0.5 * math.log(0.75))])
 
 
-def test_c51_td_loss_sends_no_gradient_into_the_target():
+def test_cross_entropy_td_loss_sends_no_gradient_into_the_target():
     logits = torch.zeros(1, 3, requires_grad=True)
     target = torch.tensor([[0.2, 0.3, 0.5]], requires_grad=True)
-    losses.c51_td_loss(logits, target).sum().backward()
+    losses.cross_entropy_td_loss(logits, target).sum().backward()
     assert target.grad is None
     close(logits.grad, [[1 / 3 - 0.2, 1 / 3 - 0.3, 1 / 3 - 0.5]])
 

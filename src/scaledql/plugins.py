@@ -1,11 +1,11 @@
-"""Loading user code that registers learners and suites (docs/extending.md).
+"""Loading user code that registers learners, value targets and suites (docs/extending.md).
 
 Three ways, all ending in the same registries (``agents.registry.register``,
-``suites.register_suite``):
+``value_targets.register_value_target``, ``suites.register_suite``):
 
-- **entry points** of an installed package, groups ``scaledql.learners`` and ``scaledql.suites``
-  (``name = "module:attr"``): found by name and loaded only when that name is first used, so
-  ``--help`` lists them without importing them;
+- **entry points** of an installed package, groups ``scaledql.learners``,
+  ``scaledql.value_targets`` and ``scaledql.suites`` (``name = "module:attr"``): found by name and
+  loaded only when that name is first used, so ``--help`` lists them without importing them;
 - **``SCALEDQL_PLUGINS``**: modules to import, separated by commas, each a module name
   (``my_pkg.plugin``) or the path of a ``.py`` file; read once per process, when a name is
   first looked up. Child processes (collection jobs, torchrun workers) inherit it;
@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint
 from importlib.metadata import entry_points as _entry_points
 from pathlib import Path
@@ -128,3 +129,21 @@ def load_entry_point(group: str, name: str) -> Any:
     except Exception as exc:
         raise UserError(f"entry point {name!r} ({ep.value}) of group {group} failed to load: "
                         f"{type(exc).__name__}: {exc}") from None
+
+
+def find_registered_class(group: str, name: str, registered: Mapping[str, type],
+                          register: Callable[[type], object], what: str) -> type | None:
+    """The class registered as ``name`` in ``registered``: already, else after importing
+    ``SCALEDQL_PLUGINS``, else from the entry point ``name`` of ``group`` (loaded only now, and
+    passed to ``register`` when its module did not register it). ``what`` names the kind of
+    class in the error for an entry point that gives something else ("a learner class")."""
+    if name not in registered:
+        load_env_plugins()
+    if name not in registered and name in entry_points(group):
+        obj = load_entry_point(group, name)
+        if isinstance(obj, type) and name not in registered:
+            register(obj)  # a class its module did not decorate
+        if registered.get(name) is not obj:
+            raise UserError(f"entry point {name!r} of group {group} is {obj!r}, not {what} "
+                            f"named {name!r}")
+    return registered.get(name)

@@ -110,16 +110,8 @@ def _plugin(name: str) -> type[Learner] | None:
     (loaded only now: listing names never imports a plugin)."""
     from scaledql import plugins
 
-    if name not in _PLUGINS:
-        plugins.load_env_plugins()
-    if name not in _PLUGINS and name in plugins.entry_points(ENTRY_POINT_GROUP):
-        obj = plugins.load_entry_point(ENTRY_POINT_GROUP, name)
-        if isinstance(obj, type) and name not in _PLUGINS:
-            register(obj)  # a class its module did not decorate
-        if _PLUGINS.get(name) is not obj:
-            raise UserError(f"entry point {name!r} of group {ENTRY_POINT_GROUP} is "
-                            f"{obj!r}, not a learner class named {name!r}")
-    return _PLUGINS.get(name)
+    return plugins.find_registered_class(ENTRY_POINT_GROUP, name, _PLUGINS, register,
+                                         "a learner class")
 
 
 def _entry(name: str) -> LearnerEntry:
