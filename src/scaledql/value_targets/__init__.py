@@ -16,8 +16,6 @@ entry point of group ``scaledql.value_targets``. Definitions and sources: docs/d
 from __future__ import annotations
 
 import importlib
-import inspect
-import re
 from typing import TYPE_CHECKING, NamedTuple
 
 from scaledql.errors import UserError
@@ -48,7 +46,6 @@ VALUE_TARGETS: dict[str, ValueTargetEntry] = {
 ENTRY_POINT_GROUP = "scaledql.value_targets"
 _BUILTIN: dict[str, type[ValueTarget]] = {}
 _PLUGINS: dict[str, type[ValueTarget]] = {}  # registered from outside the package, in order
-_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 
 def register_value_target(cls: type[ValueTarget]) -> type[ValueTarget]:
@@ -57,38 +54,22 @@ def register_value_target(cls: type[ValueTarget]) -> type[ValueTarget]:
     A class of ``scaledql.value_targets`` must match its row of ``VALUE_TARGETS``. Any other is
     a plugin: a lower-case name no built-in target has, and a ``summary`` (default: its
     docstring's first line). Registering the same class again is a no-op."""
+    from scaledql import plugins
     from scaledql.value_targets.base import ValueTarget
 
     if not (isinstance(cls, type) and issubclass(cls, ValueTarget)):
         raise TypeError(f"register_value_target: {cls!r} is not a subclass of "
                         "scaledql.value_targets.base.ValueTarget")
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f"register_value_target: {cls.__qualname__}.name must be a lower-case "
-                         f"name (letters, digits, '-', '_', '.'), got {name!r}")
     if cls.__module__.startswith("scaledql.value_targets."):
-        entry = VALUE_TARGETS.get(name)
+        entry = VALUE_TARGETS.get(getattr(cls, "name", None))  # type: ignore[arg-type]
         if entry is None or cls.__module__ != f"scaledql.value_targets.{entry.module}":
-            raise ValueError(f"value target {name!r} ({cls.__module__}) has no matching row in "
-                             "value_targets.VALUE_TARGETS")
+            raise ValueError(f"value target {cls.__qualname__} ({cls.__module__}) has no "
+                             "matching row in value_targets.VALUE_TARGETS")
         cls.summary = entry.summary
-        _BUILTIN[name] = cls
+        _BUILTIN[cls.name] = cls
         return cls
-    if name in VALUE_TARGETS:
-        raise ValueError(f"register_value_target: {name!r} is a built-in value target; choose "
-                         "another name")
-    old = _PLUGINS.get(name)
-    if old is not None and old is not cls and _where(old) != _where(cls):
-        raise ValueError(f"two value targets named {name!r}: {_where(old)} and {_where(cls)}")
-    if "summary" not in cls.__dict__ or not cls.summary:
-        cls.summary = (inspect.getdoc(cls) or f"plugin value target from {cls.__module__}"
-                       ).strip().splitlines()[0]
-    _PLUGINS[name] = cls
-    return cls
-
-
-def _where(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    name = plugins.plugin_class_name(cls, VALUE_TARGETS, "value target", "register_value_target")
+    return plugins.add_plugin_class(_PLUGINS, name, cls, "value target")
 
 
 def value_target_names() -> list[str]:
