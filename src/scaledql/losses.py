@@ -4,7 +4,8 @@ Nothing here knows about networks, optimizers or games: every function takes ten
 tensors, so each can be checked by hand (see ``tests/test_losses.py``).
 
 Conventions: ``B`` batch, ``A`` actions (padded to the largest action count of all games; the
-padding is marked invalid in ``action_mask``), ``N`` atoms of the categorical support.
+padding is marked invalid in ``action_mask``), ``N`` atoms of the categorical support (or bins
+of a histogram target; ``scaledql.value_targets`` puts these functions together as targets).
 """
 
 from __future__ import annotations
