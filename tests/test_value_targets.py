@@ -252,3 +252,14 @@ def test_c51_and_mse_are_unchanged_bit_for_bit(variant):
     loss, _ = scaled_ql_loss(online, target, next_online, t, cfg)
     (grad,) = torch.autograd.grad(loss, online.values)
     assert torch.equal(loss, want) and torch.equal(grad, want_grad)
+
+
+def test_the_docs_describe_every_value_target():
+    """docs/defaults.md's *Value targets* table has a row for every built-in target."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "defaults.md").read_text()
+    section = doc[doc.index("## Value targets"):doc.index("## Optimization")]
+    rows = [line.split("|")[1].strip() for line in section.splitlines()
+            if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows][1:] == list(VALUE_TARGETS)  # after the header
