@@ -6,6 +6,8 @@ Measures gradient steps/s and samples/s of ``sampler.sample()`` + ``agent.update
 plus the achieved FLOP/s of (a) (FLOPs of one update counted by ``FlopCounterMode``) next to this
 machine's float32 matmul FLOP/s, and d3rlpy 2.8.1's ``DiscreteCQL`` with its default pixel
 encoder on the same frames and batch, run in the same invocation (alternating with (a)).
+``--value-targets c51,hl-gauss,two-hot,mse`` also times (a) and (b) with each value target
+(``--loss``) in turn, in the same invocation, beside C51.
 
 d3rlpy pins gymnasium 1.0.0, so it lives in its own virtualenv and runs as a subprocess
 (``d3rlpy_cql_worker.py``); create it once with
@@ -17,6 +19,8 @@ Run (a quiet machine matters: the numbers are only as good as the idle cores):
 
     python benchmarks/train_throughput.py            # ~3 minutes on 2 cores
     python benchmarks/train_throughput.py --skip-d3rlpy --steps 100
+    python benchmarks/train_throughput.py --skip-d3rlpy --skip-atari --skip-minatar \
+        --value-targets c51,hl-gauss,two-hot,mse       # only the value targets side by side
 
 Data is synthetic (random frames written to a temporary store by the project's own writer and
 read back by its sampler), which is all a throughput measurement needs.
@@ -40,11 +44,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaledql.agents.base import Problem
-from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig
-from scaledql.data.sampler import TransitionSampler
+from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig, scaled_ql_loss
+from scaledql.data.sampler import TransitionBatch, TransitionSampler
 from scaledql.data.store import open_dataset
 from scaledql.data.writer import GameWriter
+from scaledql.models import NetworkOutput
 from scaledql.training.config import preset_path, read_toml
+from scaledql.value_targets import value_target_class, value_target_names
 
 HERE = Path(__file__).resolve().parent
 D3RLPY_PYTHON = HERE / ".venv-d3rlpy" / "bin" / "python"
@@ -176,6 +182,9 @@ def main() -> None:
     parser.add_argument("--minatar-variants", default="",
                         help="comma-separated variants of (b) timed in turn with it, e.g. "
                              "bf16,bf16-cl,b256,bf16-b256,bf16-b512,compile (see VARIANTS)")
+    parser.add_argument("--value-targets", default="",
+                        help="comma-separated value targets timed in turn on (a) and (b), e.g. "
+                             "c51,hl-gauss,two-hot,mse (C51 is always among them)")
     parser.add_argument("--d3rlpy-python", type=Path, default=D3RLPY_PYTHON)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -195,6 +204,8 @@ def main() -> None:
             atari(args, results, atari_root)
         if not args.skip_minatar:
             minatar(args, results, minatar_root)
+        if args.value_targets:
+            value_targets(args, results, atari_root, minatar_root)
     results["machine"]["load_avg_1min_at_end"] = os.getloadavg()[0]
     print(report(results))
     if args.json:
@@ -225,6 +236,67 @@ def minatar(args: argparse.Namespace, results: dict, root: Path) -> None:
                                      for n in names[1:]}
 
 
+def value_targets(args: argparse.Namespace, results: dict, atari_root: Path,
+                  minatar_root: Path) -> None:
+    """(a) in float32 and (b), each with every value target of ``--value-targets``, timed in
+    turn (round-robin over targets, ``--repeats`` rounds) so machine noise hits all alike."""
+    names = list(dict.fromkeys(["c51", *(t for t in args.value_targets.split(",") if t)]))
+    unknown = [t for t in names if t not in value_target_names()]
+    if unknown:
+        raise SystemExit(f"unknown value targets {unknown}; choose from "
+                         f"{', '.join(value_target_names())}")
+    setups = {"atari": (atari_root, ATARI, ATARI_GAMES, (4, 84, 84), (1, 84, 84), 4, "atari"),
+              "minatar": (minatar_root, MINATAR, MINATAR_GAMES, (10, 10, 10), (10, 10, 10), 1,
+                          "minatar")}
+    out: dict[str, dict] = {}
+    for setup, (root, cfg, games, obs_shape, frame_shape, stack, suite) in setups.items():
+        if not root.exists():
+            write_store(root, suite, games, frame_shape, stack, args.frames)
+        learners = {t: make_learner(root, replace(cfg, loss=t), games, obs_shape) for t in names}
+        runs: dict[str, list[dict]] = {t: [] for t in names}
+        for _ in range(args.repeats):
+            for t, (agent, sampler) in learners.items():
+                runs[t].append(time_training(agent, sampler, max(1, args.steps // 3),
+                                             args.warmup // 3 + 1))
+        out[setup] = {t: {**best(runs[t]), "bf16_active": learners[t][0]._bf16,
+                          "params": learners[t][0].param_counts()["total"]} for t in names}
+    out["loss_ms"] = loss_alone(names, MINATAR.batch_size, max(MINATAR_GAMES.values()),
+                                args.repeats)
+    results["value_targets"] = out
+
+
+def loss_alone(names: list[str], batch_size: int, actions: int, repeats: int,
+               calls: int = 200) -> dict[str, float]:
+    """Milliseconds of ``scaled_ql_loss`` + its backward alone (no network: fixed random
+    outputs of the MinAtar preset's shape), median of ``repeats`` round-robin rounds: what
+    each target itself costs, which whole steps on a loaded machine blur."""
+    g = torch.Generator().manual_seed(0)
+    batch = TransitionBatch(obs=torch.zeros(batch_size, 1),
+                            action=torch.randint(0, actions, (batch_size,), generator=g),
+                            reward=torch.rand(batch_size, generator=g) * 2 - 1,
+                            discount=torch.full((batch_size,), MINATAR.gamma ** N_STEP),
+                            done=(torch.rand(batch_size, generator=g) < 0.1).float(),
+                            next_obs=torch.zeros(batch_size, 1),
+                            game_id=torch.zeros(batch_size, dtype=torch.int64))
+    mask = torch.ones(batch_size, actions, dtype=torch.bool)
+    cases = {}
+    for t in names:
+        cfg = replace(MINATAR, loss=t)
+        n = value_target_class(t).outputs_per_action(cfg)
+        shape = (batch_size, actions) if n is None else (batch_size, actions, n)
+        cases[t] = cfg, [NetworkOutput(torch.randn(shape, generator=g), mask,
+                                       torch.ones(batch_size)) for _ in range(3)]
+    times: dict[str, list[float]] = {t: [] for t in names}
+    for _ in range(repeats):
+        for t, (cfg, (online, target, next_online)) in cases.items():
+            online = online._replace(values=online.values.clone().requires_grad_(True))
+            start = time.perf_counter()
+            for _ in range(calls):
+                scaled_ql_loss(online, target, next_online, batch, cfg, 1)[0].backward()
+            times[t].append((time.perf_counter() - start) / calls * 1e3)
+    return {t: statistics.median(v) for t, v in times.items()}
+
+
 def atari(args: argparse.Namespace, results: dict, atari_root: Path) -> None:
     """(a): the Atari Nature CNN in float32 and bf16, alternating with d3rlpy."""
     write_store(atari_root, "atari", ATARI_GAMES, (1, 84, 84), 4, args.frames)
@@ -252,15 +324,20 @@ def atari(args: argparse.Namespace, results: dict, atari_root: Path) -> None:
         results["d3rlpy_discrete_cql"] = best(theirs)
 
 
+def paired_ratio(runs: dict[str, dict], name: str, base: str = "c51") -> float:
+    """Median over rounds of ``name``'s steps/s divided by ``base``'s in the same round."""
+    return statistics.median(x / y for x, y in zip(runs[name]["all_steps_per_s"],
+                                                    runs[base]["all_steps_per_s"], strict=True))
+
+
 def report(r: dict) -> str:
     lines = [
         f"torch {r['machine']['torch']}, {r['machine']['threads']} threads, "
         f"load avg {r['machine']['load_avg_1min_at_start']:.2f} → {r['machine']['load_avg_1min_at_end']:.2f}",
-        "",
-        "| run | steps/s | samples/s | runs (steps/s) |",
-        "|---|---|---|---|",
     ]
     a = r.get("a_atari_nature_b32")
+    if a or r.get("b_minatar_default"):
+        lines += ["", "| run | steps/s | samples/s | runs (steps/s) |", "|---|---|---|---|"]
     if a:
         lines.append(f"| (a) scaledql Nature CNN, C51+CQL, 84×84×4, batch 32 | "
                      f"{a['steps_per_s']:.1f} | {a['samples_per_s']:.0f} | {a['all_steps_per_s']} |")
@@ -283,6 +360,22 @@ def report(r: dict) -> str:
                          f"{v['bf16_active']}) | {v['steps_per_s']:.1f} | {v['samples_per_s']:.0f} "
                          f"({v['samples_per_s'] / b['samples_per_s']:.2f}× the preset) | "
                          f"{v['all_steps_per_s']} |")
+    targets = r.get("value_targets")
+    if targets:
+        lines += ["", "Value targets: fastest (median) steps/s of the rounds; vs C51: the median over "
+                  "rounds of the target's steps/s over C51's in the same round (round-robin, so "
+                  "a round's runs share the machine's load):", "",
+                  "| value target | (a) Nature CNN, batch 32, float32 | vs C51 | (b) MinAtar preset "
+                  "| vs C51 | loss + backward alone (b's shapes) | runs (a); runs (b) |",
+                  "|---|---|---|---|---|---|---|"]
+        at, mi, ms = targets["atari"], targets["minatar"], targets["loss_ms"]
+        for t in at:
+            lines.append(
+                f"| {t} | {at[t]['steps_per_s']:.1f} ({at[t]['median_steps_per_s']:.1f}) | "
+                f"{paired_ratio(at, t):.2f}× | "
+                f"{mi[t]['steps_per_s']:.1f} ({mi[t]['median_steps_per_s']:.1f}) | "
+                f"{paired_ratio(mi, t):.2f}× | "
+                f"{ms[t]:.2f} ms | {at[t]['all_steps_per_s']}; {mi[t]['all_steps_per_s']} |")
     if not a:
         return "\n".join(lines)
     lines += ["", f"(a) FLOPs per update: {a['flops_per_update'] / 1e9:.2f} GFLOP; achieved "

@@ -15,6 +15,7 @@ from scaledql.data.sampler import TransitionBatch
 from scaledql.errors import UserError
 from scaledql.models import NetworkOutput
 from scaledql.policies import epsilon_greedy
+from scaledql.value_targets import VALUE_TARGETS
 
 # Small tensors: one thread avoids OpenMP contention on the shared 2-core machine.
 torch.set_num_threads(1)
@@ -244,7 +245,7 @@ def test_rebuild_from_checkpoint_payload_loaded_weights_only(tmp_path):
         build_learner({**loaded, "learner_config": {"nope": 1}}, "cpu")
 
 
-@pytest.mark.parametrize("loss", ["c51", "mse"])
+@pytest.mark.parametrize("loss", list(VALUE_TARGETS))
 def test_learns_a_two_game_contextual_bandit_from_random_data(loss):
     """Offline data from a uniform-random policy; reward 1 for the context's best action.
 

@@ -1,6 +1,7 @@
 """The conformance test every registered learner passes (one test module for all algorithms).
 
-For each learner of the registry, built from its ``tiny_config()``:
+For each learner of the registry, built from its ``tiny_config()``, and for Scaled QL with each
+other value target of its registry (``scaled-ql:hl-gauss``: the tiny config with that ``loss``):
 - its loss falls when it trains on one fixed batch;
 - a state round trip (through ``torch.save`` and a ``weights_only`` load) continues identically;
 - kill -9 during training + ``--resume`` ends bit-identical to an uninterrupted run (CPU);
@@ -27,6 +28,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from scaledql.agents.base import Learner, Problem
+from scaledql.agents.configs import LearnerConfig
 from scaledql.agents.registry import learner_class, learner_names
 from scaledql.checkpoint import learner_payload, load_checkpoint, load_learner, save_checkpoint
 from scaledql.data.sampler import make_sampler
@@ -34,10 +36,21 @@ from scaledql.data.store import open_dataset
 from scaledql.data.writer import GameWriter
 from scaledql.training.config import RunConfig
 from scaledql.training.offline import train
+from scaledql.value_targets import value_target_names
 
 torch.set_num_threads(1)  # small tensors; avoid OpenMP contention on a 2-core machine
 GAMES = {"breakout": 3, "asterix": 5}  # real MinAtar games and action counts
-NAMES = learner_names()
+# Every learner, then Scaled QL with every value target its tiny config does not already use.
+NAMES = [*learner_names(), *(f"scaled-ql:{t}" for t in value_target_names()
+                             if t != learner_class("scaled-ql").tiny_config().loss)]
+
+
+def learner_of(case: str) -> tuple[type[Learner], LearnerConfig]:
+    """A case's learner class and config: ``NAME`` (its tiny config) or ``NAME:TARGET``."""
+    name, _, target = case.partition(":")
+    cls = learner_class(name)
+    cfg = cls.tiny_config()
+    return cls, dataclasses.replace(cfg, loss=target).validate() if target else cfg
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +78,8 @@ def problem_of(root: Path) -> Problem:
 
 def make(name: str, root: Path, seed: int = 0, **kw) -> Learner:
     torch.manual_seed(seed)
-    cls = learner_class(name)
-    return cls(cls.tiny_config(), problem_of(root), "cpu", **kw)
+    cls, cfg = learner_of(name)
+    return cls(cfg, problem_of(root), "cpu", **kw)
 
 
 def batches(learner: Learner, root: Path, count: int, seed: int = 0, batch_size: int | None = None):
@@ -134,8 +147,9 @@ def test_state_round_trip_continues_identically(name, store):
 
 
 def run_config(name: str, root: Path, out: Path) -> RunConfig:
-    return RunConfig(data=str(root), out=str(out), algo=name, steps=6, checkpoint_every=3,
-                     log_every=2, seed=5, device="cpu", learner=learner_class(name).tiny_config())
+    cls, cfg = learner_of(name)
+    return RunConfig(data=str(root), out=str(out), algo=cls.name, steps=6, checkpoint_every=3,
+                     log_every=2, seed=5, device="cpu", learner=cfg)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -149,10 +163,9 @@ def test_kill_and_resume_is_bit_identical(name, store, tmp_path):
         import torch
         torch.set_num_threads({torch.get_num_threads()})
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from scaledql.agents.registry import learner_class
-        from test_conformance import run_config
+        from test_conformance import learner_of, run_config
         from scaledql.training.offline import train
-        cls = learner_class({name!r})
+        cls, _ = learner_of({name!r})
         real = cls.update
         def update(self, batch):
             if self.step == 4:

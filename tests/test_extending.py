@@ -75,6 +75,9 @@ def test_the_documented_example_runs_from_outside_the_package(tmp_path):
     assert report["suite"] == "catch" and set(report["games"]) == {"catch", "fast_catch"}
     assert all(g["normalized"] is not None for g in report["games"].values())
     assert "iqm" in report["aggregate"]
+    laplace = json.loads((tmp_path / "runs" / "laplace" / "config.json").read_text())
+    assert laplace["learner"]["loss"] == "hl-laplace" and laplace["algo"] == "warmup-ql"
+    assert sq.Run(tmp_path / "runs" / "laplace").finished
 
     api = next(b for b in doc_blocks("python") if "sq.make(" in b)
     (tmp_path / "api.py").write_text(api)
@@ -90,10 +93,14 @@ def test_entry_points_name_learners_and_suites_without_a_flag(tmp_path):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[scaledql.learners]\nwarmup-ql = my_plugin:WarmupQL\n"
-                                           "\n[scaledql.suites]\ncatch = my_plugin:make_suite\n")
+                                           "\n[scaledql.suites]\ncatch = my_plugin:make_suite\n"
+                                           "\n[scaledql.value_targets]\n"
+                                           "hl-laplace = my_plugin:HLLaplace\n")
     path = {"PYTHONPATH": str(tmp_path)}
     help_text = run([sys.executable, "-m", "scaledql", "train", "--help"], tmp_path, **path)
     assert "warmup-ql: plugin learner (my_plugin:WarmupQL)" in " ".join(help_text.split())
+    assert "hl-laplace: plugin value target (my_plugin:HLLaplace)" in " ".join(help_text.split())
+    assert "{c51,hl-gauss,two-hot,mse,hl-laplace}" in help_text
     suites = json.loads(run([sys.executable, "-m", "scaledql", "suites", "--suite", "catch",
                              "--json"], tmp_path, **path))
     assert suites["catch"]["games"]["fast_catch"]["obs_shape"] == [2, 12, 12]
@@ -102,6 +109,11 @@ def test_entry_points_name_learners_and_suites_without_a_flag(tmp_path):
     out = run([sys.executable, "-c", code], tmp_path, **path)
     assert out.strip() == ("my_plugin Scaled QL whose CQL term starts after cql_warmup_steps "
                            "gradient steps. GymSuite('catch', games=['catch', 'fast_catch'])")
+    code = ("from scaledql.value_targets import value_target_class as c; t = c('hl-laplace'); "
+            "print(t.__module__, t.summary)")
+    out = run([sys.executable, "-c", code], tmp_path, **path)
+    assert out.strip() == ("my_plugin Histogram loss with a Laplace-smoothed target: b = 0.5 bin "
+                           "widths, heavier tails.")
 
 
 def test_plugin_errors_are_one_line(tmp_path):
@@ -311,11 +323,13 @@ def test_a_suite_without_scores_reports_raw_returns(registries, tmp_path):
 
 def test_a_plugin_learner_runs_the_conformance_test(tmp_path):
     """docs/extending.md, "Checking a learner": the registry's conformance test picks up a
-    learner from SCALEDQL_PLUGINS (the quick checks here; the module runs them all)."""
+    learner and a value target from SCALEDQL_PLUGINS (the quick checks here; the module runs
+    them all)."""
     plugin = tmp_path / "my_plugin.py"
     plugin.write_text(named_block("# my_plugin.py"))
     conformance = Path(__file__).with_name("test_conformance.py")
-    out = run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", str(conformance),
-               "-k", "warmup-ql and (loss_falls or state_round_trip or export_round_trip)"],
-              tmp_path, SCALEDQL_PLUGINS=str(plugin))
-    assert "3 passed" in out, out[-2000:]
+    out = run([sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", str(conformance),
+               "-k", "(warmup-ql or hl-laplace) and (loss_falls or state_round_trip or "
+               "export_round_trip)"], tmp_path, SCALEDQL_PLUGINS=str(plugin))
+    assert "6 passed" in out and "test_loss_falls_on_a_fixed_batch[scaled-ql:hl-laplace]" in out, \
+        out[-2000:]

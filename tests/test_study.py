@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import textwrap
@@ -298,10 +299,16 @@ def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
     assert main(["study", "tuning", "--budget", "smoke", "--runs", str(runs), "--results",
                  str(results), "--jobs", "2"]) == 0
     records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
-    assert len(records) == 6 and all(r["exit"] == 0 for r in records)
+    assert len(records) == 7 and all(r["exit"] == 0 for r in records)
     report = json.loads((results / "report.json").read_text())
     assert [c["id"] for c in report["claims"]] == ["bf16"]
     by_name = {m["name"]: m for m in report["methods"]}
+    # stage C's smoke arm: the preset with another value target, five games
+    hl_gauss = by_name["C: HL-Gauss, sigma 0.75 bins"]
+    assert hl_gauss["runs"] == 1 and [p["step"] for p in hl_gauss["curve"]] == [10, 20]
+    hl_config = json.loads((runs / "c-hl-gauss-0.75" / "seed_0" / "config.json").read_text())
+    assert (hl_config["learner"]["loss"], hl_config["learner"]["hl_gauss_sigma_ratio"]) == \
+        ("hl-gauss", 0.75)
     preset = by_name["A: Scaled QL preset (bf16)"]
     assert preset["runs"] == 1 and "passes" in preset["budget"]
     assert "target copies" in preset["budget"] and "target" not in by_name["A: BC preset"]["budget"]
@@ -318,7 +325,7 @@ def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
     # the machines the runs trained on, from each run's machines.json: one machine here, and
     # one precision unless its CPU lacks native bf16 (then the bf16 arm alone runs bf16)
     trained = report["run_machines"]
-    assert sum(t["runs"] for t in trained) == 5 and len({t["machine"] for t in trained}) == 1
+    assert sum(t["runs"] for t in trained) == 6 and len({t["machine"] for t in trained}) == 1
     assert {t["precision"] for t in trained} <= {"bf16", "float32"} and len(trained) <= 2
     assert "Runs trained on: " in md and all(
         f"{t['machine']}, {t['precision']} ({t['runs']} run" in md for t in trained)
@@ -330,7 +337,7 @@ def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
     # the results). The same command rebuilds the data and restores every finished run from
     # the results' archive instead of training it again; the report is the same.
     archives = sorted(p.name for p in (results / "archive").iterdir())
-    assert len(archives) == 6 and "study.jsonl" in archives  # five runs and the command log
+    assert len(archives) == 7 and "study.jsonl" in archives  # six runs and the command log
     assert sum(p.stat().st_size for p in (results / "archive").iterdir()) < 2_000_000
     for path in runs.iterdir():
         if path.name != "minatar-data-logs":
@@ -338,7 +345,7 @@ def test_tuning_smoke_study_reports_passes_curves_and_diagnostics(tmp_path):
     assert main(["study", "tuning", "--budget", "smoke", "--runs", str(runs), "--results",
                  str(results), "--jobs", "2"]) == 0
     records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
-    assert len(records) == 7 and records[-1]["job"] == "data" and records[-1]["exit"] == 0
+    assert len(records) == 8 and records[-1]["job"] == "data" and records[-1]["exit"] == 0
     assert "rebuilt from its action log" in (runs / "logs" / "data.log").read_text()
     again = json.loads((results / "report.json").read_text())
     assert [(m["name"], m["iqm"], m["curve"]) for m in again["methods"]] == \
@@ -363,6 +370,39 @@ def test_tuning_stage_b_shares_the_claims_data_and_budget():
     sql = [j.id for j in train if j.id.startswith("b-sql-")]
     assert len(sql) == 8 and all(f"{base}/seed_1" in sql for base in
                                  {i.split("/")[0] for i in sql})
+
+
+def test_tuning_stage_c_compares_the_value_targets_at_stage_b_budget(tmp_path):
+    """Stage C (`--budget cpu-targets`): C51, HL-Gauss at σ 0.5 / 0.75 / 1.0 bin widths,
+    two-hot and MSE, two seeds each, on stage B's data at its steps (10.2 passes a game); each
+    arm's command is a valid `train` command (its merged config, on a stand-in store)."""
+    from conftest import write_tiny_minatar_store
+    from scaledql.cli.train import build_config, register
+
+    targets, five = load_study("tuning", "cpu-targets"), load_study("tuning", "cpu-five")
+    preset = next(j for j in five.jobs if j.id == "b-sql-preset/seed_0").argv
+    train = [j for j in targets.jobs if j.id != "data"]
+    assert [j.id for j in targets.jobs if j.id == "data"] and all(j.id.startswith("c-")
+                                                                 for j in train)
+    want = {"c-c51": ("c51", 0.75), "c-hl-gauss-0.5": ("hl-gauss", 0.5),
+            "c-hl-gauss-0.75": ("hl-gauss", 0.75), "c-hl-gauss-1.0": ("hl-gauss", 1.0),
+            "c-two-hot": ("two-hot", 0.75), "c-mse": ("mse", 0.75)}
+    assert sorted(j.id for j in train) == sorted(f"{a}/seed_{s}" for a in want for s in (0, 1))
+    data = write_tiny_minatar_store(tmp_path / "data")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    for job in train:
+        argv = job.argv
+        for flag in ("--data", "--data-fraction", "--steps", "--eval-every"):
+            assert argv[argv.index(flag) + 1] == preset[preset.index(flag) + 1], (job.id, flag)
+        argv = [*argv[:argv.index("--data") + 1], str(data), *argv[argv.index("--data") + 2:]]
+        args = parser.parse_args([*argv, "--print-config"])
+        args.out = tmp_path / job.id
+        learner = build_config(args).learner
+        assert (learner.loss, learner.hl_gauss_sigma_ratio) == want[job.id.split("/")[0]]
+    claims = {c["id"]: c for c in targets.claims}
+    assert claims["C: HL-Gauss"]["pairs"] == [["C: HL-Gauss, sigma 0.75 bins",
+                                               "C: C51 (the preset)"]]
 
 
 def test_a_cut_off_training_job_continues_from_its_archive_on_a_fresh_clone(tmp_path):

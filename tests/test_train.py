@@ -180,6 +180,46 @@ def test_cli_train_ablation_switches(minatar_data, tmp_path):
     assert (agent["loss"], agent["feature_norm"], agent["cql_alpha"]) == ("mse", False, 0.0)
 
 
+@pytest.mark.parametrize("loss", ["hl-gauss", "two-hot"])
+def test_cli_trains_resumes_and_evaluates_each_value_target(minatar_data, tmp_path, capsys, loss):
+    run = tmp_path / loss
+    base = ["train", "--data", str(minatar_data), "--out", str(run), "--encoder", "nature",
+            "--width", "0.25", "--feature-dim", "16", "--batch-size", "8", "--loss", loss,
+            "--set", "learner.hl_gauss_sigma_ratio=0.5", "--eval-episodes", "1", "--no-progress",
+            "--device", "cpu"]
+    assert main([*base, "--steps", "2"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--steps", "4", "--no-progress"]) == 0
+    saved = json.loads((run / "config.json").read_text())["learner"]
+    assert (saved["loss"], saved["hl_gauss_sigma_ratio"]) == (loss, 0.5)
+    assert load_checkpoint(run)["step"] == 4
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run), "--episodes", "1", "--no-progress",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["games"]) == {"breakout", "asterix"}
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--loss", "nope"], "argument --loss: invalid choice: 'nope' (choose from 'c51', "
+     "'hl-gauss', 'two-hot', 'mse')"),
+    (["--set", "learner.loss='nope'"], "unknown loss 'nope' (choose from c51, hl-gauss"),
+    (["--loss", "hl-gauss", "--set", "learner.hl_gauss_sigma_ratio=0"],
+     "hl_gauss_sigma_ratio must be > 0"),
+    (["--set", "learner.hl_gauss_sigma_ratio=-inf"], "hl_gauss_sigma_ratio must be finite"),
+    (["--set", "learner.hl_gauss_sigma_ratio='wide'"], "hl_gauss_sigma_ratio must be float"),
+])
+def test_cli_value_target_errors_are_one_line(minatar_data, tmp_path, capsys, extra, message):
+    argv = ["train", "--data", str(minatar_data), "--out", str(tmp_path / "r"), *extra]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors (an unknown --loss choice)
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--data", "/nonexistent"], "does not exist"),
     (["--steps", "0"], "steps must be positive"),

@@ -54,6 +54,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "learner_class": ("scaledql.agents.registry", "learner_class"),
     "learner_names": ("scaledql.agents.registry", "learner_names"),
     "register_learner": ("scaledql.agents.registry", "register"),
+    "register_value_target": ("scaledql.value_targets", "register_value_target"),
+    "value_target_names": ("scaledql.value_targets", "value_target_names"),
     "RunConfig": ("scaledql.training.config", "RunConfig"),
     "make_config": ("scaledql.api", "make_config"),
     "make_learner": ("scaledql.api", "make_learner"),

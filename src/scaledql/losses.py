@@ -4,10 +4,13 @@ Nothing here knows about networks, optimizers or games: every function takes ten
 tensors, so each can be checked by hand (see ``tests/test_losses.py``).
 
 Conventions: ``B`` batch, ``A`` actions (padded to the largest action count of all games; the
-padding is marked invalid in ``action_mask``), ``N`` atoms of the categorical support.
+padding is marked invalid in ``action_mask``), ``N`` atoms of the categorical support (or bins
+of a histogram target; ``scaledql.value_targets`` puts these functions together as targets).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -49,16 +52,61 @@ def categorical_projection(
     ``p_i · max(0, 1 − |Tz_i − z_j| / Δz)``. This one formula also covers an atom landing exactly
     on a support point (all its mass goes there) and the clipped edges.
     """
-    v_min, v_max = support[0], support[-1]
-    delta_z = (v_max - v_min) / (support.numel() - 1)
-    shifted = (reward[:, None] + discount[:, None] * support[None, :]).clamp(v_min, v_max)  # [B, N]
+    shifted = (reward[:, None] + discount[:, None] * support[None, :]).clamp(support[0], support[-1])
     # weight[b, i, j]: share of shifted atom i that goes to support atom j.
-    weight = (1.0 - (shifted[:, :, None] - support[None, None, :]).abs() / delta_z).clamp(min=0.0)
+    weight = hat_weights(shifted, support)  # [B, N, N]
     return torch.einsum("bi,bij->bj", next_probs, weight)
 
 
-def c51_td_loss(logits_at_action: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the (fixed) projected target against the online logits at the data action.
+def hat_weights(points: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """How each point splits between its two neighbouring support atoms, in proportion to
+    closeness: ``max(0, 1 − |x − z_j| / Δz)`` for atom ``j``.
+
+    points: float[...], each within [z_0, z_{N−1}]; support: float32[N], evenly spaced →
+    float[..., N], each row summing to 1, with mean ``Σ_j w_j z_j`` equal to the point. A point
+    on an atom puts all its weight there.
+    """
+    delta_z = (support[-1] - support[0]) / (support.numel() - 1)
+    return (1.0 - (points[..., None] - support).abs() / delta_z).clamp(min=0.0)
+
+
+def histogram_edges(v_min: float, v_max: float, num_bins: int, device=None) -> torch.Tensor:
+    """Edges of ``num_bins`` equal bins covering [v_min, v_max]: float32[num_bins + 1]."""
+    return torch.linspace(v_min, v_max, num_bins + 1, dtype=torch.float32, device=device)
+
+
+def bin_centres(edges: torch.Tensor) -> torch.Tensor:
+    """The middle of each bin: edges float32[N + 1] → float32[N]."""
+    return (edges[:-1] + edges[1:]) / 2
+
+
+def hl_gauss_probs(target: torch.Tensor, edges: torch.Tensor, sigma: float) -> torch.Tensor:
+    """HL-Gauss (Farebrother et al. 2024): the probability a Gaussian N(y, σ²) puts in each bin,
+    ``Φ((e_{i+1} − y)/σ) − Φ((e_i − y)/σ)``, renormalized over [e_0, e_N] (the mass beyond the
+    support is dropped, not piled on the end bins).
+
+    target: float[B], clipped to [e_0, e_N] first; edges: float32[N + 1]; sigma > 0 →
+    float[B, N], rows summing to 1. ``2Φ(x) − 1 = erf(x/√2)``: differences of erf, halved in
+    numerator and denominator alike.
+    """
+    y = target.clamp(edges[0], edges[-1])
+    cdf = torch.special.erf((edges - y[:, None]) / (sigma * math.sqrt(2.0)))  # [B, N+1]
+    return (cdf[:, 1:] - cdf[:, :-1]) / (cdf[:, -1:] - cdf[:, :1])
+
+
+def two_hot_probs(target: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Two-hot: the scalar target split between its two nearest bin centres (``hat_weights``),
+    so that the distribution's mean is exactly the target, clipped to [c_0, c_{N−1}].
+
+    target: float[B]; centres: float32[N], evenly spaced → float[B, N].
+    """
+    return hat_weights(target.clamp(centres[0], centres[-1]), centres)
+
+
+def cross_entropy_td_loss(logits_at_action: torch.Tensor, target_probs: torch.Tensor
+                          ) -> torch.Tensor:
+    """Cross-entropy of a (fixed) target distribution against the online logits at the data
+    action: the TD loss of every categorical value target (C51's projection, HL-Gauss, two-hot).
 
     logits_at_action: float[B, N]; target_probs: float[B, N] (no gradient flows into it) → float[B].
     """

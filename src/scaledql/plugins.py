@@ -1,11 +1,11 @@
-"""Loading user code that registers learners and suites (docs/extending.md).
+"""Loading user code that registers learners, value targets and suites (docs/extending.md).
 
 Three ways, all ending in the same registries (``agents.registry.register``,
-``suites.register_suite``):
+``value_targets.register_value_target``, ``suites.register_suite``):
 
-- **entry points** of an installed package, groups ``scaledql.learners`` and ``scaledql.suites``
-  (``name = "module:attr"``): found by name and loaded only when that name is first used, so
-  ``--help`` lists them without importing them;
+- **entry points** of an installed package, groups ``scaledql.learners``,
+  ``scaledql.value_targets`` and ``scaledql.suites`` (``name = "module:attr"``): found by name and
+  loaded only when that name is first used, so ``--help`` lists them without importing them;
 - **``SCALEDQL_PLUGINS``**: modules to import, separated by commas, each a module name
   (``my_pkg.plugin``) or the path of a ``.py`` file; read once per process, when a name is
   first looked up. Child processes (collection jobs, torchrun workers) inherit it;
@@ -21,8 +21,11 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import os
+import re
 import sys
+from collections.abc import Callable, Collection, Mapping
 from importlib.metadata import EntryPoint
 from importlib.metadata import entry_points as _entry_points
 from pathlib import Path
@@ -33,6 +36,7 @@ from scaledql.errors import UserError
 ENV_VAR = "SCALEDQL_PLUGINS"
 FLAG = "--plugin"
 _loaded: set[str] = set()  # what SCALEDQL_PLUGINS named and was imported (by its text)
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # a plugin class's registered name
 
 
 def plugin_specs(text: str | None = None) -> list[str]:
@@ -128,3 +132,51 @@ def load_entry_point(group: str, name: str) -> Any:
     except Exception as exc:
         raise UserError(f"entry point {name!r} ({ep.value}) of group {group} failed to load: "
                         f"{type(exc).__name__}: {exc}") from None
+
+
+def find_registered_class(group: str, name: str, registered: Mapping[str, type],
+                          register: Callable[[type], object], what: str) -> type | None:
+    """The class registered as ``name`` in ``registered``: already, else after importing
+    ``SCALEDQL_PLUGINS``, else from the entry point ``name`` of ``group`` (loaded only now, and
+    passed to ``register`` when its module did not register it). ``what`` names the kind of
+    class in the error for an entry point that gives something else ("a learner class")."""
+    if name not in registered:
+        load_env_plugins()
+    if name not in registered and name in entry_points(group):
+        obj = load_entry_point(group, name)
+        if isinstance(obj, type) and name not in registered:
+            register(obj)  # a class its module did not decorate
+        if registered.get(name) is not obj:
+            raise UserError(f"entry point {name!r} of group {group} is {obj!r}, not {what} "
+                            f"named {name!r}")
+    return registered.get(name)
+
+
+def plugin_class_name(cls: type, builtin: Collection[str], kind: str, caller: str) -> str:
+    """``cls.name``, checked for registering a plugin class as a ``kind`` ("learner"): a
+    lower-case name that no built-in one has (``ValueError`` naming ``caller`` otherwise)."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"{caller}: {cls.__qualname__}.name must be a lower-case name "
+                         f"(letters, digits, '-', '_', '.'), got {name!r}")
+    if name in builtin:
+        raise ValueError(f"{caller}: {name!r} is a built-in {kind}; choose another name")
+    return name
+
+
+def add_plugin_class(registered: dict[str, type], name: str, cls: type, kind: str) -> type:
+    """Record a plugin's ``cls`` as ``name`` in ``registered``; another class of that name is
+    refused (the same class imported twice, by path and by name, replaces itself). Its
+    ``summary`` for --help defaults to its docstring's first line."""
+    old = registered.get(name)
+    if old is not None and old is not cls and _where(old) != _where(cls):
+        raise ValueError(f"two {kind}s named {name!r}: {_where(old)} and {_where(cls)}")
+    if "summary" not in cls.__dict__ or not getattr(cls, "summary", ""):
+        cls.summary = (inspect.getdoc(cls) or f"plugin {kind} from {cls.__module__}"  # type: ignore[attr-defined]
+                       ).strip().splitlines()[0]
+    registered[name] = cls
+    return cls
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -120,17 +120,15 @@ def check(conditions: list[tuple[bool, str]], where: str = "learner config") -> 
             raise UserError(f"{where}: {message}")
 
 
-LOSSES = ("c51", "mse")
-
-
 @dataclass
 class ScaledQLConfig(TorsoConfig):
     """Everything that defines the learner (saved with every run): the torso's options
     (``TorsoConfig``: encoder, width, feature norm, Adam, lr scaling, switches) and the
     distributional CQL objective's."""
 
-    loss: str = "c51"  # "c51" (distributional, cross-entropy) or "mse" (scalar Q regression)
-    num_atoms: int = 51
+    # The value target, by name (scaledql.value_targets: c51, hl-gauss, two-hot, mse, plugins').
+    loss: str = "c51"
+    num_atoms: int = 51  # outputs per action of the categorical targets (atoms, bins)
     v_min: float = -10.0
     v_max: float = 10.0
     gamma: float = 0.99
@@ -138,16 +136,19 @@ class ScaledQLConfig(TorsoConfig):
     reward_clip: float | None = 1.0  # clip each reward to [-c, c] for learning (DQN convention)
     cql_alpha: float = 0.1
     huber_delta: float | None = None  # mse only: None = squared error, a number = Huber loss
+    hl_gauss_sigma_ratio: float = 0.75  # hl-gauss only: σ / bin width (Farebrother et al. 2024)
     double_q: bool = True  # bootstrap action = argmax of the *online* net at s'
     target_update_period: int = 2000  # gradient steps between hard target copies
 
     def validate(self) -> ScaledQLConfig:
+        from scaledql.value_targets import check_value_target_name
+
         super().validate()
-        if self.loss not in LOSSES:
-            raise UserError(f"unknown loss {self.loss!r} (choose from {', '.join(LOSSES)})")
-        finite = all(math.isfinite(x) for x in (self.v_min, self.v_max, self.gamma, self.cql_alpha))
+        check_value_target_name(self.loss)
+        finite = all(math.isfinite(x) for x in (self.v_min, self.v_max, self.gamma, self.cql_alpha,
+                                                 self.hl_gauss_sigma_ratio))
         check([
-            (finite, "v_min, v_max, gamma and cql_alpha must be finite"),
+            (finite, "v_min, v_max, gamma, cql_alpha and hl_gauss_sigma_ratio must be finite"),
             (self.num_atoms >= 2, "num_atoms must be >= 2"),
             (self.v_max > self.v_min, "v_max must be > v_min"),
             (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
@@ -156,6 +157,8 @@ class ScaledQLConfig(TorsoConfig):
             (self.cql_alpha >= 0, "cql_alpha must be >= 0"),
             (self.target_update_period >= 1, "target_update_period must be >= 1"),
             (self.huber_delta is None or self.huber_delta > 0, "huber_delta must be > 0"),
+            (self.hl_gauss_sigma_ratio > 0, "hl_gauss_sigma_ratio must be > 0 (σ as a multiple "
+             "of the bin width; 0.75 is Farebrother et al.'s)"),
         ])  # fmt: skip
         return self
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
-import re
 from typing import TYPE_CHECKING, NamedTuple
 
 from scaledql.errors import UserError
@@ -46,7 +44,6 @@ _REGISTRY: dict[str, type[Learner]] = {}
 # Learners defined outside scaledql.agents (docs/extending.md): name → class, registration order.
 _PLUGINS: dict[str, type[Learner]] = {}
 ENTRY_POINT_GROUP = "scaledql.learners"
-_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 
 def register(cls: type[Learner]) -> type[Learner]:
@@ -56,6 +53,7 @@ def register(cls: type[Learner]) -> type[Learner]:
     plugin (docs/extending.md): it brings its own ``config_class`` (a ``LearnerConfig``
     dataclass) and ``summary`` (default: its docstring's first line), and may not take a
     built-in learner's name."""
+    from scaledql import plugins
     from scaledql.agents.base import Learner
     from scaledql.agents.configs import LearnerConfig
 
@@ -63,30 +61,13 @@ def register(cls: type[Learner]) -> type[Learner]:
         raise TypeError(f"register: {cls!r} is not a subclass of scaledql.agents.base.Learner")
     if cls.__module__.startswith("scaledql.agents."):
         return _register_builtin(cls)
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f"register: {cls.__qualname__}.name must be a lower-case name "
-                         f"(letters, digits, '-', '_', '.'), got {name!r}")
-    if name in LEARNERS:
-        raise ValueError(f"register: {name!r} is a built-in learner; choose another name")
+    name = plugins.plugin_class_name(cls, LEARNERS, "learner", "register")
     config_class = getattr(cls, "config_class", None)
     if not (isinstance(config_class, type) and issubclass(config_class, LearnerConfig)
             and dataclasses.is_dataclass(config_class)):
         raise TypeError(f"register: {cls.__qualname__}.config_class must be a dataclass "
                         "subclass of scaledql.agents.configs.LearnerConfig")
-    old = _PLUGINS.get(name)
-    # The same class imported twice (a module loaded by path and by name) replaces itself.
-    if old is not None and old is not cls and _where(old) != _where(cls):
-        raise ValueError(f"two learners named {name!r}: {_where(old)} and {_where(cls)}")
-    if "summary" not in cls.__dict__ or not cls.summary:
-        cls.summary = (inspect.getdoc(cls) or f"plugin learner from {cls.__module__}"
-                       ).strip().splitlines()[0]
-    _PLUGINS[name] = cls
-    return cls
-
-
-def _where(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return plugins.add_plugin_class(_PLUGINS, name, cls, "learner")
 
 
 def _register_builtin(cls: type[Learner]) -> type[Learner]:
@@ -110,16 +91,8 @@ def _plugin(name: str) -> type[Learner] | None:
     (loaded only now: listing names never imports a plugin)."""
     from scaledql import plugins
 
-    if name not in _PLUGINS:
-        plugins.load_env_plugins()
-    if name not in _PLUGINS and name in plugins.entry_points(ENTRY_POINT_GROUP):
-        obj = plugins.load_entry_point(ENTRY_POINT_GROUP, name)
-        if isinstance(obj, type) and name not in _PLUGINS:
-            register(obj)  # a class its module did not decorate
-        if _PLUGINS.get(name) is not obj:
-            raise UserError(f"entry point {name!r} of group {ENTRY_POINT_GROUP} is "
-                            f"{obj!r}, not a learner class named {name!r}")
-    return _PLUGINS.get(name)
+    return plugins.find_registered_class(ENTRY_POINT_GROUP, name, _PLUGINS, register,
+                                         "a learner class")
 
 
 def _entry(name: str) -> LearnerEntry:

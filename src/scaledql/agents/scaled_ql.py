@@ -33,6 +33,7 @@ from scaledql.agents.registry import register
 from scaledql.data.sampler import TransitionBatch
 from scaledql.models import NetworkOutput, ScaledQNetwork
 from scaledql.policies import GreedyPolicy, Policy
+from scaledql.value_targets import make_value_target, value_target_class
 
 
 def scaled_ql_loss(
@@ -47,10 +48,13 @@ def scaled_ql_loss(
 
     online_out: online net at s (with gradient); target_out: target net at s'; next_online_out:
     online net at s' (picks the bootstrap action when ``cfg.double_q``; may be None otherwise).
-    C51: TD = cross-entropy between the projected target distribution of
-    ``r + γ^k (1 − done) z`` (target net, action a*) and the online logits at the data action;
-    mse: TD = regression of Q(s, a) onto ``r + γ^k (1 − done) Q_target(s', a*)``.
-    CQL = ``logsumexp_a Q(s, a) − Q(s, a_data)`` over the game's valid actions, on expected Qs.
+    The value target ``cfg.loss`` names (``scaledql.value_targets``) reads Q from the outputs
+    and gives TD: its loss of the online outputs at the data action against its target, built
+    from ``r``, ``γ^k (1 − done)`` and the target net's outputs at the bootstrap action
+    ``a* = argmax_a Q(s', a)`` (Q of the online net with ``double_q``, else of the target net).
+    C51 (the default): cross-entropy against the projected distribution of
+    ``r + γ^k (1 − done) z``; mse: regression of Q(s, a) onto ``r + γ^k (1 − done) Q_target(s', a*)``.
+    CQL = ``logsumexp_a Q(s, a) − Q(s, a_data)`` over the game's valid actions, on those Qs.
     The mean over the batch (not a sum) makes DDP's gradient averaging equal one big batch.
 
     Returns (scalar loss, metrics: 0-d tensors loss, td_loss, cql_loss, mean_q, feature_norm,
@@ -60,26 +64,16 @@ def scaled_ql_loss(
     """
     rows = torch.arange(batch.action.shape[0], device=batch.action.device)
     bootstrap = batch.discount * (1.0 - batch.done)  # [B]
-    values = online_out.values.float()
-    if cfg.loss == "c51":
-        support = losses.make_support(cfg.v_min, cfg.v_max, cfg.num_atoms, device=values.device)
-        q = losses.expected_q(values, support)  # [B, A]
-        with torch.no_grad():
-            target_logits = target_out.values.float()
-            chooser = next_online_out if cfg.double_q else target_out
-            next_q = losses.expected_q(chooser.values.float(), support)
-            next_action = losses.masked_argmax(next_q, target_out.action_mask)
-            next_probs = torch.softmax(target_logits[rows, next_action], dim=-1)
-            target_probs = losses.categorical_projection(next_probs, batch.reward, bootstrap, support)
-        td = losses.c51_td_loss(values[rows, batch.action], target_probs)
-    else:
-        q = values  # [B, A]
-        with torch.no_grad():
-            target_q = target_out.values.float()
-            chooser_q = next_online_out.values.float() if cfg.double_q else target_q
-            next_action = losses.masked_argmax(chooser_q, target_out.action_mask)
-            target = losses.scalar_td_target(batch.reward, bootstrap, target_q[rows, next_action])
-        td = losses.mse_td_loss(q[rows, batch.action], target, cfg.huber_delta)
+    values = online_out.values.float()  # [B, A, N] (a scalar target: [B, A])
+    value_target = make_value_target(cfg, values.device)
+    q = value_target.q_values(values)  # [B, A]
+    with torch.no_grad():
+        next_outputs = target_out.values.float()
+        chooser = next_online_out if cfg.double_q else target_out
+        next_q = value_target.q_values(chooser.values.float())
+        next_action = losses.masked_argmax(next_q, target_out.action_mask)
+        target = value_target.td_target(batch.reward, bootstrap, next_outputs[rows, next_action])
+    td = value_target.td_loss(values[rows, batch.action], target)
     cql = losses.cql_term(q, batch.action, online_out.action_mask)
     td_loss, cql_loss = td.mean(), cql.mean()
     loss = td_loss + cfg.cql_alpha * cql_loss if cfg.cql_alpha > 0 else td_loss
@@ -114,7 +108,7 @@ class ScaledQL(Learner):
         super().__init__(cfg, problem, device, distributed)
         self.online = ScaledQNetwork(
             cfg.encoder, problem.obs_shape, problem.num_actions,
-            num_atoms=cfg.num_atoms if cfg.loss == "c51" else None, **cfg.torso_kwargs(),
+            num_atoms=value_target_class(cfg.loss).outputs_per_action(cfg), **cfg.torso_kwargs(),
         ).to(self.device)
         forward = wrap_distributed(self.online, self.device) if distributed else self.online
         self.target = copy.deepcopy(self.online).requires_grad_(False).eval()
@@ -126,7 +120,7 @@ class ScaledQL(Learner):
         # fifth of a CPU step for the Nature CNN); a bf16 copy, refreshed whenever the target
         # changes, gives the same products. It only ever runs inside the update's autocast.
         self._target_bf16 = copy.deepcopy(self.target).to(torch.bfloat16) if self._bf16 else None
-        self._support = losses.make_support(cfg.v_min, cfg.v_max, cfg.num_atoms, self.device)
+        self._value_target = make_value_target(cfg, self.device)  # Q from the outputs (policy)
         # ln|A| per game, logged beside each game's CQL term: its value when Q is flat.
         self._cql_uniform = {f"cql_uniform/{g}": torch.tensor(math.log(a), device=self.device)
                              for g, a in zip(problem.games, problem.num_actions, strict=True)}
@@ -221,9 +215,7 @@ class ScaledQL(Learner):
         ids = ids.expand(obs.shape[0]) if ids.dim() == 0 else ids
         with eval_mode(self.online), self._autocast():
             out = self.online(obs, ids)
-        values = out.values.float()
-        if self.cfg.loss == "c51":
-            values = losses.expected_q(values, self._support)
+        values = self._value_target.q_values(out.values.float())
         return values.masked_fill(~out.action_mask, float("-inf"))
 
     def policy(self) -> Policy:

@@ -28,9 +28,12 @@ TRISTATE = ("bf16", "compile")
 
 def register(sub: argparse._SubParsersAction) -> None:
     from scaledql.agents.registry import learner_names, learner_summary
+    from scaledql.value_targets import value_target_names, value_target_summary
 
     names = learner_names()
     algos = "; ".join(f"{n}: {learner_summary(n)}" for n in names)
+    targets = value_target_names()
+    target_help = "; ".join(f"{n}: {value_target_summary(n)}" for n in targets)
     d = _DefaultText()
     p = sub.add_parser("train", help="train a learner offline on a multi-game dataset",
                        description="Offline multi-game training of any registered learner. "
@@ -111,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "learner options", "Defaults shown are scaled-ql's (the default --algo); other learners "
         "have their own (docs/defaults.md, docs/defaults_bc_mae.md; --print-config shows them). "
         "The paper's comparisons: --loss mse for scalar CQL, --encoder impala|nature, "
-        "--no-feature-norm.")
+        "--no-feature-norm; beyond it: --loss hl-gauss / two-hot (docs/defaults.md).")
     g.add_argument("--encoder", help="nature, impala, resnet18, resnet34, resnet50, resnet101 "
                                      f"({d.learner('encoder')})")
     g.add_argument("--width", type=float,
@@ -124,8 +127,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                             f"sqrt-scaled to --batch-size ({d.learner('lr')})")
     g.add_argument("--cql-alpha", type=float,
                    help=f"CQL weight α, 0 disables CQL ({d.learner('cql_alpha')})")
-    g.add_argument("--loss", choices=["c51", "mse"],
-                   help=f"c51 (distributional) or mse (scalar Q) ({d.learner('loss')})")
+    g.add_argument("--loss", choices=targets,
+                   help=f"the value target ({d.learner('loss')}): {target_help}; "
+                        "hl-gauss's σ: --set learner.hl_gauss_sigma_ratio=R (bin widths, "
+                        f"{d.learner('hl_gauss_sigma_ratio')})")
     g.add_argument("--n-step", type=int, help=f"n-step returns ({d.learner('n_step')})")
     g.add_argument("--reward-clip", type=float,
                    help=f"clip rewards to [-c, c] for learning ({d.learner('reward_clip')})")

@@ -15,7 +15,7 @@ from scaledql.models.torso import Torso
 class NetworkOutput(NamedTuple):
     """What one forward pass returns (B samples, A_max actions, N atoms)."""
 
-    values: torch.Tensor  # float[B, A_max, N] C51 logits, or float[B, A_max] scalars
+    values: torch.Tensor  # float[B, A_max, N] (a categorical value target), or float[B, A_max]
     action_mask: torch.Tensor  # bool[B, A_max], False for actions the sample's game lacks
     feature_norm: torch.Tensor  # float[B], L2 norm of the features *before* normalization
 
