@@ -184,7 +184,7 @@ def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr()
     records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
-    assert len(records) == 37 and all(r["exit"] == 0 for r in records)
+    assert len(records) == 39 and all(r["exit"] == 0 for r in records)
     report = json.loads((results / "report.json").read_text())
     ids = [c["id"] for c in report["claims"]]
     assert ids == ["C1", "C2 (sub-optimal)", "C2 (near-optimal)", "C3", "C3 (adjacent widths)",
@@ -193,7 +193,8 @@ def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
                    "C6 (whole pretrained network, final score)",
                    "C6 (pretrained encoder, final score)",
                    "C6 (whole pretrained network, area under the learning curve)",
-                   "C6 (pretrained encoder, area under the learning curve)", "C7"]
+                   "C6 (pretrained encoder, area under the learning curve)", "C7",
+                   "C7 (targets)"]
     assert all(c["verdict"] != "no data" for c in report["claims"]), report["claims"]
     assert not report["methods_without_data"]
     md = (results / "report.md").read_text()
@@ -225,9 +226,9 @@ def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
     (runs / "sql-sub" / "seed_0" / ".study-done").unlink()
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "36/37 jobs already finished" in err and "--resume" in err
+    assert "38/39 jobs already finished" in err and "--resume" in err
     records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
-    assert len(records) == 38 and "--resume" in records[-1]["command"]
+    assert len(records) == 40 and "--resume" in records[-1]["command"]
     evals = [json.loads(x) for x in (runs / "sql-sub" / "seed_0" / "metrics.jsonl")
              .read_text().splitlines() if '"eval"' in x]
     assert len(evals) == 1
