@@ -180,3 +180,13 @@ def add_plugin_class(registered: dict[str, type], name: str, cls: type, kind: st
 
 def _where(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def registered_summary(name: str, tables: tuple[dict, ...], group: str, kind: str) -> str | None:
+    """The one-line summary of a registered class (built-in or plugin) for --help; an entry
+    point's is described, not loaded; None for an unknown name."""
+    for table in tables:
+        if name in table:
+            return table[name].summary
+    points = entry_points(group)
+    return f"plugin {kind} ({points[name].value})" if name in points else None

@@ -116,14 +116,8 @@ def learner_summary(name: str) -> str:
     """One line for --help; an entry point's learner is described, not loaded."""
     from scaledql import plugins
 
-    if name in LEARNERS:
-        return LEARNERS[name].summary
-    if name in _PLUGINS:
-        return _PLUGINS[name].summary
-    points = plugins.entry_points(ENTRY_POINT_GROUP)
-    if name in points:
-        return f"plugin learner ({points[name].value})"
-    return _entry(name).summary  # an unknown name: one UserError
+    summary = plugins.registered_summary(name, (LEARNERS, _PLUGINS), ENTRY_POINT_GROUP, "learner")
+    return summary if summary is not None else _entry(name).summary  # unknown: one UserError
 
 
 def learner_config_class(name: str) -> type[LearnerConfig]:

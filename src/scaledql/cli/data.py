@@ -51,25 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sources = imp.add_subparsers(dest="source", metavar="SOURCE", parser_class=type(p))
     dqn = sources.add_parser("dqn-replay", help="the DQN Replay Dataset (Dopamine logs)")
     dqn.add_argument("src", type=Path, help="root holding GAME/RUN/replay_logs/")
-    which = dqn.add_mutually_exclusive_group(required=True)
-    which.add_argument("--game", help="one Atari game, e.g. Pong")
-    which.add_argument("--games", help="comma list of games or a named list (train40, "
-                                      "heldout5, all)")
-    dqn.add_argument("--out", type=Path, required=True, help="dataset directory to write into")
-    dqn.add_argument("--runs", default=None,
-                     help="runs, e.g. 1-5 or 1,3 (default: all of each game's runs)")
-    sel = dqn.add_mutually_exclusive_group()
-    sel.add_argument("--checkpoints", default=None,
-                     help="checkpoint ranges, inclusive, e.g. 0-9 or 0-4,20-29 (default: all)")
-    sel.add_argument("--fraction", type=float, default=None,
-                     help="the first FRACTION of each run's checkpoints, e.g. 0.2 (the paper's "
-                          "sub-optimal data); default: all (near-optimal)")
-    dqn.add_argument("--jobs", type=int, default=1,
-                     help="processes: checkpoint files of all games and runs are copied in "
-                          "parallel (default 1)")
-    dqn.add_argument("--overwrite", action="store_true",
-                     help="replace existing game stores (an interrupted import of the same "
-                          "selection resumes without it)")
+    _add_selection(dqn, checkpoints="checkpoint ranges, inclusive, e.g. 0-9 or 0-4,20-29",
+                   jobs="checkpoint files of all games and runs are copied in parallel")
     dqn.set_defaults(func=run_import_dqn)
 
     rlu = sources.add_parser("rlu-atari", help="the same data as RL Unplugged / TFDS republished "
@@ -78,26 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rlu.add_argument("src", type=Path, help="a TFDS data directory (holding "
                      "rlu_atari_checkpoints_ordered/GAME_run_N/VERSION/) or RL Unplugged's "
                      "atari_episodes_ordered directory (holding GAME/run_N-XXXXX-of-YYYYY)")
-    which = rlu.add_mutually_exclusive_group(required=True)
-    which.add_argument("--game", help="one Atari game, e.g. Pong")
-    which.add_argument("--games", help="comma list of games or a named list (train40, "
-                                      "heldout5, all)")
-    rlu.add_argument("--out", type=Path, required=True, help="dataset directory to write into")
-    rlu.add_argument("--runs", default=None,
-                     help="runs, e.g. 1-5 or 1,3 (default: all of each game's runs)")
-    sel = rlu.add_mutually_exclusive_group()
-    sel.add_argument("--checkpoints", default=None,
-                     help="checkpoints (TFDS splits checkpoint_NN, raw file numbers), inclusive, "
-                          "e.g. 0-9 (default: all)")
-    sel.add_argument("--fraction", type=float, default=None,
-                     help="the first FRACTION of each run's checkpoints, e.g. 0.2 (the paper's "
-                          "sub-optimal data); default: all")
-    rlu.add_argument("--jobs", type=int, default=1,
-                     help="processes: the files of all games and runs are decoded in parallel "
-                          "(default 1)")
-    rlu.add_argument("--overwrite", action="store_true",
-                     help="replace existing game stores (an interrupted import of the same "
-                          "selection resumes without it)")
+    _add_selection(rlu, checkpoints="checkpoints (TFDS splits checkpoint_NN, raw file numbers), "
+                   "inclusive, e.g. 0-9", jobs="the files of all games and runs are decoded in "
+                   "parallel")
     rlu.set_defaults(func=run_import_rlu)
 
     mi = sources.add_parser("minari", help="a local Minari dataset (path or id)")
@@ -153,6 +119,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     mo.add_argument("--author", default=None,
                     help="author recorded in the dataset's metadata (default: none)")
     mo.set_defaults(func=run_export_minari)
+
+
+def _add_selection(parser: argparse.ArgumentParser, checkpoints: str, jobs: str) -> None:
+    """The options the Atari importers share: games, output, runs and checkpoints, workers."""
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--game", help="one Atari game, e.g. Pong")
+    which.add_argument("--games", help="comma list of games or a named list (train40, "
+                                      "heldout5, all)")
+    parser.add_argument("--out", type=Path, required=True, help="dataset directory to write into")
+    parser.add_argument("--runs", default=None,
+                        help="runs, e.g. 1-5 or 1,3 (default: all of each game's runs)")
+    sel = parser.add_mutually_exclusive_group()
+    sel.add_argument("--checkpoints", default=None, help=f"{checkpoints} (default: all)")
+    sel.add_argument("--fraction", type=float, default=None,
+                     help="the first FRACTION of each run's checkpoints, e.g. 0.2 (the paper's "
+                          "sub-optimal data); default: all (near-optimal)")
+    parser.add_argument("--jobs", type=int, default=1, help=f"processes: {jobs} (default 1)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing game stores (an interrupted import of the same "
+                             "selection resumes without it)")
 
 
 def _command(*words: object, **options: object) -> str:

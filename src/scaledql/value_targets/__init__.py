@@ -85,14 +85,11 @@ def value_target_summary(name: str) -> str:
     """One line for --help; an entry point's target is described, not loaded."""
     from scaledql import plugins
 
-    if name in VALUE_TARGETS:
-        return VALUE_TARGETS[name].summary
-    if name in _PLUGINS:
-        return _PLUGINS[name].summary
-    points = plugins.entry_points(ENTRY_POINT_GROUP)
-    if name in points:
-        return f"plugin value target ({points[name].value})"
-    raise _unknown(name)
+    summary = plugins.registered_summary(name, (VALUE_TARGETS, _PLUGINS), ENTRY_POINT_GROUP,
+                                         "value target")
+    if summary is None:
+        raise _unknown(name)
+    return summary
 
 
 def check_value_target_name(name: object) -> None:
