@@ -212,7 +212,7 @@ def test_claims_smoke_study_end_to_end_and_resumes(tmp_path, capsys):
     assert "passes" in next(m for m in report["methods"] if m["name"] == "Scaled QL, sub-optimal")[
         "budget"]
     # C3/C4 scored against parameter count: every capacity arm is a point of its series.
-    capacity = md.split("## Capacity", 1)[1]
+    capacity = md.split("## Capacity", 1)[1].split("\n## ", 1)[0]
     assert (results / "capacity.png").stat().st_size > 0
     for series, n in [("Nature CNN, feature norm", 5), ("Nature CNN, no feature norm", 2),
                       ("ResNet, feature norm", 3), ("ResNet, no feature norm", 3),
