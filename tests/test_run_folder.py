@@ -202,3 +202,22 @@ def test_run_folder_is_light():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_train_resume_finds_relative_data_from_any_directory(tmp_path, monkeypatch, capsys):
+    """A run started with ``--data data`` (relative, as the studies' commands are) resumes from
+    another directory: the data is looked for above the run folder too."""
+    project = tmp_path / "project"
+    write_tiny_minatar_store(project / "data")
+    monkeypatch.chdir(project)
+    tiny = [*TINY_NET, "--eval-episodes", "1", "--no-progress", "--device", "cpu"]
+    assert main(["train", "--data", "data", "--out", "runs/r", "--steps", "2", *tiny]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["train", "--out", str(project / "runs" / "r"), "--resume", "--steps", "4",
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    assert main(["train", "--out", str(project / "runs" / "r"), "--resume", "--steps", "6",
+                 "--data", "nowhere", "--no-progress"]) == 2  # a path given is taken as given
+    assert "nowhere" in capsys.readouterr().err

@@ -238,6 +238,19 @@ def _typed_overrides(algo: str, run: dict, learner: dict) -> tuple[dict, dict]:
     return run, learner
 
 
+def resumed_data(data: Path, run: Path) -> Path:
+    """A resumed run's data from any directory: the saved path as it is when it exists (absolute,
+    or relative to here), else relative to the folder the run was started from — the nearest
+    folder above the run that holds it (``runs/studies/S/job/seed_0`` → the clone with
+    ``data/``). The run's data fingerprint still checks that it is the same data."""
+    if data.is_absolute() or data.exists():
+        return data
+    for folder in Path(run).resolve().parents:
+        if (folder / data).exists():
+            return folder / data
+    return data
+
+
 def build_config(args: argparse.Namespace):
     """The merged, validated RunConfig for these arguments (fresh run or resume)."""
     from scaledql.errors import UserError
@@ -259,6 +272,8 @@ def build_config(args: argparse.Namespace):
         run.update(out=str(args.out))
         if args.data is not None:
             run["data"] = str(args.data)
+        elif isinstance(saved.get("data"), str):
+            run["data"] = str(resumed_data(Path(saved["data"]), Path(args.out)))
         saved_learner = saved.pop("learner", {})
         if not isinstance(saved_learner, dict):
             raise UserError(f"{saved_file}: learner must be a table of learner options")
