@@ -133,6 +133,21 @@ def test_not_a_run_folder_is_one_line(tmp_path, make):
     assert expected in message
 
 
+def test_a_folder_of_runs_says_which_to_pass(tmp_path):
+    """`scaledql demo`'s folder holds runs (agent, bc, dt) beside its data and report."""
+    from conftest import write_eval_run
+
+    demo = tmp_path / "demo"
+    for name in ("agent", "bc", "dt"):
+        write_eval_run(demo / name, {"breakout": [1.0]})
+    (demo / "data").mkdir()
+    with pytest.raises(UserError, match=(
+            rf"^{demo} is not a run folder but holds 3: agent, bc, dt; pass one of them "
+            rf"\(Run\('{demo}/agent'\)\)$")):
+        scaledql.Run(demo)
+    assert scaledql.Run(demo / "agent").config["algo"] == "scaled-ql"
+
+
 def test_config_metrics_and_evaluations_round_trip(tmp_path):
     from scaledql.training.metrics import MetricsLog
 

@@ -458,3 +458,13 @@ def test_a_packaged_studys_results_are_found_from_any_directory(tmp_path, monkey
     assert f"[study] results: {clone}/results/claims-minatar-cpu\n" in out.err
     assert out.out.count("kept ") >= 30  # the archived runs, not "to do"
     assert not list(tmp_path.iterdir()) and os.getcwd() == str(tmp_path)
+
+
+def test_study_help_names_every_packaged_study(capsys):
+    from scaledql.experiments.study import STUDIES_DIR
+
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    names = sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+    assert "tuning" in names and f"a packaged study name ({', '.join(names)})" in text

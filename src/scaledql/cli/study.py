@@ -6,13 +6,20 @@ import argparse
 from pathlib import Path
 
 
+def packaged() -> list[str]:
+    """The packaged studies' names (``configs/studies/*.toml``), read without importing torch."""
+    folder = Path(__file__).resolve().parents[1] / "configs" / "studies"
+    return sorted(p.stem for p in folder.glob("*.toml"))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="run a study of many runs (packaged: claims, nstep) and "
+    names = ", ".join(packaged())
+    p = sub.add_parser("study", help=f"run a study of many runs (packaged: {names}) and "
                                      "write its claims report; finished runs are skipped")
-    p.add_argument("config", help="a packaged study name (claims, nstep) or a study TOML file")
+    p.add_argument("config", help=f"a packaged study name ({names}) or a study TOML file")
     p.add_argument("--budget", default=None,
-                   help="the study's budget (claims, nstep: smoke | cpu | gpu; default: the "
-                        "study's first, smoke)")
+                   help="the study's budget (claims, nstep: smoke | cpu | gpu; tuning: smoke | "
+                        "cpu | cpu-five; default: the study's first, smoke)")
     p.add_argument("--runs", type=Path, default=None,
                    help="folder of the runs (default: runs/studies/NAME-BUDGET)")
     p.add_argument("--results", type=Path, default=None,

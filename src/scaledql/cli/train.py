@@ -11,7 +11,12 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from scaledql.cli.common import add_device_arg, add_progress_args, check_batch_memory
+from scaledql.cli.common import (
+    add_device_arg,
+    add_progress_args,
+    check_batch_memory,
+    check_data_dir,
+)
 
 # Flag (argparse dest) → run option; None-valued flags are left to the layers below them.
 RUN_FLAGS = ("steps", "seed", "log_every", "checkpoint_every", "eval_every", "eval_episodes",
@@ -281,6 +286,8 @@ def build_config(args: argparse.Namespace):
                      preset_name=str(saved_file), user_name=str(args.config))
     if args.data is None:
         raise UserError("--data is required (except with --resume)")
+    if not args.print_config:
+        check_data_dir(args.data)  # before torch loads (scaledql.api imports it)
     from scaledql.api import make_config
 
     algo = args.algo or "scaled-ql"
@@ -299,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:  # torch-free up to here: printing a config is instant
         print(to_toml(cfg), end="")
         return 0
+    check_data_dir(cfg.data)  # a resumed run's, before torch loads
     from scaledql.api import train_run
     from scaledql.data.store import open_dataset
 
