@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scaledql.experiments.study import Study
 
 
 def packaged() -> list[str]:
-    """The packaged studies' names (``configs/studies/*.toml``), read without importing torch."""
-    folder = Path(__file__).resolve().parents[1] / "configs" / "studies"
-    return sorted(p.stem for p in folder.glob("*.toml"))
+    """The packaged studies' names (``configs/studies/*.toml``; no torch import)."""
+    from scaledql.experiments.study import STUDIES_DIR
+
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_a_worse_report(study, results: Path, name: str) -> None:
+def _refuse_a_worse_report(study: Study, results: Path, name: str) -> None:
     """``--report-only`` never writes a worse report: a method the report has that cannot be
     scored here (its data or runs missing) is one line naming it and what makes it."""
     from scaledql.errors import UserError
