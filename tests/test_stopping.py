@@ -161,3 +161,29 @@ def test_a_stopped_import_stops_its_workers_and_continues(tmp_path, sig):
     printed = _again(args)
     assert "already imported" in printed and printed.count("wrote") == 1
     assert main(["data", "verify", str(out)]) == 0
+
+
+def test_a_swallowed_stop_is_raised_again(monkeypatch):
+    """MinAtar imports matplotlib under a bare ``except:``: a study's one SIGTERM landing there
+    was caught, and its collect job ran on."""
+    from scaledql.data import parallel
+
+    monkeypatch.setattr(parallel, "RESEND_S", 0.2)
+    swallowed = 0
+    with pytest.raises(parallel.Stopped, match="stopped by SIGTERM"), parallel.stop_signals():
+        sent = False
+        for _ in range(100):  # work that swallows every stop (a bare except around each step)
+            if swallowed == 2:
+                break
+            try:
+                if not sent:
+                    sent = True
+                    os.kill(os.getpid(), signal.SIGTERM)  # one signal
+                subprocess.run(["sleep", "0.05"])
+            except BaseException:
+                swallowed += 1
+        subprocess.run(["sleep", "1"])  # not swallowed now: the stop comes again
+    assert swallowed == 2
+    with parallel.stop_signals(), parallel.signals_ignored():  # while the workers stop: dropped
+        os.kill(os.getpid(), signal.SIGHUP)
+        subprocess.run(["sleep", "0.3"])

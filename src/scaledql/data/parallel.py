@@ -1,9 +1,9 @@
 """Running a command's tasks in this process (``jobs == 1``) or in spawned worker processes,
 and stopping such a command as a whole. Used by ``dqn_import`` and ``collect``.
 
-Stopping: under ``stop_signals()`` the first SIGINT (Ctrl-C), SIGTERM (``timeout``, a job
-scheduler) or SIGHUP (a closed terminal) raises ``Stopped`` in the main thread; later ones are
-ignored while the command stops. ``Pool.close(terminate=True)`` then stops the workers: each
+Stopping: under ``stop_signals()`` a SIGINT (Ctrl-C), SIGTERM (``timeout``, a job scheduler) or
+SIGHUP (a closed terminal) raises ``Stopped`` in the main thread. ``Pool.close(terminate=True)``
+then stops the workers, further signals ignored meanwhile: each
 got SIGINT and SIGHUP ignored (the parent decides) and SIGTERM as ``SystemExit``, so its task
 unwinds (a ``GameWriter`` removes its partial directory and gives its lock back); one that does
 not end within ``STOP_GRACE_S`` is killed. A worker whose parent is gone (killed with SIGKILL)
@@ -56,6 +56,7 @@ class Inline:
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOP_GRACE_S = 30.0  # a stopped worker's time to unwind before it is killed
+RESEND_S = 5.0  # a swallowed stop is raised again after this long
 
 
 class Stopped(KeyboardInterrupt):
@@ -74,15 +75,37 @@ class Stopped(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def stop_signals():
-    """SIGINT, SIGTERM and SIGHUP raise ``Stopped`` in the main thread: the first one; those
-    after it are ignored while the command stops. Outside the main thread: nothing changes."""
-    fired: list[int] = []
+    """SIGINT, SIGTERM and SIGHUP raise ``Stopped`` in the main thread. A stop that something
+    swallows (MinAtar imports matplotlib under a bare ``except:``, and a SIGTERM landing there
+    was caught) is raised again every ``RESEND_S`` until it leaves this block. While
+    ``Pool.close`` stops the workers, signals are ignored (``signals_ignored``). Outside the
+    main thread: nothing changes."""
+    timers: list[threading.Timer] = []
 
     def handler(signum: int, frame: object) -> None:
-        if not fired:
-            fired.append(signum)
-            raise Stopped(signum)
+        timer = threading.Timer(RESEND_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timers.append(timer)
+        timer.start()
+        raise Stopped(signum)
 
+    try:
+        with _handling(handler):
+            yield
+    finally:
+        for timer in timers:
+            timer.cancel()
+
+
+@contextlib.contextmanager
+def signals_ignored():
+    """Stop signals dropped: a second Ctrl-C must not cut a stopping command's clean-up short."""
+    with _handling(signal.SIG_IGN):
+        yield
+
+
+@contextlib.contextmanager
+def _handling(handler: Any):
     try:
         previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     except ValueError:  # not the main thread: leave signals alone
@@ -114,10 +137,13 @@ def _leave(signum: int, frame: object) -> None:
 
 
 def _watch_parent(parent: int) -> None:
-    """A worker whose parent died without stopping it (SIGKILL) stops itself: no orphans."""
+    """A worker whose parent died without stopping it (SIGKILL) stops itself, and leaves
+    regardless once its grace is over: no orphans."""
     while os.getppid() == parent:
         time.sleep(0.5)
     os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_GRACE_S)
+    os._exit(128 + signal.SIGTERM)
 
 
 def _worker_call(fn: Callable, arg: Any) -> Any:
@@ -163,7 +189,11 @@ class Pool:
         if self._closed:
             return
         self._closed = True
-        if terminate:
+        if not terminate:
+            self.pool.shutdown(wait=True)
+            self.queue.close()
+            return
+        with signals_ignored():
             procs = [p for p in (getattr(self.pool, "_processes", None) or {}).values() if p]
             for proc in procs:
                 with contextlib.suppress(OSError):
@@ -175,8 +205,8 @@ class Pool:
                     proc.kill()
                     proc.join()
             self.queue.cancel_join_thread()  # nobody reads the events left
-        self.pool.shutdown(wait=True, cancel_futures=terminate)
-        self.queue.close()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.queue.close()
 
 
 class Progress:
