@@ -55,7 +55,7 @@ def test_help_starts_without_torch(words):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, "-c", PROBE, *words, "--help"], capture_output=True,
-                          text=True, env=env, timeout=60)
+                          text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last == "HEAVY: CODE:0", f"{' '.join(words)} --help imported: {last}"
@@ -97,3 +97,16 @@ def test_train_help_shows_the_presets_values(capsys):
             f"{atari[1]['encoder']})") in text
     assert f"n-step returns (default: {minatar[1]['n_step']} in both suite presets)" in text
     assert "max global gradient norm (default: none)" in text  # in no preset: the learner's
+
+
+@pytest.mark.parametrize("words", [
+    ["train", "--data", "no-such-dir", "--out", "r"],
+    ["finetune", "offline", "--from", "r", "--data", "no-such-dir", "--out", "o"],
+], ids=["train", "finetune offline"])
+def test_a_missing_data_folder_is_one_line_before_torch_loads(words, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-c", PROBE, *words], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=tmp_path)
+    assert proc.stderr == "error: dataset directory no-such-dir does not exist\n"
+    assert proc.stdout.split() == ["HEAVY:", "CODE:2"]

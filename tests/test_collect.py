@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -101,8 +102,10 @@ def test_collect_reuses_or_refuses_existing_games(tmp_path):
                         progress=False)
     collect(cfg)
     assert collect(cfg, skip_existing=True) == [{"game": "breakout", "reused": True}]
-    with pytest.raises(UserError, match="already holds a dataset"):
-        collect(cfg)
+    # the same collection again (how a stopped one continues): what it made is kept
+    assert collect(cfg) == [{"game": "breakout", "reused": True}]
+    with pytest.raises(UserError, match="already holds a dataset"):  # another one's: refused
+        collect(dataclasses.replace(cfg, seed=1))
 
 
 def test_collect_fixed_policy_from_checkpoint(tmp_path):

@@ -125,3 +125,33 @@ def test_a_one_action_policy_gets_a_warning_line(capsys):
     assert report.per_game()["breakout"]["top_action_share"] == pytest.approx(0.97)
     assert EvalReport("minatar", {"breakout": [1.0]}, 0, 0.001,
                       {"breakout": [50, 40, 10]}).one_action_warnings() == []
+
+
+def test_an_empty_panel_says_why():
+    from scaledql.reports.diagnostics import why_empty
+
+    evals_only = [{"kind": "eval", "step": 40, "srank": 3.0}]  # shorter than its log interval
+    assert why_empty(evals_only, "train", {"log_every": 100, "algo": "bc"}) == (
+        "no training row yet: rows are logged every 100 steps, and this run stopped at step 40")
+    train_only = [{"kind": "train", "step": 300, "loss": 1.0}]
+    assert why_empty(train_only, "eval", {"eval_every": 5000}) == (
+        "no evaluation yet: this run evaluates every 5,000 steps and at the end (it is at step "
+        "300)")
+    assert why_empty(train_only, "train", {"algo": "bc"}) == "not logged by this learner (bc)"
+
+
+def test_a_game_that_scores_is_not_called_unlearned():
+    """The demo's breakout scored 0.401, its best game, with its CQL term near ln|A|: the check
+    called it "no learning yet"."""
+    from scaledql.reports.diagnostics import health
+
+    flat = {f"cql_uniform/{g}": math.log(3) for g in ("breakout", "freeway")}
+    rows = [{"kind": "train", "step": 20_000, "cql_loss/breakout": 1.09,
+             "cql_loss/freeway": 1.09, **flat},
+            {"kind": "eval", "step": 20_000, "breakout/normalized": 0.401,
+             "freeway/normalized": 0.002}]
+    lines = health(rows)
+    breakout = next(x for x in lines if x.startswith("breakout:"))
+    freeway = next(x for x in lines if x.startswith("freeway:"))
+    assert "no learning yet" not in breakout and "scores 0.401 (the run's best game)" in breakout
+    assert "no learning yet: it scores 0.002" in freeway

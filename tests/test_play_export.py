@@ -230,3 +230,16 @@ def test_a_failed_export_leaves_nothing(run, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         export_agent(run, tmp_path / "agent")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_card_counts_channels_in_words():
+    """An Atari agent's card said "1 channels a frame"."""
+    from scaledql.modelcard import _agent
+
+    def observation(channels: int) -> str:
+        c = {"games": ["Pong"], "num_actions": [6], "suite": "atari", "algo": "scaled-ql",
+             "obs_shape": [4 * channels, 84, 84], "frame_channels": channels, "step": 1}
+        return next(x for x in _agent(c, "AGENT") if x.startswith("| observation"))
+
+    assert observation(1) == "| observation | uint8[4, 84, 84] (1 channel a frame) |"
+    assert "(10 channels a frame)" in observation(10)

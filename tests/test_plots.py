@@ -7,6 +7,8 @@ figures captured as ``plots.save`` writes them.
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.colors as mcolors
 import numpy as np
 import pytest
@@ -73,12 +75,39 @@ def test_neighbouring_panels_tick_labels_do_not_run_together(tmp_path, drawn):
     for m in aggregates:
         mid = rng.uniform(-0.03, 0.02, len(games))
         per_game[m] = (mid, mid - 0.01, mid + 0.012)
-    plots.plot_per_game(per_game, games, tmp_path / "per_game.png")
-    for fig, panels in zip(drawn, (len(ALL_METRICS), len(games)), strict=True):
+    plots.plot_per_game(per_game, games, tmp_path / "per_game.png")  # rows of 3 and 2 games
+    for fig, panels in zip(drawn, (len(ALL_METRICS), 3, 2), strict=True):
         axes = fig.axes
         assert len(axes) == panels
         assert all(len(_x_tick_labels(ax)) >= 2 for ax in axes)  # still a readable scale
         assert _tick_overlaps(fig, axes) == []
+
+
+def test_per_game_rows_keep_the_image_narrow_enough_to_read(tmp_path):
+    """Five games in one row made a 2256×345 image: shown at a page's width its text shrank to
+    a third. Three a row, stacked: about 1500 px wide, every row as tall as before."""
+    import matplotlib.pyplot as plt
+
+    games = ["asterix", "breakout", "freeway", "seaquest", "space_invaders"]
+    per_game = {m: (np.full(5, 0.1), np.full(5, 0.05), np.full(5, 0.2))
+                for m in ("Scaled QL", "BC", "DT", "behaviour", "last DQN")}
+    height, width, _ = plt.imread(plots.plot_per_game(per_game, games,
+                                                      tmp_path / "per_game.png")).shape
+    assert width < 1700 and height > 2 * 250
+
+
+def test_step_ticks_stay_short(tmp_path):
+    """A 20,000-step axis once read "10000125001500017500"."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 20_000], [0, 1])
+    plots.step_axis(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and all(len(t) <= 5 for t in labels) and "20k" in labels
+    assert _tick_overlaps(fig, [ax]) == []
+    plt.close(fig)
 
 
 def test_a_tall_interval_plot_keeps_its_x_label_under_the_ticks(tmp_path, drawn):
@@ -235,3 +264,26 @@ def test_fine_tuning_arms_with_identical_curves_stay_visible(tmp_path, drawn):
             "pretrained"].get_linestyle()
         assert "scratch (same as pretrained)" in [t.get_text()
                                                   for t in ax.get_legend().get_texts()]
+
+
+def test_the_demos_learning_curves_show_bc_and_dt_beside_scaled_ql(tmp_path, drawn):
+    from scaledql.reports.demo import plot_learning_curves
+
+    def ev(step: int, iqm: float) -> tuple[int, dict]:
+        return step, {"iqm": iqm, "iqm_ci": [iqm - 0.02, iqm + 0.02]}
+
+    curves = {"Scaled QL": [ev(s, s / 1e5) for s in (5000, 10000, 15000, 20000)],
+              "Decision Transformer": [ev(5000, 0.006)], "Behaviour cloning": [ev(20000, 0.03)]}
+    rows = [{"step": s, "td_loss": 2.0, "cql_loss": 1.0, "cql_uniform/breakout": math.log(3)}
+            for s in range(100, 20_001, 100)]
+    plot_learning_curves(curves, rows, -0.01, tmp_path / "learning_curves.png")
+    (fig,) = drawn
+    top, td, cql = fig.axes
+    legend = [t.get_text() for t in top.get_legend().get_texts()]
+    assert legend[0] == "Scaled QL" and "behaviour policy (dataset)" in legend
+    assert "Decision Transformer (evaluated at its end, step 5,000)" in legend
+    assert "Behaviour cloning (evaluated at its end, step 20,000)" in legend
+    for ax in (top, td, cql):  # short step ticks, apart
+        assert _tick_overlaps(fig, [ax]) == [] and "20k" in [t.get_text() for t in _x_tick_labels(ax)]
+    assert cql.get_yscale() == "linear" and td.get_yscale() == "linear"
+    assert top.get_legend().get_window_extent().y1 < top.get_window_extent().y0  # off the curves

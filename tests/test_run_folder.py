@@ -133,6 +133,21 @@ def test_not_a_run_folder_is_one_line(tmp_path, make):
     assert expected in message
 
 
+def test_a_folder_of_runs_says_which_to_pass(tmp_path):
+    """`scaledql demo`'s folder holds runs (agent, bc, dt) beside its data and report."""
+    from conftest import write_eval_run
+
+    demo = tmp_path / "demo"
+    for name in ("agent", "bc", "dt"):
+        write_eval_run(demo / name, {"breakout": [1.0]})
+    (demo / "data").mkdir()
+    with pytest.raises(UserError, match=(
+            rf"^{demo} is not a run folder but holds 3: agent, bc, dt; pass one of them "
+            rf"\(Run\('{demo}/agent'\)\)$")):
+        scaledql.Run(demo)
+    assert scaledql.Run(demo / "agent").config["algo"] == "scaled-ql"
+
+
 def test_config_metrics_and_evaluations_round_trip(tmp_path):
     from scaledql.training.metrics import MetricsLog
 
@@ -202,3 +217,22 @@ def test_run_folder_is_light():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_train_resume_finds_relative_data_from_any_directory(tmp_path, monkeypatch, capsys):
+    """A run started with ``--data data`` (relative, as the studies' commands are) resumes from
+    another directory: the data is looked for above the run folder too."""
+    project = tmp_path / "project"
+    write_tiny_minatar_store(project / "data")
+    monkeypatch.chdir(project)
+    tiny = [*TINY_NET, "--eval-episodes", "1", "--no-progress", "--device", "cpu"]
+    assert main(["train", "--data", "data", "--out", "runs/r", "--steps", "2", *tiny]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["train", "--out", str(project / "runs" / "r"), "--resume", "--steps", "4",
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    assert main(["train", "--out", str(project / "runs" / "r"), "--resume", "--steps", "6",
+                 "--data", "nowhere", "--no-progress"]) == 2  # a path given is taken as given
+    assert "nowhere" in capsys.readouterr().err

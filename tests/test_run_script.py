@@ -37,7 +37,7 @@ def clone(tmp_path) -> Path:
 def _run(clone: Path, cwd: Path, *args: str) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     out = subprocess.run([str(clone / "run"), *args], cwd=cwd, env=env, capture_output=True,
-                         text=True, timeout=60, check=True)
+                         text=True, timeout=300, check=True)
     return out.stdout.splitlines()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import textwrap
 
@@ -466,3 +467,58 @@ def test_a_cut_off_training_job_continues_from_its_archive_on_a_fresh_clone(tmp_
     assert not partial.exists() and (results / "archive" / "t.tar.gz").is_file()
     records = [json.loads(x) for x in (runs / "study.jsonl").read_text().splitlines()]
     assert [r.get("interrupted", False) for r in records] == [True, False]
+
+
+def test_report_only_never_writes_a_worse_report(tmp_path, capsys, write_game):
+    """Without the data a report scored, ``--report-only`` refuses in one line naming what is
+    missing and what makes it, and leaves the report as it was (a fresh clone has the committed
+    report and archive but not data/)."""
+    path = _write(tmp_path, """
+        name = "r"
+        budgets = ["b"]
+        [[job]]
+        id = "data"
+        argv = ["collect", "--suite", "minatar", "--games", "breakout", "--steps", "40",
+                "--out", "{runs}/data", "--no-progress"]
+        [[method]]
+        name = "behaviour"
+        behaviour = "{runs}/data"
+        """)
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    argv = ["study", str(path), "--runs", str(runs), "--results", str(results), "--report-only"]
+    write_game(runs / "data", "breakout", [(4, True, False)] * 3)
+    assert main(argv) == 0  # with its data: written
+    capsys.readouterr()
+    report = (results / "report.md").read_bytes()
+    shutil.rmtree(runs / "data")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --report-only would drop 'behaviour' from {results}/report.md: "
+                   f"dataset directory {runs}/data does not exist; `scaledql study {path} "
+                   f"--budget b` makes it first (its job 'data'; `scaledql study {path} --budget "
+                   "b --list` shows its command); the report is left as it was")
+    assert (results / "report.md").read_bytes() == report
+
+
+def test_a_packaged_studys_results_are_found_from_any_directory(tmp_path, monkeypatch, capsys):
+    from scaledql.experiments.study import STUDIES_DIR
+
+    clone = STUDIES_DIR.parents[3]
+    if not (clone / "results" / "claims-minatar-cpu" / "report.md").is_file():
+        pytest.skip("not run from a clone with the committed results")
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "claims", "--budget", "cpu", "--list"]) == 0
+    out = capsys.readouterr()
+    assert f"[study] results: {clone}/results/claims-minatar-cpu\n" in out.err
+    assert out.out.count("kept ") >= 30  # the archived runs, not "to do"
+    assert not list(tmp_path.iterdir()) and os.getcwd() == str(tmp_path)
+
+
+def test_study_help_names_every_packaged_study(capsys):
+    from scaledql.experiments.study import STUDIES_DIR
+
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    names = sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+    assert "tuning" in names and f"a packaged study name ({', '.join(names)})" in text

@@ -234,3 +234,17 @@ def test_listing_suites_loads_no_rom_and_no_minatar():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "atari: 104 games" in done.stdout and "  Pong                 actions  6" in done.stdout
+
+
+def test_an_atari_game_keeps_the_emulators_banner_off_stderr():
+    """ale-py prints "A.L.E: Arcade Learning Environment ... [Powered by Stella]" for every new
+    emulator at its default log level (it reached stderr from `scaledql play`)."""
+    import subprocess
+    import sys
+
+    code = ("from scaledql.suites import get_suite; "
+            "get_suite('atari').make_env('Pong').reset(seed=0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "A.L.E" not in done.stderr and "Stella" not in done.stderr, done.stderr

@@ -11,6 +11,7 @@ trained policy (any learner) with a fixed ε instead.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -34,6 +35,8 @@ from scaledql.data.action_log import (
     store_digest,
     write_log,
 )
+from scaledql.data.format import MANIFEST
+from scaledql.data.parallel import Pool, Stopped, stop_signals
 from scaledql.data.store import list_games
 from scaledql.data.writer import GameWriter
 from scaledql.device import pick_device
@@ -148,15 +151,7 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
         learner, payload = load_learner(Path(cfg.policy), device)
         check_policy_games(payload, [game], cfg.options)
         schedule = OnlineSchedule(epsilon_start=cfg.epsilon, epsilon_end=cfg.epsilon)
-    provenance = {
-        "source": "scaledql collect",
-        "command": " ".join(shlex.quote(a) for a in ["scaledql", *sys.argv[1:]]),
-        "behaviour": "online DQN (replay logged from the start)" if learning
-        else f"fixed policy {cfg.policy} with epsilon {cfg.epsilon}",
-        "seed": seed,
-        "env_options": cfg.options.record(),
-        "dqn": {**asdict(cfg.dqn), **asdict(cfg.schedule)} if learning else None,
-    }
+    provenance = _provenance(cfg, seed)
     on_step = None
     if learning and cfg.save_agents and cfg.snapshot_every:
         on_step = _snapshotter(learner, cfg, game, seed)
@@ -178,6 +173,37 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
         save_checkpoint({**learner_payload(learner, cfg.suite, cfg.options.record()), "seed": seed},
                         cfg.out / "_agents" / f"{game}.pt")
     return _summary(game, result.episode_returns, result.steps, seconds)
+
+
+def _provenance(cfg: CollectConfig, seed: int) -> dict:
+    """What a collected store records of how it was made (its manifest's ``provenance``)."""
+    learning = cfg.policy == "dqn"
+    return {
+        "source": "scaledql collect",
+        "command": " ".join(shlex.quote(a) for a in ["scaledql", *sys.argv[1:]]),
+        "behaviour": "online DQN (replay logged from the start)" if learning
+        else f"fixed policy {cfg.policy} with epsilon {cfg.epsilon}",
+        "seed": seed,
+        "env_options": cfg.options.record(),
+        "dqn": {**asdict(cfg.dqn), **asdict(cfg.schedule)} if learning else None,
+    }
+
+
+def made_by_this_command(cfg: CollectConfig, game: str, seed: int) -> bool:
+    """``cfg.out/<game>`` is a complete store this same collection made (or rebuilt from its
+    log) before it was stopped: the same command line, seed and settings, all its steps."""
+    path = cfg.out / game / MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    want = [_provenance(cfg, seed)]
+    if cfg.log_dir is not None and log_path(cfg.log_dir, game).is_file():
+        want.append(read_log(log_path(cfg.log_dir, game))[1]["provenance"])
+    return (m.get("provenance") in want
+            and m.get("counts", {}).get("transitions") == cfg.steps)
 
 
 def _summary(game: str, returns: list[float], steps: int, seconds: float) -> dict:
@@ -239,8 +265,9 @@ def _snapshotter(learner: DQN, cfg: CollectConfig, game: str, seed: int):
     return on_step
 
 
-def _collect_in_process(cfg: CollectConfig, game: str, seed: int, threads: int) -> dict:
-    """One game in a worker process of ``collect(jobs>1)``."""
+def _collect_task(task: tuple[CollectConfig, str, int, int], progress: object = None) -> dict:
+    """One game in a worker process of ``collect(jobs>1)`` (``parallel.Pool``)."""
+    cfg, game, seed, threads = task
     torch.set_num_threads(threads)
     return collect_game(cfg, game, seed)
 
@@ -251,24 +278,43 @@ def collect(cfg: CollectConfig, skip_existing: bool = False) -> list[dict]:
     ``cfg.jobs > 1`` collects games in that many processes, each with an equal share of the
     cores as torch threads (small networks run faster on one thread than on two contending
     ones). A game's data depends on its seed and on the thread count, not on the other games.
+
+    Stopped (SIGINT, SIGTERM, SIGHUP: ``parallel.Stopped``): the workers stop, the unfinished
+    games' partial stores go, the finished ones stay; the same command run again keeps them
+    (``made_by_this_command``) and collects the rest.
     """
     done = set(list_games(cfg.out)) if cfg.out.exists() else set()
     todo = [(index, game) for index, game in enumerate(cfg.games)
-            if not (skip_existing and game in done and not cfg.overwrite)]
+            if not (game in done and not cfg.overwrite and (
+                skip_existing or made_by_this_command(cfg, game, cfg.seed + index)))]
     results: dict[str, dict] = {game: {"game": game, "reused": True} for game in cfg.games}
-    if cfg.jobs <= 1 or len(todo) <= 1:
-        for index, game in todo:
-            results[game] = collect_game(cfg, game, cfg.seed + index)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        jobs = min(cfg.jobs, len(todo))
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        context = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
-        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            futures = {game: pool.submit(_collect_in_process, cfg, game, cfg.seed + index, threads)
-                       for index, game in todo}
-            for game, future in futures.items():
-                results[game] = future.result()
+    jobs = min(cfg.jobs, len(todo))
+    runner = Pool(jobs, lambda n: None) if jobs > 1 else None
+    ok = False
+    with stop_signals():  # held while the workers stop too: a second signal changes nothing
+        try:
+            if runner is None:
+                for index, game in todo:
+                    results[game] = collect_game(cfg, game, cfg.seed + index)
+            else:
+                threads = max(1, (os.cpu_count() or 1) // jobs)
+                for index, game in todo:
+                    runner.submit((game,), _collect_task, (cfg, game, cfg.seed + index, threads))
+                for _ in todo:
+                    kind, (game,), result = runner.next_event()
+                    if kind == "error":
+                        raise result
+                    results[game] = result
+            ok = True
+        except Stopped as stop:
+            stores = set(list_games(cfg.out)) if cfg.out.is_dir() else set()
+            kept = [g for g in cfg.games if g in stores]
+            left = [g for g in cfg.games if g not in kept]
+            raise stop.saying(
+                f"kept {', '.join(kept) or 'no game'} in {cfg.out}"
+                + (f"; {', '.join(left)} not finished (partial data removed)" if left else "")
+                + "; run the same command to continue") from None
+        finally:
+            if runner is not None:
+                runner.close(terminate=not ok)
     return [results[game] for game in cfg.games]

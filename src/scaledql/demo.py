@@ -145,16 +145,23 @@ def _train_group(cfg: DemoConfig, data_dir: Path, eval_cfg: EvalConfig,
     return out
 
 
+def _group_task(task: tuple[DemoConfig, Path, EvalConfig, list[tuple[str, Path, int, int]]],
+                progress: object = None) -> dict[str, tuple[RunConfig, float]]:
+    """One group in a worker process of ``_train_groups`` (``parallel.Pool``), one thread."""
+    cfg, data_dir, eval_cfg, group = task
+    return _train_group(cfg, data_dir, eval_cfg, group, 1)
+
+
 def _train_groups(cfg: DemoConfig, data_dir: Path, eval_cfg: EvalConfig,
                   groups: list[list[tuple[str, Path, int, int]]]
                   ) -> dict[str, tuple[RunConfig, float]]:
     """The groups in parallel processes (spawned: no inherited threads), one thread each, with
     plain progress lines (two live bars would overwrite each other); in this process, in
-    turn, in quick mode and on CUDA (one device)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    turn, in quick mode and on CUDA (one device). Stopped (SIGINT, SIGTERM, SIGHUP), the
+    workers save their checkpoints and stop; the same command continues them."""
     from dataclasses import replace
 
+    from scaledql.data.parallel import Pool, Stopped, stop_signals
     from scaledql.device import pick_device
 
     if cfg.quick or pick_device(cfg.device).type == "cuda":
@@ -162,9 +169,23 @@ def _train_groups(cfg: DemoConfig, data_dir: Path, eval_cfg: EvalConfig,
                                                               None).items()}
     lines = replace(cfg, progress=False)
     quiet_eval = replace(eval_cfg, progress=False)
-    with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_group, lines, data_dir, quiet_eval, g, 1) for g in groups]
-        return {k: v for f in futures for k, v in f.result().items()}
+    runner, out, ok = Pool(len(groups), lambda n: None), {}, False
+    with stop_signals():
+        try:
+            for i, group in enumerate(groups):
+                runner.submit((i,), _group_task, (lines, data_dir, quiet_eval, group))
+            for _ in groups:
+                kind, _, result = runner.next_event()
+                if kind == "error":
+                    raise result
+                out.update(result)
+            ok = True
+        except Stopped as stop:
+            raise stop.saying(f"kept the data in {data_dir} and each learner's last "
+                              "checkpoint; run the same command to continue") from None
+        finally:
+            runner.close(terminate=not ok)
+    return out
 
 
 def train_learner(cfg: DemoConfig, algo: str, data_dir: Path, run_dir: Path, steps: int,

@@ -43,11 +43,13 @@ def _agent(c: dict[str, Any], name: str) -> list[str]:
                                                           strict=True))
     w = c.get("weights") or {}
     default_options = f"the {c['suite']} defaults"
+    channels = c["frame_channels"]
     return [
         "| | |", "|---|---|",
         f"| learner | `{c['algo']}`: {_summary(c['algo'])} |",
         f"| games (head order) | {games} |",
-        f"| observation | uint8{list(c['obs_shape'])} ({c['frame_channels']} channels a frame) |",
+        f"| observation | uint8{list(c['obs_shape'])} ({channels} channel"
+        f"{'s' if channels != 1 else ''} a frame) |",
         f"| game options | {options or default_options} |",
         f"| network | {knobs} |",
         f"| parameters | {counts.get('total', 0):,} ({parts}) |",

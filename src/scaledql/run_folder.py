@@ -307,6 +307,11 @@ class Run:
             raise UserError(f"{self.path} " + ("is not a folder" if self.path.exists()
                                                else "does not exist"))
         if not is_run(self.path):
+            inside = sorted(p for p in self.path.iterdir() if p.is_dir() and is_run(p))
+            if inside:  # a folder of runs (`scaledql demo`'s: agent, bc, dt; a study's)
+                raise UserError(f"{self.path} is not a run folder but holds {len(inside)}: "
+                                f"{', '.join(p.name for p in inside)}; pass one of them "
+                                f"(Run({str(inside[0])!r}))")
             raise UserError(f"{self.path} is not a run folder (no {CONFIG}; `scaledql train "
                             "--out` writes one)")
 

@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         sys.stderr.write(f"error: {_one_line(str(exc))}\n")
         return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
+    except KeyboardInterrupt as exc:  # a multi-process command's Stopped says what it kept
+        sys.stderr.write(f"{_one_line(str(exc)) or 'interrupted'}\n")
+        return int(getattr(exc, "exit_code", 130))
     except BrokenPipeError:
         return 0
     except OSError as exc:  # the environment refused a file operation: say which and why

@@ -63,6 +63,19 @@ def env_options(args: argparse.Namespace, base: dict | None = None,
     return EnvOptions(**given)
 
 
+def check_data_dir(path: object) -> None:
+    """A missing or wrong dataset directory is one line before anything heavy loads (torch
+    takes seconds to import): the same line ``open_dataset`` would give."""
+    from pathlib import Path
+
+    from scaledql.errors import UserError
+
+    p = Path(str(path))
+    if not p.is_dir():
+        raise UserError(f"dataset directory {p} "
+                        + ("is not a directory" if p.exists() else "does not exist"))
+
+
 def check_batch_memory(batch_size: int, obs_shape: tuple[int, ...], flag: str) -> None:
     """Refuse a batch whose observations alone (uint8, two stacks a row: obs and next_obs) would
     not fit in this machine's memory; it would fail later, allocating, after output exists."""

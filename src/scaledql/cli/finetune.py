@@ -134,6 +134,9 @@ def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def run_offline(args: argparse.Namespace) -> int:
+    from scaledql.cli.common import check_data_dir
+
+    check_data_dir(args.data)  # before torch loads
     from scaledql.data.store import open_dataset
     from scaledql.finetune.common import parse_arms, parse_seeds
     from scaledql.finetune.offline import OfflineFinetune, run_offline

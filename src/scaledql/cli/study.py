@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scaledql.experiments.study import Study
+
+
+def packaged() -> list[str]:
+    """The packaged studies' names (``configs/studies/*.toml``; no torch import)."""
+    from scaledql.experiments.study import STUDIES_DIR
+
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="run a study of many runs (packaged: claims, nstep) and "
+    names = ", ".join(packaged())
+    p = sub.add_parser("study", help=f"run a study of many runs (packaged: {names}) and "
                                      "write its claims report; finished runs are skipped")
-    p.add_argument("config", help="a packaged study name (claims, nstep) or a study TOML file")
+    p.add_argument("config", help=f"a packaged study name ({names}) or a study TOML file")
     p.add_argument("--budget", default=None,
-                   help="the study's budget (claims, nstep: smoke | cpu | gpu; default: the "
-                        "study's first, smoke)")
+                   help="the study's budget (claims, nstep: smoke | cpu | gpu; tuning: smoke | "
+                        "cpu | cpu-five; default: the study's first, smoke)")
     p.add_argument("--runs", type=Path, default=None,
                    help="folder of the runs (default: runs/studies/NAME-BUDGET)")
     p.add_argument("--results", type=Path, default=None,
@@ -29,6 +41,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Relative paths are the study home's (``study_home``: the clone for a packaged study),
+    whatever the current directory; paths given on the line are the current directory's."""
+    import os
+    import sys
+
+    from scaledql.experiments.study import study_home
+
+    home = study_home(args.config)  # not the current directory: a packaged study's clone
+    if home == Path.cwd():
+        return _run(args)
+    here = Path.cwd()
+    args.runs = here / args.runs if args.runs is not None else None
+    args.results = here / args.results if args.results is not None else None
+    print(f"[study] in {home} (its runs/, results/, data/)", file=sys.stderr)
+    os.chdir(home)
+    try:
+        return _run(args)
+    finally:
+        os.chdir(here)
+
+
+def _run(args: argparse.Namespace) -> int:
     import os
     import sys
 
@@ -47,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     study = load_study(args.config, args.budget, args.runs)
     results = args.results or default_results(study)
     if args.list:
+        found = (results / "report.md").is_file()
+        print(f"[study] results: {Path.cwd() / results}" + ("" if found else
+              " (none there yet; a clone of the project holds the committed ones, found "
+              "from any directory when scaledql runs from it)"), file=sys.stderr)
         for job in study.jobs:
             state = "done " if job_done(job) else \
                 "kept " if archive_path(results, job.id).is_file() else \
@@ -85,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
                       "checkpoint", file=sys.stderr)
             raise UserError("study stopped by a signal; running jobs were recorded as "
                             "interrupted, and the same command continues them")
+    if args.report_only:
+        _refuse_a_worse_report(study, results, args.config)
     report = write_results(study, results, machine)
     for claim in report["claims"]:
         print(f"{claim['id']}: {claim['verdict']}")
@@ -93,3 +133,38 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{len(outcome['failed'])} job(s) failed ({', '.join(outcome['failed'])})"
                         f", {len(outcome['blocked'])} could not start; see {study.runs}/logs")
     return 0
+
+
+def _refuse_a_worse_report(study: Study, results: Path, name: str) -> None:
+    """``--report-only`` never writes a worse report: a method the report has that cannot be
+    scored here (its data or runs missing) is one line naming it and what makes it."""
+    from scaledql.errors import UserError
+    from scaledql.experiments.results import dropped_methods
+
+    dropped = dropped_methods(study, results)
+    if not dropped:
+        return
+    reasons = sorted(set(dropped.values()))
+    makers = [job for job in study.jobs for m in study.methods if m["name"] in dropped
+              and "behaviour" in m and _writes(job.argv, m["behaviour"])]
+    rerun = f"scaledql study {name} --budget {study.budget}"
+    if makers:
+        job = makers[0]
+        logs = _value(job.argv, "--log-dir")
+        how = (f"`{rerun}` makes it first (its job {job.id!r}"
+               + (f", rebuilt from the action logs in {logs}" if logs and Path(logs).is_dir()
+                  else "") + f"; `{rerun} --list` shows its command)")
+    else:
+        how = f"`{rerun}` makes what is missing"
+    raise UserError(f"--report-only would drop {', '.join(map(repr, dropped))} from "
+                    f"{results / 'report.md'}: {'; '.join(reasons)}; {how}; the report is "
+                    "left as it was")
+
+
+def _value(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+
+
+def _writes(argv: list[str], path: str) -> bool:
+    out = _value(argv, "--out")
+    return out is not None and Path(out) == Path(path)

@@ -11,7 +11,12 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from scaledql.cli.common import add_device_arg, add_progress_args, check_batch_memory
+from scaledql.cli.common import (
+    add_device_arg,
+    add_progress_args,
+    check_batch_memory,
+    check_data_dir,
+)
 
 # Flag (argparse dest) → run option; None-valued flags are left to the layers below them.
 RUN_FLAGS = ("steps", "seed", "log_every", "checkpoint_every", "eval_every", "eval_episodes",
@@ -258,6 +263,19 @@ def _typed_overrides(algo: str, run: dict, learner: dict) -> tuple[dict, dict]:
     return run, learner
 
 
+def resumed_data(data: Path, run: Path) -> Path:
+    """A resumed run's data from any directory: the saved path as it is when it exists (absolute,
+    or relative to here), else relative to the folder the run was started from — the nearest
+    folder above the run that holds it (``runs/studies/S/job/seed_0`` → the clone with
+    ``data/``). The run's data fingerprint still checks that it is the same data."""
+    if data.is_absolute() or data.exists():
+        return data
+    for folder in Path(run).resolve().parents:
+        if (folder / data).exists():
+            return folder / data
+    return data
+
+
 def build_config(args: argparse.Namespace):
     """The merged, validated RunConfig for these arguments (fresh run or resume)."""
     from scaledql.errors import UserError
@@ -279,6 +297,8 @@ def build_config(args: argparse.Namespace):
         run.update(out=str(args.out))
         if args.data is not None:
             run["data"] = str(args.data)
+        elif isinstance(saved.get("data"), str):
+            run["data"] = str(resumed_data(Path(saved["data"]), Path(args.out)))
         saved_learner = saved.pop("learner", {})
         if not isinstance(saved_learner, dict):
             raise UserError(f"{saved_file}: learner must be a table of learner options")
@@ -286,6 +306,8 @@ def build_config(args: argparse.Namespace):
                      preset_name=str(saved_file), user_name=str(args.config))
     if args.data is None:
         raise UserError("--data is required (except with --resume)")
+    if not args.print_config:
+        check_data_dir(args.data)  # before torch loads (scaledql.api imports it)
     from scaledql.api import make_config
 
     algo = args.algo or "scaled-ql"
@@ -304,6 +326,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:  # torch-free up to here: printing a config is instant
         print(to_toml(cfg), end="")
         return 0
+    check_data_dir(cfg.data)  # a resumed run's, before torch loads
     from scaledql.api import train_run
     from scaledql.data.store import open_dataset
 

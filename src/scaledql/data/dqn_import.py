@@ -54,7 +54,7 @@ from scaledql.data.format import (
 )
 from scaledql.data.game import GameData
 from scaledql.data.import_sources import get_source
-from scaledql.data.parallel import Inline, Pool, Progress, terminate_as_interrupt
+from scaledql.data.parallel import Inline, Pool, Progress, Stopped, stop_signals
 from scaledql.data.validate import verify_game
 from scaledql.errors import UserError
 from scaledql.io import (
@@ -339,7 +339,7 @@ def import_games(games: dict[str, int | None], opts: ImportOptions, *, jobs: int
 def _run_import(state: dict[str, _Game], summaries: dict[str, ImportSummary],
                 opts: ImportOptions, jobs: int, progress: bool) -> None:
     """``import_games`` under the games' locks: plan, copy and publish every game."""
-    with contextlib.ExitStack() as locks, Progress(progress) as bar, terminate_as_interrupt():
+    with contextlib.ExitStack() as locks, Progress(progress) as bar, stop_signals():
         # One writer per game store (any importer, any collection): then look again, under it.
         for game in state:
             lock = game_lock_path(opts.out, game)
@@ -394,5 +394,21 @@ def _run_import(state: dict[str, _Game], summaries: dict[str, ImportSummary],
                     with _writing(g.final):
                         summaries[key[1]] = _publish(g)
             ok = True
+        except Stopped as stop:
+            raise stop.saying(_kept(state, summaries)) from None
         finally:
             runner.close(terminate=not ok)
+
+
+def _kept(state: dict[str, _Game], summaries: dict[str, ImportSummary]) -> str:
+    """What a stopped import keeps, for its one line."""
+    parts = []
+    for name, g in state.items():
+        if name in summaries:
+            parts.append(f"{name} published")
+        elif g.spec.staging.is_dir():
+            done = len(list((g.spec.staging / "done").glob("*")))
+            total = f" of {len(g.layout.units)}" if g.layout is not None else ""
+            parts.append(f"{name}: {done}{total} files staged in {g.spec.staging}")
+    return (f"kept {'; '.join(parts) or 'nothing yet'}; run the same command to continue "
+            "(it redoes only what is missing)")

@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scaledql.experiments.claims import claims_markdown, final_eval, iqm_ci, judge_study
+from scaledql.errors import UserError
+from scaledql.experiments.claims import (
+    claims_markdown,
+    final_eval,
+    iqm_ci,
+    judge_study,
+    method_scores,
+)
 from scaledql.experiments.curves import (
     curves_and_warnings,
     curves_markdown,
@@ -32,6 +39,23 @@ from scaledql.run_folder import CONFIG, config_file, read_json, read_machines, r
 
 def default_results(study: Study) -> Path:
     return Path("results") / f"{study.name}-{study.suite}-{study.budget}"
+
+
+def dropped_methods(study: Study, results: Path) -> dict[str, str]:
+    """The methods ``results/report.json`` scores that the runs and data here cannot score now
+    (name → why): rewriting the report would lose them (``study --report-only`` refuses)."""
+    try:
+        had = {m.get("name") for m in read_json(results / "report.json").get("methods", [])}
+    except (UserError, AttributeError):  # no report yet (or not one): nothing to lose
+        return {}
+    dropped = {}
+    for method in study.methods:
+        if method["name"] in had:
+            try:
+                method_scores(method, study.suite)
+            except UserError as exc:
+                dropped[method["name"]] = str(exc)
+    return dropped
 
 
 def _run_folders(study: Study) -> list[tuple[str, Path]]:

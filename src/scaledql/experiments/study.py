@@ -88,6 +88,18 @@ def study_path(name: str) -> Path:
     return path
 
 
+def study_home(name: str) -> Path:
+    """The folder a study's relative paths (``runs/``, ``results/``, ``data/``,
+    ``action-logs/``) are read and written from: for a packaged study run from a clone of the
+    project (``src/`` installed in place), the clone, so that its committed results are found
+    from any directory; otherwise (a study file, an installed package) the current directory."""
+    clone = STUDIES_DIR.parents[3]  # src/scaledql/configs/studies → the clone
+    if ((STUDIES_DIR / f"{name}.toml").is_file() and (clone / "pyproject.toml").is_file()
+            and (clone / "results").is_dir()):
+        return clone
+    return Path.cwd()
+
+
 def _resolve(value: Any, budget: str, budgets: list[str], where: str) -> Any:
     """A per-budget table → its value for ``budget``; anything else as is."""
     if isinstance(value, dict) and value and set(value) <= set(budgets):

@@ -96,45 +96,70 @@ def _read_json(path: Path) -> object:
         raise UserError(f"{path}: not valid JSON ({str(exc)[:100]})") from None
 
 
-def _run_logs(run: Path) -> tuple[list[dict], list[tuple[int, dict]]]:
-    """The agent run's training rows (with a TD loss) and (step, aggregate) of its evaluations."""
-    if not metrics_file(run).is_file():
-        raise UserError(f"{metrics_file(run)} does not exist (an incomplete demo folder?)")
-    train_rows = [r for r in read_rows(run) if "td_loss" in r]
+def _evaluations(run: Path) -> list[tuple[int, dict]]:
+    """(step, aggregate) of each of a run's evaluations."""
     evals = []
     for step, f in eval_files(run).items():
         agg = _read_json(f)
         if not isinstance(agg, dict) or not isinstance(agg.get("aggregate"), dict):
             raise UserError(f"{f}: not an evaluation report")
         evals.append((step, agg["aggregate"]))
-    return train_rows, evals
+    return evals
 
 
-def plot_learning_curves(logs: tuple[list[dict], list[tuple[int, dict]]],
-                         behaviour_iqm: float | None, path: Path) -> None:
-    """The agent's IQM at each evaluation (rliable's curve; CIs over episodes) and its losses."""
+def _run_logs(run: Path) -> tuple[list[dict], list[tuple[int, dict]]]:
+    """The agent run's training rows (with a TD loss) and (step, aggregate) of its evaluations."""
+    if not metrics_file(run).is_file():
+        raise UserError(f"{metrics_file(run)} does not exist (an incomplete demo folder?)")
+    return [r for r in read_rows(run) if "td_loss" in r], _evaluations(run)
+
+
+def plot_learning_curves(curves: dict[str, list[tuple[int, dict]]], train_rows: list[dict],
+                         behaviour_iqm: float | None, path: Path,
+                         colors: dict[str, tuple] | None = None) -> None:
+    """Above: each learner's IQM at its evaluations (rliable's curve; CIs over episodes) —
+    Scaled QL's every ``eval_every`` steps, BC's and DT's at their end — beside the behaviour
+    policy's. Below: Scaled QL's TD loss and CQL term, each on its own linear axis (the CQL
+    term beside ln|A|, its value for a Q flat over the actions). Legends below their panels."""
     import matplotlib.pyplot as plt
 
-    train_rows, evals = logs
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    scored = [(step, agg) for step, agg in evals if "iqm" in agg]
+    fig = plt.figure(figsize=(11, 8))
+    grid = fig.add_gridspec(2, 2, height_ratios=(1.25, 1), hspace=0.75, wspace=0.25)
+    top = fig.add_subplot(grid[0, :])
+    scored = {name: [(s, a) for s, a in evals if "iqm" in a] for name, evals in curves.items()}
+    scored = {name: pts for name, pts in scored.items() if pts}
     if scored:
-        plots.plot_curves({"Scaled QL": ([s for s, _ in scored], [a["iqm"] for _, a in scored],
-                                         [a["iqm_ci"][0] for _, a in scored],
-                                         [a["iqm_ci"][1] for _, a in scored])}, left)
+        plots.plot_curves({name: ([s for s, _ in pts], [a["iqm"] for _, a in pts],
+                                  [a["iqm_ci"][0] for _, a in pts],
+                                  [a["iqm_ci"][1] for _, a in pts])
+                           for name, pts in scored.items()}, top, colors=colors,
+                          one_point="evaluated at its end, step {x:,.0f}")
         if behaviour_iqm is not None:
-            left.axhline(behaviour_iqm, color="grey", ls="--", label="behaviour (dataset) IQM")
-            left.legend(fontsize=8)
-        left.set_title("Evaluation in the games (IQM, 95% CI over episodes)", fontsize=9)
-    if train_rows:
-        steps = [r["step"] for r in train_rows]
-        right.plot(steps, [r["td_loss"] for r in train_rows], label="TD (cross-entropy)")
-        right.plot(steps, [r["cql_loss"] for r in train_rows], label="CQL term")
-        right.set_xlabel("gradient steps")
-        right.set_yscale("log")
-        right.legend(fontsize=8)
-        right.set_title("Training losses")
-    fig.tight_layout()
+            top.axhline(behaviour_iqm, color="grey", ls="--", label="behaviour policy (dataset)")
+        top.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                   frameon=False)
+        top.set_title("Evaluation in the games (IQM, 95% CI over episodes)", fontsize=10)
+        top.set_xlim(0, 1.03 * max(s for pts in scored.values() for s, _ in pts))
+        plots.step_axis(top)
+    for col, (key, title) in enumerate((("td_loss", "Scaled QL: TD loss (cross-entropy)"),
+                                        ("cql_loss", "Scaled QL: CQL term"))):
+        ax = fig.add_subplot(grid[1, col])
+        steps = [r["step"] for r in train_rows if key in r]
+        ax.plot(steps, [r[key] for r in train_rows if key in r], label=key.replace("_", " "),
+                marker="o" if len(steps) < 3 else None)
+        if key == "cql_loss":
+            flat = [(r["step"], np.mean([v for k, v in r.items() if k.startswith("cql_uniform/")]))
+                    for r in train_rows if any(k.startswith("cql_uniform/") for k in r)]
+            if flat:
+                ax.plot(*zip(*flat, strict=True), ls="--", color="grey",
+                        label="ln|A|, mean over games (Q flat over actions)")
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                      frameon=False)
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        ax.set_xlabel("gradient steps", fontsize=9)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=8)
+        plots.step_axis(ax)
     plots.save(fig, path)
 
 
@@ -165,6 +190,10 @@ def write_report(out: Path) -> Path:
         games = [g for g in summary["agent"]["games"] if has_reference("minatar", g)]
         aggregates, per_game = _estimates(summary, matrices)
         logs = _run_logs(run)
+        curves = {_short(ROWS[0][1]): logs[1]}
+        for algo in summary.get("baselines") or {}:
+            if (out / algo).is_dir():
+                curves[_short(BASELINE_LABELS.get(algo, algo))] = _evaluations(out / algo)
         params = _read_json(params_file(run))
         text = _markdown(out, summary, params, aggregates)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -178,8 +207,9 @@ def write_report(out: Path) -> Path:
         profiles, bands = performance_profiles(matrices, taus, seed=summary["seed"])
         plots.plot_profiles(profiles, bands, taus, out / "performance_profile.png", colors,
                             rows="episodes")
-    plot_learning_curves(logs, (aggregates.get(_short(ROWS[1][1])) or {}).get("iqm"),
-                         out / "learning_curves.png")
+    plot_learning_curves(curves, logs[0],
+                         (aggregates.get(_short(ROWS[1][1])) or {}).get("iqm"),
+                         out / "learning_curves.png", colors)
     path = out / "report.md"
     atomic_write_text(path, text)
     return path

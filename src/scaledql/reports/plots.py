@@ -6,6 +6,7 @@ on the axes or in a legend. The numbers come from ``scaledql.stats``; nothing he
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -61,21 +62,37 @@ def plot_intervals(estimates: Mapping[str, Mapping[str, float | list]], metrics:
     points = {m: np.array([estimates[m][k] for k in metrics]) for m in methods}
     intervals = {m: np.array([[estimates[m][f"{k}_ci"][i] for k in metrics] for i in (0, 1)])
                  for m in methods}
-    return _intervals(points, intervals, [METRIC_NAMES.get(k, k) for k in metrics], path,
-                      colors, xlabel)
+    return save(_intervals(points, intervals, [METRIC_NAMES.get(k, k) for k in metrics],
+                           colors, xlabel), path)
 
 
 def plot_per_game(per_game: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
                   games: Sequence[str], path: Path, colors: Mapping[str, tuple] | None = None,
-                  xlabel: str = "Mean normalized score (95% CI)") -> Path:
-    """Each game's mean with its interval (``stats.per_game_estimates``), one panel per game."""
-    points = {m: np.asarray(v[0]) for m, v in per_game.items()}
-    intervals = {m: np.stack([v[1], v[2]]) for m, v in per_game.items()}
-    return _intervals(points, intervals, list(games), path, colors, xlabel)
+                  xlabel: str = "Mean normalized score (95% CI)", per_row: int = 3) -> Path:
+    """Each game's mean with its interval (``stats.per_game_estimates``), one panel per game,
+    ``per_row`` panels a row (rows stacked in one PNG: five games in one row made an image so
+    wide that its text could not be read at any width it is shown)."""
+    rows = [list(range(i, min(i + per_row, len(games)))) for i in range(0, len(games), per_row)]
+    images = []
+    with tempfile.TemporaryDirectory(dir=Path(path).parent) as tmp:
+        for n, row in enumerate(rows):
+            points = {m: np.asarray(v[0])[row] for m, v in per_game.items()}
+            intervals = {m: np.stack([v[1], v[2]])[:, row] for m, v in per_game.items()}
+            fig = _intervals(points, intervals, [games[i] for i in row], colors, xlabel)
+            if len(rows) == 1:
+                return save(fig, path)
+            images.append(plt.imread(save(fig, Path(tmp) / f"row{n}.png")))
+    width = max(im.shape[1] for im in images)
+    padded = [np.concatenate([im, np.ones((im.shape[0], width - im.shape[1], im.shape[2]),
+                                          im.dtype)], axis=1) for im in images]
+    with atomic_output(path) as tmp_file:
+        plt.imsave(tmp_file, np.concatenate(padded, axis=0), format="png")
+    return Path(path)
 
 
-def _intervals(points: dict, intervals: dict, names: list[str], path: Path,
-               colors: Mapping[str, tuple] | None, xlabel: str) -> Path:
+def _intervals(points: dict, intervals: dict, names: list[str],
+               colors: Mapping[str, tuple] | None, xlabel: str):
+    """rliable's interval estimates, one panel per name, one row per method; the figure."""
     from rliable import plot_utils
 
     methods = list(points)
@@ -94,7 +111,7 @@ def _intervals(points: dict, intervals: dict, names: list[str], path: Path,
         ax.set_xlim(low - pad, high + pad)  # a point on the edge of the range stays visible
     layout.untangle_x_ticks(fig, axes)
     layout.place_below_ticks(fig, axes, fig.texts[-1])  # rliable's x-label, its only text
-    return save(fig, path)
+    return fig
 
 
 def _mark_if_no_width(ax, point: float, interval: np.ndarray, row: int, color) -> None:
@@ -196,6 +213,20 @@ def _verdict_column(fig, ax, verdicts: Sequence[str]) -> None:
     ax.text(x, 1.0, "Verdict", transform=blended_transform_factory(fig.transFigure,
                                                                    ax.transAxes),
             va="bottom", ha="left", fontsize="medium", fontweight="bold")
+
+
+def _thousands(x: float, pos: int | None = None) -> str:
+    """Step ticks that stay short: 500, 2.5k, 20k, 1.2M."""
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:g}M"
+    return f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
+
+
+def step_axis(ax) -> None:
+    """A step x-axis whose labels never run together (20000 → 20k, at most 6 ticks; once
+    "10000125001500017500")."""
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5, integer=True))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_thousands))
 
 
 def plot_curves(curves: Mapping[str, tuple[Sequence, Sequence, Sequence, Sequence]], ax,

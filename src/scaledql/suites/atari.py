@@ -43,9 +43,13 @@ HELD_OUT_5 = ["Alien", "MsPacman", "Pong", "SpaceInvaders", "StarGunner"]
 
 @functools.cache
 def _registry() -> dict[str, str]:
-    """Canonical game name (``SpaceInvaders``) → ALE ROM id (``space_invaders``)."""
+    """Canonical game name (``SpaceInvaders``) → ALE ROM id (``space_invaders``). Registers
+    the ALE environments and keeps the emulator's banner ("A.L.E: Arcade Learning Environment
+    ... [Powered by Stella]", printed by every new ALEInterface at its default log level) off
+    stderr."""
     import ale_py
 
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     gym.register_envs(ale_py)
     out = {}
     for env_id, env_spec in gym.registry.items():
@@ -123,6 +127,7 @@ class AtariSuite:
 
     def make_env(self, game: str, options: EnvOptions | None = None) -> gym.Env:
         options = self._check(game, options)
+        _registry()  # registered, and the banner off
         sticky = DEFAULT_STICKY if options.sticky is None else options.sticky
         env = gym.make(
             f"ALE/{game}-v5",
