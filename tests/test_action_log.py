@@ -48,6 +48,25 @@ def test_a_game_is_rebuilt_byte_for_byte_from_its_log(tmp_path):
     open_dataset(tmp_path / "b", contents=True)
 
 
+def test_a_log_written_before_a_setting_existed_still_rebuilds(tmp_path):
+    """A learner option added since a log was written (at its default) does not make the log
+    another collection's; a behaviour setting that differs does (the committed logs of
+    data/minatar-1m predate `hl_gauss_sigma_ratio`)."""
+    logs = tmp_path / "logs"
+    collect(_config(tmp_path / "a", logs, games=["breakout"]))
+    actions, meta = read_log(log_path(logs, "breakout"))
+    old = {**meta["recipe"], "dqn": {k: v for k, v in meta["recipe"]["dqn"].items()
+                                     if k != "hl_gauss_sigma_ratio"}}
+    write_log(log_path(logs, "breakout"), actions.tolist(), old, meta["provenance"],
+              meta["digest"])
+    assert collect(_config(tmp_path / "b", logs, games=["breakout"]))[0]["rebuilt"]
+    other = {**old, "dqn": {**old["dqn"], "adam_eps": 1e-8}}
+    write_log(log_path(logs, "breakout"), actions.tolist(), other, meta["provenance"],
+              meta["digest"])
+    with pytest.raises(UserError, match=r"made by another collection \(dqn"):
+        collect(_config(tmp_path / "c", logs, games=["breakout"]))
+
+
 def test_a_log_of_another_collection_or_a_damaged_one_is_refused(tmp_path):
     logs = tmp_path / "logs"
     collect(_config(tmp_path / "a", logs, games=["breakout"]))

@@ -132,6 +132,18 @@ def recipe(cfg: CollectConfig, game: str, seed: int) -> dict:
             "dqn": {**asdict(cfg.dqn), **asdict(cfg.schedule)} if learning else None}
 
 
+def comparable_recipe(recipe_: dict) -> dict:
+    """A recipe with its behaviour settings at today's defaults left out, so that a log written
+    before a setting existed (a learner option added since, at its default) still matches; a
+    setting whose default changed since stays in and is compared."""
+    defaults = {**asdict(DQNConfig()), **asdict(OnlineSchedule())}
+    dqn = recipe_.get("dqn")
+    if not isinstance(dqn, dict):
+        return recipe_
+    return {**recipe_, "dqn": {k: v for k, v in dqn.items()
+                               if k not in defaults or defaults[k] != v}}
+
+
 def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
     """Collect ``cfg.steps`` transitions of one game into ``cfg.out/<game>``; returns a summary.
     With ``cfg.log_dir``: rebuilt from the game's action log when there is one, else collected
@@ -226,7 +238,8 @@ def rebuild_game(cfg: CollectConfig, game: str, seed: int) -> dict:
     logged actions; refused (and removed) unless the store's digest is the one logged."""
     path = log_path(cfg.log_dir, game)
     actions, meta = read_log(path)
-    check_recipe(path, meta["recipe"], recipe(cfg, game, seed))
+    check_recipe(path, comparable_recipe(meta["recipe"]),
+                 comparable_recipe(recipe(cfg, game, seed)))
     suite = get_suite(cfg.suite)
     spec = suite.spec(game, cfg.options)
     start = time.perf_counter()
