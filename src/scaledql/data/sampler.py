@@ -21,7 +21,10 @@ Limited data (``data_fraction`` < 1, offline fine-tuning with 1% or 10% of a gam
 keeps only its first episodes in time order, whole, as few as hold at least that share of its
 transitions (at least one episode) — the way the DQN Replay subsets are "the first X%" of a run.
 By transitions rather than by episode count, because a learning behaviour policy's episodes grow
-longer over the run (10% of the episodes can be far less than 10% of the data).
+longer over the run (10% of the episodes can be far less than 10% of the data). Other selections
+(``EpisodeSelection``, ``sampler_index.py``): a seeded *uniform* sample of episodes holding the
+share (every skill level of the run), and a validation split of held-out episodes that the
+training part never draws; the kept episodes' steps are renumbered so the draw stays uniform.
 
 Compressed stores, or a RAM budget (``pool``): the samplers draw from a bounded pool of decoded
 blocks of whole episodes, rotated every so many batches (``pool.py`` says how that changes the

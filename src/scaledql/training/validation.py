@@ -26,6 +26,7 @@ from scaledql.agents.base import Learner
 from scaledql.data.pool import PoolOptions
 from scaledql.data.sampler import BatchSpec, make_sampler
 from scaledql.data.store import Dataset
+from scaledql.training.config import RunConfig
 
 VALIDATION_BATCHES = 8  # batches of each part per evaluation (at the learner's batch size)
 _SEEN_STREAM, _HELDOUT_STREAM = 2**32 - 3, 2**32 - 2  # seed streams of the fixed batches
@@ -34,7 +35,7 @@ _SEEN_STREAM, _HELDOUT_STREAM = 2**32 - 3, 2**32 - 2  # seed streams of the fixe
 class ValidationProbe:
     """Fixed held-out and training batches; ``losses(learner)`` → the eval row's keys."""
 
-    def __init__(self, dataset: Dataset, games: list[str], spec: BatchSpec, cfg: Any,
+    def __init__(self, dataset: Dataset, games: list[str], spec: BatchSpec, cfg: RunConfig,
                  pool: PoolOptions | None) -> None:
         self.dataset, self.games, self.spec, self.cfg, self.pool = dataset, games, spec, cfg, pool
         self.batches: dict[str, list[Any]] = {}
