@@ -42,35 +42,35 @@ class RunSource:
     fraction: float = 1.0
 
 
-def _stored_episodes(g: GameData) -> list[tuple[int, int, int, int]]:
-    """(shard, frame start, transitions, flags) of every stored episode, in store order."""
-    return [(si, int(start), int(t), int(flags)) for si, sh in enumerate(g.shards)
-            for start, t, flags in zip(np.asarray(sh.ep_frame_start).tolist(),
-                                       np.asarray(sh.ep_length).tolist(),
-                                       np.asarray(sh.ep_flags).tolist(), strict=True)]
+def _stored_episodes(g: GameData) -> list[tuple[int, int, int, int, int]]:
+    """(shard, episode in the shard, frame start, transitions, flags) of every stored episode,
+    in store order."""
+    return [(si, i, int(start), int(t), int(flags)) for si, sh in enumerate(g.shards)
+            for i, (start, t, flags) in enumerate(zip(np.asarray(sh.ep_frame_start).tolist(),
+                                                      np.asarray(sh.ep_length).tolist(),
+                                                      np.asarray(sh.ep_flags).tolist(),
+                                                      strict=True))]
 
 
-def _kept(episodes: list[tuple[int, int, int, int]], fraction: float, game: str) -> int:
+def _kept(episodes: list[tuple[int, int, int, int, int]], fraction: float, game: str) -> int:
     """How many first stored episodes hold ``fraction`` of the transitions: those up to the
     last episode with a step that ``EpisodeSelection`` keeps (the samplers' cut)."""
-    with_steps = [i for i, e in enumerate(episodes) if e[2] > 0]
+    with_steps = [i for i, e in enumerate(episodes) if e[3] > 0]
     if not with_steps:
         return 0
-    lengths = np.array([episodes[i][2] for i in with_steps], np.int64)
+    lengths = np.array([episodes[i][3] for i in with_steps], np.int64)
     chosen = EpisodeSelection(fraction=fraction).episodes(lengths, game)
     return with_steps[int(chosen[-1])] + 1
 
 
 def _run_record(number: int, src: RunSource, g: GameData, kept: list) -> dict[str, Any]:
-    returns = []
-    for si, start, _t, flags in kept:
-        if flags & (FLAG_TERMINATED | FLAG_TRUNCATED) and not flags & FLAG_PARTIAL_START:
-            sh = g.shards[si]
-            i = int(np.searchsorted(np.asarray(sh.ep_frame_start), start))
-            returns.append(float(sh.ep_return[i]))
+    """What the merged store's provenance keeps of one run: where it came from, its share,
+    its finished episodes' mean return and the source's own provenance."""
+    returns = [float(g.shards[si].ep_return[i]) for si, i, _start, _t, flags in kept
+               if flags & (FLAG_TERMINATED | FLAG_TRUNCATED) and not flags & FLAG_PARTIAL_START]
     prov = dict(g.manifest.get("provenance") or {})
     return {"run": number, "from": str(src.path), "fraction": src.fraction,
-            "episodes": len(returns), "transitions": int(sum(e[2] for e in kept)),
+            "episodes": len(returns), "transitions": int(sum(e[3] for e in kept)),
             "mean_return": float(np.mean(returns)) if returns else None,
             "seed": prov.get("seed"), "source_provenance": prov}
 
@@ -121,7 +121,7 @@ def merge_game(sources: list[RunSource], out: Path, game: str, command: str,
                     provenance=provenance, overwrite=overwrite) as writer:
         for g, kept, run in zip(data, episodes, runs, strict=True):
             shards_before = writer.shards_written
-            for si, start, t, flags in kept:
+            for si, _i, start, t, flags in kept:
                 sh = g.shards[si]
                 writer.add_episode(np.asarray(sh.frames[start:start + t + 1]),
                                    np.asarray(sh.actions[start:start + t], np.int64),
