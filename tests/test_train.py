@@ -17,7 +17,8 @@ from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
 from scaledql.data.writer import GameWriter
 from scaledql.training.config import RunConfig
-from scaledql.training.offline import NonFiniteLoss, train
+from scaledql.training.device_window import NonFiniteLoss
+from scaledql.training.offline import train
 
 TINY_AGENT = dict(encoder="nature", width=0.25, feature_dim=16, batch_size=8,
                   target_update_period=2, cql_alpha=0.5, n_step=2)

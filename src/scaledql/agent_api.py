@@ -30,9 +30,10 @@ from scaledql.agents.base import Learner, Problem
 from scaledql.api import layered_config, new_learner, problem_of, train_run
 from scaledql.checkpoint import (
     checkpoint_path,
-    learner_payload,
     load_checkpoint,
     load_learner,
+    resumable,
+    run_payload,
     save_checkpoint,
 )
 from scaledql.data.store import Dataset, open_dataset
@@ -42,8 +43,6 @@ from scaledql.run_folder import checkpoint_file, is_run
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.training.config import RunConfig
 from scaledql.training.offline import env_options_of
-
-RESUMABLE = ("run_config", "prefetch", "rng")  # what a checkpoint needs for fit to continue it
 
 
 class Agent:
@@ -132,7 +131,8 @@ class Agent:
         if not resume and checkpoint_file(run).exists():
             raise UserError(f"{run} already holds a run: continue it with "
                             f"scaledql.load({str(run)!r}).fit(...), or choose another out")
-        self._check_data(open_dataset(Path(data), self.games))
+        opened = open_dataset(Path(data), self.games)
+        self._check_data(opened)
         changes: dict[str, Any] = {"data": str(data), "out": str(run)}
         if not resume:  # the heads the agent has; a run continues with the games it has
             changes["games"] = self.games
@@ -142,7 +142,10 @@ class Agent:
             changes["eval_every"] = eval_every
         cfg = dataclasses.replace(self.config, **changes).validate()
         try:
-            summary = train_run(cfg, resume=resume, progress=progress, callbacks=callbacks)
+            # the store opened above, where the run trains on exactly its games
+            same = cfg.games is not None and list(cfg.games) == opened.games
+            summary = train_run(cfg, resume=resume, progress=progress, callbacks=callbacks,
+                                dataset=opened if same else None)
         except BaseException:
             if checkpoint_file(run).exists():  # a failure after a checkpoint: that is the state
                 self._adopt(run, cfg)
@@ -204,10 +207,9 @@ class Agent:
         if path == checkpoint_file(path.parent) and is_run(path.parent):
             raise UserError(f"{path} is the checkpoint of the run in {path.parent}: save "
                             "elsewhere (fit writes the run's checkpoint)")
-        payload = {**learner_payload(self.learner, self.suite, self.env_options),
-                   "run_config": self.config.to_dict()}
-        if self._data_identity is not None:
-            payload["data_identity"] = self._data_identity
+        identity = {} if self._data_identity is None else {"data_identity": self._data_identity}
+        payload = run_payload(self.learner, self.suite, self.env_options,
+                              run_config=self.config.to_dict(), **identity)
         save_checkpoint(payload, path)
         return path
 
@@ -256,8 +258,8 @@ def load(path: Path | str, device: str | None = None) -> Agent:
     continues); the others play, evaluate and save."""
     learner, payload = load_learner(Path(path), device)
     file = checkpoint_path(Path(path))
-    resumable = file == checkpoint_file(file.parent) and all(k in payload for k in RESUMABLE)
-    run = file.parent if resumable else None
+    continues = file == checkpoint_file(file.parent) and resumable(payload)
+    run = file.parent if continues else None
     if "run_config" in payload:
         config = RunConfig.from_dict(payload["run_config"], f"{file} run_config")
         if run is not None:  # the folder may have moved since it trained

@@ -28,7 +28,7 @@ from scaledql.training.config import (
 )
 
 
-def _suite_of(dataset: Dataset) -> str:
+def suite_of(dataset: Dataset) -> str:
     return dataset.game(dataset.games[0]).suite
 
 
@@ -39,7 +39,7 @@ def make_config(data: Path | str, out: Path | str, algo: str = "scaled-ql", *,
     defaults → the data's suite preset → ``config`` (a TOML file, or a dict of the same shape)
     → ``options`` (run keys: ``steps``, ``seed``, ``games``, ``eval_every``, ...) and
     ``learner`` (learner keys: ``encoder``, ``width``, ``batch_size``, ...)."""
-    return layered_config(_suite_of(open_dataset(Path(data))), data, out, algo, config=config,
+    return layered_config(suite_of(open_dataset(Path(data))), data, out, algo, config=config,
                           learner=learner, **options)
 
 
@@ -98,7 +98,7 @@ def check_action_counts(dataset: Dataset, options: EnvOptions) -> None:
 
 def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
               wandb: Any = None, callbacks: Sequence[Callable[[dict], None]] = (),
-              quiet: bool = False) -> dict:
+              quiet: bool = False, dataset: Dataset | None = None) -> dict:
     """Train (or ``resume``) a run as ``scaledql train`` does: the run folder ``cfg.out`` gets
     its config, logs, checkpoint and an evaluation in the real games — with the game options
     the data was collected with — every ``cfg.eval_every`` steps and at the end
@@ -108,7 +108,8 @@ def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     Returns the training loop's summary; ``summary["evaluation"]`` is the final evaluation
     (per-game return and normalized score, IQM / median / mean), also printed as a table.
     ``quiet``: print nothing at all (lines, bars, tables; errors still raise): the run folder
-    and the returned summary hold everything."""
+    and the returned summary hold everything. ``dataset``: the store ``cfg.data`` already
+    opened for ``cfg.games`` (``open_dataset``; else it is opened here): a run opens it once."""
     if quiet:
         import contextlib
         import os
@@ -121,13 +122,14 @@ def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
             with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
                     contextlib.redirect_stderr(sink):
                 return train_run(cfg, resume=resume, progress=False, wandb=wandb,
-                                 callbacks=callbacks)
+                                 callbacks=callbacks, dataset=dataset)
         finally:
             set_quiet(was)
     from scaledql.io import remove_stale_temporaries_in
     from scaledql.training.offline import env_options_of, train
 
-    dataset = open_dataset(Path(cfg.data), cfg.games)
+    if dataset is None:
+        dataset = open_dataset(Path(cfg.data), cfg.games)
     first = dataset.game(dataset.games[0])
     options = EnvOptions(**env_options_of(first))
     check_action_counts(dataset, options)
@@ -139,7 +141,7 @@ def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     for folder in (Path(cfg.out), eval_dir(cfg.out)):  # what killed writers left
         remove_stale_temporaries_in(folder)
     return train(cfg, resume=resume, evaluate_fn=evaluator, progress=progress, wandb=wandb,
-                 callbacks=callbacks)
+                 callbacks=callbacks, dataset=dataset)
 
 
 def evaluate_policy(policy: Policy, suite: str, games: Sequence[str], episodes: int = 10, *,

@@ -90,6 +90,38 @@ def learner_payload(learner: Learner, suite: str, env_options: dict[str, Any]) -
             "param_counts": learner.param_counts()}
 
 
+# What a run adds to ``learner_payload``, each written where its run writes it: an offline
+# run's ``run_config``, ``prefetch`` (per-process sampler states), ``rng`` (global RNG states)
+# and ``data_identity``; an online run's ``run_config``, ``online`` (its loop's counters, ε
+# generator and replay) and ``rng``; a collected game's ``seed`` (and a snapshot's
+# ``env_steps``, ``episode_returns``).
+RUN_STATE_KEYS = ("run_config", "prefetch", "rng", "data_identity", "online", "seed",
+                  "env_steps", "episode_returns")
+# What a checkpoint needs for a training run (``scaledql train --resume``, ``Agent.fit``) to
+# continue from it.
+RESUME_KEYS = ("run_config", "prefetch", "rng")
+
+
+def run_payload(learner: Learner, suite: str, env_options: dict[str, Any],
+                **state: Any) -> dict[str, Any]:
+    """A run's checkpoint payload: ``learner_payload`` and the run's ``state`` (keys of
+    ``RUN_STATE_KEYS``, kept in the order given)."""
+    unknown = [k for k in state if k not in RUN_STATE_KEYS]
+    if unknown:
+        raise ValueError(f"not a checkpoint's run state: {', '.join(unknown)}")
+    return {**learner_payload(learner, suite, env_options), **state}
+
+
+def missing_resume_state(payload: dict[str, Any]) -> str | None:
+    """The first of ``RESUME_KEYS`` the payload lacks (None: a training run can continue it)."""
+    return next((k for k in RESUME_KEYS if k not in payload), None)
+
+
+def resumable(payload: dict[str, Any]) -> bool:
+    """Can a training run continue from this checkpoint?"""
+    return missing_resume_state(payload) is None
+
+
 def _upgrade_v1(payload: dict) -> dict:
     """Version 1 (a Scaled QL ``agent`` without a torso module) → version 2."""
     def torso_keys(state: dict) -> dict:

@@ -19,13 +19,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from scaledql.agents.base import Problem
 from scaledql.agents.dqn import DQN, DQNConfig
-from scaledql.checkpoint import check_policy_games, learner_payload, load_learner, save_checkpoint
+from scaledql.checkpoint import check_policy_games, load_learner, run_payload
 from scaledql.data.action_log import (
     ActionLogger,
     ReplayPolicy,
@@ -45,7 +46,8 @@ from scaledql.run_folder import step_checkpoint_name
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.suites.base import GameSpec
 from scaledql.training.lifecycle import crossed
-from scaledql.training.online import OnlineSchedule, run_online
+from scaledql.training.online import OnlineSchedule, OnlineState, run_online
+from scaledql.training.session import RunSession
 
 
 @dataclass
@@ -164,9 +166,8 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
         check_policy_games(payload, [game], cfg.options)
         schedule = OnlineSchedule(epsilon_start=cfg.epsilon, epsilon_end=cfg.epsilon)
     provenance = _provenance(cfg, seed)
-    on_step = None
-    if learning and cfg.save_agents and cfg.snapshot_every:
-        on_step = _snapshotter(learner, cfg, game, seed)
+    session = CollectSession(cfg, game, seed, learner)
+    on_step = session.step if learning and cfg.save_agents and cfg.snapshot_every else None
     start = time.perf_counter()
     with _game_writer(cfg, game, spec, provenance) as writer:
         recorder = _EpisodeWriter(writer, cfg.num_envs, spec.frame_shape[0])
@@ -182,8 +183,7 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
         write_log(log_path(cfg.log_dir, game), recorder.actions, recipe(cfg, game, seed),
                   provenance, store_digest(cfg.out / game))
     if learning and cfg.save_agents:
-        save_checkpoint({**learner_payload(learner, cfg.suite, cfg.options.record()), "seed": seed},
-                        cfg.out / "_agents" / f"{game}.pt")
+        session.checkpoint()
     return _summary(game, result.episode_returns, result.steps, seconds)
 
 
@@ -260,22 +260,31 @@ def rebuild_game(cfg: CollectConfig, game: str, seed: int) -> dict:
     return {**_summary(game, result.episode_returns, result.steps, seconds), "rebuilt": True}
 
 
-def _snapshotter(learner: DQN, cfg: CollectConfig, game: str, seed: int):
-    """``on_step`` hook saving the learner every ``cfg.snapshot_every`` environment steps."""
-    every = int(cfg.snapshot_every or 0)
-    last = [0]  # the environment step at the previous call
+class CollectSession(RunSession):
+    """One game's collection as a run session: its learner's checkpoints go to
+    ``OUT/_agents`` (no lock, no metrics log: the store's writer holds the game's folder, and
+    the store is the run's record). ``step`` (the online loop's ``on_step``) keeps a snapshot
+    every ``cfg.snapshot_every`` environment steps; ``checkpoint`` the final learner."""
 
-    def on_step(state) -> bool:
-        steps = state.result.steps
-        if crossed(last[0], steps, every):
-            at = (last[0] // every + 1) * every  # the snapshot's name: the multiple reached
-            payload = {**learner_payload(learner, cfg.suite, cfg.options.record()), "seed": seed,
-                       "env_steps": steps, "episode_returns": list(state.result.episode_returns)}
-            save_checkpoint(payload, cfg.out / "_agents" / game / step_checkpoint_name(at))
-        last[0] = steps
+    def __init__(self, cfg: CollectConfig, game: str, seed: int, learner: Any) -> None:
+        super().__init__(cfg.out / "_agents")
+        self.cfg, self.game, self.seed, self.learner = cfg, game, seed, learner
+        self.last = 0  # the environment step at the previous call
+
+    def step(self, state: OnlineState) -> bool:
+        cfg, every, steps = self.cfg, int(self.cfg.snapshot_every or 0), state.result.steps
+        if crossed(self.last, steps, every):
+            at = (self.last // every + 1) * every  # the snapshot's name: the multiple reached
+            payload = run_payload(self.learner, cfg.suite, cfg.options.record(), seed=self.seed,
+                                  env_steps=steps,
+                                  episode_returns=list(state.result.episode_returns))
+            self.write_checkpoint(payload, file=self.run / self.game / step_checkpoint_name(at))
+        self.last = steps
         return False
 
-    return on_step
+    def checkpoint(self) -> None:
+        self.write_checkpoint(run_payload(self.learner, self.cfg.suite, self.cfg.options.record(),
+                                          seed=self.seed), file=self.run / f"{self.game}.pt")
 
 
 def _collect_task(task: tuple[CollectConfig, str, int, int], progress: object = None) -> dict:

@@ -82,9 +82,25 @@ def open_dataset(root: Path, games: list[str] | None = None, *,
     """
     dataset = _open_dataset(Path(root), games)
     if contents:
-        for name in dataset.games:
-            verify_game(dataset.game(name), frames=False)
+        check_contents(dataset)
     return dataset
+
+
+def check_contents(dataset: Dataset) -> None:
+    """``open_dataset(contents=True)``'s scan for a dataset already open (opened once, by the
+    caller): what each game's small arrays hold, ``UserError`` at the first fault."""
+    for name in dataset.games:
+        verify_game(dataset.game(name), frames=False)
+
+
+def select_games(dataset: Dataset, root: Path, games: list[str] | None) -> Dataset:
+    """``dataset`` (``open_dataset(root)``'s) narrowed to ``games`` (None: all of it), as
+    ``open_dataset(root, games)`` would open it, without reading the store again."""
+    if games is None or list(games) == dataset.games:
+        return dataset
+    if any(g not in dataset.games for g in games):
+        return _open_dataset(Path(root), games)  # raises open_dataset's own error
+    return Dataset(dataset.root, {g: dataset.game(g) for g in games})
 
 
 def _open_dataset(root: Path, games: list[str] | None) -> Dataset:
