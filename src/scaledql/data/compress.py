@@ -104,7 +104,7 @@ def compress_game(src: GameData, out: Path, *, level: int, block_frames: int,
             save_shard_tables(d, [np.asarray(sh.actions)], [np.asarray(sh.rewards)],
                               [np.asarray(sh.returns_to_go)], episodes)
             shards.append({**info, "blocks": len(bounds) - 1})
-        provenance = dict(src.manifest.get("provenance", {}))
+        provenance = dict(src.provenance)
         provenance["compressed"] = {"command": command, "from": str(src.directory),
                                     "source_identity": source_id}
         manifest = {**src.manifest, "shards": shards, "provenance": provenance,

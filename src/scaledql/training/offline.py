@@ -107,14 +107,6 @@ class _DeviceWindow:
         return dict(zip(self.names, means, strict=True))
 
 
-def env_options_of(game_data) -> dict:
-    """The game options the data was collected with (so evaluation plays the same game)."""
-    options = (game_data.manifest.get("provenance") or {}).get("env_options") or {}
-    return {k: v for k, v in options.items() if k in
-            ("sticky", "max_episode_steps", "full_action_space", "mode", "difficulty",
-             "reversed_controls")}
-
-
 def _prepare_resume(cfg: RunConfig, ckpt_file: Path) -> dict:
     if not ckpt_file.exists():
         raise UserError(f"--resume: no checkpoint in {ckpt_file.parent}")
@@ -173,7 +165,7 @@ def _train(cfg: RunConfig, dist: Dist, device: torch.device, resume: bool,
     data = [dataset.game(g) for g in games]
     problem = Problem.of(data, where=str(cfg.data))
     suite = data[0].suite
-    env_options = env_options_of(data[0])
+    env_options = data[0].env_options
     identity = data_identity(data)
     if payload is not None and payload.get("data_identity", identity) != identity:
         raise UserError(f"--resume: the data in {cfg.data} is not the data this run trained on "
