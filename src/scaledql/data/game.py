@@ -19,6 +19,7 @@ from scaledql.data.format import (
     checked_manifest,
     finished_mask,
     open_array,
+    provenance_of,
     read_manifest,
 )
 from scaledql.data.frame_blocks import CompressedFrames
@@ -110,7 +111,7 @@ class GameData:
     def provenance(self) -> dict:
         """Where the data came from (the manifest's ``provenance``: source, command, seed, the
         game options it was collected with, ...); ``{}`` when the manifest records none."""
-        return self.manifest.get("provenance") or {}
+        return provenance_of(self.manifest)
 
     @property
     def env_options_record(self) -> Any:
