@@ -6,21 +6,20 @@ import argparse
 from pathlib import Path
 
 
-def packaged() -> list[str]:
-    """The packaged studies' names (``configs/studies/*.toml``; no torch import)."""
-    from scaledql.experiments.study import STUDIES_DIR
-
-    return sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    names = ", ".join(packaged())
+    from scaledql.experiments.lifecycle import packaged_studies
+
+    studies = packaged_studies()
+    names = ", ".join(studies)
+    by_budgets: dict[tuple[str, ...], list[str]] = {}
+    for name, budgets in studies.items():
+        by_budgets.setdefault(tuple(budgets), []).append(name)
+    budgets = "; ".join(f"{', '.join(group)}: {' | '.join(b)}" for b, group in by_budgets.items())
     p = sub.add_parser("study", help=f"run a study of many runs (packaged: {names}) and "
                                      "write its claims report; finished runs are skipped")
     p.add_argument("config", help=f"a packaged study name ({names}) or a study TOML file")
     p.add_argument("--budget", default=None,
-                   help="the study's budget (claims, nstep: smoke | cpu | gpu; tuning: smoke | "
-                        "cpu | cpu-five; default: the study's first, smoke)")
+                   help=f"the study's budget ({budgets}; default: the study's first, smoke)")
     p.add_argument("--runs", type=Path, default=None,
                    help="folder of the runs (default: runs/studies/NAME-BUDGET)")
     p.add_argument("--results", type=Path, default=None,

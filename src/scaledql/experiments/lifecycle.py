@@ -24,7 +24,14 @@ from scaledql.experiments.archive import (
     restore_jobs,
 )
 from scaledql.experiments.results import default_results, dropped_methods, write_results
-from scaledql.experiments.study import Job, Study, job_done, run_study, study_home
+from scaledql.experiments.study import (
+    STUDIES_DIR,
+    Job,
+    Study,
+    job_done,
+    run_study,
+    study_home,
+)
 
 Echo = Callable[[str], None]
 
@@ -47,6 +54,23 @@ class StudyOutcome:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
+
+
+def packaged_studies() -> dict[str, list[str]]:
+    """The packaged studies (``configs/studies/*.toml``) by name, each with the budgets it
+    defines (its first the default); a file whose budgets cannot be read has none here (the
+    study itself then says what is wrong). No torch import: ``--help`` lists them."""
+    import tomllib
+
+    studies: dict[str, list[str]] = {}
+    for path in sorted(STUDIES_DIR.glob("*.toml")):
+        try:
+            budgets = tomllib.loads(path.read_text()).get("budgets")
+        except (OSError, ValueError):
+            budgets = None
+        ok = isinstance(budgets, list) and all(isinstance(b, str) for b in budgets)
+        studies[path.stem] = list(budgets) if ok else []
+    return studies
 
 
 @contextmanager
