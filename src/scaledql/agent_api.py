@@ -42,7 +42,6 @@ from scaledql.policies import head_index
 from scaledql.run_folder import checkpoint_file, is_run
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.training.config import RunConfig
-from scaledql.training.offline import env_options_of
 
 
 class Agent:
@@ -97,7 +96,7 @@ class Agent:
         dataset = open_dataset(Path(config.data), config.games)
         first = dataset.game(dataset.games[0])
         learner = new_learner(config, problem_of(dataset, config.games), device)
-        return cls(learner, config, first.suite, env_options_of(first), fresh=True)
+        return cls(learner, config, first.suite, first.env_options, fresh=True)
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, dataset: Dataset | Path | str | None = None, steps: int | None = None, *,
@@ -242,6 +241,8 @@ def make(algo: str = "scaled-ql", games: Sequence[str] | str | None = None,
     options whose action counts the heads get (Atari's ``full_action_space``)."""
     names = get_suite(suite).resolve_games(games if games is None or isinstance(games, str)
                                            else ",".join(games))
+    if env_options is not None:
+        env_options.validate()
     run, learner_options = _split_options(algo, options)
     cfg = layered_config(suite, "", "", algo, config=config,
                          learner={**learner_options, **(learner or {})}, games=names,
@@ -272,12 +273,7 @@ def load(path: Path | str, device: str | None = None) -> Agent:
 
 def suite_problem(suite: str, games: Sequence[str], options: EnvOptions | None = None) -> Problem:
     """What a network for ``games`` of ``suite`` needs to know, from the suite itself."""
-    specs = [get_suite(suite).spec(g, options) for g in games]
-    if len({s.obs_shape for s in specs}) > 1:
-        raise UserError(f"{', '.join(games)}: observation shapes differ, one network cannot "
-                        "play them all")
-    return Problem(obs_shape=specs[0].obs_shape, num_actions=tuple(s.num_actions for s in specs),
-                   games=tuple(games), frame_channels=specs[0].frame_shape[0])
+    return Problem.of([get_suite(suite).spec(g, options) for g in games], where=", ".join(games))
 
 
 def _split_options(algo: str, options: dict[str, Any]) -> tuple[dict, dict]:

@@ -60,11 +60,8 @@ def layered_config(suite: str, data: Path | str, out: Path | str, algo: str = "s
 
 def problem_of(dataset: Dataset, games: Sequence[str] | None = None) -> Problem:
     """What a learner of these games needs to know: observation shape, action counts."""
-    data = [dataset.game(g) for g in (games or dataset.games)]
-    if len({d.suite for d in data}) > 1:
-        raise UserError(f"{dataset.root}: games from different suites cannot share a network")
-    return Problem(obs_shape=tuple(data[0].obs_shape), num_actions=tuple(d.num_actions for d in data),
-                   games=tuple(d.name for d in data), frame_channels=data[0].frame_shape[0])
+    return Problem.of([dataset.game(g) for g in (games or dataset.games)],
+                      where=str(dataset.root))
 
 
 def make_learner(cfg: RunConfig, device: str | None = None) -> Learner:
@@ -126,12 +123,12 @@ def train_run(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
         finally:
             set_quiet(was)
     from scaledql.io import remove_stale_temporaries_in
-    from scaledql.training.offline import env_options_of, train
+    from scaledql.training.offline import train
 
     if dataset is None:
         dataset = open_dataset(Path(cfg.data), cfg.games)
     first = dataset.game(dataset.games[0])
-    options = EnvOptions(**env_options_of(first))
+    options = EnvOptions(**first.env_options)
     check_action_counts(dataset, options)
     evaluator = policy_evaluator(
         first.suite,

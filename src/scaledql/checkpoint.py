@@ -28,6 +28,7 @@ import json
 import pickle
 import shutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -220,10 +221,25 @@ def check_payload(payload: dict, file: Path) -> None:
             raise UserError(f"{file}: checkpoint {key} is not a valid {kind.__name__}")
 
 
-def problem_of(payload: dict) -> Problem:
-    return Problem(obs_shape=tuple(int(s) for s in payload["obs_shape"]),
-                   num_actions=tuple(int(a) for a in payload["num_actions"]),
-                   games=tuple(payload["games"]), frame_channels=int(payload["frame_channels"]))
+@dataclass(frozen=True)
+class _RecordedGame:
+    """One game of a checkpoint as its payload records it (a ``GameLike`` for ``Problem.of``)."""
+
+    suite: str
+    name: str
+    num_actions: int
+    frame_shape: tuple[int, int, int]
+    obs_shape: tuple[int, int, int]
+
+
+def problem_of(payload: dict, where: str = "checkpoint") -> Problem:
+    """The problem the payload's learner was built for (``check_payload`` has checked it)."""
+    obs_shape = tuple(int(s) for s in payload["obs_shape"])
+    frame_shape = (int(payload["frame_channels"]), *obs_shape[1:])
+    return Problem.of([_RecordedGame(str(payload["suite"]), game, int(actions), frame_shape,
+                                     obs_shape)  # type: ignore[arg-type]
+                       for game, actions in zip(payload["games"], payload["num_actions"],
+                                                strict=True)], where=where)
 
 
 def build_learner(payload: dict, device: torch.device | str) -> Learner:

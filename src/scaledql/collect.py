@@ -90,6 +90,7 @@ class CollectConfig:
             raise UserError(f"--jobs must be positive, got {self.jobs}")
         self.dqn.validate()
         self.schedule.validate()
+        self.options.validate()
 
 
 class _EpisodeWriter:

@@ -19,6 +19,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from scaledql.data.frame_blocks import DEFAULT_LEVEL
 from scaledql.errors import UserError
 
 
@@ -81,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--out", type=Path, required=True,
                     help="dataset directory to write the compressed games into")
     cp.add_argument("--games", default=None, help="comma list of games (default: all)")
-    cp.add_argument("--level", type=int, default=3,
+    cp.add_argument("--level", type=int, default=DEFAULT_LEVEL,
                     help="zstd level, 1-22 (default: %(default)s; benchmarks/README.md)")
     cp.add_argument("--block-transitions", type=int, default=4096,
                     help="frames per block, whole episodes (a longer episode is a block of its "
@@ -187,27 +188,11 @@ def run_verify(args: argparse.Namespace) -> int:
     """Each game opened (cheap checks) and scanned (full checks) on its own, so one damaged
     game does not hide the others; any failure is the exit code and one stderr line."""
     from scaledql.cli.common import print_json
-    from scaledql.data.store import MANIFEST, GameData, list_games
+    from scaledql.data.store import GameData, game_directories
     from scaledql.data.validate import verify_game
 
-    root = args.dir
-    if not root.is_dir():
-        raise UserError(f"dataset directory {root} does not exist")
-    games = _games(args.games)
-    if (root / MANIFEST).is_file():
-        dirs = [root]
-    else:
-        if games is not None:
-            available = list_games(root)
-            unknown = [g for g in games if g not in available]
-            if unknown:
-                raise UserError(f"{root}: no complete game store for {', '.join(unknown)} "
-                                f"(it has {', '.join(available) or 'none'})")
-        dirs = [root / g for g in (games or list_games(root))]
-        if not dirs:
-            raise UserError(f"{root} holds no game stores")
     results: dict[str, dict] = {}
-    for d in dirs:
+    for d in game_directories(args.dir, _games(args.games)):
         try:
             results[d.name] = {"ok": True, **verify_game(GameData(d))}
         except UserError as exc:

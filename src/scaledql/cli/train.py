@@ -33,6 +33,8 @@ TRISTATE = ("bf16", "compile")
 
 def register(sub: argparse._SubParsersAction) -> None:
     from scaledql.agents.registry import learner_names, learner_summary
+    from scaledql.data.sampler_index import SAMPLES
+    from scaledql.training.config import TRANSFER_PARTS
     from scaledql.value_targets import value_target_names, value_target_summary
 
     names = learner_names()
@@ -88,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"batches each sampling thread keeps ready ({d.run('prefetch')})")
     g.add_argument("--init-from", help="a run whose torso initialises this network (transfer; "
                                        "default: none, fresh weights)")
-    g.add_argument("--init-parts", choices=["encoder", "torso", "network"],
+    g.add_argument("--init-parts", choices=TRANSFER_PARTS,
                    help="what --init-from transfers: the encoder (default, as the paper), the "
                         "torso (and projection), or the whole network (and the heads of games "
                         "it was trained on)")
@@ -96,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data-fraction", type=float,
                    help="share of each game's data: its first episodes, whole, holding at least "
                         f"this share of its transitions ({d.run('data_fraction')})")
-    g.add_argument("--data-sample", choices=["first", "uniform"],
+    g.add_argument("--data-sample", choices=SAMPLES,
                    help="which episodes --data-fraction keeps: the first ones, or a uniform "
                         f"sample over the whole run, seeded by --split-seed ({d.run('data_sample')})")
     g.add_argument("--validation", type=float, metavar="SHARE",

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from scaledql.data.format import CODEC, MANIFEST, game_lock_path, read_manifest, save_shard_tables
+from scaledql.data.format import (
+    CODEC,
+    MANIFEST,
+    game_lock_path,
+    provenance_of,
+    read_manifest,
+    save_shard_tables,
+)
 from scaledql.data.frame_blocks import episode_blocks, write_blocks
 from scaledql.data.game import GameData
 from scaledql.data.store import data_identity, open_dataset
@@ -80,7 +87,7 @@ def compress_game(src: GameData, out: Path, *, level: int, block_frames: int,
     try:
         if (final / MANIFEST).is_file() and not overwrite:
             old = read_manifest(final)
-            if old.get("provenance", {}).get("compressed", {}).get("source_identity") == source_id:
+            if provenance_of(old).get("compressed", {}).get("source_identity") == source_id:
                 g = GameData(final)
                 return CompressSummary(src.name, g.num_transitions, raw_bytes, sum(
                     sh.frames.compressed_bytes for sh in g.shards), _other_bytes(final), 0.0, True)
@@ -104,7 +111,7 @@ def compress_game(src: GameData, out: Path, *, level: int, block_frames: int,
             save_shard_tables(d, [np.asarray(sh.actions)], [np.asarray(sh.rewards)],
                               [np.asarray(sh.returns_to_go)], episodes)
             shards.append({**info, "blocks": len(bounds) - 1})
-        provenance = dict(src.manifest.get("provenance", {}))
+        provenance = dict(src.provenance)
         provenance["compressed"] = {"command": command, "from": str(src.directory),
                                     "source_identity": source_id}
         manifest = {**src.manifest, "shards": shards, "provenance": provenance,

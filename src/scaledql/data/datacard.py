@@ -48,7 +48,7 @@ def data_card(root: Path) -> dict[str, Any]:
     scored: list[str] = []
     for name in ds.games:
         g = ds.game(name)
-        prov = g.manifest.get("provenance", {})
+        prov = g.provenance
         runs = prov.get("runs") or {}
         behaviour = behaviour_score(g)
         counts = g.manifest["counts"]

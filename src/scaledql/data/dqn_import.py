@@ -50,6 +50,7 @@ from scaledql.data.format import (
     SCHEMA,
     SCHEMA_VERSION,
     game_lock_path,
+    provenance_of,
     read_manifest,
 )
 from scaledql.data.game import GameData
@@ -167,7 +168,7 @@ def _prepare(game: str, num_actions: int, opts: ImportOptions) -> _Game:
     final = g.final
     if (final / MANIFEST).is_file():
         with contextlib.suppress(UserError):
-            if read_manifest(final).get("provenance", {}).get("fingerprint") == spec.fingerprint:
+            if provenance_of(read_manifest(final)).get("fingerprint") == spec.fingerprint:
                 g.state = "skip"
                 return g
         if not opts.overwrite:

@@ -158,6 +158,13 @@ def read_manifest(game_dir: Path, name: str | None = None) -> dict:
     return checked_manifest(manifest, path, name if name is not None else Path(game_dir).name)
 
 
+def provenance_of(manifest: dict) -> dict:
+    """Where a checked manifest's data came from (its ``provenance`` table; ``{}``: none
+    recorded). The one reader of that key: ``GameData.provenance`` and the writers that check
+    what an earlier write left go through it."""
+    return manifest.get("provenance") or {}
+
+
 def checked_manifest(manifest: Any, path: Path, dir_name: str | None) -> dict:
     """``manifest`` if it is one this scaledql reads (``UserError`` naming the problem)."""
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:

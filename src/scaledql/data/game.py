@@ -5,6 +5,7 @@ runs its cheap checks, so a damaged store is one ``UserError`` here, not a wrong
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,16 @@ from scaledql.data.format import (
     checked_manifest,
     finished_mask,
     open_array,
+    provenance_of,
     read_manifest,
 )
 from scaledql.data.frame_blocks import CompressedFrames
 from scaledql.errors import UserError
+from scaledql.suites.base import EnvOptions
 from scaledql.suites.scores import has_reference, normalize
+
+# The keywords of ``EnvOptions``: what of a store's recorded game options a game is made with.
+_ENV_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(EnvOptions))
 
 
 @dataclass
@@ -70,7 +76,8 @@ class GameData:
     ``num_episodes`` (finished episodes), ``frame_shape`` (C, H, W), ``stack``, ``num_actions``,
     ``obs_shape`` (stack*C, H, W), ``episode_returns`` float64[num_episodes],
     ``rewards_clipped``, ``shards`` (list of ``Shard``), ``shard_step_offsets`` int64[len(shards)+1],
-    ``frame_codec`` (dict, or None for raw frames).
+    ``frame_codec`` (dict, or None for raw frames). What the manifest says of the data's
+    origin is read here only: ``provenance``, ``env_options_record``, ``env_options``.
     """
 
     def __init__(self, directory: Path, *, name: str | None = None, manifest: dict | None = None):
@@ -99,6 +106,25 @@ class GameData:
                             f"transitions, counts say {m['counts']['transitions']}")
         self.episode_returns = np.asarray(m["episode_returns"], dtype=np.float64)
         self.num_episodes = len(self.episode_returns)
+
+    @property
+    def provenance(self) -> dict:
+        """Where the data came from (the manifest's ``provenance``: source, command, seed, the
+        game options it was collected with, ...); ``{}`` when the manifest records none."""
+        return provenance_of(self.manifest)
+
+    @property
+    def env_options_record(self) -> Any:
+        """The game options exactly as the provenance records them (a dict of ``EnvOptions``
+        fields; None when unrecorded). Copied as is by merges and interchange exports."""
+        return self.provenance.get("env_options")
+
+    @property
+    def env_options(self) -> dict[str, Any]:
+        """The game options the data was collected with, as ``EnvOptions`` keywords (so that
+        evaluation plays the same game); ``{}``: the suite's defaults."""
+        return {k: v for k, v in (self.env_options_record or {}).items()
+                if k in _ENV_OPTION_NAMES}
 
     def info(self) -> dict:
         """Summary for ``data info``: counts, behaviour returns, normalized behaviour score."""

@@ -68,7 +68,7 @@ def _run_record(number: int, src: RunSource, g: GameData, kept: list) -> dict[st
     its finished episodes' mean return and the source's own provenance."""
     returns = [float(g.shards[si].ep_return[i]) for si, i, _start, _t, flags in kept
                if flags & (FLAG_TERMINATED | FLAG_TRUNCATED) and not flags & FLAG_PARTIAL_START]
-    prov = dict(g.manifest.get("provenance") or {})
+    prov = dict(g.provenance)
     return {"run": number, "from": str(src.path), "fraction": src.fraction,
             "episodes": len(returns), "transitions": int(sum(e[3] for e in kept)),
             "mean_return": float(np.mean(returns)) if returns else None,
@@ -78,14 +78,14 @@ def _run_record(number: int, src: RunSource, g: GameData, kept: list) -> dict[st
 def _plan(sources: list[RunSource], game: str) -> tuple[list[GameData], list[list]]:
     data = [open_dataset(src.path, [game]).game(game) for src in sources]
     first = data[0]
-    env = (first.manifest.get("provenance") or {}).get("env_options")
+    env = first.env_options_record
     for src, g in zip(sources[1:], data[1:], strict=True):
         for key in _SAME:
             if g.manifest.get(key) != first.manifest.get(key):
                 raise UserError(f"{src.path / game}: {key} {g.manifest.get(key)!r} differs from "
                                 f"{sources[0].path / game}'s {first.manifest.get(key)!r}: the "
                                 "runs of one store must play one game")
-        other = (g.manifest.get("provenance") or {}).get("env_options")
+        other = g.env_options_record
         if other != env:
             raise UserError(f"{src.path / game}: environment options {other} differ from "
                             f"{sources[0].path / game}'s {env}")
@@ -105,14 +105,14 @@ def merge_game(sources: list[RunSource], out: Path, game: str, command: str,
     first = data[0]
     existing = out / game / "manifest.json"
     if existing.is_file() and not overwrite:
-        prov = open_dataset(out, [game]).game(game).manifest.get("provenance") or {}
+        prov = open_dataset(out, [game]).game(game).provenance
         if prov.get("source") == SOURCE and [_key(r) for r in prov.get("merged_runs", [])] == \
                 [_key(r) for r in runs]:
             return {"game": game, "runs": runs, "transitions": sum(r["transitions"] for r in runs),
                     "skipped": True}
         raise UserError(f"{out / game} already holds other data; pass --overwrite to replace it")
     provenance = {"source": SOURCE, "command": command,
-                  "env_options": (first.manifest.get("provenance") or {}).get("env_options"),
+                  "env_options": first.env_options_record,
                   "merged_runs": runs}
     m = first.manifest
     with GameWriter(out, suite=m["suite"], game=game, num_actions=m["num_actions"],

@@ -307,7 +307,7 @@ def _write_dataset(g, dataset_id: str, staging: Path, obs_space, encode, author:
     buffers, per_shard, partial, left_out = _episode_buffers(g, encode)
     if not buffers:
         raise UserError(f"{g.directory}: no episode with a step to export")
-    options = (g.manifest.get("provenance") or {}).get("env_options")
+    options = g.env_options_record
     spec = env_spec_json(g.suite, g.name, options if isinstance(options, dict) else None)
     staging.mkdir(parents=True)
     with warnings.catch_warnings(), _datasets_path(staging):
@@ -317,7 +317,7 @@ def _write_dataset(g, dataset_id: str, staging: Path, obs_space, encode, author:
                 dataset_id, buffers, action_space=action_space,
                 observation_space=obs_space, algorithm_name="scaledql export",
                 author=author, description=description or f"{g.suite} {g.name} exported by "
-                f"scaledql from {g.directory} (provenance: {g.manifest.get('provenance', {})})",
+                f"scaledql from {g.directory} (provenance: {g.provenance})",
                 jpeg_encoding=False)
         except ValueError as exc:
             raise UserError(f"cannot create Minari dataset {dataset_id!r}: {exc}") from None

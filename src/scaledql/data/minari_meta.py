@@ -65,15 +65,15 @@ class ExportInfo:
 def export_block(g: Any, shard_episodes: list[int], partial_start: list[int]) -> dict[str, Any]:
     """The ``scaledql`` block for the game store ``g`` (a ``store.GameData``) whose episodes
     with a step were exported, ``shard_episodes`` of them per shard."""
-    prov = g.manifest.get("provenance") or {}
+    prov = g.provenance
     block: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "suite": g.suite, "game": g.name,
         "action_set": str(g.manifest.get("action_set", "minimal")), "stack": g.stack,
         "frame_channels": g.frame_shape[0] if g.suite == "minatar" else None,
         "rewards_clipped": g.rewards_clipped, "shard_episodes": shard_episodes,
         "partial_start": partial_start, "origin": prov}
-    if isinstance(prov.get("env_options"), dict):
-        block["env_options"] = prov["env_options"]
+    if isinstance(g.env_options_record, dict):
+        block["env_options"] = g.env_options_record
     return block
 
 

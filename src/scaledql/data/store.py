@@ -103,15 +103,17 @@ def select_games(dataset: Dataset, root: Path, games: list[str] | None) -> Datas
     return Dataset(dataset.root, {g: dataset.game(g) for g in games})
 
 
-def _open_dataset(root: Path, games: list[str] | None) -> Dataset:
+def game_directories(root: Path, games: list[str] | None = None) -> list[Path]:
+    """The game stores under ``root`` (``games`` of them; default: every complete one), found
+    without opening them: ``UserError`` for a missing directory or game. A single game's
+    directory is its own one store (which game it holds, its manifest says). What
+    ``open_dataset`` opens and ``data verify`` checks one by one."""
+    root = Path(root)
     if not root.is_dir():
         raise UserError(f"dataset directory {root} " + (
             "is not a directory" if root.exists() else "does not exist"))
     if (root / MANIFEST).is_file():  # pointed at one game's store
-        g = GameData(root)
-        if games is not None and list(games) != [g.name]:
-            raise UserError(f"{root} holds only game {g.name!r}")
-        return Dataset(root.parent, {g.name: g})
+        return [root]
     available = list_games(root)
     if games is None:
         if not available:
@@ -125,4 +127,14 @@ def _open_dataset(root: Path, games: list[str] | None) -> Dataset:
         if unknown:
             raise UserError(f"{root}: no complete game store for {', '.join(unknown)} "
                             f"(it has {', '.join(available) or 'none'})")
-    return Dataset(root, {name: GameData(root / name) for name in names})
+    return [root / name for name in names]
+
+
+def _open_dataset(root: Path, games: list[str] | None) -> Dataset:
+    directories = game_directories(root, games)
+    if (root / MANIFEST).is_file():
+        g = GameData(root)
+        if games is not None and list(games) != [g.name]:
+            raise UserError(f"{root} holds only game {g.name!r}")
+        return Dataset(root.parent, {g.name: g})
+    return Dataset(root, {d.name: GameData(d) for d in directories})

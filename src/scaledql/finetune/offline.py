@@ -35,7 +35,7 @@ from scaledql.run_folder import checkpoint_file, finished_at
 from scaledql.suites import EnvOptions
 from scaledql.training.config import RunConfig, merge, suite_preset
 from scaledql.training.lifecycle import WallClock
-from scaledql.training.offline import env_options_of, train
+from scaledql.training.offline import train
 
 
 @dataclass
@@ -160,7 +160,7 @@ def run_offline(cfg: OfflineFinetune) -> dict:
             resume = checkpoint_file(rc.out).exists()
             print(f"[finetune] {i}/{len(configs)} {where}: {OFFLINE_ARMS[arm].label}"
                   f"{' (resumed)' if resume else ''}", file=sys.stderr)
-            options = EnvOptions(**env_options_of(dataset.game(game)))
+            options = EnvOptions(**dataset.game(game).env_options)
             evaluator = policy_evaluator(spec["suite"], EvalConfig(
                 episodes=rc.eval_episodes, seed=rc.seed, epsilon=rc.eval_epsilon, options=options,
                 progress=cfg.progress), Path(rc.out))

@@ -139,6 +139,7 @@ def run_online_finetune(cfg: OnlineFinetune) -> dict:
     if (cfg.eval_every is not None and cfg.eval_every <= 0) or \
             (cfg.checkpoint_every is not None and cfg.checkpoint_every <= 0):
         raise UserError("--eval-every and --checkpoint-every must be positive")
+    cfg.options.validate()
     typed(learner_class("scaled-ql").config_class, cfg.learner_overrides, "learner options")
     pretrained = read_run(cfg.pretrained, "--from", "scaled-ql")
     check_mae(cfg.arms, ONLINE_ARMS, cfg.mae)

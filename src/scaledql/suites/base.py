@@ -53,6 +53,17 @@ class EnvOptions:
     difficulty: int | None = None
     reversed_controls: bool = False
 
+    def validate(self) -> EnvOptions:
+        """Refuse options out of range (one ``UserError`` line, named by the command's flags,
+        as the CLI and the Python API both report it); returns ``self``."""
+        from scaledql.errors import UserError
+
+        if self.sticky is not None and not 0.0 <= self.sticky <= 1.0:
+            raise UserError(f"--sticky must be in [0, 1], got {self.sticky}")
+        if self.max_episode_steps is not None and self.max_episode_steps <= 0:
+            raise UserError(f"--max-episode-steps must be positive, got {self.max_episode_steps}")
+        return self
+
     def record(self) -> dict[str, Any]:
         """The options as stores, action logs and checkpoints record them: every field, but
         ``reversed_controls`` only when set, so that records made before it existed (committed

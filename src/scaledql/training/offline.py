@@ -49,12 +49,6 @@ from scaledql.training.validation import ValidationProbe
 EvalFn = Callable[[Policy, list[str], int], dict]
 
 
-def env_options_of(game_data) -> dict:
-    """The game options the data was collected with (so evaluation plays the same game)."""
-    options = (game_data.manifest.get("provenance") or {}).get("env_options") or {}
-    return {k: v for k, v in options.items() if k in
-            ("sticky", "max_episode_steps", "full_action_space", "mode", "difficulty",
-             "reversed_controls")}
 
 
 def train(cfg: RunConfig, resume: bool = False, evaluate_fn: EvalFn | None = None,
@@ -91,7 +85,6 @@ def _train(session: OfflineSession, resume: bool, progress: bool, stop_after: in
         session.begin(wandb)
         return session.run_steps(progress, stop_after)
 
-
 class OfflineSession(RunSession):
     """One offline run's phases: ``check_resume`` (the saved run against ``cfg`` and the
     data), ``build`` (the learner, restored or fresh, and its prefetched sampler), ``begin``
@@ -107,7 +100,7 @@ class OfflineSession(RunSession):
         self.games = list(cfg.games or dataset.games)
         self.data = [dataset.game(g) for g in self.games]
         self.suite = self.data[0].suite
-        self.env_options = env_options_of(self.data[0])
+        self.env_options = self.data[0].env_options
         self.identity = data_identity(self.data)
         self.probe: list[torch.Tensor] = []  # srank's and DR3's fixed states, drawn at first use
         self.last_eval: list[dict] = []  # this call's latest evaluation row (the summary's)
