@@ -29,6 +29,7 @@ from scaledql.agents.base import (
     wrap_distributed,
 )
 from scaledql.agents.configs import ScaledQLConfig
+from scaledql.agents.optimization import gradient_step
 from scaledql.agents.registry import register
 from scaledql.data.sampler import TransitionBatch
 from scaledql.models import NetworkOutput, ScaledQNetwork
@@ -165,11 +166,8 @@ class ScaledQL(Learner):
         by_game = metrics.pop("cql_by_game")
         metrics.update({f"cql_loss/{g}": by_game[i] for i, g in enumerate(self.problem.games)})
         metrics.update(self._cql_uniform)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
-        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.online.parameters(), max_norm)
-        self.optimizer.step()
+        metrics["grad_norm"] = gradient_step(self.optimizer, loss, self.online.parameters(),
+                                             self.cfg.grad_clip)
         self.step += 1
         if self.step % self.cfg.target_update_period == 0:
             self.sync_target()
