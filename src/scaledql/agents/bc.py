@@ -49,8 +49,8 @@ class BehaviourCloning(Learner):
     def __init__(self, cfg: BCConfig, problem: Problem, device: torch.device | str = "cpu",
                  distributed: bool = False) -> None:
         super().__init__(cfg, problem, device, distributed)
-        self.network = ScaledQNetwork(cfg.encoder, problem.obs_shape, problem.num_actions,
-                                      num_atoms=None, **cfg.torso_kwargs()).to(self.device)  # fmt: skip
+        self.network = ScaledQNetwork(cfg.torso_spec(), problem.obs_shape, problem.num_actions,
+                                      num_atoms=None).to(self.device)
         forward = wrap_distributed(self.network, self.device) if distributed else self.network
         self.optimizer = make_adam(self.network.parameters(), cfg.effective_lr, cfg.adam_eps,
                                    self.device)

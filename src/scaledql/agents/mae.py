@@ -78,7 +78,7 @@ class MAE(Learner):
         self.patch = cfg.patch_size or auto_patch_size(height, width)
         if height % self.patch or width % self.patch:
             raise UserError(f"patch_size {self.patch} does not divide the {height}×{width} frames")
-        torso = Torso(cfg.encoder, problem.obs_shape, **cfg.torso_kwargs())
+        torso = Torso(cfg.torso_spec(), problem.obs_shape)
         self.network = MAENetwork(torso, problem.obs_shape, self.patch, cfg.decoder_width,
                                   cfg.decoder_depth, cfg.mask_fill == "learned").to(self.device)
         self._params = [p for p in self.network.parameters() if p.requires_grad]

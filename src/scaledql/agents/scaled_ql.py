@@ -108,8 +108,8 @@ class ScaledQL(Learner):
                  distributed: bool = False) -> None:
         super().__init__(cfg, problem, device, distributed)
         self.online = ScaledQNetwork(
-            cfg.encoder, problem.obs_shape, problem.num_actions,
-            num_atoms=value_target_class(cfg.loss).outputs_per_action(cfg), **cfg.torso_kwargs(),
+            cfg.torso_spec(), problem.obs_shape, problem.num_actions,
+            num_atoms=value_target_class(cfg.loss).outputs_per_action(cfg),
         ).to(self.device)
         forward = wrap_distributed(self.online, self.device) if distributed else self.online
         self.target = copy.deepcopy(self.online).requires_grad_(False).eval()
