@@ -34,6 +34,7 @@ from scaledql.data.game import behaviour_score
 from scaledql.data.store import open_dataset
 from scaledql.io import atomic_output, fsync_dir
 from scaledql.stats import aggregate
+from scaledql.suites import suite_attribute
 
 CARD = "DATACARD.md"
 MAX_ROWS = 1000
@@ -158,10 +159,10 @@ def card_markdown(card: dict[str, Any]) -> str:
                   "fewest any game has, at most 1000), resampled within the game; they measure "
                   "how precisely the stored episodes fix the behaviour score, not the spread "
                   "over new runs of the behaviour policy."]
-    if any(g["suite"] == "atari" for g in games.values()):  # a human-normalized reference
-        lines += ["", f"Paper reference: the sub-optimal dataset (the first 20% of each DQN "
-                      f"Replay run) has a behaviour policy at "
-                      f"{card['paper_behaviour_score']:.0%} human-normalized."]
+    suites = dict.fromkeys(g["suite"] for g in games.values())
+    for note in dict.fromkeys(suite_attribute(name, "data_card_note", None) for name in suites):
+        if note:  # a suite's own reference point (Atari: the paper's human-normalized one)
+            lines += ["", note.format(**card)]
     if any(g["rewards_clipped"] for g in games.values()):
         lines += ["", "Clipped: the source stored rewards clipped to [-1, 1] (DQN Replay), so "
                       "these returns are clipped returns, not game scores; for games with "

@@ -39,12 +39,13 @@ from scaledql.data.format import (
 from scaledql.data.format import check_game_name as check_game_name  # for checkpoint.py
 from scaledql.data.game import GameData, Shard
 from scaledql.errors import UserError
+from scaledql.suites import suite_attribute
 
 MINATAR_ON = 255
 SCAN_FRAMES = 1 << 18  # frames per piece of the full scan (~10 MB of temporaries)
 
 
-def _scan_shard(shard: Shard, num_actions: int, read_frames: bool, minatar: bool,
+def _scan_shard(shard: Shard, num_actions: int, read_frames: bool, binary: bool,
                 where: Path) -> np.ndarray:
     """Full checks of one shard; returns the finished episodes' returns (float64[]).
 
@@ -105,9 +106,9 @@ def _scan_shard(shard: Shard, num_actions: int, read_frames: bool, minatar: bool
     raw = isinstance(shard.frames, np.ndarray)  # else compressed blocks (no sentinel stored)
     if raw and np.asarray(shard.frames[0]).any():
         raise UserError(f"{where}/frames.npy: the sentinel frame 0 is not all zeros")
-    if read_frames:  # decoding a compressed block checks it; MinAtar cells are checked too
+    if read_frames:  # decoding a compressed block checks it; binary frames' cells are checked too
         for lo, block in _frame_chunks(shard):
-            bad = (block != 0) & (block != MINATAR_ON) if minatar else None
+            bad = (block != 0) & (block != MINATAR_ON) if binary else None
             if bad is not None and bad.any():
                 f = lo + int(np.flatnonzero(bad.reshape(len(block), -1).any(1))[0])
                 raise UserError(f"{where}/frames: frame {f} holds values other than 0 and "
@@ -136,9 +137,9 @@ def verify_game(g: GameData, frames: bool = True) -> dict[str, Any]:
     returns, all_flags = [], []
     for info, shard in zip(m["shards"], g.shards, strict=True):
         where = g.directory / info["name"]
-        minatar = g.suite == "minatar"
-        read = frames and (minatar or g.frame_codec is not None)
-        returns.append(_scan_shard(shard, g.num_actions, read, minatar, where))
+        binary = suite_attribute(g.suite, "binary_frames", False)
+        read = frames and (binary or g.frame_codec is not None)
+        returns.append(_scan_shard(shard, g.num_actions, read, binary, where))
         all_flags.append(np.asarray(shard.ep_flags))
     flags = np.concatenate(all_flags)
     got = np.concatenate(returns)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # annotations only: the CLI imports suites to build --help, gymnasium is slow
     import gymnasium as gym
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,14 @@ class Suite(Protocol):
     — the built-in suites keep theirs in ``scores`` and ``configs``.
 
     ``default_sticky`` and ``default_max_episode_steps`` are what ``EnvOptions``' ``None`` means
-    for this suite: the values stores, fine-tuning variants and recordings resolve against."""
+    for this suite: the values stores, fine-tuning variants and recordings resolve against.
+
+    What the rest of the package asks a suite instead of branching on its name (optional,
+    read through ``suites.suite_attribute`` with the default in brackets): ``binary_frames``
+    (False): every frame value is 0 or 255, and a full store check reads every frame to hold
+    it to that; ``data_card_note`` (None): a paragraph a data card adds for stores of this
+    suite, formatted with the card's fields. ``render`` draws a game for ``scaledql play``; a
+    suite without it cannot be played."""
 
     name: str
     default_sticky: float
@@ -105,6 +113,10 @@ class Suite(Protocol):
         self, game: str, num_envs: int, options: EnvOptions | None = None
     ) -> gym.vector.VectorEnv:
         """``num_envs`` copies of ``make_env`` in one vector env (same-step autoreset)."""
+
+    def render(self, env: gym.Env, obs: np.ndarray) -> np.ndarray:
+        """The game's current picture, uint8[H, W, 3] (even H and W), for ``scaledql play``:
+        ``env`` one of ``make_env``'s environments, ``obs`` its latest observation."""
 
 
 def resolve_from(suite: str, named: dict[str, list[str]], spec: str | None,
