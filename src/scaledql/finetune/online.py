@@ -100,8 +100,7 @@ def check_variant(cfg: OnlineFinetune, pretrained: dict) -> bool:
                 bool(o.get("full_action_space")), bool(o.get("reversed_controls")))
 
     if key(cfg.options.record()) == key(pretrained.get("env_options") or {}):
-        hint = ("--mode/--difficulty" if cfg.suite == "atari"
-                else "--reversed-controls or --sticky (e.g. 0.3)")
+        hint = getattr(suite, "variant_options", "--sticky (e.g. 0.3)")
         raise UserError(f"{cfg.game} with these options is the game {cfg.pretrained} was "
                         f"pretrained on, not a variant: choose {hint}")
     return True

@@ -78,6 +78,7 @@ class AtariSuite:
     default_max_episode_steps = DEFAULT_MAX_EPISODE_STEPS
     binary_frames = False
     # scores are human-normalized, as the paper's: its reference point for a behaviour score
+    variant_options = "--mode/--difficulty"  # what makes a variant (a ROM's other game)
     data_card_note = ("Paper reference: the sub-optimal dataset (the first 20% of each DQN "
                       "Replay run) has a behaviour policy at {paper_behaviour_score:.0%} "
                       "human-normalized.")

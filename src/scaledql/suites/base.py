@@ -88,7 +88,8 @@ class Suite(Protocol):
     read through ``suites.suite_attribute`` with the default in brackets): ``binary_frames``
     (False): every frame value is 0 or 255, and a full store check reads every frame to hold
     it to that; ``data_card_note`` (None): a paragraph a data card adds for stores of this
-    suite, formatted with the card's fields. ``render`` draws a game for ``scaledql play``; a
+    suite, formatted with the card's fields; ``variant_options`` ("--sticky (e.g. 0.3)"): the
+    options that make a fine-tuning variant of a game. ``render`` draws a game for ``scaledql play``; a
     suite without it cannot be played."""
 
     name: str

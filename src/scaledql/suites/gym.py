@@ -53,6 +53,7 @@ class GymSuite:
 
     binary_frames = False  # frames are any uint8 values (booleans only become 0/255)
     data_card_note = None
+    variant_options = "--sticky (e.g. 0.3)"  # what makes a variant
 
     def __init__(self, name: str, games: Mapping[str, EnvSource], *, stack: int = 4,
                  sticky: float = 0.0, max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,

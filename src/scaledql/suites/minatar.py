@@ -85,6 +85,7 @@ class MinAtarSuite:
     default_max_episode_steps = DEFAULT_MAX_EPISODE_STEPS
     binary_frames = True  # every stored cell is 0 or ON: a full store check reads them all
     data_card_note = None
+    variant_options = "--reversed-controls or --sticky (e.g. 0.3)"  # what makes a variant
 
     def __init__(self) -> None:
         # MinAtar's gym ids are registered on the first environment, not here: importing
