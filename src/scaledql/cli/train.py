@@ -33,7 +33,7 @@ TRISTATE = ("bf16", "compile")
 
 def register(sub: argparse._SubParsersAction) -> None:
     from scaledql.agents.registry import learner_names, learner_summary
-    from scaledql.data.sampler_index import SAMPLES
+    from scaledql.data.episodes import SAMPLES
     from scaledql.training.config import TRANSFER_PARTS
     from scaledql.value_targets import value_target_names, value_target_summary
 

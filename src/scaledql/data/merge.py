@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from scaledql.data.episodes import EpisodeSelection, check_fraction
 from scaledql.data.format import FLAG_PARTIAL_START, FLAG_TERMINATED, FLAG_TRUNCATED
 from scaledql.data.game import GameData
-from scaledql.data.sampler_index import EpisodeSelection, check_fraction
 from scaledql.data.store import list_games, open_dataset
 from scaledql.data.writer import GameWriter
 from scaledql.errors import UserError

@@ -40,9 +40,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scaledql.data.episodes import EpisodeIndex
 from scaledql.data.frame_blocks import DEFAULT_BLOCK_FRAMES, episode_blocks
 from scaledql.data.game import GameData
-from scaledql.data.sampler_index import _GameIndex, _ShardArrays
+from scaledql.data.shard_arrays import ShardArrays
 from scaledql.errors import UserError
 
 _TABLE_BYTES = 12  # per frame: int32 action, float32 reward, float32 return-to-go
@@ -87,7 +88,7 @@ class _Blocks:
         return self.hi - self.lo
 
     @classmethod
-    def of(cls, game: GameData, index: _GameIndex, first_shard: int,
+    def of(cls, game: GameData, index: EpisodeIndex, first_shard: int,
            block_frames: int) -> _Blocks:
         keys, base, bounds_of = [], 0, []
         local_shard = index.shard - first_shard
@@ -126,7 +127,7 @@ def _anonymous(shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
 class ResidentPool:
     """The resident blocks of a sampler's games; ``advance()`` once per batch, then ``view()``."""
 
-    def __init__(self, data: list[GameData], index: list[_GameIndex], options: PoolOptions,
+    def __init__(self, data: list[GameData], index: list[EpisodeIndex], options: PoolOptions,
                  seed: int | np.random.SeedSequence):
         options.check()
         self.options = options
@@ -136,7 +137,7 @@ class ResidentPool:
                        for i, (g, ix) in enumerate(zip(data, index, strict=True))]
         share = options.resident_bytes // len(data)
         self.slots: list[int] = []  # blocks resident per game
-        self._arenas: list[_ShardArrays] = []
+        self._arenas: list[ShardArrays] = []
         for g, b in zip(data, self.blocks, strict=True):
             frame_bytes = int(np.prod(g.frame_shape)) + _TABLE_BYTES
             capacity = share // frame_bytes - 1  # frames besides the sentinel
@@ -150,7 +151,7 @@ class ResidentPool:
                     "compress with a smaller --block-transitions)")
             self.slots.append(min(fits, len(b.frames)))
             size = 1 + min(capacity, int(b.frames.sum()))
-            self._arenas.append(_ShardArrays(
+            self._arenas.append(ShardArrays(
                 frames=_anonymous((size, *g.frame_shape), np.uint8),
                 actions=_anonymous((size,), np.int32), rewards=_anonymous((size,), np.float32),
                 returns_to_go=_anonymous((size,), np.float32)))
@@ -255,7 +256,7 @@ class ResidentPool:
         return total
 
     # -- what the sampler reads ---------------------------------------------------------------
-    def view(self) -> tuple[list[_ShardArrays], list[_GameIndex], list[int]]:
+    def view(self) -> tuple[list[ShardArrays], list[EpisodeIndex], list[int]]:
         """One shard per game (its arena), each game's index over its resident blocks (in block
         order, so with every block resident the steps are the raw sampler's), resident steps."""
         assert self.resident is not None
@@ -268,14 +269,14 @@ class ResidentPool:
             length = full.length[ep]
             offset = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
             start = full.frame_start[ep] + np.repeat(where - blk.lo[res], counts)
-            index.append(_GameIndex(step_offset=offset, frame_start=start, length=length,
+            index.append(EpisodeIndex(step_offset=offset, frame_start=start, length=length,
                                     terminated=full.terminated[ep],
                                     shard=np.full(len(ep), g, np.int64)))
             steps.append(int(length.sum()))
         return list(self._arenas), index, steps
 
 
-def _move_down(arena: _ShardArrays, src: int, dst: int, n: int) -> None:
+def _move_down(arena: ShardArrays, src: int, dst: int, n: int) -> None:
     """Move frames ``[src, src + n)`` of every arena array to ``dst <= src``, in pieces that
     never overlap their own source (no temporary copy)."""
     assert dst <= src

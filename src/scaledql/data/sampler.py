@@ -22,7 +22,7 @@ keeps only its first episodes in time order, whole, as few as hold at least that
 transitions (at least one episode) — the way the DQN Replay subsets are "the first X%" of a run.
 By transitions rather than by episode count, because a learning behaviour policy's episodes grow
 longer over the run (10% of the episodes can be far less than 10% of the data). Other selections
-(``EpisodeSelection``, ``sampler_index.py``): a seeded *uniform* sample of episodes holding the
+(``EpisodeSelection``, ``episodes.py``): a seeded *uniform* sample of episodes holding the
 share (every skill level of the run), and a validation split of held-out episodes that the
 training part never draws; the kept episodes' steps are renumbered so the draw stays uniform.
 
@@ -43,14 +43,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from scaledql.data.episodes import EpisodeIndex, EpisodeSelection, check_fraction, fraction_of
 from scaledql.data.game import GameData
-from scaledql.data.sampler_index import (
-    EpisodeSelection,
-    _GameIndex,
-    _ShardArrays,
-    check_fraction,
-    fraction_of,
-)
+from scaledql.data.shard_arrays import ShardArrays
 from scaledql.data.store import Dataset
 from scaledql.errors import UserError
 
@@ -174,10 +169,10 @@ class _MultiGameSampler:
         # ``data_fraction`` alone is the common case: the first share of each game.
         self.episodes = (episodes or EpisodeSelection(fraction=check_fraction(data_fraction))
                          ).validate()
-        self._index: list[_GameIndex] = []
+        self._index: list[EpisodeIndex] = []
         first_shard = 0
         for g in self.data:
-            index = self.episodes.apply(_GameIndex.build(g, first_shard), g.name)
+            index = self.episodes.apply(EpisodeIndex.build(g, first_shard), g.name)
             first_shard += len(g.shards)
             if len(index.length) == 0:
                 raise UserError(f"game {g.name}: the {self.episodes.part} part of its episodes is "
@@ -191,13 +186,13 @@ class _MultiGameSampler:
             from scaledql.data.pool import ResidentPool
 
             self.pool = ResidentPool(self.data, self._index, pool, seed)
-            self._shards: list[_ShardArrays] = []
+            self._shards: list[ShardArrays] = []
         else:
             packed = [g.name for g in self.data if g.frame_codec is not None]
             if packed:
                 raise UserError(f"the frames of {', '.join(packed)} are compressed: sample them "
                                 "through the resident pool (--resident-gb)")
-            self._shards = [_ShardArrays.of(sh) for g in self.data for sh in g.shards]
+            self._shards = [ShardArrays.of(sh) for g in self.data for sh in g.shards]
 
     # -- RNG state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -27,7 +27,7 @@ from typing import Any
 
 from scaledql.agents.configs import LearnerConfig
 from scaledql.agents.registry import learner_config_class, learner_names
-from scaledql.data.sampler_index import EpisodeSelection
+from scaledql.data.episodes import EpisodeSelection
 from scaledql.errors import UserError
 from scaledql.training.lifecycle import resume_conflicts
 from scaledql.typed import typed

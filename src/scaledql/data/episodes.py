@@ -1,11 +1,10 @@
-"""The samplers' per-game episode index and per-shard arrays (``sampler.py`` draws from them).
+"""A game's episodes in step order, and which of them a run uses.
 
-``_GameIndex``: a game's episodes over all its shards in step order, a few numbers each, so a
-batch's steps are located with one ``searchsorted`` per game; ``_ShardArrays``: the arrays a
-sampler reads per shard (a raw shard's memory maps, or a resident block of ``pool.py``);
-``EpisodeSelection``: which of a game's episodes a sampler draws from (a share of the run, first
-or uniformly sampled, and the training or held-out part of a validation split);
-``fraction_of``: what a selection keeps of a game.
+``EpisodeIndex``: a game's episodes over all its shards in step order, a few numbers each, so a
+batch's steps are located with one ``searchsorted`` per game (the samplers draw from it);
+``EpisodeSelection``: which of a game's episodes a run draws from (a share of the run, first
+or uniformly sampled, and the training or held-out part of a validation split), read by the
+samplers and by ``merge`` alike; ``fraction_of``: what a selection keeps of a game.
 """
 
 from __future__ import annotations
@@ -16,28 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaledql.data.format import FLAG_TERMINATED
-from scaledql.data.game import GameData, Shard
+from scaledql.data.game import GameData
 from scaledql.errors import UserError
 
 
 @dataclass
-class _ShardArrays:
-    """Plain-ndarray views of one shard's memory maps (no copy; skips np.memmap's per-slice
-    Python overhead)."""
-
-    frames: np.ndarray  # uint8[F, C, H, W]
-    actions: np.ndarray  # int32[F]
-    rewards: np.ndarray  # float32[F]
-    returns_to_go: np.ndarray  # float32[F]
-
-    @classmethod
-    def of(cls, shard: Shard) -> _ShardArrays:
-        return cls(frames=np.asarray(shard.frames), actions=np.asarray(shard.actions),
-                   rewards=np.asarray(shard.rewards), returns_to_go=np.asarray(shard.returns_to_go))
-
-
-@dataclass
-class _GameIndex:
+class EpisodeIndex:
     """One game's non-empty episodes over all its shards, concatenated in step order (arrays [E]).
 
     Built once from the shards' small episode tables: memory grows with the number of episodes
@@ -51,7 +34,7 @@ class _GameIndex:
     shard: np.ndarray  # int64 sampler-wide shard id (index into _MultiGameSampler._shards)
 
     @classmethod
-    def build(cls, game: GameData, first_shard_id: int) -> _GameIndex:
+    def build(cls, game: GameData, first_shard_id: int) -> EpisodeIndex:
         parts = []
         for si, sh in enumerate(game.shards):
             length = np.asarray(sh.ep_length, np.int64)
@@ -62,17 +45,17 @@ class _GameIndex:
                           np.full(int(keep.sum()), first_shard_id + si, np.int64)))
         return cls(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
 
-    def first(self, count: int) -> _GameIndex:
+    def first(self, count: int) -> EpisodeIndex:
         """The first ``count`` episodes only."""
-        return _GameIndex(self.step_offset[:count], self.frame_start[:count],
+        return EpisodeIndex(self.step_offset[:count], self.frame_start[:count],
                           self.length[:count], self.terminated[:count], self.shard[:count])
 
-    def take(self, episodes: np.ndarray) -> _GameIndex:
+    def take(self, episodes: np.ndarray) -> EpisodeIndex:
         """The episodes at the increasing positions ``episodes`` only, their steps renumbered
         0..n-1 in order (so the samplers draw steps uniformly over the kept episodes)."""
         length = self.length[episodes]
         offset = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
-        return _GameIndex(offset, self.frame_start[episodes], length,
+        return EpisodeIndex(offset, self.frame_start[episodes], length,
                           self.terminated[episodes], self.shard[episodes])
 
 
@@ -149,7 +132,7 @@ class EpisodeSelection:
         is_held[self._rng(game, 1).choice(len(kept), size=held, replace=False)] = True
         return kept[is_held] if self.part == "heldout" else kept[~is_held]
 
-    def apply(self, index: _GameIndex, game: str) -> _GameIndex:
+    def apply(self, index: EpisodeIndex, game: str) -> EpisodeIndex:
         """The game's index reduced to the selected episodes."""
         if self.fraction >= 1.0 and (self.holdout <= 0 or self.part == "all"):
             return index
@@ -165,7 +148,7 @@ def fraction_of(game: GameData, selection: float | EpisodeSelection) -> dict[str
     one transition)."""
     if not isinstance(selection, EpisodeSelection):
         selection = EpisodeSelection(fraction=check_fraction(selection))
-    index = _GameIndex.build(game, 0)
+    index = EpisodeIndex.build(game, 0)
     kept = selection.episodes(index.length, game.name)
     return {"episodes": len(kept), "transitions": int(index.length[kept].sum()),
             "total_episodes": len(index.length), "total_transitions": game.num_transitions}
