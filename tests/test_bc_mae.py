@@ -15,7 +15,7 @@ from scaledql import losses
 from scaledql.agents import Problem, learner_class
 from scaledql.agents.bc import BCConfig, BehaviourCloning
 from scaledql.agents.mae import MAE, MAEConfig, auto_patch_size
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 from scaledql.errors import UserError
 from scaledql.models import ScaledQNetwork, TorsoSpec
 from scaledql.models.decoder import num_masked, pixel_mask

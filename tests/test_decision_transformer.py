@@ -23,8 +23,8 @@ from scaledql.agents.dt_policy import (
     sample_expert_returns,
 )
 from scaledql.agents.registry import learner_class
-from scaledql.data.sampler import TrajectoryBatch, TrajectorySampler
-from scaledql.data.store import open_dataset
+from scaledql.data.sampling.sampler import TrajectoryBatch, TrajectorySampler
+from scaledql.data.store.dataset import open_dataset
 from scaledql.errors import UserError
 from scaledql.models.transformer import (
     DecisionTransformerNet,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from scaledql.agents.base import Problem
-from scaledql.data.store import game_directories, open_dataset
+from scaledql.data.store.dataset import game_directories, open_dataset
 from scaledql.errors import UserError
 from scaledql.suites import EnvOptions
 
@@ -45,7 +45,7 @@ def test_game_directories_is_the_discovery_open_dataset_and_verify_share(tmp_pat
 
 
 def test_problem_of_checks_observation_shapes_wherever_it_is_built(tmp_path, write_game):
-    from scaledql.api import problem_of
+    from scaledql.api.functions import problem_of
     from scaledql.checkpoint import problem_of as checkpoint_problem
 
     write_game(tmp_path, "breakout", EPISODES, frame_shape=(1, 2, 2))

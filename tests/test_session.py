@@ -81,7 +81,7 @@ def test_a_failed_session_leaves_no_empty_run_folder(tmp_path):
 
 
 def test_scaledql_train_opens_its_store_once(tmp_path, monkeypatch):
-    import scaledql.data.store as store
+    import scaledql.data.store.dataset as store
     from scaledql.cli import main
 
     data = write_tiny_minatar_store(tmp_path / "data")

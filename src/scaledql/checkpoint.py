@@ -36,13 +36,13 @@ import torch
 
 from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
+from scaledql.atomic_files import atomic_output
 from scaledql.device import pick_device
 from scaledql.errors import UserError
-from scaledql.io import atomic_output
 from scaledql.policies import Policy
 from scaledql.run_folder import checkpoint_file, history_file
 from scaledql.suites import EnvOptions, get_suite
-from scaledql.typed import typed
+from scaledql.typed_fields import typed
 
 FORMAT = "scaledql-checkpoint"
 VERSION = 2
@@ -191,7 +191,7 @@ def _non_finite(obj: Any, name: str = "") -> str | None:
 
 def check_payload(payload: dict, file: Path) -> None:
     """The fields every reader of a checkpoint relies on, with their types; finite weights."""
-    from scaledql.data.validate import check_game_name
+    from scaledql.data.store.validate import check_game_name
 
     kinds = {"algo": str, "suite": str, "games": list, "num_actions": list, "obs_shape": list,
              "frame_channels": int, "learner_config": dict, "learner": dict}

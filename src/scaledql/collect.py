@@ -3,7 +3,7 @@
 The DQN Replay Dataset (Agarwal et al., 2020) is the replay of a Nature-DQN agent trained online
 per game, exploration included; the "sub-optimal" Scaled QL data is the first 20% of each run.
 ``collect`` does the same at any scale: per game, a fresh online double DQN (the ``dqn`` learner)
-runs in the shared online loop (``training/online.py``) — ε-greedy with a linearly decaying ε,
+runs in the shared online loop (``training/online_loop.py``) — ε-greedy with a linearly decaying ε,
 learning from an in-memory replay — and *every* transition it experiences is written to the
 on-disk store with the behaviour episodes' raw returns. ``policy=<checkpoint>`` logs a fixed
 trained policy (any learner) with a fixed ε instead.
@@ -27,7 +27,7 @@ import torch
 from scaledql.agents.base import Problem
 from scaledql.agents.dqn import DQN, DQNConfig
 from scaledql.checkpoint import check_policy_games, load_learner, run_payload
-from scaledql.data.action_log import (
+from scaledql.data.store.action_log import (
     ActionLogger,
     ReplayPolicy,
     check_recipe,
@@ -36,18 +36,18 @@ from scaledql.data.action_log import (
     store_digest,
     write_log,
 )
-from scaledql.data.format import MANIFEST
-from scaledql.data.parallel import Pool, Stopped, stop_signals
-from scaledql.data.store import list_games
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.dataset import list_games
+from scaledql.data.store.format import MANIFEST
+from scaledql.data.store.writer import GameWriter
 from scaledql.device import pick_device
 from scaledql.errors import UserError
 from scaledql.run_folder import step_checkpoint_name
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.suites.base import GameSpec
 from scaledql.training.lifecycle import crossed
-from scaledql.training.online import OnlineSchedule, OnlineState, run_online
+from scaledql.training.online_loop import OnlineSchedule, OnlineState, run_online
 from scaledql.training.session import RunSession
+from scaledql.worker_pool import Pool, Stopped, stop_signals
 
 
 @dataclass
@@ -69,7 +69,7 @@ class CollectConfig:
     snapshot_every: int | None = None
     jobs: int = 1  # games collected in parallel processes (one torch thread each when > 1)
     # Keep each game's action log as LOG_DIR/GAME.npz, and rebuild a game from its log when
-    # one is there instead of running the DQN again (data/action_log.py).
+    # one is there instead of running the DQN again (data/store/action_log.py).
     log_dir: Path | None = None
     overwrite: bool = False
     device: str | None = None

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scaledql.atomic_files import atomic_write_text
 from scaledql.errors import UserError
-from scaledql.io import atomic_write_text
 from scaledql.policies import Policy, epsilon_greedy
 from scaledql.progress import ProgressBar
 from scaledql.run_folder import write_evaluation

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from scaledql.atomic_files import atomic_output
 from scaledql.errors import UserError
-from scaledql.io import atomic_output
 from scaledql.policies import Policy, epsilon_greedy
 from scaledql.suites import EnvOptions, Suite, get_suite
 

@@ -29,7 +29,7 @@ from scaledql.agents.base import (
 from scaledql.agents.configs import BCConfig
 from scaledql.agents.optimization import gradient_step
 from scaledql.agents.registry import register
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 from scaledql.models import ScaledQNetwork
 from scaledql.policies import GreedyPolicy, Policy
 

@@ -55,7 +55,7 @@ from scaledql.agents.configs import DecisionTransformerConfig
 from scaledql.agents.dt_policy import DecisionTransformerPolicy
 from scaledql.agents.optimization import gradient_step
 from scaledql.agents.registry import register
-from scaledql.data.sampler import TrajectoryBatch
+from scaledql.data.sampling.sampler import TrajectoryBatch
 from scaledql.errors import UserError
 from scaledql.models.transformer import (
     DecisionTransformerNet,

@@ -38,7 +38,7 @@ from scaledql.agents.base import (
 from scaledql.agents.configs import MAEConfig
 from scaledql.agents.optimization import gradient_step
 from scaledql.agents.registry import register
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 from scaledql.errors import UserError
 from scaledql.models import Torso
 from scaledql.models.decoder import MAENetwork, random_patch_mask

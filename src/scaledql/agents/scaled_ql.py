@@ -31,7 +31,7 @@ from scaledql.agents.base import (
 from scaledql.agents.configs import ScaledQLConfig
 from scaledql.agents.optimization import gradient_step
 from scaledql.agents.registry import register
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 from scaledql.models import NetworkOutput, ScaledQNetwork
 from scaledql.policies import GreedyPolicy, Policy
 from scaledql.value_targets import make_value_target, value_target_class

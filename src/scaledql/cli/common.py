@@ -43,7 +43,7 @@ def env_options(args: argparse.Namespace, base: dict | None = None,
     """The game options the flags give; ``base`` (a checkpoint's options, checked here: it
     comes from a file) fills every option whose flag was not given."""
     from scaledql.errors import UserError
-    from scaledql.typed import typed
+    from scaledql.typed_fields import typed
 
     given = {"sticky": args.sticky, "max_episode_steps": args.max_episode_steps,
              "full_action_space": args.full_action_space, "mode": args.mode,

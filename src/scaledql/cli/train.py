@@ -33,7 +33,7 @@ TRISTATE = ("bf16", "compile")
 
 def register(sub: argparse._SubParsersAction) -> None:
     from scaledql.agents.registry import learner_names, learner_summary
-    from scaledql.data.episodes import SAMPLES
+    from scaledql.data.store.episodes import SAMPLES
     from scaledql.training.config import TRANSFER_PARTS
     from scaledql.value_targets import value_target_names, value_target_summary
 
@@ -270,9 +270,9 @@ def _config_and_data(args: argparse.Namespace):
     if args.data is None:
         raise UserError("--data is required (except with --resume)")
     if not args.print_config:
-        check_data_dir(args.data)  # before torch loads (scaledql.api imports it)
-    from scaledql.api import layered_config, suite_of
-    from scaledql.data.store import open_dataset
+        check_data_dir(args.data)  # before torch loads (scaledql.api.functions imports it)
+    from scaledql.api.functions import layered_config, suite_of
+    from scaledql.data.store.dataset import open_dataset
     from scaledql.training.resume_config import typed_overrides
 
     algo = args.algo or "scaled-ql"
@@ -294,8 +294,8 @@ def run(args: argparse.Namespace) -> int:
         print(to_toml(cfg), end="")
         return 0
     check_data_dir(cfg.data)  # a resumed run's, before torch loads
-    from scaledql.api import train_run
-    from scaledql.data.store import open_dataset, select_games
+    from scaledql.api.functions import train_run
+    from scaledql.data.store.dataset import open_dataset, select_games
 
     wandb = None
     named = [f"--wandb-{k}" for k in ("entity", "name", "mode") if getattr(args, f"wandb_{k}")]

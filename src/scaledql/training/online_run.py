@@ -31,14 +31,14 @@ import numpy as np
 from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
 from scaledql.checkpoint import run_payload
-from scaledql.data.replay import RingReplay
+from scaledql.data.sampling.online_replay import RingReplay
 from scaledql.device import pick_device
 from scaledql.errors import UserError
 from scaledql.evaluate import EvalConfig, evaluate
 from scaledql.run_folder import REPLAY_GLOB, finished_at, replay_name, write_evaluation
 from scaledql.suites import EnvOptions, GameSpec, get_suite
 from scaledql.training.lifecycle import StopSignals, WallClock, crossed, resume_conflicts
-from scaledql.training.online import OnlineResult, OnlineSchedule, OnlineState, run_online
+from scaledql.training.online_loop import OnlineResult, OnlineSchedule, OnlineState, run_online
 from scaledql.training.rng import rng_state, seed_everything, set_rng_state
 from scaledql.training.session import RunSession
 

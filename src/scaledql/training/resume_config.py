@@ -13,7 +13,7 @@ from scaledql.agents.registry import learner_config_class
 from scaledql.errors import UserError
 from scaledql.run_folder import config_file, is_run, read_config
 from scaledql.training.config import RunConfig, merge, preset_path, read_toml
-from scaledql.typed import typed
+from scaledql.typed_fields import typed
 
 
 def typed_overrides(algo: str, run: dict[str, Any], learner: dict[str, Any],

@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
+from scaledql.atomic_files import exclusive_lock
 from scaledql.checkpoint import keep_copy, load_checkpoint, save_checkpoint
 from scaledql.device import machine_record
 from scaledql.errors import UserError
-from scaledql.io import exclusive_lock
 from scaledql.run_folder import checkpoint_file, record_machine, write_config, write_params
 from scaledql.training.metrics import MetricsLog, WandbOptions
 
