@@ -80,8 +80,8 @@ def test_the_documented_example_runs_from_outside_the_package(tmp_path):
     assert sq.Run(tmp_path / "runs" / "laplace").finished
 
     api = next(b for b in doc_blocks("python") if "sq.make(" in b)
-    (tmp_path / "api/functions.py").write_text(api)
-    out = run([sys.executable, "api/functions.py"], tmp_path).splitlines()[-1]
+    (tmp_path / "api.py").write_text(api)
+    out = run([sys.executable, "api.py"], tmp_path).splitlines()[-1]
     assert out.startswith("Agent(warmup-ql, games=['catch', 'fast_catch'], suite='catch', "
                           "step=10, run='runs/warmup-api') "), out
 
