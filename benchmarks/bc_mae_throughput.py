@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from scaledql.agents import Problem, learner_class
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 
 GAMES = {"asterix": 5, "breakout": 3, "freeway": 3, "seaquest": 6, "space_invaders": 4}
 PROBLEM = Problem(obs_shape=(10, 10, 10), num_actions=tuple(GAMES.values()), games=tuple(GAMES),

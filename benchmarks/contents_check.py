@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scaledql.data.store import GameData
-from scaledql.data.validate import verify_game
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.dataset import GameData
+from scaledql.data.store.validate import verify_game
+from scaledql.data.store.writer import GameWriter
 
 REGIMES = {"minatar-like": (30, 300), "atari-like": (500, 5000)}
 

@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scaledql.agents.base import Problem
 from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 from scaledql.device import describe_machine, pick_device
 
 OBS = (4, 84, 84)

@@ -13,7 +13,7 @@ links to run 1. Then, with the sources in the page cache, measures MB/s of infla
 * inflate only of checkpoint 0's observation file, into one reused 64 MB buffer, with the
   standard library's ``gzip``, ISA-L (``isal``) and zlib-ng (``zlib-ng``), each through its
   fastest streaming reader;
-* ``dqn_import.import_games`` of that one file, one process;
+* ``atari_import.import_games`` of that one file, one process;
 * ``2 x --runs`` files (checkpoints 0-1 of each run) with ``jobs=1`` and with ``jobs=2``;
 * the write ceiling: one and two processes writing 1.41 GB each into ``--out`` as the importer
   writes (no inflate).
@@ -203,9 +203,9 @@ def make_rlu_source(dqn_src: Path, root: Path) -> Path:
     """RL Unplugged raw files of checkpoint 0 of the DQN source's run 1 (see the docstring)."""
     import cv2
 
-    from scaledql.data.gzip_npy import NpyStream
-    from scaledql.data.tf_example import Example
-    from scaledql.data.tfrecord import frame_record
+    from scaledql.data.importers.gzip_npy import NpyStream
+    from scaledql.data.importers.tf_example import Example
+    from scaledql.data.importers.tfrecord import frame_record
 
     path = root / "rlu" / "Pong" / "run_1-00000-of-00001"
     if path.exists():
@@ -238,9 +238,9 @@ def rlu_rows(src: Path, args: argparse.Namespace, out: Path) -> None:
     """The RL Unplugged row (``--rlu``): decode only, then the imports; frames/s."""
     import cv2
 
-    from scaledql.data.dqn_import import ImportOptions, import_games
-    from scaledql.data.tf_example import ParsedExample
-    from scaledql.data.tfrecord import TFRecordFile
+    from scaledql.data.importers.atari_import import ImportOptions, import_games
+    from scaledql.data.importers.tf_example import ParsedExample
+    from scaledql.data.importers.tfrecord import TFRecordFile
 
     rlu = make_rlu_source(src, args.dir)
     for r in range(2, args.runs + 1):
@@ -339,7 +339,7 @@ def main() -> None:
             report(f"inflate-{reader}", [_inflate_only(obs0, reader)
                                          for _ in range(args.repeats)], frame_bytes)
 
-    from scaledql.data.dqn_import import ImportOptions, import_games
+    from scaledql.data.importers.atari_import import ImportOptions, import_games
 
     out = args.out or args.dir / "out"
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 For each configuration it measures, on the same learner, store and device:
 - **update only**: ``learner.update(batch)`` on one batch already on the device (the ceiling);
-- **loop**: the real training loop (``scaledql.training.offline.train``) — sampling, the
+- **loop**: the real training loop (``scaledql.training.offline_loop.train``) — sampling, the
   host→device copy, the update, metrics on the device — with ``sample_workers`` 0 (sampling in
   the loop, one step after the other: the loop before the prefetcher) and 1, 2 (background
   threads, pinned buffers and a side-stream copy on CUDA).
@@ -38,12 +38,12 @@ import torch
 
 from scaledql.agents.base import Problem, as_tensors
 from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig
-from scaledql.data.sampler import make_sampler
-from scaledql.data.store import open_dataset
-from scaledql.data.writer import GameWriter
+from scaledql.data.sampling.sampler import make_sampler
+from scaledql.data.store.dataset import open_dataset
+from scaledql.data.store.writer import GameWriter
 from scaledql.device import pick_device
 from scaledql.training.config import RunConfig, preset_path, read_toml
-from scaledql.training.offline import train
+from scaledql.training.offline_loop import train
 
 MINATAR = ScaledQLConfig(**read_toml(preset_path("minatar"))["learner"]["scaled-ql"])
 ATARI_GAMES = {"Pong": 6, "Breakout": 4}

@@ -9,7 +9,7 @@ environment, ``--real-frames`` of them cut into the game's own episodes and repl
 the store holds ``--transitions`` (a block is compressed on its own, so its ratio depends only on
 the frames in it). ``--compress LEVEL``: also convert the store (``data compress``), report both
 stores' bytes on disk and sample the compressed one. ``--resident-gb G``: sample through the
-resident pool (``data/pool.py``) of G GB, rotated every ``--rotate-every`` batches (rotations are
+resident pool (``data/sampling/block_pool.py``) of G GB, rotated every ``--rotate-every`` batches (rotations are
 in the timed loop).
 
 Prints one JSON line: transitions/s of ``TransitionSampler.sample()`` (batch 512, n = 3, stacks
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from scaledql.data import GameWriter, TransitionSampler, open_dataset
-from scaledql.data.compress import compress_dataset
-from scaledql.data.frame_blocks import DEFAULT_BLOCK_FRAMES
-from scaledql.data.pool import PoolOptions
+from scaledql.data.sampling.block_pool import PoolOptions
+from scaledql.data.store.compress import compress_dataset
+from scaledql.data.store.frame_blocks import DEFAULT_BLOCK_FRAMES
 
 GEOMETRY = {"atari": ((1, 84, 84), 4, 6), "atari-real": ((1, 84, 84), 4, 6),
             "minatar": ((10, 10, 10), 1, 6)}

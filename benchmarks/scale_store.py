@@ -31,11 +31,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sampler_throughput import proc_status
 from scaledql.data import open_dataset
-from scaledql.data.compress import compress_game
-from scaledql.data.pool import PoolOptions
-from scaledql.data.sampler import TransitionSampler
-from scaledql.data.store import list_games
-from scaledql.data.writer import GameWriter
+from scaledql.data.sampling.block_pool import PoolOptions
+from scaledql.data.sampling.sampler import TransitionSampler
+from scaledql.data.store.compress import compress_game
+from scaledql.data.store.dataset import list_games
+from scaledql.data.store.writer import GameWriter
 
 
 def _episodes(game) -> list[tuple[int, int, int, int]]:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scaledql.data.store import GameData
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.dataset import GameData
+from scaledql.data.store.writer import GameWriter
 
 
 def build(root: Path, shards: int) -> Path:

@@ -45,9 +45,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scaledql.agents.base import Problem
 from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig, scaled_ql_loss
-from scaledql.data.sampler import TransitionBatch, TransitionSampler
-from scaledql.data.store import open_dataset
-from scaledql.data.writer import GameWriter
+from scaledql.data.sampling.sampler import TransitionBatch, TransitionSampler
+from scaledql.data.store.dataset import open_dataset
+from scaledql.data.store.writer import GameWriter
 from scaledql.models import NetworkOutput
 from scaledql.training.config import preset_path, read_toml
 from scaledql.value_targets import value_target_class, value_target_names

@@ -28,7 +28,7 @@ def frames_labelled():
 def write_game():
     """write_game(root, game, episodes, **writer_kwargs) -> Path: a store from (T, terminated,
     truncated) triples; frames are labelled 1, 2, ... in write order, actions t % A, rewards t+1."""
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     def write(root: Path, game: str, episodes, *, frame_shape=(1, 2, 2), stack=2,
               num_actions=3, **kwargs) -> Path:
@@ -76,7 +76,7 @@ TINY_NET = ["--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--
 
 def write_tiny_minatar_store(root: Path) -> Path:
     """Two MinAtar games (breakout, asterix), four short random episodes each, 30-step cap."""
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     rng = np.random.default_rng(0)
     for game, actions in (("breakout", 3), ("asterix", 5)):

@@ -75,7 +75,7 @@ def step_actions(value: int, every: int = 1, game: str = "breakout"):
 
 
 def compressed_store(ctx: Ctx) -> None:
-    from scaledql.data.compress import compress_dataset
+    from scaledql.data.store.compress import compress_dataset
 
     compress_dataset(ctx.store(), ctx.tmp / "z", None, level=1, block_frames=64)
 
@@ -134,7 +134,7 @@ CASES += [
 
 def unseen_game_store(ctx: Ctx) -> None:
     """freeway (a game the pretrained run never saw), its actions then damaged."""
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     with GameWriter(ctx.tmp / "ft", suite="minatar", game="freeway", num_actions=3,
                     frame_shape=(10, 10, 10), stack=1) as w:
@@ -157,7 +157,7 @@ MI_EXPORTED = ["data", "import", "minari", EXPORTED, "--out", "{tmp}/o"]
 
 def exported(edit=None):
     def setup(ctx: Ctx) -> None:
-        from scaledql.data.minari_io import export_minari
+        from scaledql.data.importers.minari_io import export_minari
 
         export_minari(ctx.store(), "breakout", "scaledql/breakout-v0", out=ctx.tmp / "mx")
         if edit is not None:

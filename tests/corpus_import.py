@@ -120,7 +120,7 @@ CASES: list[Case] = [
 
 
 def _published_pong(ctx: Ctx) -> None:
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     frames = np.zeros((3, 1, 2, 3), np.uint8)
     with GameWriter(ctx.tmp / "o", suite="atari", game="Pong", num_actions=6,
@@ -263,7 +263,7 @@ def _uint8_grids(ctx: Ctx, high: int, values: tuple[int, int]) -> None:
 
 
 def _import_once(ctx: Ctx) -> None:
-    from scaledql.data.minari_io import import_minari
+    from scaledql.data.importers.minari_io import import_minari
 
     ctx.mds()
     import_minari("toy/breakout-v0", ctx.tmp / "o", game="breakout")

@@ -57,7 +57,7 @@ class Ctx:
 
     def hold(self, lock_file: Path) -> None:
         """Hold a writer's lock, as another process writing the same output would."""
-        from scaledql.io import acquire_lock
+        from scaledql.atomic_files import acquire_lock
 
         self.held.append(acquire_lock(lock_file, "test", lock_file))
 

@@ -265,7 +265,7 @@ CASES += [
 
 def tiny_frames_store(ctx: Ctx) -> None:
     """A MinAtar-suite store whose frames are not MinAtar's 10x10 grids."""
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     with GameWriter(ctx.tmp / "odd", suite="minatar", game="breakout", num_actions=3,
                     frame_shape=(1, 2, 2), stack=1) as w:

@@ -115,7 +115,7 @@ def outcome_of(work: Path, out: Path | None, fn: Callable[[], None]) -> Outcome:
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"written outside the output: {changed}"
     if result.refused and out is not None and out.is_dir():
-        from scaledql.data.store import list_games
+        from scaledql.data.store.dataset import list_games
 
         assert not list_games(out), f"refused, but published {list_games(out)}"
     return result
@@ -123,9 +123,9 @@ def outcome_of(work: Path, out: Path | None, fn: Callable[[], None]) -> Outcome:
 
 def read_correctly(root: Path, *, frames: bool = True) -> None:
     """What a correct read promises: the full scan passes and batches are sane."""
-    from scaledql.data.sampler import TrajectorySampler, TransitionSampler
-    from scaledql.data.store import open_dataset
-    from scaledql.data.validate import verify_game
+    from scaledql.data.sampling.sampler import TrajectorySampler, TransitionSampler
+    from scaledql.data.store.dataset import open_dataset
+    from scaledql.data.store.validate import verify_game
 
     ds = open_dataset(root, contents=True)
     for name in ds.games:
@@ -153,7 +153,7 @@ set_hypothesis_home_dir(str(_ROOT / "hypothesis"))  # Hypothesis's caches: not i
 def base_store() -> Path:
     """Two MinAtar games: breakout in two shards (terminated, truncated, unfinished episodes),
     seaquest in one."""
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     root = _ROOT / "store"
     rng = np.random.default_rng(0)
@@ -192,7 +192,7 @@ def base_minari() -> Path:
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
-    from scaledql.data.minari_io import export_minari
+    from scaledql.data.importers.minari_io import export_minari
 
     root = _ROOT / "minari"
     export_minari(base_store(), "breakout", "scaledql/breakout-v0", out=root)
@@ -393,7 +393,7 @@ def apply_h5(path: Path, d: Damage) -> None:
 def run_minari(work: Path, d: Damage) -> Outcome:
     """Import the damaged Minari dataset (by path, no --game); a store it publishes must read
     correctly."""
-    from scaledql.data.minari_io import import_minari
+    from scaledql.data.importers.minari_io import import_minari
 
     root = fresh(base_minari(), work)
     path = root / d.file
@@ -416,7 +416,7 @@ def rlu_damage() -> st.SearchStrategy[Damage]:
 def run_rlu(work: Path, d: Damage) -> Outcome:
     """Import the damaged RL Unplugged source (TFDS or raw layout, ``fuzz_rlu``)."""
     from fuzz_rlu import apply_rlu, base_rlu
-    from scaledql.data.dqn_import import ImportOptions, import_games
+    from scaledql.data.importers.atari_import import ImportOptions, import_games
 
     src = fresh(base_rlu(_ROOT), work)
     apply_rlu(src, d)

@@ -60,8 +60,8 @@ def _png(shape: tuple[int, ...]) -> bytes:
 
 def apply_record(path: Path, d: Damage) -> None:
     """Edit one feature of one record and write the file back with valid framing."""
-    from scaledql.data.tf_example import Example
-    from scaledql.data.tfrecord import TFRecordFile, frame_record
+    from scaledql.data.importers.tf_example import Example
+    from scaledql.data.importers.tfrecord import TFRecordFile, frame_record
 
     index, name, edit, value = d.args
     with TFRecordFile(path, compressed=False) as f:

@@ -10,8 +10,8 @@ from tests.test_collect import TINY_DQN, TINY_SCHEDULE
 
 from scaledql.cli import main
 from scaledql.collect import CollectConfig, collect
-from scaledql.data.action_log import log_path, read_log, store_digest, write_log
-from scaledql.data.store import open_dataset
+from scaledql.data.store.action_log import log_path, read_log, store_digest, write_log
+from scaledql.data.store.dataset import open_dataset
 from scaledql.errors import UserError
 from scaledql.suites import EnvOptions
 

@@ -11,7 +11,7 @@ import torch
 from scaledql.agents.base import Problem, as_tensors
 from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig, scaled_ql_loss
 from scaledql.checkpoint import build_learner
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 from scaledql.errors import UserError
 from scaledql.models import NetworkOutput
 from scaledql.policies import epsilon_greedy

@@ -15,9 +15,9 @@ from scaledql import losses
 from scaledql.agents import Problem, learner_class
 from scaledql.agents.bc import BCConfig, BehaviourCloning
 from scaledql.agents.mae import MAE, MAEConfig, auto_patch_size
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 from scaledql.errors import UserError
-from scaledql.models import ScaledQNetwork
+from scaledql.models import ScaledQNetwork, TorsoSpec
 from scaledql.models.decoder import num_masked, pixel_mask
 from scaledql.policies import RandomPolicy
 
@@ -228,8 +228,8 @@ def test_mae_learned_fill_gets_gradient_and_starts_at_zero():
 def test_mae_torso_matches_a_scaled_ql_torso(encoder):
     cfg = replace(MAE.tiny_config(), encoder=encoder)
     mae = make(MAE, cfg)
-    net = ScaledQNetwork(encoder, OBS_SHAPE, NUM_ACTIONS, width=cfg.width,
-                         feature_dim=cfg.feature_dim)
+    net = ScaledQNetwork(TorsoSpec(encoder, width=cfg.width, feature_dim=cfg.feature_dim),
+                         OBS_SHAPE, NUM_ACTIONS)
     ours = {k: v.shape for k, v in mae.torso.state_dict().items()}
     theirs = {k: v.shape for k, v in net.torso.state_dict().items()}
     assert ours == theirs

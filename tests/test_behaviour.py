@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scaledql.data.game import behaviour_score
-from scaledql.data.sampler import fraction_of
-from scaledql.data.store import open_dataset
-from scaledql.data.writer import GameWriter
+from scaledql.data.sampling.sampler import fraction_of
+from scaledql.data.store.dataset import open_dataset
+from scaledql.data.store.game import behaviour_score
+from scaledql.data.store.writer import GameWriter
 from scaledql.suites.scores import normalize
 
 FRAME = (4, 10, 10)

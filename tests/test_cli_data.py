@@ -67,7 +67,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv):
 
 
 def test_minari_export_then_import_commands(tmp_path, capsys, monkeypatch):
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     grids = 255 * np.random.default_rng(0).integers(0, 2, (4, 10, 10, 10), dtype=np.uint8)

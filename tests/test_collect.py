@@ -12,11 +12,11 @@ from scaledql.agents.dqn import DQNConfig
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
 from scaledql.collect import CollectConfig, collect
-from scaledql.data.sampler import TransitionSampler
-from scaledql.data.store import open_dataset
+from scaledql.data.sampling.sampler import TransitionSampler
+from scaledql.data.store.dataset import open_dataset
 from scaledql.errors import UserError
 from scaledql.suites import EnvOptions
-from scaledql.training.online import OnlineSchedule
+from scaledql.training.online_loop import OnlineSchedule
 
 TINY_DQN = DQNConfig(width=0.25, feature_dim=16, batch_size=8, target_update_period=10)
 TINY_SCHEDULE = OnlineSchedule(learning_starts=50, epsilon_decay_steps=100, update_period=4)

@@ -17,9 +17,9 @@ from conftest import TINY_NET, write_tiny_minatar_store
 from scaledql.agents.registry import learner_class, learner_names
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.writer import GameWriter
 from scaledql.training.config import RunConfig
-from scaledql.training.offline import train
+from scaledql.training.offline_loop import train
 
 TINY = [*TINY_NET, "--eval-episodes", "1", "--no-progress", "--device", "cpu"]
 

@@ -31,11 +31,11 @@ from scaledql.agents.base import Learner, Problem
 from scaledql.agents.configs import LearnerConfig
 from scaledql.agents.registry import learner_class, learner_names
 from scaledql.checkpoint import learner_payload, load_checkpoint, load_learner, save_checkpoint
-from scaledql.data.sampler import make_sampler
-from scaledql.data.store import open_dataset
-from scaledql.data.writer import GameWriter
+from scaledql.data.sampling.sampler import make_sampler
+from scaledql.data.store.dataset import open_dataset
+from scaledql.data.store.writer import GameWriter
 from scaledql.training.config import RunConfig
-from scaledql.training.offline import train
+from scaledql.training.offline_loop import train
 from scaledql.value_targets import value_target_names
 
 torch.set_num_threads(1)  # small tensors; avoid OpenMP contention on a 2-core machine
@@ -164,7 +164,7 @@ def test_kill_and_resume_is_bit_identical(name, store, tmp_path):
         torch.set_num_threads({torch.get_num_threads()})
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_conformance import learner_of, run_config
-        from scaledql.training.offline import train
+        from scaledql.training.offline_loop import train
         cls, _ = learner_of({name!r})
         real = cls.update
         def update(self, batch):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scaledql.data import validate
-from scaledql.data.store import open_dataset
-from scaledql.data.writer import GameWriter
+from scaledql.data.store import validate
+from scaledql.data.store.dataset import open_dataset
+from scaledql.data.store.writer import GameWriter
 from scaledql.errors import UserError
 
 
@@ -67,7 +67,7 @@ def test_the_scan_in_pieces_finds_what_the_whole_does(tmp_path, monkeypatch):
 
 def test_training_refuses_damaged_contents_before_its_run_folder_exists(tmp_path):
     from scaledql.training.config import RunConfig
-    from scaledql.training.offline import train
+    from scaledql.training.offline_loop import train
 
     _store(tmp_path / "d")
     _poke(tmp_path / "d" / "breakout" / "shard_00000" / "actions.npy", 1, 9)
@@ -78,7 +78,7 @@ def test_training_refuses_damaged_contents_before_its_run_folder_exists(tmp_path
 
 
 def test_a_lock_takes_back_the_folders_it_made_when_the_block_fails(tmp_path):
-    from scaledql.io import exclusive_lock
+    from scaledql.atomic_files import exclusive_lock
 
     (tmp_path / "kept").mkdir()
     with pytest.raises(UserError), exclusive_lock(tmp_path / "kept" / "a" / "b"):

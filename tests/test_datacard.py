@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaledql.data.datacard import CARD, data_card, write_card
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.datacard import CARD, data_card, write_card
+from scaledql.data.store.writer import GameWriter
 from scaledql.stats import aggregate
 from scaledql.suites.scores import normalize
 

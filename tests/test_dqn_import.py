@@ -14,9 +14,9 @@ import pytest
 
 import scaledql
 from scaledql.cli import main
-from scaledql.data.dqn_import import ImportOptions, import_games
-from scaledql.data.dqn_replay import parse_runs_spec
-from scaledql.data.store import open_dataset
+from scaledql.data.importers.atari_import import ImportOptions, import_games
+from scaledql.data.importers.dqn_replay import parse_runs_spec
+from scaledql.data.store.dataset import open_dataset
 from scaledql.errors import UserError
 from test_dqn_replay import NUM_ACTIONS, LoggedBuffer, expected, play, stored
 
@@ -60,7 +60,7 @@ def argv(src: Path, out: Path, *extra: str) -> list[str]:
 # A driver that kills itself and its workers (SIGKILL, no clean-up runs) at a chosen point.
 DRIVER = """
 import os, signal, sys
-from scaledql.data import dqn_import
+from scaledql.data.importers import atari_import as dqn_import
 where, n = os.environ["KILL_AT"].split(":")
 count = [0]
 def kill_after(fn):
@@ -219,7 +219,7 @@ def test_shards_are_what_game_writer_writes(reference, tmp_path):
 
     import numpy as np
 
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     ours = reference / "ref" / "Breakout"
     g = open_dataset(ours.parent).game("Breakout")

@@ -9,8 +9,8 @@ import pickle
 import numpy as np
 import pytest
 
-from scaledql.data.dqn_import import ImportOptions, ImportSummary, import_games
-from scaledql.data.store import open_dataset
+from scaledql.data.importers.atari_import import ImportOptions, ImportSummary, import_games
+from scaledql.data.store.dataset import open_dataset
 from scaledql.errors import UserError
 
 HW = (2, 3)

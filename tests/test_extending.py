@@ -236,6 +236,77 @@ def test_gym_suite_wrappers_and_scores(registries):
         == (0.1, 0.25)
 
 
+class _Dot(gym.Env):
+    """A red dot moving right on RGB (6, 5, 3) frames: a colour game for ``play``."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0, 255, (6, 5, 3), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def _obs(self):
+        obs = np.zeros((6, 5, 3), np.uint8)
+        obs[2, self.t % 5] = (255, 0, 0)
+        return obs
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), 1.0, self.t == 4, False, {}
+
+
+def test_a_plugin_suite_renders_and_plays(registries, tmp_path):
+    """A suite registered as docs/extending.md shows draws its games (``Suite.render``: the
+    newest frame, scaled up) and ``play`` records them; one without ``render`` is one error."""
+    from PIL import Image
+
+    from scaledql.play import PlayConfig, record
+    from scaledql.policies import RandomPolicy
+
+    register_suite(GymSuite("dots", {"dot": _Dot, "tiles": _Tiles}, stack=2, max_episode_steps=50))
+    suite = sq.get_suite("dots")
+    env = suite.make_env("dot")
+    obs, _ = env.reset(seed=0)
+    picture = suite.render(env, obs)
+    assert picture.dtype == np.uint8 and picture.shape == (6 * 32, 5 * 32, 3)  # even, >= 160 wide
+    assert (picture[2 * 32, 0] == (255, 0, 0)).all() and not picture[0, 0].any()
+    tiles = suite.make_env("tiles")
+    gray = suite.render(tiles, tiles.reset(seed=0)[0])
+    assert gray.shape == (8 * 18, 9 * 18, 3) and (gray[0, 0] == 255).all()
+
+    episodes = record(tmp_path / "dot.gif", "dots", "dot", RandomPolicy(["dot"], [2], seed=0),
+                      sq.EnvOptions(), PlayConfig(episodes=1, max_steps=0))
+    assert episodes == [{"episode": 1, "steps": 4, "return": 4.0, "ended": "terminated"}]
+    with Image.open(tmp_path / "dot.gif") as gif:
+        assert gif.n_frames == 5 and gif.size == (5 * 32, 6 * 32 + 24)  # the overlay band below
+
+    class Unseen(GymSuite):
+        render = None  # a suite written before Suite.render
+
+    register_suite(Unseen("unseen", {"dot": _Dot}))
+    with pytest.raises(UserError, match="cannot render 'unseen' games"):
+        record(tmp_path / "u.gif", "unseen", "dot", RandomPolicy(["dot"], [2], seed=0),
+               sq.EnvOptions(), PlayConfig())
+    assert not (tmp_path / "u.gif").exists()
+
+
+def test_suites_answer_for_themselves(registries):
+    """What used to branch on a suite's name is the suite's own attribute."""
+    from scaledql.suites import suite_attribute
+
+    assert suite_attribute("minatar", "binary_frames", False) is True
+    assert suite_attribute("atari", "binary_frames", False) is False
+    assert "human-normalized" in suite_attribute("atari", "data_card_note", None)
+    assert suite_attribute("minatar", "data_card_note", None) is None
+    register_suite(GymSuite("dots", {"dot": _Dot}))
+    assert suite_attribute("dots", "binary_frames", False) is False
+    assert suite_attribute("not-loaded", "binary_frames", "default") == "default"
+
+
 def test_a_suite_without_its_defaults_is_refused(registries):
     class NoDefaults:
         name = "bare"

@@ -15,17 +15,17 @@ import torch
 from scaledql.agents.registry import learner_class
 from scaledql.checkpoint import load_checkpoint, load_learner
 from scaledql.cli import main
-from scaledql.data.replay import RingReplay
-from scaledql.data.sampler import TransitionSampler, fraction_of
-from scaledql.data.store import open_dataset
-from scaledql.data.writer import GameWriter
+from scaledql.data.sampling.online_replay import RingReplay
+from scaledql.data.sampling.sampler import TransitionSampler, fraction_of
+from scaledql.data.store.dataset import open_dataset
+from scaledql.data.store.writer import GameWriter
 from scaledql.errors import UserError
 from scaledql.finetune.common import parse_arms
-from scaledql.finetune.offline import OfflineFinetune, run_offline
-from scaledql.finetune.online import OnlineFinetune, run_online_finetune
+from scaledql.finetune.new_games import OfflineFinetune, run_offline
+from scaledql.finetune.variants import OnlineFinetune, run_online_finetune
 from scaledql.suites import EnvOptions
 from scaledql.training.config import RunConfig
-from scaledql.training.offline import train
+from scaledql.training.offline_loop import train
 
 ACTIONS = {"breakout": 3, "asterix": 5, "freeway": 3}
 CAP = {"max_episode_steps": 30}  # short evaluation episodes

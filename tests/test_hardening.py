@@ -40,9 +40,9 @@ def _make_assets(root: Path) -> Assets:
     from scaledql.agents.dqn import DQN
     from scaledql.agents.scaled_ql import ScaledQLConfig
     from scaledql.checkpoint import learner_payload, save_checkpoint
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
     from scaledql.training.config import RunConfig
-    from scaledql.training.offline import train
+    from scaledql.training.offline_loop import train
     from test_dqn_replay import LoggedBuffer, play
 
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
 from scaledql.finetune.common import read_run
 from scaledql.training.config import RunConfig
-from scaledql.training.offline import train
+from scaledql.training.offline_loop import train
 
 TINY = dict(encoder="nature", width=0.25, feature_dim=16, batch_size=8, target_update_period=2,
             cql_alpha=0.5, n_step=2)

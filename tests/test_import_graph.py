@@ -96,3 +96,21 @@ def test_no_top_level_part_imports_itself_through_others():
 
 def test_the_checker_sees_a_circle():
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _data_part(module: str) -> str | None:
+    """``scaledql.data.<part>`` for a module inside one of ``data``'s parts, else None."""
+    parts = module.split(".")
+    return ".".join(parts[:3]) if parts[:2] == ["scaledql", "data"] and len(parts) > 3 else None
+
+
+def test_the_data_package_reads_one_way():
+    """Inside ``data``: sampling and importers read and write through the store; the store
+    imports neither, and they never import each other (docs/architecture.md)."""
+    modules = _modules()
+    edges = {(a, b) for module, targets in _graph(modules).items() for t in targets
+             if (a := _data_part(module)) and (b := _data_part(t)) and a != b}
+    parts = {_data_part(m) for m in modules} - {None}
+    assert parts == {"scaledql.data.store", "scaledql.data.sampling", "scaledql.data.importers"}
+    assert edges <= {("scaledql.data.sampling", "scaledql.data.store"),
+                     ("scaledql.data.importers", "scaledql.data.store")}, edges

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scaledql.cli import main
-from scaledql.data.store import open_dataset
+from scaledql.data.store.dataset import open_dataset
 
 RUN1 = [(4, True, False), (6, True, False), (3, False, True), (5, False, False)]  # 18 steps
 RUN2 = [(2, True, False), (7, True, False), (1, True, False)]  # 10 steps
@@ -44,7 +44,7 @@ def test_merge_keeps_each_runs_first_share_in_order(tmp_path, write_game, capsys
     assert runs[0]["shards"] == [0, 1] and runs[1]["shards"] == [1, 2]  # a run's own shards
     assert runs[0]["mean_return"] == pytest.approx(np.mean([10.0, 21.0]))
     # the sampler's cut for --data-fraction 0.5 is the same prefix
-    from scaledql.data.sampler import fraction_of
+    from scaledql.data.sampling.sampler import fraction_of
 
     assert fraction_of(open_dataset(r1).game("breakout"), 0.5)["transitions"] == 10
     # the data card lists the runs

@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from scaledql.data.minari_io import export_minari, import_minari
-from scaledql.data.store import open_dataset
+from scaledql.data.importers.minari_io import export_minari, import_minari
+from scaledql.data.store.dataset import open_dataset
 from scaledql.errors import UserError
 
 
@@ -40,7 +40,7 @@ def make_minari(dataset_id, obs_space, episodes, num_actions=3):
 
 
 def test_atari_store_round_trips_through_minari(tmp_path):
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     rng = np.random.default_rng(0)
     episodes = [(rng.integers(0, 256, (t + 1, 1, 84, 84), dtype=np.uint8), term, trunc)
@@ -136,7 +136,7 @@ def test_a_dataset_never_runs_the_entry_point_it_names(tmp_path, monkeypatch, dr
 
 
 def test_minatar_cells_round_trip_and_keep_the_suites_scale(tmp_path):
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     rng = np.random.default_rng(4)
     grids = 255 * rng.integers(0, 2, (6, 10, 10, 10), dtype=np.uint8)  # as the suite shows them
@@ -191,7 +191,7 @@ def test_game_names_are_checked_against_the_suite(tmp_path):
 
 
 def _atari_store(root):
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     frames = np.random.default_rng(6).integers(0, 256, (4, 1, 84, 84), dtype=np.uint8)
     with GameWriter(root, suite="atari", game="Pong", num_actions=6, frame_shape=(1, 84, 84),
@@ -224,7 +224,7 @@ def test_a_crashed_export_leaves_nothing_that_blocks_a_retry(tmp_path, monkeypat
 
 
 def test_one_exporter_per_dataset_id(tmp_path):
-    from scaledql.io import file_lock
+    from scaledql.atomic_files import file_lock
 
     _atari_store(tmp_path / "a")
     lock = tmp_path / "minari" / ".scaledql__pong-v0.export.lock"
@@ -242,7 +242,7 @@ def _varied_store(root, suite: str) -> None:
     """A store with what Minari's own fields cannot say: three shards (one episode of 0 steps
     is impossible here: Minari cannot hold it), an episode that began before the data, an
     unfinished one between finished ones, game options and a minimal action set."""
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     rng = np.random.default_rng(7)
     game, n, shape, stack = (("breakout", 3, (10, 10, 10), 1) if suite == "minatar"
@@ -305,7 +305,7 @@ def test_the_export_names_its_game_in_minaris_env_spec(tmp_path):
 
 def test_a_zero_step_episode_is_left_out_and_said_so(tmp_path, capsys):
     from scaledql.cli import main
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     with GameWriter(tmp_path / "a", suite="minatar", game="breakout", num_actions=3,
                     frame_shape=(10, 10, 10), stack=1) as w:
@@ -319,7 +319,7 @@ def test_a_zero_step_episode_is_left_out_and_said_so(tmp_path, capsys):
 
 
 def test_a_refused_export_leaves_no_datasets_root(tmp_path):
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     with GameWriter(tmp_path / "a", suite="minatar", game="breakout", num_actions=3,
                     frame_shape=(10, 10, 10), stack=1) as w:

@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from scaledql.errors import UserError
-from scaledql.models import ScaledQNetwork, SpatialEmbedding, encoder_param_counts, make_encoder
+from scaledql.models import (
+    ScaledQNetwork,
+    SpatialEmbedding,
+    TorsoSpec,
+    encoder_param_counts,
+    make_encoder,
+)
 from scaledql.models.encoders import BasicBlock, Bottleneck
 from scaledql.models.init import TRUNCATED_STD
 
@@ -89,8 +95,8 @@ def test_layout_argument_errors_and_passthrough():
         make_encoder("resnet18", 4, (84, 84), layout="vgg")
     with pytest.raises(UserError, match="ResNet encoders only"):
         make_encoder("nature", 4, (84, 84), layout="authors")
-    net = ScaledQNetwork("resnet18", ATARI, [3], width=0.125, feature_dim=8,
-                         encoder_layout="torchvision")  # fmt: skip
+    net = ScaledQNetwork(TorsoSpec("resnet18", width=0.125, feature_dim=8,
+                                   encoder_layout="torchvision"), ATARI, [3])
     assert net.torso.encoder.layout == "torchvision"
     assert net.torso.encoder.readout.kernel.shape[:2] == (3, 3)
 
@@ -239,7 +245,8 @@ def test_feature_normalization_gives_unit_norm(encoder):
     torch.manual_seed(0)
     obs = torch.randint(0, 256, (5, *MINATAR), dtype=torch.uint8)
     gid = torch.zeros(5, dtype=torch.long)
-    net = ScaledQNetwork(encoder, MINATAR, [3], width=0.25, feature_dim=32, feature_norm=True)
+    net = ScaledQNetwork(TorsoSpec(encoder, width=0.25, feature_dim=32, feature_norm=True),
+                         MINATAR, [3])
     out, feats = features_into_heads(net, obs, gid)
     torch.testing.assert_close(feats.norm(dim=1), torch.ones(5))
     assert (out.feature_norm > 0).all() and not torch.allclose(out.feature_norm, torch.ones(5))
@@ -251,7 +258,8 @@ def test_feature_normalization_gives_unit_norm(encoder):
 def test_head_routing_follows_game_id():
     torch.manual_seed(0)
     num_actions = [3, 5, 2]
-    net = ScaledQNetwork("nature", MINATAR, num_actions, width=0.25, feature_dim=16, num_atoms=7)
+    net = ScaledQNetwork(TorsoSpec("nature", width=0.25, feature_dim=16), MINATAR, num_actions,
+                         num_atoms=7)
     obs = torch.randint(0, 256, (6, *MINATAR), dtype=torch.uint8)
     gid = torch.tensor([0, 1, 2, 1, 0, 2])
     out, feats = features_into_heads(net, obs, gid)
@@ -271,13 +279,14 @@ def test_head_routing_follows_game_id():
 
 
 def test_scalar_heads_for_mse_variant():
-    net = ScaledQNetwork("nature", MINATAR, [3, 4], width=0.25, feature_dim=8, num_atoms=None)
+    net = ScaledQNetwork(TorsoSpec("nature", width=0.25, feature_dim=8), MINATAR, [3, 4],
+                         num_atoms=None)
     out = net(torch.zeros(2, *MINATAR, dtype=torch.uint8), torch.tensor([0, 1]))
     assert out.values.shape == (2, 4)
 
 
 def test_network_param_counts_add_up():
-    net = ScaledQNetwork("resnet18", ATARI, [6, 18], width=0.25, feature_dim=64)
+    net = ScaledQNetwork(TorsoSpec("resnet18", width=0.25, feature_dim=64), ATARI, [6, 18])
     counts = net.param_counts()
     assert counts["total"] == n_params(net)
     assert counts["heads"] == (64 + 1) * (6 + 18) * 51
@@ -287,8 +296,10 @@ def test_network_param_counts_add_up():
 def test_obs_scale_is_applied_to_uint8_input():
     torch.manual_seed(0)
     grid = torch.randint(0, 2, (3, *MINATAR), dtype=torch.uint8)  # 0/1 planes
-    pixels = ScaledQNetwork("nature", MINATAR, [3], width=0.25, feature_dim=8, obs_scale=1 / 255)
-    ones = ScaledQNetwork("nature", MINATAR, [3], width=0.25, feature_dim=8, obs_scale=1.0)
+    pixels = ScaledQNetwork(TorsoSpec("nature", width=0.25, feature_dim=8, obs_scale=1 / 255),
+                            MINATAR, [3])
+    ones = ScaledQNetwork(TorsoSpec("nature", width=0.25, feature_dim=8, obs_scale=1.0), MINATAR,
+                          [3])
     ones.load_state_dict(pixels.state_dict())
     gid = torch.zeros(3, dtype=torch.long)
     torch.testing.assert_close(ones(grid, gid).values, pixels(grid * 255, gid).values)
@@ -301,11 +312,12 @@ def test_feature_scale_fixed_or_learned_multiplies_the_unit_norm():
 
     torch.manual_seed(0)
     obs = torch.randint(0, 256, (4, 10, 10, 10), dtype=torch.uint8)
-    plain = Torso("nature", (10, 10, 10), feature_dim=16)
-    fixed = Torso("nature", (10, 10, 10), feature_dim=16, feature_scale=16.0)
+    plain = Torso(TorsoSpec("nature", feature_dim=16), (10, 10, 10))
+    fixed = Torso(TorsoSpec("nature", feature_dim=16, feature_scale=16.0), (10, 10, 10))
     fixed.load_state_dict(plain.state_dict())  # the same keys: no parameter for a fixed scale
     torch.testing.assert_close(fixed(obs).features, 16.0 * plain(obs).features)
-    learned = Torso("nature", (10, 10, 10), feature_dim=16, learn_feature_scale=True)
+    learned = Torso(TorsoSpec("nature", feature_dim=16, learn_feature_scale=True),
+                    (10, 10, 10))
     assert isinstance(learned.feature_scale, torch.nn.Parameter)
     assert "feature_scale" in dict(learned.named_parameters())
     learned(obs).features.sum().backward()
@@ -314,3 +326,28 @@ def test_feature_scale_fixed_or_learned_multiplies_the_unit_norm():
 
     with pytest.raises(UserError, match="feature_scale must be > 0"):
         ScaledQLConfig(feature_scale=0.0).validate()
+
+
+def test_torso_spec_is_the_configs_torso_options():
+    """One spelling of the torso's options: every ``TorsoSpec`` field is a ``TorsoConfig``
+    field with the same default, and a config's spec carries its values."""
+    import dataclasses
+
+    from scaledql.agents.configs import ScaledQLConfig, TorsoConfig
+
+    config_defaults = {f.name: f.default for f in dataclasses.fields(TorsoConfig)}
+    for f in dataclasses.fields(TorsoSpec):
+        assert f.name in config_defaults
+        if f.name != "encoder":  # the spec has no default encoder: a network names one
+            assert f.default == config_defaults[f.name], f.name
+    cfg = ScaledQLConfig(encoder="nature", width=0.5, feature_dim=24, feature_scale=2.0,
+                         learn_feature_scale=True, channels_last=True, obs_scale=1.0,
+                         feature_norm=False, encoder_layout=None)
+    spec = cfg.torso_spec()
+    assert spec == TorsoSpec("nature", width=0.5, feature_dim=24, feature_norm=False,
+                             channels_last=True, obs_scale=1.0, feature_scale=2.0,
+                             learn_feature_scale=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.width = 1.0  # type: ignore[misc]
+    net = ScaledQNetwork(spec, MINATAR, [3])
+    assert net.torso.spec is spec and net.torso.feature_dim == 24

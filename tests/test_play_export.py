@@ -16,7 +16,7 @@ from PIL import Image
 
 from scaledql.checkpoint import load_checkpoint, load_learner
 from scaledql.cli import main
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.writer import GameWriter
 from scaledql.export import export_agent
 
 NET = ["--encoder", "nature", "--width", "0.25", "--feature-dim", "16", "--batch-size", "8"]

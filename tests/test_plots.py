@@ -267,7 +267,7 @@ def test_fine_tuning_arms_with_identical_curves_stay_visible(tmp_path, drawn):
 
 
 def test_the_demos_learning_curves_show_bc_and_dt_beside_scaled_ql(tmp_path, drawn):
-    from scaledql.reports.demo import plot_learning_curves
+    from scaledql.reports.demo_report import plot_learning_curves
 
     def ev(step: int, iqm: float) -> tuple[int, dict]:
         return step, {"iqm": iqm, "iqm_ci": [iqm - 0.02, iqm + 0.02]}

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from scaledql.data.prefetch import Prefetcher
-from scaledql.data.sampler import BatchSpec, make_sampler
-from scaledql.data.store import open_dataset
+from scaledql.data.sampling.prefetch import Prefetcher
+from scaledql.data.sampling.sampler import BatchSpec, make_sampler
+from scaledql.data.store.dataset import open_dataset
 
 SPEC = BatchSpec("transitions", batch_size=6, n_step=2)
 

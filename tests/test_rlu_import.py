@@ -16,8 +16,8 @@ import pytest
 
 from fixtures.rlu import episodes as E
 from scaledql.cli import main
-from scaledql.data.dqn_import import ImportOptions, import_games
-from scaledql.data.store import open_dataset
+from scaledql.data.importers.atari_import import ImportOptions, import_games
+from scaledql.data.store.dataset import open_dataset
 from test_dqn_import import run_killed, tree
 from test_dqn_replay import LoggedBuffer
 

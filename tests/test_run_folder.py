@@ -211,7 +211,7 @@ def test_run_folder_is_light():
             "heavy = [m for m in ('torch', 'numpy', 'pandas') if m in sys.modules]\n"
             "assert not heavy, heavy\n"
             "ours = sorted(m for m in sys.modules if m.startswith('scaledql'))\n"
-            "assert ours == ['scaledql', 'scaledql.errors', 'scaledql.io', "
+            "assert ours == ['scaledql', 'scaledql.atomic_files', 'scaledql.errors', "
             "'scaledql.run_folder'], ours\n"
             "import scaledql as sq\nassert sq.Run is rf.Run\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -16,7 +16,7 @@ import pytest
 from conftest import TINY_NET
 from scaledql import progress
 from scaledql.cli import main
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.writer import GameWriter
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = [*TINY_NET, "--eval-episodes", "1", "--log-every", "2", "--device", "cpu"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scaledql.data.sampler import TrajectorySampler, TransitionSampler
-from scaledql.data.store import open_dataset
+from scaledql.data.sampling.sampler import TrajectorySampler, TransitionSampler
+from scaledql.data.store.dataset import open_dataset
 from scaledql.errors import UserError
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from scaledql.cli import main
-from scaledql.data.compress import compress_dataset
-from scaledql.data.pool import PoolOptions
-from scaledql.data.sampler import TrajectorySampler, TransitionSampler
-from scaledql.data.store import open_dataset
-from scaledql.data.validate import verify_game
-from scaledql.data.writer import GameWriter
+from scaledql.data.sampling.block_pool import PoolOptions
+from scaledql.data.sampling.sampler import TrajectorySampler, TransitionSampler
+from scaledql.data.store.compress import compress_dataset
+from scaledql.data.store.dataset import open_dataset
+from scaledql.data.store.validate import verify_game
+from scaledql.data.store.writer import GameWriter
 from scaledql.errors import UserError
 
 # (T, terminated, truncated): 60 steps over two shards, episodes of 1..9 steps
@@ -181,7 +181,7 @@ def test_compress_command_resumes_and_reports(stores, tmp_path, capsys):
 
 def test_training_on_a_compressed_store_with_a_rotating_pool_resumes(tmp_path):
     from scaledql.checkpoint import load_checkpoint
-    from scaledql.training.offline import train
+    from scaledql.training.offline_loop import train
     from test_train import tiny_config
 
     raw, rng = tmp_path / "raw", np.random.default_rng(0)

@@ -37,7 +37,7 @@ if kind == "collect":
         return real(learner, suite, game, *args, **kwargs)
     mod.run_online = run_online
 else:
-    from scaledql.data import dqn_import as mod
+    from scaledql.data.importers import atari_import as mod
     real = mod._copy
     @functools.wraps(real)
     def _copy(task, progress=None):
@@ -166,7 +166,7 @@ def test_a_stopped_import_stops_its_workers_and_continues(tmp_path, sig):
 def test_a_swallowed_stop_is_raised_again(monkeypatch):
     """MinAtar imports matplotlib under a bare ``except:``: a study's one SIGTERM landing there
     was caught, and its collect job ran on."""
-    from scaledql.data import parallel
+    from scaledql import worker_pool as parallel
 
     monkeypatch.setattr(parallel, "RESEND_S", 0.2)
     swallowed = 0

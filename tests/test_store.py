@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from scaledql.data.store import open_dataset
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.dataset import open_dataset
+from scaledql.data.store.writer import GameWriter
 from scaledql.errors import UserError
 
 

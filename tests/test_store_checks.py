@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from scaledql.cli import main
-from scaledql.data.store import open_dataset
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.dataset import open_dataset
+from scaledql.data.store.writer import GameWriter
 from scaledql.errors import UserError
 
 
@@ -26,7 +26,7 @@ def _episode(t: int = 4):
 
 
 def test_a_writer_scans_what_it_wrote_before_publishing(tmp_path, monkeypatch):
-    from scaledql.data import writer
+    from scaledql.data.store import writer
 
     real = writer._ShardWriter.finish
 
@@ -45,7 +45,7 @@ def test_a_writer_scans_what_it_wrote_before_publishing(tmp_path, monkeypatch):
 
 
 def test_the_dqn_replay_import_scans_before_publishing(tmp_path, monkeypatch):
-    from scaledql.data import dqn_layout
+    from scaledql.data.importers import dqn_layout
     from test_dqn_replay import LoggedBuffer, import_dqn_replay, play
 
     play(LoggedBuffer(tmp_path / "src" / "Pong" / "1" / "replay_logs", capacity=10),
@@ -106,7 +106,7 @@ def test_a_second_writer_of_a_game_gets_one_line_naming_the_first(tmp_path, caps
 
 
 def test_temporary_files_of_killed_writers_go_on_the_next_write(tmp_path):
-    from scaledql.io import atomic_write_json, temp_path
+    from scaledql.atomic_files import atomic_write_json, temp_path
 
     target = tmp_path / "eval.json"
     dead = tmp_path / ".eval.json.tmp-999999999"  # no such process
@@ -117,7 +117,7 @@ def test_temporary_files_of_killed_writers_go_on_the_next_write(tmp_path):
 
 
 def test_a_crashed_report_write_leaves_no_temporary(tmp_path):
-    from scaledql.io import atomic_output
+    from scaledql.atomic_files import atomic_output
 
     with pytest.raises(RuntimeError), atomic_output(tmp_path / "plot.png") as tmp:
         tmp.write_bytes(b"half a png")
@@ -130,8 +130,8 @@ def test_opening_a_store_reads_headers_and_episode_tables_only(tmp_path, monkeyp
     ``benchmarks/store_open.py``'s): 40 games of 4 shards open by reading each array file's
     header only and mapping the arrays; the per-frame arrays' contents are never looked at
     (damage there is ``data verify``'s to find), only the episode tables are."""
-    from scaledql.data import format as fmt
-    from scaledql.data.store import GameData
+    from scaledql.data.store import format as fmt
+    from scaledql.data.store.dataset import GameData
 
     for i in range(4):
         with _writer(tmp_path / "one", shard_steps=1, append=i > 0) as w:

@@ -15,9 +15,10 @@ import torch
 from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.writer import GameWriter
 from scaledql.training.config import RunConfig
-from scaledql.training.offline import NonFiniteLoss, train
+from scaledql.training.device_window import NonFiniteLoss
+from scaledql.training.offline_loop import train
 
 TINY_AGENT = dict(encoder="nature", width=0.25, feature_dim=16, batch_size=8,
                   target_update_period=2, cql_alpha=0.5, n_step=2)
@@ -56,7 +57,7 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_train_returns_its_final_evaluation(minatar_data, tmp_path):
-    from scaledql.api import train_run
+    from scaledql.api.functions import train_run
 
     summary = train_run(tiny_config(minatar_data, tmp_path / "run", steps=4), progress=False)
     evaluation = summary["evaluation"]
@@ -65,7 +66,7 @@ def test_train_returns_its_final_evaluation(minatar_data, tmp_path):
 
 
 def test_train_run_quiet_prints_nothing(minatar_data, tmp_path, capfd):
-    from scaledql.api import train_run
+    from scaledql.api.functions import train_run
     from scaledql.progress import is_quiet
 
     capfd.readouterr()
@@ -89,7 +90,7 @@ def test_resume_after_hard_kill_matches_uninterrupted(minatar_data, tmp_path):
         torch.set_num_threads({torch.get_num_threads()})  # same kernels as this process: bitwise
         from scaledql.agents.scaled_ql import ScaledQL, ScaledQLConfig
         from scaledql.training.config import RunConfig
-        from scaledql.training.offline import train
+        from scaledql.training.offline_loop import train
         real = ScaledQL.update
         def update(self, batch):
             if self.step == 4:

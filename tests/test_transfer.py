@@ -12,10 +12,10 @@ from scaledql.agents.base import Problem
 from scaledql.agents.registry import learner_class
 from scaledql.checkpoint import load_checkpoint
 from scaledql.cli import main
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.writer import GameWriter
 from scaledql.errors import UserError
 from scaledql.training.config import RunConfig
-from scaledql.training.offline import train
+from scaledql.training.offline_loop import train
 from scaledql.transfer import transfer_torso
 
 TINY = learner_class("scaled-ql").tiny_config()

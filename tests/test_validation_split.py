@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from scaledql.data.sampler import EpisodeSelection, TransitionSampler, fraction_of
-from scaledql.data.store import open_dataset
+from scaledql.data.sampling.sampler import EpisodeSelection, TransitionSampler, fraction_of
+from scaledql.data.store.dataset import open_dataset
 from scaledql.errors import UserError
 
 LENGTHS = np.array([3, 9, 1, 4, 12, 2, 6, 8, 5, 7, 10, 2, 3, 11, 4, 6, 2, 9, 5, 8], np.int64)
@@ -120,7 +120,7 @@ def test_train_with_validation_logs_held_out_and_training_losses(tmp_path):
 def test_validation_split_too_small_is_one_line(tmp_path, capsys):
     from conftest import TINY_NET
     from scaledql.cli import main
-    from scaledql.data.writer import GameWriter
+    from scaledql.data.store.writer import GameWriter
 
     with GameWriter(tmp_path / "data", suite="minatar", game="breakout", num_actions=3,
                     frame_shape=(10, 10, 10), stack=1) as w:

@@ -18,7 +18,7 @@ from scaledql import losses
 from scaledql.agents.base import Problem, as_tensors
 from scaledql.agents.configs import ScaledQLConfig
 from scaledql.agents.scaled_ql import ScaledQL, scaled_ql_loss
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 from scaledql.errors import UserError
 from scaledql.models import NetworkOutput
 from scaledql.value_targets import (

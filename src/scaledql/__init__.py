@@ -14,7 +14,7 @@ The names a notebook needs are importable from the package itself (``docs/api.md
     sq.Run("runs/a").metrics("eval")  # a run folder as data: config, rows, evaluations
     sq.report_runs(["runs/a", "runs/b"], "runs/report")
 
-or as objects (``scaledql.agent_api``)::
+or as objects (``scaledql.api.agent``)::
 
     agent = sq.make("scaled-ql", games=["breakout"], suite="minatar", steps=100)
     agent.fit(path, out="runs/b")
@@ -44,12 +44,12 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # data: collect, open, sample
     "CollectConfig": ("scaledql.collect", "CollectConfig"),
     "collect_data": ("scaledql.collect", "collect"),
-    "open_dataset": ("scaledql.data.store", "open_dataset"),
-    "BatchSpec": ("scaledql.data.sampler", "BatchSpec"),
-    "make_sampler": ("scaledql.data.sampler", "make_sampler"),
-    "Episode": ("scaledql.data.build", "Episode"),
-    "build_store": ("scaledql.data.build", "build_store"),
-    "episodes_from_arrays": ("scaledql.data.build", "episodes_from_arrays"),
+    "open_dataset": ("scaledql.data.store.dataset", "open_dataset"),
+    "BatchSpec": ("scaledql.data.sampling.sampler", "BatchSpec"),
+    "make_sampler": ("scaledql.data.sampling.sampler", "make_sampler"),
+    "Episode": ("scaledql.data.store.build", "Episode"),
+    "build_store": ("scaledql.data.store.build", "build_store"),
+    "episodes_from_arrays": ("scaledql.data.store.build", "episodes_from_arrays"),
     # learners: configure, build, train
     "learner_class": ("scaledql.agents.registry", "learner_class"),
     "learner_names": ("scaledql.agents.registry", "learner_names"),
@@ -57,19 +57,19 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "register_value_target": ("scaledql.value_targets", "register_value_target"),
     "value_target_names": ("scaledql.value_targets", "value_target_names"),
     "RunConfig": ("scaledql.training.config", "RunConfig"),
-    "make_config": ("scaledql.api", "make_config"),
-    "make_learner": ("scaledql.api", "make_learner"),
-    "train_run": ("scaledql.api", "train_run"),
+    "make_config": ("scaledql.api.functions", "make_config"),
+    "make_learner": ("scaledql.api.functions", "make_learner"),
+    "train_run": ("scaledql.api.functions", "train_run"),
     # the object API: make → fit → save / export → load → predict
-    "Agent": ("scaledql.agent_api", "Agent"),
-    "make": ("scaledql.agent_api", "make"),
-    "load": ("scaledql.agent_api", "load"),
+    "Agent": ("scaledql.api.agent", "Agent"),
+    "make": ("scaledql.api.agent", "make"),
+    "load": ("scaledql.api.agent", "load"),
     # trained runs: read, load, act, evaluate
     "Run": ("scaledql.run_folder", "Run"),
     "load_policy": ("scaledql.checkpoint", "load_policy"),
     "load_learner": ("scaledql.checkpoint", "load_learner"),
     "EvalConfig": ("scaledql.evaluate", "EvalConfig"),
-    "evaluate_policy": ("scaledql.api", "evaluate_policy"),
+    "evaluate_policy": ("scaledql.api.functions", "evaluate_policy"),
     # reports
     "report_runs": ("scaledql.reports.over_runs", "report_runs"),
     "UserError": ("scaledql.errors", "UserError"),

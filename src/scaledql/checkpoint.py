@@ -28,6 +28,7 @@ import json
 import pickle
 import shutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,13 @@ import torch
 
 from scaledql.agents.base import Learner, Problem
 from scaledql.agents.registry import learner_class
+from scaledql.atomic_files import atomic_output
 from scaledql.device import pick_device
 from scaledql.errors import UserError
-from scaledql.io import atomic_output
 from scaledql.policies import Policy
 from scaledql.run_folder import checkpoint_file, history_file
 from scaledql.suites import EnvOptions, get_suite
-from scaledql.typed import typed
+from scaledql.typed_fields import typed
 
 FORMAT = "scaledql-checkpoint"
 VERSION = 2
@@ -88,6 +89,38 @@ def learner_payload(learner: Learner, suite: str, env_options: dict[str, Any]) -
             "frame_channels": p.frame_channels, "env_options": dict(env_options),
             "learner_config": learner.cfg.to_dict(), "learner": learner.state_dict(),
             "param_counts": learner.param_counts()}
+
+
+# What a run adds to ``learner_payload``, each written where its run writes it: an offline
+# run's ``run_config``, ``prefetch`` (per-process sampler states), ``rng`` (global RNG states)
+# and ``data_identity``; an online run's ``run_config``, ``online`` (its loop's counters, ε
+# generator and replay) and ``rng``; a collected game's ``seed`` (and a snapshot's
+# ``env_steps``, ``episode_returns``).
+RUN_STATE_KEYS = ("run_config", "prefetch", "rng", "data_identity", "online", "seed",
+                  "env_steps", "episode_returns")
+# What a checkpoint needs for a training run (``scaledql train --resume``, ``Agent.fit``) to
+# continue from it.
+RESUME_KEYS = ("run_config", "prefetch", "rng")
+
+
+def run_payload(learner: Learner, suite: str, env_options: dict[str, Any],
+                **state: Any) -> dict[str, Any]:
+    """A run's checkpoint payload: ``learner_payload`` and the run's ``state`` (keys of
+    ``RUN_STATE_KEYS``, kept in the order given)."""
+    unknown = [k for k in state if k not in RUN_STATE_KEYS]
+    if unknown:
+        raise ValueError(f"not a checkpoint's run state: {', '.join(unknown)}")
+    return {**learner_payload(learner, suite, env_options), **state}
+
+
+def missing_resume_state(payload: dict[str, Any]) -> str | None:
+    """The first of ``RESUME_KEYS`` the payload lacks (None: a training run can continue it)."""
+    return next((k for k in RESUME_KEYS if k not in payload), None)
+
+
+def resumable(payload: dict[str, Any]) -> bool:
+    """Can a training run continue from this checkpoint?"""
+    return missing_resume_state(payload) is None
 
 
 def _upgrade_v1(payload: dict) -> dict:
@@ -158,7 +191,7 @@ def _non_finite(obj: Any, name: str = "") -> str | None:
 
 def check_payload(payload: dict, file: Path) -> None:
     """The fields every reader of a checkpoint relies on, with their types; finite weights."""
-    from scaledql.data.validate import check_game_name
+    from scaledql.data.store.validate import check_game_name
 
     kinds = {"algo": str, "suite": str, "games": list, "num_actions": list, "obs_shape": list,
              "frame_channels": int, "learner_config": dict, "learner": dict}
@@ -188,10 +221,25 @@ def check_payload(payload: dict, file: Path) -> None:
             raise UserError(f"{file}: checkpoint {key} is not a valid {kind.__name__}")
 
 
-def problem_of(payload: dict) -> Problem:
-    return Problem(obs_shape=tuple(int(s) for s in payload["obs_shape"]),
-                   num_actions=tuple(int(a) for a in payload["num_actions"]),
-                   games=tuple(payload["games"]), frame_channels=int(payload["frame_channels"]))
+@dataclass(frozen=True)
+class _RecordedGame:
+    """One game of a checkpoint as its payload records it (a ``GameLike`` for ``Problem.of``)."""
+
+    suite: str
+    name: str
+    num_actions: int
+    frame_shape: tuple[int, int, int]
+    obs_shape: tuple[int, int, int]
+
+
+def problem_of(payload: dict, where: str = "checkpoint") -> Problem:
+    """The problem the payload's learner was built for (``check_payload`` has checked it)."""
+    obs_shape = tuple(int(s) for s in payload["obs_shape"])
+    frame_shape = (int(payload["frame_channels"]), *obs_shape[1:])
+    return Problem.of([_RecordedGame(str(payload["suite"]), game, int(actions), frame_shape,
+                                     obs_shape)  # type: ignore[arg-type]
+                       for game, actions in zip(payload["games"], payload["num_actions"],
+                                                strict=True)], where=where)
 
 
 def build_learner(payload: dict, device: torch.device | str) -> Learner:

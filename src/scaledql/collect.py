@@ -3,7 +3,7 @@
 The DQN Replay Dataset (Agarwal et al., 2020) is the replay of a Nature-DQN agent trained online
 per game, exploration included; the "sub-optimal" Scaled QL data is the first 20% of each run.
 ``collect`` does the same at any scale: per game, a fresh online double DQN (the ``dqn`` learner)
-runs in the shared online loop (``training/online.py``) — ε-greedy with a linearly decaying ε,
+runs in the shared online loop (``training/online_loop.py``) — ε-greedy with a linearly decaying ε,
 learning from an in-memory replay — and *every* transition it experiences is written to the
 on-disk store with the behaviour episodes' raw returns. ``policy=<checkpoint>`` logs a fixed
 trained policy (any learner) with a fixed ε instead.
@@ -19,14 +19,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from scaledql.agents.base import Problem
 from scaledql.agents.dqn import DQN, DQNConfig
-from scaledql.checkpoint import check_policy_games, learner_payload, load_learner, save_checkpoint
-from scaledql.data.action_log import (
+from scaledql.checkpoint import check_policy_games, load_learner, run_payload
+from scaledql.data.store.action_log import (
     ActionLogger,
     ReplayPolicy,
     check_recipe,
@@ -35,17 +36,18 @@ from scaledql.data.action_log import (
     store_digest,
     write_log,
 )
-from scaledql.data.format import MANIFEST
-from scaledql.data.parallel import Pool, Stopped, stop_signals
-from scaledql.data.store import list_games
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.dataset import list_games
+from scaledql.data.store.format import MANIFEST
+from scaledql.data.store.writer import GameWriter
 from scaledql.device import pick_device
 from scaledql.errors import UserError
 from scaledql.run_folder import step_checkpoint_name
 from scaledql.suites import EnvOptions, get_suite
 from scaledql.suites.base import GameSpec
 from scaledql.training.lifecycle import crossed
-from scaledql.training.online import OnlineSchedule, run_online
+from scaledql.training.online_loop import OnlineSchedule, OnlineState, run_online
+from scaledql.training.session import RunSession
+from scaledql.worker_pool import Pool, Stopped, stop_signals
 
 
 @dataclass
@@ -67,7 +69,7 @@ class CollectConfig:
     snapshot_every: int | None = None
     jobs: int = 1  # games collected in parallel processes (one torch thread each when > 1)
     # Keep each game's action log as LOG_DIR/GAME.npz, and rebuild a game from its log when
-    # one is there instead of running the DQN again (data/action_log.py).
+    # one is there instead of running the DQN again (data/store/action_log.py).
     log_dir: Path | None = None
     overwrite: bool = False
     device: str | None = None
@@ -88,6 +90,7 @@ class CollectConfig:
             raise UserError(f"--jobs must be positive, got {self.jobs}")
         self.dqn.validate()
         self.schedule.validate()
+        self.options.validate()
 
 
 class _EpisodeWriter:
@@ -164,9 +167,8 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
         check_policy_games(payload, [game], cfg.options)
         schedule = OnlineSchedule(epsilon_start=cfg.epsilon, epsilon_end=cfg.epsilon)
     provenance = _provenance(cfg, seed)
-    on_step = None
-    if learning and cfg.save_agents and cfg.snapshot_every:
-        on_step = _snapshotter(learner, cfg, game, seed)
+    session = CollectSession(cfg, game, seed, learner)
+    on_step = session.step if learning and cfg.save_agents and cfg.snapshot_every else None
     start = time.perf_counter()
     with _game_writer(cfg, game, spec, provenance) as writer:
         recorder = _EpisodeWriter(writer, cfg.num_envs, spec.frame_shape[0])
@@ -182,8 +184,7 @@ def collect_game(cfg: CollectConfig, game: str, seed: int) -> dict:
         write_log(log_path(cfg.log_dir, game), recorder.actions, recipe(cfg, game, seed),
                   provenance, store_digest(cfg.out / game))
     if learning and cfg.save_agents:
-        save_checkpoint({**learner_payload(learner, cfg.suite, cfg.options.record()), "seed": seed},
-                        cfg.out / "_agents" / f"{game}.pt")
+        session.checkpoint()
     return _summary(game, result.episode_returns, result.steps, seconds)
 
 
@@ -260,22 +261,31 @@ def rebuild_game(cfg: CollectConfig, game: str, seed: int) -> dict:
     return {**_summary(game, result.episode_returns, result.steps, seconds), "rebuilt": True}
 
 
-def _snapshotter(learner: DQN, cfg: CollectConfig, game: str, seed: int):
-    """``on_step`` hook saving the learner every ``cfg.snapshot_every`` environment steps."""
-    every = int(cfg.snapshot_every or 0)
-    last = [0]  # the environment step at the previous call
+class CollectSession(RunSession):
+    """One game's collection as a run session: its learner's checkpoints go to
+    ``OUT/_agents`` (no lock, no metrics log: the store's writer holds the game's folder, and
+    the store is the run's record). ``step`` (the online loop's ``on_step``) keeps a snapshot
+    every ``cfg.snapshot_every`` environment steps; ``checkpoint`` the final learner."""
 
-    def on_step(state) -> bool:
-        steps = state.result.steps
-        if crossed(last[0], steps, every):
-            at = (last[0] // every + 1) * every  # the snapshot's name: the multiple reached
-            payload = {**learner_payload(learner, cfg.suite, cfg.options.record()), "seed": seed,
-                       "env_steps": steps, "episode_returns": list(state.result.episode_returns)}
-            save_checkpoint(payload, cfg.out / "_agents" / game / step_checkpoint_name(at))
-        last[0] = steps
+    def __init__(self, cfg: CollectConfig, game: str, seed: int, learner: Any) -> None:
+        super().__init__(cfg.out / "_agents")
+        self.cfg, self.game, self.seed, self.learner = cfg, game, seed, learner
+        self.last = 0  # the environment step at the previous call
+
+    def step(self, state: OnlineState) -> bool:
+        cfg, every, steps = self.cfg, int(self.cfg.snapshot_every or 0), state.result.steps
+        if crossed(self.last, steps, every):
+            at = (self.last // every + 1) * every  # the snapshot's name: the multiple reached
+            payload = run_payload(self.learner, cfg.suite, cfg.options.record(), seed=self.seed,
+                                  env_steps=steps,
+                                  episode_returns=list(state.result.episode_returns))
+            self.write_checkpoint(payload, file=self.run / self.game / step_checkpoint_name(at))
+        self.last = steps
         return False
 
-    return on_step
+    def checkpoint(self) -> None:
+        self.write_checkpoint(run_payload(self.learner, self.cfg.suite, self.cfg.options.record(),
+                                          seed=self.seed), file=self.run / f"{self.game}.pt")
 
 
 def _collect_task(task: tuple[CollectConfig, str, int, int], progress: object = None) -> dict:

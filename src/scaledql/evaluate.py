@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scaledql.atomic_files import atomic_write_text
 from scaledql.errors import UserError
-from scaledql.io import atomic_write_text
 from scaledql.policies import Policy, epsilon_greedy
 from scaledql.progress import ProgressBar
 from scaledql.run_folder import write_evaluation
@@ -49,6 +49,7 @@ class EvalConfig:
             raise UserError(f"--num-envs must be positive, got {self.num_envs}")
         if self.seed < 0:
             raise UserError(f"--seed must be >= 0, got {self.seed}")
+        self.options.validate()
 
 
 ONE_ACTION_SHARE = 0.95  # a policy playing one action this often gets a warning line

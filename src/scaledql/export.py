@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from scaledql.atomic_files import temp_path
 from scaledql.checkpoint import (
     EXPORT_CONFIG,
     EXPORT_FIELDS,
@@ -35,7 +36,6 @@ from scaledql.checkpoint import (
     state_scalars,
 )
 from scaledql.errors import UserError
-from scaledql.io import temp_path
 from scaledql.run_folder import EVAL_DIR, eval_files, run_of_checkpoint
 
 CARD = "README.md"
@@ -58,8 +58,7 @@ def _store_candidates(data: str, out: object, run: Path | None) -> list[Path]:
 def data_summary(payload: dict, run: Path | None = None) -> dict[str, Any]:
     """The run's data: its path and identity from the checkpoint and run config, and per game
     what the store's manifests say (counts, behaviour returns, provenance) when it is found."""
-    from scaledql.data.store import open_dataset
-    from scaledql.training.offline import data_identity
+    from scaledql.data.store.dataset import data_identity, open_dataset
 
     run_config = payload.get("run_config") or {}
     path = run_config.get("data")
@@ -86,7 +85,7 @@ def data_summary(payload: dict, run: Path | None = None) -> dict[str, Any]:
         out["identity"], out["identity_at_export"] = current, True
     for g in games:
         info = g.info()
-        prov = info["provenance"] if isinstance(info["provenance"], dict) else {}
+        prov = g.provenance
         out["games"][g.name] = {
             "transitions": info["transitions"], "episodes": info["episodes"],
             "mean_return": info["mean_return"], "normalized": info["normalized_score"],

@@ -197,11 +197,6 @@ def encode_returns(returns_to_go: torch.Tensor, rtg_min: int, rtg_max: int) -> t
     return (r - rtg_min).long()
 
 
-def decode_returns(tokens: torch.Tensor, rtg_min: int) -> torch.Tensor:
-    """Class indices → integer returns (int64)."""
-    return tokens.long() + rtg_min
-
-
 def encode_rewards(reward: torch.Tensor, terminal: torch.Tensor | None = None) -> torch.Tensor:
     """Rewards → 4 classes: ``REWARD_ZERO``, ``REWARD_POSITIVE``, ``REWARD_NEGATIVE`` by sign, and
     ``REWARD_TERMINAL`` where ``terminal`` is nonzero (it overrides the sign: the step that ended

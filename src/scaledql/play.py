@@ -2,11 +2,11 @@
 
 Any policy plays (``Policy``: Q-learners, the Decision Transformer, BC, random), one
 environment, ε-greedy as in evaluation, in the game as the checkpoint was trained (its game
-options). Frames come from the game itself: the emulator's colour screen for Atari (ale-py,
-doubled so the overlay fits), a colour map of the channel grid for MinAtar (each cell takes the
-colour of its highest set channel, as MinAtar's own display does, scaled up). Below each frame a
-band reads: game, episode, step, return. GIFs are written with pillow; MP4s with imageio-ffmpeg
-when installed (an optional extra: its ffmpeg binary is ~30 MB). Files are written atomically.
+options). Each suite draws its own games (``Suite.render``): the emulator's colour screen for
+Atari, a colour map of MinAtar's channel grid, a ``GymSuite``'s newest observation frame, so a
+plugin suite plays as the built-in ones do. Below each frame a band reads: game, episode,
+step, return. GIFs are written with pillow; MP4s with imageio-ffmpeg when installed (an
+optional extra: its ffmpeg binary is ~30 MB). Files are written atomically.
 """
 
 from __future__ import annotations
@@ -15,27 +15,21 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from scaledql.atomic_files import atomic_output
 from scaledql.errors import UserError
-from scaledql.io import atomic_output
 from scaledql.policies import Policy, epsilon_greedy
-from scaledql.suites import EnvOptions, get_suite
+from scaledql.suites import EnvOptions, Suite, get_suite
 
 SUFFIXES = (".gif", ".mp4")
-MINATAR_SCALE = 32  # 10×10 cells → 320×320 pixels
-ATARI_SCALE = 2  # 210×160 → 420×320: room for the overlay's text
 BAND = 24  # overlay height in pixels (even: yuv420p MP4s need even sizes)
 HOLD_SECONDS = 1.0  # an episode's last frame stays this long
 # pillow keeps a GIF's frames in memory until it writes (measured: ~0.35 MB a 320×344 frame,
 # 680 MB peak for 1,000 frames); MP4s stream. Longer GIFs are refused before playing.
 GIF_MAX_FRAMES = 5_000
-# Background, then one colour per MinAtar channel (matplotlib's tab10, readable on black).
-MINATAR_COLOURS = np.array([
-    (0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)],
-    dtype=np.uint8)
 
 
 @dataclass
@@ -79,20 +73,14 @@ def check_video_path(path: Path) -> None:
                             "or pip install 'scaledql[video]'); or write a .gif") from None
 
 
-def render(suite: str, env, obs: np.ndarray) -> np.ndarray:
-    """The game's current picture: uint8[H, W, 3]."""
-    if suite == "atari":
-        screen = env.unwrapped.ale.getScreenRGB()
-        return screen.repeat(ATARI_SCALE, 0).repeat(ATARI_SCALE, 1)
-    if suite == "minatar":
-        from scaledql.suites.minatar import CHANNELS
-
-        cells = np.asarray(obs)[-CHANNELS:] > 0  # the newest frame's channels
-        weights = np.arange(1, CHANNELS + 1)[:, None, None]
-        index = (cells * weights).max(0)  # the highest set channel, 0 where none
-        image = MINATAR_COLOURS[index]
-        return image.repeat(MINATAR_SCALE, 0).repeat(MINATAR_SCALE, 1)
-    raise UserError(f"cannot render {suite!r} games")
+def renderer(suite: Suite) -> Callable[[Any, np.ndarray], np.ndarray]:
+    """The suite's own drawing of its games (``Suite.render``); a suite without one cannot be
+    played."""
+    draw = getattr(suite, "render", None)
+    if not callable(draw):
+        raise UserError(f"cannot render {suite.name!r} games (the suite has no render method: "
+                        "scaledql.suites.base.Suite)")
+    return draw
 
 
 @functools.cache
@@ -170,6 +158,7 @@ def play_episodes(suite_name: str, game: str, policy: Policy, options: EnvOption
     """Play ``cfg.episodes`` episodes; ``emit(frame, hold)`` gets every overlaid frame (the
     start, then one per agent step). Returns per episode: steps, return, how it ended."""
     suite = get_suite(suite_name)
+    render = renderer(suite)
     num_actions = suite.spec(game, options).num_actions
     env = suite.make_env(game, options)
     rng = np.random.default_rng([cfg.seed, 1])  # the ε draws, as evaluation seeds them
@@ -184,7 +173,7 @@ def play_episodes(suite_name: str, game: str, policy: Policy, options: EnvOption
                 return (f"{game}  episode {episode}/{cfg.episodes}  step {steps}  "
                         f"return {total:g}")
 
-            emit(overlay(render(suite_name, env, obs), label()), 0.0)
+            emit(overlay(render(env, obs), label()), 0.0)
             while not cfg.max_steps or steps < cfg.max_steps:
                 action = epsilon_greedy(policy, obs[None], cfg.epsilon, num_actions, rng)
                 obs, reward, terminated, truncated, _ = env.step(int(action[0]))
@@ -192,7 +181,7 @@ def play_episodes(suite_name: str, game: str, policy: Policy, options: EnvOption
                 policy.observe(action, np.array([reward], dtype=np.float64), np.array([done]))
                 steps, total = steps + 1, total + float(reward)
                 last = done or steps == cfg.max_steps
-                emit(overlay(render(suite_name, env, obs), label(steps, total)),
+                emit(overlay(render(env, obs), label(steps, total)),
                      HOLD_SECONDS if last else 0.0)
                 if done:
                     ended = "terminated" if terminated else "truncated"

@@ -31,8 +31,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scaledql.atomic_files import atomic_write_json, atomic_write_text
 from scaledql.errors import UserError
-from scaledql.io import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd

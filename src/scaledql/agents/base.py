@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from scaledql.agents.configs import LearnerConfig
-from scaledql.data.sampler import BatchSpec
+from scaledql.data.sampling.sampler import BatchSpec
 from scaledql.errors import UserError
 from scaledql.policies import Policy
 

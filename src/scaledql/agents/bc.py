@@ -10,7 +10,6 @@ makes the comparison one of objectives only. Defaults and their sources:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -28,8 +27,9 @@ from scaledql.agents.base import (
     wrap_distributed,
 )
 from scaledql.agents.configs import BCConfig
+from scaledql.agents.optimization import gradient_step
 from scaledql.agents.registry import register
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 from scaledql.models import ScaledQNetwork
 from scaledql.policies import GreedyPolicy, Policy
 
@@ -49,8 +49,8 @@ class BehaviourCloning(Learner):
     def __init__(self, cfg: BCConfig, problem: Problem, device: torch.device | str = "cpu",
                  distributed: bool = False) -> None:
         super().__init__(cfg, problem, device, distributed)
-        self.network = ScaledQNetwork(cfg.encoder, problem.obs_shape, problem.num_actions,
-                                      num_atoms=None, **cfg.torso_kwargs()).to(self.device)  # fmt: skip
+        self.network = ScaledQNetwork(cfg.torso_spec(), problem.obs_shape, problem.num_actions,
+                                      num_atoms=None).to(self.device)
         forward = wrap_distributed(self.network, self.device) if distributed else self.network
         self.optimizer = make_adam(self.network.parameters(), cfg.effective_lr, cfg.adam_eps,
                                    self.device)
@@ -95,11 +95,8 @@ class BehaviourCloning(Learner):
         logits = out.values.float()  # the loss in float32 even under bf16
         # Mean over the batch: DDP's gradient average then equals one big batch.
         loss = losses.bc_loss(logits, t.action, out.action_mask).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), max_norm)
-        self.optimizer.step()
+        grad_norm = gradient_step(self.optimizer, loss, self.network.parameters(),
+                                  self.cfg.grad_clip)
         self.step += 1
         with torch.no_grad():
             greedy = losses.masked_argmax(logits, out.action_mask)

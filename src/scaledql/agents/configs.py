@@ -16,9 +16,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scaledql.errors import UserError
+
+if TYPE_CHECKING:  # reading a config must not import torch (models does)
+    from scaledql.models.torso import TorsoSpec
 
 
 @dataclass
@@ -80,13 +83,15 @@ class TorsoConfig(LearnerConfig):
     def effective_lr(self) -> float:
         return self.lr * (self.batch_size / self.lr_batch_size) ** LR_SCALINGS[self.lr_scaling]
 
-    def torso_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``models.Torso`` (and ``ScaledQNetwork``) besides the encoder."""
-        return {"width": self.width, "feature_dim": self.feature_dim,
-                "feature_norm": self.feature_norm, "channels_last": self.channels_last,
-                "obs_scale": self.obs_scale, "encoder_layout": self.encoder_layout,
-                "feature_scale": self.feature_scale,
-                "learn_feature_scale": self.learn_feature_scale}
+    def torso_spec(self) -> TorsoSpec:
+        """The torso these options build (``models.Torso`` and ``ScaledQNetwork`` take it)."""
+        from scaledql.models.torso import TorsoSpec
+
+        return TorsoSpec(encoder=self.encoder, width=self.width, feature_dim=self.feature_dim,
+                         feature_norm=self.feature_norm, channels_last=self.channels_last,
+                         obs_scale=self.obs_scale, encoder_layout=self.encoder_layout,
+                         feature_scale=self.feature_scale,
+                         learn_feature_scale=self.learn_feature_scale)
 
     def validate(self) -> TorsoConfig:
         from scaledql.models.encoders import RESNET_LAYOUTS, canonical_encoder_name

@@ -36,7 +36,6 @@ Dropout draws from torch's global generator, which the training loop checkpoints
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -54,8 +53,9 @@ from scaledql.agents.base import (
 )
 from scaledql.agents.configs import DecisionTransformerConfig
 from scaledql.agents.dt_policy import DecisionTransformerPolicy
+from scaledql.agents.optimization import gradient_step
 from scaledql.agents.registry import register
-from scaledql.data.sampler import TrajectoryBatch
+from scaledql.data.sampling.sampler import TrajectoryBatch
 from scaledql.errors import UserError
 from scaledql.models.transformer import (
     DecisionTransformerNet,
@@ -174,14 +174,9 @@ class DecisionTransformer(Learner):
         cfg = self.cfg
         self.model.train()
         loss, metrics = self._loss(batch, self._train_forward)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
-        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        lr = self.learning_rate(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
+        # the warm-up schedule's rate for this step, set after clipping as before
+        metrics["grad_norm"] = gradient_step(self.optimizer, loss, self.model.parameters(),
+                                             cfg.grad_clip, lr=self.learning_rate(self.step))
         self.step += 1
         return metrics
 

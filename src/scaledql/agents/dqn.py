@@ -2,7 +2,7 @@
 
 It is the Scaled QL learner with DQN's choices: scalar Q with a Huber TD loss, double-Q
 bootstrap, 1-step returns, no CQL, no feature normalization, a fixed learning rate. The online
-loop (``training/online.py``) supplies its schedule: replay, ε decay, update period.
+loop (``training/online_loop.py``) supplies its schedule: replay, ε decay, update period.
 """
 
 from __future__ import annotations

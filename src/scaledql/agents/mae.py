@@ -18,7 +18,6 @@ Defaults and their sources: ``docs/defaults_bc_mae.md``.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -37,8 +36,9 @@ from scaledql.agents.base import (
     wrap_distributed,
 )
 from scaledql.agents.configs import MAEConfig
+from scaledql.agents.optimization import gradient_step
 from scaledql.agents.registry import register
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 from scaledql.errors import UserError
 from scaledql.models import Torso
 from scaledql.models.decoder import MAENetwork, random_patch_mask
@@ -78,7 +78,7 @@ class MAE(Learner):
         self.patch = cfg.patch_size or auto_patch_size(height, width)
         if height % self.patch or width % self.patch:
             raise UserError(f"patch_size {self.patch} does not divide the {height}×{width} frames")
-        torso = Torso(cfg.encoder, problem.obs_shape, **cfg.torso_kwargs())
+        torso = Torso(cfg.torso_spec(), problem.obs_shape)
         self.network = MAENetwork(torso, problem.obs_shape, self.patch, cfg.decoder_width,
                                   cfg.decoder_depth, cfg.mask_fill == "learned").to(self.device)
         self._params = [p for p in self.network.parameters() if p.requires_grad]
@@ -154,11 +154,7 @@ class MAE(Learner):
         else:
             loss = losses.masked_patch_mse(pred, pixels, mask, self.patch)
             masked_mse = loss.detach()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self._params, max_norm)
-        self.optimizer.step()
+        grad_norm = gradient_step(self.optimizer, loss, self._params, self.cfg.grad_clip)
         self.step += 1
         return {"loss": loss.detach(), "masked_mse": masked_mse, "grad_norm": grad_norm}
 

@@ -29,8 +29,9 @@ from scaledql.agents.base import (
     wrap_distributed,
 )
 from scaledql.agents.configs import ScaledQLConfig
+from scaledql.agents.optimization import gradient_step
 from scaledql.agents.registry import register
-from scaledql.data.sampler import TransitionBatch
+from scaledql.data.sampling.sampler import TransitionBatch
 from scaledql.models import NetworkOutput, ScaledQNetwork
 from scaledql.policies import GreedyPolicy, Policy
 from scaledql.value_targets import make_value_target, value_target_class
@@ -107,8 +108,8 @@ class ScaledQL(Learner):
                  distributed: bool = False) -> None:
         super().__init__(cfg, problem, device, distributed)
         self.online = ScaledQNetwork(
-            cfg.encoder, problem.obs_shape, problem.num_actions,
-            num_atoms=value_target_class(cfg.loss).outputs_per_action(cfg), **cfg.torso_kwargs(),
+            cfg.torso_spec(), problem.obs_shape, problem.num_actions,
+            num_atoms=value_target_class(cfg.loss).outputs_per_action(cfg),
         ).to(self.device)
         forward = wrap_distributed(self.online, self.device) if distributed else self.online
         self.target = copy.deepcopy(self.online).requires_grad_(False).eval()
@@ -165,11 +166,8 @@ class ScaledQL(Learner):
         by_game = metrics.pop("cql_by_game")
         metrics.update({f"cql_loss/{g}": by_game[i] for i, g in enumerate(self.problem.games)})
         metrics.update(self._cql_uniform)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
-        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.online.parameters(), max_norm)
-        self.optimizer.step()
+        metrics["grad_norm"] = gradient_step(self.optimizer, loss, self.online.parameters(),
+                                             self.cfg.grad_clip)
         self.step += 1
         if self.step % self.cfg.target_update_period == 0:
             self.sync_target()

@@ -43,7 +43,7 @@ def env_options(args: argparse.Namespace, base: dict | None = None,
     """The game options the flags give; ``base`` (a checkpoint's options, checked here: it
     comes from a file) fills every option whose flag was not given."""
     from scaledql.errors import UserError
-    from scaledql.typed import typed
+    from scaledql.typed_fields import typed
 
     given = {"sticky": args.sticky, "max_episode_steps": args.max_episode_steps,
              "full_action_space": args.full_action_space, "mode": args.mode,
@@ -55,12 +55,7 @@ def env_options(args: argparse.Namespace, base: dict | None = None,
         given = {k: base.get(k) if v is None else v for k, v in given.items()}
     given["full_action_space"] = bool(given["full_action_space"])
     given["reversed_controls"] = bool(given["reversed_controls"])
-    sticky, cap = given["sticky"], given["max_episode_steps"]
-    if sticky is not None and not 0.0 <= sticky <= 1.0:
-        raise UserError(f"--sticky must be in [0, 1], got {sticky}")
-    if cap is not None and cap <= 0:
-        raise UserError(f"--max-episode-steps must be positive, got {cap}")
-    return EnvOptions(**given)
+    return EnvOptions(**given).validate()
 
 
 def check_data_dir(path: object) -> None:

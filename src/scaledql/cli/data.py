@@ -19,6 +19,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from scaledql.data.store.frame_blocks import DEFAULT_LEVEL
 from scaledql.errors import UserError
 
 
@@ -81,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--out", type=Path, required=True,
                     help="dataset directory to write the compressed games into")
     cp.add_argument("--games", default=None, help="comma list of games (default: all)")
-    cp.add_argument("--level", type=int, default=3,
+    cp.add_argument("--level", type=int, default=DEFAULT_LEVEL,
                     help="zstd level, 1-22 (default: %(default)s; benchmarks/README.md)")
     cp.add_argument("--block-transitions", type=int, default=4096,
                     help="frames per block, whole episodes (a longer episode is a block of its "
@@ -166,7 +167,7 @@ def _games(spec: str | None) -> list[str] | None:
 
 def run_info(args: argparse.Namespace) -> int:
     from scaledql.cli.common import print_json
-    from scaledql.data.store import open_dataset
+    from scaledql.data.store.dataset import open_dataset
 
     info = open_dataset(args.dir, _games(args.games)).info()
     if args.json:
@@ -187,27 +188,11 @@ def run_verify(args: argparse.Namespace) -> int:
     """Each game opened (cheap checks) and scanned (full checks) on its own, so one damaged
     game does not hide the others; any failure is the exit code and one stderr line."""
     from scaledql.cli.common import print_json
-    from scaledql.data.store import MANIFEST, GameData, list_games
-    from scaledql.data.validate import verify_game
+    from scaledql.data.store.dataset import GameData, game_directories
+    from scaledql.data.store.validate import verify_game
 
-    root = args.dir
-    if not root.is_dir():
-        raise UserError(f"dataset directory {root} does not exist")
-    games = _games(args.games)
-    if (root / MANIFEST).is_file():
-        dirs = [root]
-    else:
-        if games is not None:
-            available = list_games(root)
-            unknown = [g for g in games if g not in available]
-            if unknown:
-                raise UserError(f"{root}: no complete game store for {', '.join(unknown)} "
-                                f"(it has {', '.join(available) or 'none'})")
-        dirs = [root / g for g in (games or list_games(root))]
-        if not dirs:
-            raise UserError(f"{root} holds no game stores")
     results: dict[str, dict] = {}
-    for d in dirs:
+    for d in game_directories(args.dir, _games(args.games)):
         try:
             results[d.name] = {"ok": True, **verify_game(GameData(d))}
         except UserError as exc:
@@ -228,7 +213,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_card(args: argparse.Namespace) -> int:
     from scaledql.cli.common import print_json
-    from scaledql.data.datacard import data_card, write_card
+    from scaledql.data.store.datacard import data_card, write_card
 
     card = data_card(args.dir)
     text = write_card(card, args.dir)
@@ -240,8 +225,8 @@ def run_card(args: argparse.Namespace) -> int:
 
 
 def run_import_dqn(args: argparse.Namespace, source: str = "dqn-replay") -> int:
-    from scaledql.data.dqn_import import ImportOptions, import_games
-    from scaledql.data.dqn_replay import parse_checkpoint_spec, parse_runs_spec
+    from scaledql.data.importers.atari_import import ImportOptions, import_games
+    from scaledql.data.importers.dqn_replay import parse_checkpoint_spec, parse_runs_spec
     from scaledql.suites import get_suite
 
     suite = get_suite("atari")
@@ -271,8 +256,8 @@ def run_import_rlu(args: argparse.Namespace) -> int:
 
 
 def run_import_minari(args: argparse.Namespace) -> int:
-    from scaledql.data.minari_io import import_minari
-    from scaledql.data.store import open_dataset
+    from scaledql.data.importers.minari_io import import_minari
+    from scaledql.data.store.dataset import open_dataset
 
     game_dir = import_minari(args.path_or_id, args.out, game=args.game,
                              overwrite=args.overwrite,
@@ -285,7 +270,7 @@ def run_import_minari(args: argparse.Namespace) -> int:
 
 
 def run_compress(args: argparse.Namespace) -> int:
-    from scaledql.data.compress import compress_dataset
+    from scaledql.data.store.compress import compress_dataset
     from scaledql.progress import human_bytes
 
     # --overwrite changes how, not what (the same bytes are written)
@@ -302,7 +287,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from scaledql.data.merge import RunSource, merge
+    from scaledql.data.store.merge import RunSource, merge
 
     fractions = [1.0] * len(args.src)
     if args.fractions is not None:
@@ -328,7 +313,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_export_minari(args: argparse.Namespace) -> int:
-    from scaledql.data.minari_io import export_minari
+    from scaledql.data.importers.minari_io import export_minari
 
     r = export_minari(args.dir, args.game, args.dataset_id, out=args.out, author=args.author)
     print(f"wrote Minari dataset {args.dataset_id} to {r['path']}: {r['episodes']:,} episodes, "

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scaledql.demo import DemoConfig, run_demo
+    from scaledql.experiments.demo_pipeline import DemoConfig, run_demo
 
     out = args.out or Path("runs/demo-quick" if args.quick else "runs/demo")
     if args.quick:

@@ -137,9 +137,9 @@ def run_offline(args: argparse.Namespace) -> int:
     from scaledql.cli.common import check_data_dir
 
     check_data_dir(args.data)  # before torch loads
-    from scaledql.data.store import open_dataset
+    from scaledql.data.store.dataset import open_dataset
     from scaledql.finetune.common import parse_arms, parse_seeds
-    from scaledql.finetune.offline import OfflineFinetune, run_offline
+    from scaledql.finetune.new_games import OfflineFinetune, run_offline
     from scaledql.suites import get_suite
 
     run, learner = _overrides(args)
@@ -173,7 +173,7 @@ def run_online(args: argparse.Namespace) -> int:
     from scaledql.cli.common import env_options
     from scaledql.errors import UserError
     from scaledql.finetune.common import parse_arms, parse_seeds
-    from scaledql.finetune.online import OnlineFinetune, run_online_finetune
+    from scaledql.finetune.variants import OnlineFinetune, run_online_finetune
     from scaledql.suites import get_suite
 
     run, learner = _overrides(args)

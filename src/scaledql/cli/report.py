@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     runs: list[Path] = args.runs
     if (len(runs) == 1 and _is_demo(runs[0]) and not args.labels and not args.group_by
             and (args.out is None or args.out.resolve() == runs[0].resolve())):
-        from scaledql.reports.demo import write_report
+        from scaledql.reports.demo_report import write_report
 
         print(write_report(runs[0]))
         return 0

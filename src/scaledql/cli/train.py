@@ -33,6 +33,8 @@ TRISTATE = ("bf16", "compile")
 
 def register(sub: argparse._SubParsersAction) -> None:
     from scaledql.agents.registry import learner_names, learner_summary
+    from scaledql.data.store.episodes import SAMPLES
+    from scaledql.training.config import TRANSFER_PARTS
     from scaledql.value_targets import value_target_names, value_target_summary
 
     names = learner_names()
@@ -88,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"batches each sampling thread keeps ready ({d.run('prefetch')})")
     g.add_argument("--init-from", help="a run whose torso initialises this network (transfer; "
                                        "default: none, fresh weights)")
-    g.add_argument("--init-parts", choices=["encoder", "torso", "network"],
+    g.add_argument("--init-parts", choices=TRANSFER_PARTS,
                    help="what --init-from transfers: the encoder (default, as the paper), the "
                         "torso (and projection), or the whole network (and the heads of games "
                         "it was trained on)")
@@ -96,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data-fraction", type=float,
                    help="share of each game's data: its first episodes, whole, holding at least "
                         f"this share of its transitions ({d.run('data_fraction')})")
-    g.add_argument("--data-sample", choices=["first", "uniform"],
+    g.add_argument("--data-sample", choices=SAMPLES,
                    help="which episodes --data-fraction keeps: the first ones, or a uniform "
                         f"sample over the whole run, seeded by --split-seed ({d.run('data_sample')})")
     g.add_argument("--validation", type=float, metavar="SHARE",
@@ -250,85 +252,50 @@ def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     return run, learner
 
 
-def _typed_overrides(algo: str, run: dict, learner: dict) -> tuple[dict, dict]:
-    """``--set`` values are TOML: check them against the options' types as the config layers
-    are checked (``steps=5.5`` is an error, ``lr=1`` becomes 1.0)."""
-    from scaledql.agents.registry import learner_config_class
-    from scaledql.training.config import RunConfig
-    from scaledql.typed import typed
-
-    run = {**run, **typed(RunConfig, run, "--set/flags", skip=("learner",))}
-    learner = {**learner, **typed(learner_config_class(algo), learner,
-                                  f"--set/flags learner ({algo})")}
-    return run, learner
-
-
-def resumed_data(data: Path, run: Path) -> Path:
-    """A resumed run's data from any directory: the saved path as it is when it exists (absolute,
-    or relative to here), else relative to the folder the run was started from — the nearest
-    folder above the run that holds it (``runs/studies/S/job/seed_0`` → the clone with
-    ``data/``). The run's data fingerprint still checks that it is the same data."""
-    if data.is_absolute() or data.exists():
-        return data
-    for folder in Path(run).resolve().parents:
-        if (folder / data).exists():
-            return folder / data
-    return data
-
-
 def build_config(args: argparse.Namespace):
     """The merged, validated RunConfig for these arguments (fresh run or resume)."""
+    return _config_and_data(args)[0]
+
+
+def _config_and_data(args: argparse.Namespace):
+    """(the merged, validated RunConfig, the store as a fresh run's config opened it or None)."""
     from scaledql.errors import UserError
-    from scaledql.training.config import merge, preset_path, read_toml
 
     run, learner = _overrides(args)
     if args.resume:
-        from scaledql.run_folder import config_file, is_run, read_config
+        from scaledql.training.resume_config import resume_config
 
-        saved_file = config_file(args.out)
-        if not is_run(args.out):
-            raise UserError(f"--resume: {args.out} holds no run (no {saved_file.name})")
-        saved = read_config(args.out)
-        algo = args.algo or saved.get("algo", "scaled-ql")
-        if not isinstance(algo, str):
-            raise UserError(f"{saved_file}: algo must be a learner name, got {algo!r}")
-        run, learner = _typed_overrides(algo, run, learner)
-        user = read_toml(preset_path(args.config)) if args.config else None
-        run.update(out=str(args.out))
-        if args.data is not None:
-            run["data"] = str(args.data)
-        elif isinstance(saved.get("data"), str):
-            run["data"] = str(resumed_data(Path(saved["data"]), Path(args.out)))
-        saved_learner = saved.pop("learner", {})
-        if not isinstance(saved_learner, dict):
-            raise UserError(f"{saved_file}: learner must be a table of learner options")
-        return merge(algo, {**saved, "learner": {algo: saved_learner}}, user, run, learner,
-                     preset_name=str(saved_file), user_name=str(args.config))
+        return resume_config(args.out, run, learner, algo=args.algo, config=args.config,
+                             data=args.data), None
     if args.data is None:
         raise UserError("--data is required (except with --resume)")
     if not args.print_config:
-        check_data_dir(args.data)  # before torch loads (scaledql.api imports it)
-    from scaledql.api import make_config
+        check_data_dir(args.data)  # before torch loads (scaledql.api.functions imports it)
+    from scaledql.api.functions import layered_config, suite_of
+    from scaledql.data.store.dataset import open_dataset
+    from scaledql.training.resume_config import typed_overrides
 
     algo = args.algo or "scaled-ql"
-    run, learner = _typed_overrides(algo, run, learner)
+    run, learner = typed_overrides(algo, run, learner)
     # the data, the folder and the learner come from their own flags (as --set would be
     # overridden by them); the rest are run options
     options = {k: v for k, v in run.items() if k not in ("data", "out", "algo", "learner", "config")}
-    return make_config(args.data, args.out, algo, config=args.config, learner=learner, **options)
+    dataset = open_dataset(Path(args.data))  # the run's one opening of its store
+    return layered_config(suite_of(dataset), args.data, args.out, algo, config=args.config,
+                          learner=learner, **options), dataset
 
 
 def run(args: argparse.Namespace) -> int:
     from scaledql.errors import UserError
     from scaledql.training.config import to_toml
 
-    cfg = build_config(args)
+    cfg, opened = _config_and_data(args)
     if args.print_config:  # torch-free up to here: printing a config is instant
         print(to_toml(cfg), end="")
         return 0
     check_data_dir(cfg.data)  # a resumed run's, before torch loads
-    from scaledql.api import train_run
-    from scaledql.data.store import open_dataset
+    from scaledql.api.functions import train_run
+    from scaledql.data.store.dataset import open_dataset, select_games
 
     wandb = None
     named = [f"--wandb-{k}" for k in ("entity", "name", "mode") if getattr(args, f"wandb_{k}")]
@@ -341,10 +308,12 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--wandb: the wandb package is not installed (pip install wandb)")
         wandb = WandbOptions(args.wandb_project, args.wandb_entity, args.wandb_name,
                              args.wandb_mode)
-    dataset = open_dataset(Path(cfg.data), cfg.games)
+    dataset = select_games(opened, Path(cfg.data), cfg.games) if opened is not None \
+        else open_dataset(Path(cfg.data), cfg.games)
     check_batch_memory(int(cfg.learner.batch_size), dataset.game(dataset.games[0]).obs_shape,
                        "--batch-size")
-    summary = train_run(cfg, resume=args.resume, progress=not args.no_progress, wandb=wandb)
+    summary = train_run(cfg, resume=args.resume, progress=not args.no_progress, wandb=wandb,
+                        dataset=dataset)
     if summary.get("interrupted"):
         return 130
     if summary.get("rank", 0) == 0:

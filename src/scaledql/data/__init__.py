@@ -6,15 +6,14 @@ Public API::
     from scaledql.data import compress_dataset, PoolOptions  # compressed stores, RAM-bounded pool
     from scaledql.data import build_store, Episode, episodes_from_arrays  # your own episodes
 
-See ``format`` for the on-disk layout, ``store`` and ``game`` for reading it, ``sampler`` for
-batches, ``frame_blocks``, ``compress`` and ``pool`` for compressed stores and the resident pool,
-``dqn_replay`` and ``minari_io`` for the importers/exporter.
+Three parts, by role (``docs/architecture.md``): ``store`` (the on-disk format, writing,
+checking and describing it), ``sampling`` (batches from an opened store; the online replay) and
+``importers`` (DQN Replay, RL Unplugged, Minari). Sampling and importers read and write through
+the store; the store knows neither.
 """
 
-from scaledql.data.build import Episode, build_store, episodes_from_arrays
-from scaledql.data.compress import compress_dataset
-from scaledql.data.pool import PoolOptions
-from scaledql.data.sampler import (
+from scaledql.data.sampling.block_pool import PoolOptions
+from scaledql.data.sampling.sampler import (
     BatchSpec,
     TrajectoryBatch,
     TrajectorySampler,
@@ -22,8 +21,10 @@ from scaledql.data.sampler import (
     TransitionSampler,
     make_sampler,
 )
-from scaledql.data.store import Dataset, GameData, open_dataset
-from scaledql.data.writer import GameWriter
+from scaledql.data.store.build import Episode, build_store, episodes_from_arrays
+from scaledql.data.store.compress import compress_dataset
+from scaledql.data.store.dataset import Dataset, GameData, open_dataset
+from scaledql.data.store.writer import GameWriter
 
 __all__ = [
     "BatchSpec",

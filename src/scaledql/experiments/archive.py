@@ -27,8 +27,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from scaledql.atomic_files import atomic_output
 from scaledql.experiments.study import DONE, Job, Study, _base
-from scaledql.io import atomic_output
 from scaledql.run_folder import CONFIG, METRICS_CSV, TENSORBOARD, checkpoint_file
 
 ARCHIVE = "archive"

@@ -166,9 +166,9 @@ def behaviour_scores(name: str, data: Path, fraction: float,
                      games: list[str] | None = None) -> MethodScores:
     """The dataset's own episodes (the first ``fraction`` of each game's data), normalized
     (``data.game.behaviour_score``: which episodes count)."""
-    from scaledql.data.game import behaviour_score
-    from scaledql.data.sampler import fraction_of
-    from scaledql.data.store import open_dataset
+    from scaledql.data.sampling.sampler import fraction_of
+    from scaledql.data.store.dataset import open_dataset
+    from scaledql.data.store.game import behaviour_score
 
     dataset = open_dataset(data, games)
     row = []

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scaledql.atomic_files import atomic_write_json, atomic_write_text
 from scaledql.errors import UserError
 from scaledql.experiments.claims import (
     claims_markdown,
@@ -33,7 +34,6 @@ from scaledql.experiments.curves import (
     plot_validation,
 )
 from scaledql.experiments.study import Study, job_records
-from scaledql.io import atomic_write_json, atomic_write_text
 from scaledql.run_folder import CONFIG, config_file, read_json, read_machines, read_params
 
 

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scaledql.atomic_files import atomic_write_text
 from scaledql.errors import UserError
-from scaledql.io import atomic_write_text
 from scaledql.run_folder import checkpoint_file
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "configs" / "studies"
@@ -312,7 +312,7 @@ def run_study(study: Study, jobs: int = 1, echo=None, on_finish=None) -> dict[st
     """Run every unfinished job (``jobs`` at a time, in file order as dependencies allow);
     ``on_finish(job)`` after each job that finished (the results are rewritten there). ``stopped``:
     a signal ended it early (``_stop_on_signal``)."""
-    from scaledql.io import exclusive_lock
+    from scaledql.atomic_files import exclusive_lock
 
     echo = echo or (lambda message: print(message, file=sys.stderr, flush=True))
     study.runs.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scaledql.atomic_files import atomic_write_json
 from scaledql.errors import UserError
-from scaledql.io import atomic_write_json
 
 SPEC_FILE = "finetune.json"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scaledql.atomic_files import atomic_write_text
 from scaledql.finetune.common import OFFLINE_ARMS, ONLINE_ARMS, read_spec
-from scaledql.io import atomic_write_text
 from scaledql.run_folder import is_run, read_config, read_rows, read_wall
 from scaledql.stats import aggregate
 

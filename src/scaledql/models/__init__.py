@@ -11,7 +11,7 @@ from scaledql.models.encoders import (
 from scaledql.models.heads import MultiGameHeads
 from scaledql.models.network import NetworkOutput, ScaledQNetwork
 from scaledql.models.spatial import SpatialEmbedding
-from scaledql.models.torso import Torso, TorsoOutput
+from scaledql.models.torso import Torso, TorsoOutput, TorsoSpec
 
 __all__ = [
     "ENCODER_NAMES",
@@ -22,6 +22,7 @@ __all__ = [
     "SpatialEmbedding",
     "Torso",
     "TorsoOutput",
+    "TorsoSpec",
     "canonical_encoder_name",
     "encoder_param_counts",
     "make_encoder",

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from scaledql.models.heads import MultiGameHeads
-from scaledql.models.torso import Torso
+from scaledql.models.torso import Torso, TorsoSpec
 
 
 class NetworkOutput(NamedTuple):
@@ -23,33 +23,16 @@ class NetworkOutput(NamedTuple):
 class ScaledQNetwork(nn.Module):
     """obs uint8[B, C, H, W], game_id int64[B] → ``NetworkOutput``.
 
+    ``spec`` builds the torso (``self.torso``); the per-game heads are ``self.heads``.
     ``num_atoms=None`` makes one scalar per action (scalar Q, or the action logits of behaviour
-    cloning). The torso is ``self.torso``; the per-game heads ``self.heads``.
-    ``encoder_layout`` picks a ResNet's downsampling layout (``make_encoder``'s ``layout``;
-    None = its default: the authors' for Atari-size frames).
+    cloning).
     """
 
-    def __init__(
-        self,
-        encoder: str,
-        obs_shape: Sequence[int],
-        num_actions: Sequence[int],
-        width: float = 1.0,
-        feature_dim: int = 512,
-        feature_norm: bool = True,
-        num_atoms: int | None = 51,
-        channels_last: bool = False,
-        obs_scale: float = 1.0 / 255.0,
-        encoder_layout: str | None = None,
-        feature_scale: float = 1.0,
-        learn_feature_scale: bool = False,
-    ) -> None:
+    def __init__(self, spec: TorsoSpec, obs_shape: Sequence[int], num_actions: Sequence[int],
+                 num_atoms: int | None = 51) -> None:
         super().__init__()
-        self.torso = Torso(encoder, obs_shape, width=width, feature_dim=feature_dim,
-                           feature_norm=feature_norm, channels_last=channels_last,
-                           obs_scale=obs_scale, encoder_layout=encoder_layout,
-                           feature_scale=feature_scale, learn_feature_scale=learn_feature_scale)
-        self.heads = MultiGameHeads(feature_dim, num_actions, num_atoms)
+        self.torso = Torso(spec, obs_shape)
+        self.heads = MultiGameHeads(spec.feature_dim, num_actions, num_atoms)
 
     def forward(self, obs: torch.Tensor, game_id: torch.Tensor) -> NetworkOutput:
         features, norm = self.torso(obs)

@@ -7,6 +7,7 @@ new network with fresh heads); heads are per game and never transfer.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -14,6 +15,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaledql.models.encoders import make_encoder
+
+
+@dataclass(frozen=True)
+class TorsoSpec:
+    """What builds a torso, written once: a learner's config makes one (``TorsoConfig.
+    torso_spec``), ``Torso`` and ``ScaledQNetwork`` take it. Not saved anywhere itself: run
+    configs and checkpoints keep these values as the config's own flat fields.
+
+    ``encoder``: a name of ``make_encoder``; ``width``: its channel multiplier;
+    ``encoder_layout``: a ResNet's downsampling layout (None: by input size); ``feature_dim``:
+    the projection's width; ``feature_norm``, ``feature_scale``, ``learn_feature_scale``: see
+    ``Torso``; ``obs_scale``: uint8 observations × this; ``channels_last``: NHWC convolutions.
+    """
+
+    encoder: str
+    width: float = 1.0
+    feature_dim: int = 512
+    feature_norm: bool = True
+    channels_last: bool = False
+    obs_scale: float = 1.0 / 255.0
+    encoder_layout: str | None = None
+    feature_scale: float = 1.0
+    learn_feature_scale: bool = False
 
 
 class TorsoOutput(NamedTuple):
@@ -33,32 +57,21 @@ class Torso(nn.Module):
     and slow to grow (docs/defaults.md).
     """
 
-    def __init__(
-        self,
-        encoder: str,
-        obs_shape: Sequence[int],
-        width: float = 1.0,
-        feature_dim: int = 512,
-        feature_norm: bool = True,
-        channels_last: bool = False,
-        obs_scale: float = 1.0 / 255.0,
-        encoder_layout: str | None = None,
-        feature_scale: float = 1.0,
-        learn_feature_scale: bool = False,
-    ) -> None:
+    def __init__(self, spec: TorsoSpec, obs_shape: Sequence[int]) -> None:
         super().__init__()
         in_channels, height, width_px = (int(s) for s in obs_shape)
-        self.obs_scale = obs_scale
-        self.encoder = make_encoder(encoder, in_channels, (height, width_px), width,
-                                    layout=encoder_layout)
-        self.projection = nn.Linear(self.encoder.output_shape[0], feature_dim)
-        self.feature_dim = feature_dim
-        self.feature_norm = feature_norm
-        self.feature_scale: float | nn.Parameter = float(feature_scale)
-        if learn_feature_scale:  # only then a parameter: checkpoints of other runs keep their keys
-            self.feature_scale = nn.Parameter(torch.tensor(float(feature_scale)))
-        self.channels_last = channels_last
-        if channels_last:
+        self.spec = spec
+        self.obs_scale = spec.obs_scale
+        self.encoder = make_encoder(spec.encoder, in_channels, (height, width_px), spec.width,
+                                    layout=spec.encoder_layout)
+        self.projection = nn.Linear(self.encoder.output_shape[0], spec.feature_dim)
+        self.feature_dim = spec.feature_dim
+        self.feature_norm = spec.feature_norm
+        self.feature_scale: float | nn.Parameter = float(spec.feature_scale)
+        if spec.learn_feature_scale:  # only then a parameter: other runs' checkpoints keep their keys
+            self.feature_scale = nn.Parameter(torch.tensor(float(spec.feature_scale)))
+        self.channels_last = spec.channels_last
+        if spec.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
 
     def scale(self, obs: torch.Tensor) -> torch.Tensor:

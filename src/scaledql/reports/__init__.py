@@ -9,7 +9,7 @@ lie: ``run_folder``); ``stats`` turns score matrices into rliable's estimates; h
 - ``plots``: every aggregate plot, by rliable's ``plot_utils``.
 """
 
-from scaledql.reports.demo import write_report
+from scaledql.reports.demo_report import write_report
 from scaledql.reports.over_runs import report_runs
 
 __all__ = ["report_runs", "write_report"]

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scaledql.data.store import data_identity, open_dataset
+from scaledql.atomic_files import atomic_write_json, atomic_write_text
+from scaledql.data.store.dataset import data_identity, open_dataset
 from scaledql.errors import UserError
-from scaledql.io import atomic_write_json, atomic_write_text
 from scaledql.reports import plots
 from scaledql.reports.runs import (
     Method,

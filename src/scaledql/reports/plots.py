@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only: no display needed (or wanted) on a training
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scaledql.io import atomic_output
+from scaledql.atomic_files import atomic_output
 from scaledql.reports import layout
 from scaledql.stats import METRIC_NAMES
 

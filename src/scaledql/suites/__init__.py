@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import Any
 
 from scaledql.errors import UserError
 from scaledql.suites.base import EnvOptions, GameSpec, Suite
@@ -87,13 +88,7 @@ def get_suite(name: str) -> Suite:
 
 @functools.cache
 def _builtin(name: str) -> Suite:
-    if name == "minatar":
-        from scaledql.suites.minatar import MinAtarSuite
-
-        return MinAtarSuite()
-    from scaledql.suites.atari import AtariSuite
-
-    return AtariSuite()
+    return _builtin_class(name)()
 
 
 def game_names(suite: str) -> frozenset[str]:
@@ -110,6 +105,32 @@ def game_names(suite: str) -> frozenset[str]:
     return frozenset(get_suite(suite).games())
 
 
+def suite_attribute(suite: str, attribute: str, default: Any) -> Any:
+    """One of a suite's optional attributes (``Suite``'s docstring lists them), ``default``
+    where the suite lacks it or is not registered in this process (a store of a plugin suite
+    can still be checked and described). Built-in suites answer from their class, unbuilt
+    (building the Atari suite loads ALE's registry)."""
+    if suite in SUITE_NAMES:
+        return getattr(_builtin_class(suite), attribute, default)
+    if not isinstance(suite, str):
+        return default
+    try:
+        found = _registered(suite)
+    except UserError:
+        return default
+    return getattr(found, attribute, default)
+
+
+def _builtin_class(name: str) -> type:
+    if name == "minatar":
+        from scaledql.suites.minatar import MinAtarSuite
+
+        return MinAtarSuite
+    from scaledql.suites.atari import AtariSuite
+
+    return AtariSuite
+
+
 def registered_scores(suite: str) -> Mapping[str, tuple[float, float]]:
     """A registered suite's reference table, game → (random, reference); empty when it has
     none (its scores are then raw returns only) or when no such suite is registered."""
@@ -123,4 +144,4 @@ def registered_scores(suite: str) -> Mapping[str, tuple[float, float]]:
 
 
 __all__ = ["SUITE_NAMES", "EnvOptions", "GameSpec", "Suite", "game_names", "get_suite",
-           "register_suite", "registered_scores", "suite_names"]
+           "register_suite", "registered_scores", "suite_attribute", "suite_names"]

@@ -28,6 +28,7 @@ DEFAULT_MAX_EPISODE_STEPS = 27_000
 FRAME_SKIP = 4
 SCREEN = 84
 STACK = 4
+RENDER_SCALE = 2  # 210×160 → 420×320: room for play's overlay text
 
 # Kumar et al. (2023), Appendix: the 40 training games and the 5 held-out games.
 TRAIN_40 = [
@@ -75,6 +76,12 @@ class AtariSuite:
     name = "atari"
     default_sticky = DEFAULT_STICKY
     default_max_episode_steps = DEFAULT_MAX_EPISODE_STEPS
+    binary_frames = False
+    # scores are human-normalized, as the paper's: its reference point for a behaviour score
+    variant_options = "--mode/--difficulty"  # what makes a variant (a ROM's other game)
+    data_card_note = ("Paper reference: the sub-optimal dataset (the first 20% of each DQN "
+                      "Replay run) has a behaviour policy at {paper_behaviour_score:.0%} "
+                      "human-normalized.")
 
     def __init__(self) -> None:
         self._canonical = {normalize_key(g): g for g in _registry()}
@@ -146,6 +153,11 @@ class AtariSuite:
         env = stack_frames(AddChannel(env), STACK)
         cap = options.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS
         return gym.wrappers.TimeLimit(env, max_episode_steps=cap)
+
+    def render(self, env: gym.Env, obs: np.ndarray) -> np.ndarray:
+        """The emulator's colour screen (not the 84×84 grayscale the agent sees), doubled."""
+        screen = env.unwrapped.ale.getScreenRGB()
+        return screen.repeat(RENDER_SCALE, 0).repeat(RENDER_SCALE, 1)
 
     def make_vector_env(
         self, game: str, num_envs: int, options: EnvOptions | None = None

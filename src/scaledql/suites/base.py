@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # annotations only: the CLI imports suites to build --help, gymnasium is slow
     import gymnasium as gym
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,17 @@ class EnvOptions:
     difficulty: int | None = None
     reversed_controls: bool = False
 
+    def validate(self) -> EnvOptions:
+        """Refuse options out of range (one ``UserError`` line, named by the command's flags,
+        as the CLI and the Python API both report it); returns ``self``."""
+        from scaledql.errors import UserError
+
+        if self.sticky is not None and not 0.0 <= self.sticky <= 1.0:
+            raise UserError(f"--sticky must be in [0, 1], got {self.sticky}")
+        if self.max_episode_steps is not None and self.max_episode_steps <= 0:
+            raise UserError(f"--max-episode-steps must be positive, got {self.max_episode_steps}")
+        return self
+
     def record(self) -> dict[str, Any]:
         """The options as stores, action logs and checkpoints record them: every field, but
         ``reversed_controls`` only when set, so that records made before it existed (committed
@@ -70,7 +82,15 @@ class Suite(Protocol):
     — the built-in suites keep theirs in ``scores`` and ``configs``.
 
     ``default_sticky`` and ``default_max_episode_steps`` are what ``EnvOptions``' ``None`` means
-    for this suite: the values stores, fine-tuning variants and recordings resolve against."""
+    for this suite: the values stores, fine-tuning variants and recordings resolve against.
+
+    What the rest of the package asks a suite instead of branching on its name (optional,
+    read through ``suites.suite_attribute`` with the default in brackets): ``binary_frames``
+    (False): every frame value is 0 or 255, and a full store check reads every frame to hold
+    it to that; ``data_card_note`` (None): a paragraph a data card adds for stores of this
+    suite, formatted with the card's fields; ``variant_options`` ("--sticky (e.g. 0.3)"): the
+    options that make a fine-tuning variant of a game. ``render`` draws a game for ``scaledql play``; a
+    suite without it cannot be played."""
 
     name: str
     default_sticky: float
@@ -94,6 +114,10 @@ class Suite(Protocol):
         self, game: str, num_envs: int, options: EnvOptions | None = None
     ) -> gym.vector.VectorEnv:
         """``num_envs`` copies of ``make_env`` in one vector env (same-step autoreset)."""
+
+    def render(self, env: gym.Env, obs: np.ndarray) -> np.ndarray:
+        """The game's current picture, uint8[H, W, 3] (even H and W), for ``scaledql play``:
+        ``env`` one of ``make_env``'s environments, ``obs`` its latest observation."""
 
 
 def resolve_from(suite: str, named: dict[str, list[str]], spec: str | None,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from scaledql.errors import UserError
 from scaledql.suites.base import (
@@ -35,7 +36,7 @@ from scaledql.suites.base import (
     normalize_key,
     resolve_from,
 )
-from scaledql.suites.wrappers import ImageFrames, stack_frames
+from scaledql.suites.wrappers import ImageFrames, frame_picture, stack_frames
 
 DEFAULT_MAX_EPISODE_STEPS = 10_000
 EnvSource = str | Callable[[], gym.Env]  # a registered gymnasium id, or a zero-argument factory
@@ -49,6 +50,10 @@ class GymSuite:
     ``scaledql train`` (a dict shaped like ``configs/minatar.toml``, or a TOML path; default:
     none, the learner's own defaults). ``layout``: how to read 3-axis observations (``auto``,
     ``hwc``, ``chw``)."""
+
+    binary_frames = False  # frames are any uint8 values (booleans only become 0/255)
+    data_card_note = None
+    variant_options = "--sticky (e.g. 0.3)"  # what makes a variant
 
     def __init__(self, name: str, games: Mapping[str, EnvSource], *, stack: int = 4,
                  sticky: float = 0.0, max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
@@ -159,6 +164,11 @@ class GymSuite:
         env = stack_frames(env, self.stack)
         cap = options.max_episode_steps or self.default_max_episode_steps
         return gym.wrappers.TimeLimit(env, max_episode_steps=cap)
+
+    def render(self, env: gym.Env, obs: np.ndarray) -> np.ndarray:
+        """The observation's newest frame, scaled up (``wrappers.frame_picture``): what the
+        agent sees, the one picture every gymnasium environment gives without a render mode."""
+        return frame_picture(obs, np.asarray(obs).shape[0] // self.stack)
 
     def make_vector_env(self, game: str, num_envs: int,
                         options: EnvOptions | None = None) -> gym.vector.VectorEnv:

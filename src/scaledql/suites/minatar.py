@@ -28,6 +28,12 @@ CHANNELS = 10  # the widest game (seaquest)
 DEFAULT_STICKY = 0.1
 DEFAULT_MAX_EPISODE_STEPS = 10_000
 ON = 255  # value of a set cell
+RENDER_SCALE = 32  # 10×10 cells → 320×320 pixels
+# Background, then one colour per channel (matplotlib's tab10, readable on black).
+COLOURS = np.array([
+    (0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)],
+    dtype=np.uint8)
 _ENV_IDS = {g: "MinAtar/" + "".join(w.capitalize() for w in g.split("_")) + "-v1" for g in GAMES}
 
 
@@ -77,6 +83,9 @@ class MinAtarSuite:
     name = "minatar"
     default_sticky = DEFAULT_STICKY
     default_max_episode_steps = DEFAULT_MAX_EPISODE_STEPS
+    binary_frames = True  # every stored cell is 0 or ON: a full store check reads them all
+    data_card_note = None
+    variant_options = "--reversed-controls or --sticky (e.g. 0.3)"  # what makes a variant
 
     def __init__(self) -> None:
         # MinAtar's gym ids are registered on the first environment, not here: importing
@@ -119,3 +128,11 @@ class MinAtarSuite:
             [lambda: self.make_env(game, options) for _ in range(num_envs)],
             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         )
+
+    def render(self, env: gym.Env, obs: np.ndarray) -> np.ndarray:
+        """A colour map of the newest frame's grid: each cell takes the colour of its highest
+        set channel, as MinAtar's own display does, scaled up."""
+        cells = np.asarray(obs)[-CHANNELS:] > 0
+        weights = np.arange(1, CHANNELS + 1)[:, None, None]
+        index = (cells * weights).max(0)  # the highest set channel, 0 where none
+        return COLOURS[index].repeat(RENDER_SCALE, 0).repeat(RENDER_SCALE, 1)

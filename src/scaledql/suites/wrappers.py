@@ -91,3 +91,20 @@ class ImageFrames(gym.ObservationWrapper):
             h, w = self.size
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
         return np.ascontiguousarray(np.moveaxis(img, -1, 0))
+
+
+MIN_PICTURE_WIDTH = 160  # pixels: room for play's overlay text under a small frame
+
+
+def frame_picture(obs: np.ndarray, channels: int) -> np.ndarray:
+    """An observation's newest frame (its last ``channels`` channels) as uint8[H, W, 3],
+    scaled up by a whole, even factor to at least ``MIN_PICTURE_WIDTH`` pixels (even sides:
+    yuv420p MP4s need them). Three channels are RGB; one is grayscale; any other count shows
+    each cell's brightest channel."""
+    frame = np.asarray(obs)[-channels:]
+    if channels == 3:
+        image = np.moveaxis(frame, 0, -1)
+    else:
+        image = np.repeat(frame.max(0)[..., None], 3, axis=-1)
+    scale = 2 * max(1, -(-MIN_PICTURE_WIDTH // (2 * image.shape[1])))
+    return np.ascontiguousarray(image.astype(np.uint8).repeat(scale, 0).repeat(scale, 1))

@@ -3,7 +3,7 @@
 Offline Q-learning needs tens of passes over its data; behaviour cloning learns in under one,
 so a comparison at one step count is fair only when the passes are stated. A game's passes are
 ``steps × batch × (its share of the batch) ÷ its transitions`` (the sampler gives every game an
-equal share, ``data/sampler.py``); target copies are ``steps ÷ target_update_period`` for
+equal share, ``data/sampling/sampler.py``); target copies are ``steps ÷ target_update_period`` for
 learners with a target network. Torch-free: reports compute it from a saved ``config.json``.
 """
 
@@ -73,8 +73,8 @@ def run_budget_of(run: Path) -> dict[str, Any] | None:
     if not config.get("data") or "steps" not in config:
         return None
     try:
-        from scaledql.data.sampler import fraction_of
-        from scaledql.data.store import open_dataset
+        from scaledql.data.sampling.sampler import fraction_of
+        from scaledql.data.store.dataset import open_dataset
 
         dataset = open_dataset(Path(config["data"]), config.get("games"))
         fraction = float(config.get("data_fraction", 1.0))

@@ -27,10 +27,10 @@ from typing import Any
 
 from scaledql.agents.configs import LearnerConfig
 from scaledql.agents.registry import learner_config_class, learner_names
-from scaledql.data.sampler_index import EpisodeSelection
+from scaledql.data.store.episodes import EpisodeSelection
 from scaledql.errors import UserError
 from scaledql.training.lifecycle import resume_conflicts
-from scaledql.typed import typed
+from scaledql.typed_fields import typed
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 TRANSFER_PARTS = ("encoder", "torso", "network")
@@ -45,7 +45,7 @@ class RunConfig:
     algo: str = "scaled-ql"
     games: list[str] | None = None  # default: every game in the dataset
     # Share of each game's data used: its first episodes in time order, whole, as few as hold
-    # at least this share of its transitions (>= 1 episode); see data/sampler.py.
+    # at least this share of its transitions (>= 1 episode); see data/sampling/sampler.py.
     data_fraction: float = 1.0
     # "first": that share is the first episodes (above); "uniform": episodes drawn uniformly over
     # the whole run (seeded by split_seed) until they hold it.
@@ -75,7 +75,7 @@ class RunConfig:
     # Sample from a bounded pool of decoded blocks in RAM (GB per process, split over its
     # sampling threads), rotated every rotate_every batches by rotate_share of each game's
     # blocks; None: memory-map everything (raw stores only). Needed for compressed stores;
-    # data/pool.py says how it changes the sampling distribution.
+    # data/sampling/block_pool.py says how it changes the sampling distribution.
     resident_gb: float | None = None
     rotate_every: int = 1000
     rotate_share: float = 0.25

@@ -11,7 +11,7 @@ and when a saved run may continue.
 - ``WallClock``: a run's wall time summed over the sessions that ran it.
 
 The run folder itself (paths, files) belongs to ``scaledql.run_folder``; the lock to
-``scaledql.io.exclusive_lock``.
+``scaledql.atomic_files.exclusive_lock``.
 """
 
 from __future__ import annotations

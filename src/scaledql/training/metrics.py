@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scaledql.atomic_files import atomic_write_text
 from scaledql.errors import UserError
-from scaledql.io import atomic_write_text
 from scaledql.run_folder import (
     metrics_csv_file,
     metrics_file,

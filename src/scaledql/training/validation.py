@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from scaledql.agents.base import Learner
-from scaledql.data.pool import PoolOptions
-from scaledql.data.sampler import BatchSpec, make_sampler
-from scaledql.data.store import Dataset
+from scaledql.data.sampling.block_pool import PoolOptions
+from scaledql.data.sampling.sampler import BatchSpec, make_sampler
+from scaledql.data.store.dataset import Dataset
 from scaledql.training.config import RunConfig
 
 VALIDATION_BATCHES = 8  # batches of each part per evaluation (at the learner's batch size)

@@ -1,0 +1,247 @@
+"""The main job on the embedded default: the whole Scaled QL pipeline on the five MinAtar games.
+
+1. **Data** — DQN-Replay-style behaviour data: per game an online DQN trained from scratch, every
+   transition it sees logged, exploration included (``collect``). Kept in ``OUT/data`` and reused.
+2. **Learners** — one multi-game Scaled QL agent trained offline on all games (``train``), and
+   the baselines the paper compares against on the same data: the multi-game Decision
+   Transformer and behaviour cloning (``baselines``), each from the MinAtar preset.
+3. **Evaluation** — every learner in the real games under the same protocol; the behaviour
+   policy as the score of the dataset's episodes (the paper's "behaviour policy" bar) and, for
+   context, the last DQN snapshot of each game's collection run.
+4. **Report** — ``OUT/report.md`` with PNG plots (``report``).
+
+``quick=True`` runs the same pipeline tiny (for tests and smoke checks).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scaledql.agents.dqn import DQNConfig
+from scaledql.agents.registry import learner_class
+from scaledql.collect import CollectConfig, collect
+from scaledql.data.store.dataset import open_dataset
+from scaledql.data.store.game import behaviour_score
+from scaledql.device import describe_machine
+from scaledql.errors import UserError
+from scaledql.evaluate import EvalConfig, EvalReport, evaluate, policy_evaluator, write_json
+from scaledql.run_folder import checkpoint_file, latest_evaluation
+from scaledql.suites import EnvOptions, get_suite
+from scaledql.training.config import RunConfig, merge, preset_path, read_toml
+from scaledql.training.offline_loop import train
+from scaledql.training.online_loop import OnlineSchedule
+
+
+@dataclass
+class DemoConfig:
+    out: Path = Path("runs/demo")
+    seed: int = 0
+    quick: bool = False
+    collect_steps: int = 50_000  # per game: an online DQN's first 50k steps (ε reaches 0.05 at 25k)
+    # 10.2 passes over each game's 50k transitions at batch 128 (offline Q-learning needs tens of
+    # passes; docs/diagnostics.md, results/tuning-minatar-cpu/)
+    train_steps: int = 20_000
+    # Baselines on the same data: learner → gradient steps (their steps cost differently; the
+    # report states steps and passes next to each score). BC gets Scaled QL's passes.
+    baselines: dict[str, int] = field(default_factory=lambda: {"dt": 5_000, "bc": 20_000})
+    eval_every: int = 5_000
+    collect_jobs: int = 2  # games collected side by side (one torch thread each)
+    eval_episodes: int = 30
+    max_episode_steps: int | None = None  # None: the suite's cap
+    device: str = "auto"
+    progress: bool = True
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    schedule: OnlineSchedule = field(default_factory=OnlineSchedule)
+
+    @classmethod
+    def quick_config(cls, out: Path, seed: int = 0, device: str = "auto",
+                     progress: bool = True) -> DemoConfig:
+        return cls(out=out, seed=seed, quick=True, collect_steps=400, train_steps=40,
+                   baselines={"dt": 20, "bc": 20},
+                   eval_every=20, eval_episodes=2, max_episode_steps=100, device=device,
+                   progress=progress,
+                   dqn=DQNConfig(width=0.25, feature_dim=64),
+                   schedule=OnlineSchedule(learning_starts=200, epsilon_decay_steps=500))
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    """Run the pipeline; returns the summary also written to ``OUT/summary.json``."""
+    start = time.perf_counter()
+    suite = get_suite("minatar")
+    games = suite.games()
+    options = EnvOptions(max_episode_steps=cfg.max_episode_steps)
+    data_dir, run_dir = cfg.out / "data", cfg.out / "agent"
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    collected = collect(CollectConfig(
+        suite=suite.name, games=games, steps=cfg.collect_steps, out=data_dir, seed=cfg.seed,
+        num_envs=2 if cfg.quick else 8, options=options, dqn=cfg.dqn, schedule=cfg.schedule,
+        device=cfg.device, jobs=1 if cfg.quick else cfg.collect_jobs,
+        progress=cfg.progress),
+        skip_existing=True)
+    timings["collect"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    # one environment per episode: a single round, however long the good agents' episodes are
+    eval_cfg = EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed + 10_000,
+                          num_envs=cfg.eval_episodes, options=options,
+                          progress=cfg.progress)
+    # Two groups side by side, one torch thread each: Scaled QL alone, then BC and DT one after
+    # the other. On a 2-core CPU one-thread processes train the small MinAtar networks faster
+    # than one two-thread process (benchmarks/README.md), and the groups take about as long.
+    groups = [[("scaled-ql", run_dir, cfg.train_steps, cfg.eval_every)],
+              [(algo, cfg.out / algo, steps, 0) for algo, steps in cfg.baselines.items()]]
+    results = _train_groups(cfg, data_dir, eval_cfg, groups)
+    train_cfg = results["scaled-ql"][0]
+    timings["train"] = results["scaled-ql"][1]
+    baseline_reports, baseline_configs = {}, {}
+    for algo in cfg.baselines:
+        baseline_configs[algo] = results[algo][0].to_dict()
+        baseline_reports[algo] = _last_eval(cfg.out / algo)
+        timings[f"train_{algo}"] = results[algo][1]
+    timings["train_wall"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    agent_report = _last_eval(run_dir)
+    behaviour = behaviour_report(data_dir, games, cfg.seed)
+    snapshots = dqn_snapshot_report(data_dir, games, eval_cfg, cfg.device)
+    timings["evaluate"] = time.perf_counter() - t
+
+    summary = {
+        "seed": cfg.seed, "quick": cfg.quick, "games": games,
+        "agent": agent_report, "behaviour_dataset": behaviour, "behaviour_last_dqn": snapshots,
+        "baselines": baseline_reports, "baseline_configs": baseline_configs,
+        "collect": collected, "config": _jsonable(asdict(cfg)), "train_config": train_cfg.to_dict(),
+        "timings_seconds": timings, "wall_seconds": time.perf_counter() - start,
+        "machine": describe_machine(cfg.device),
+    }
+    write_json(summary, cfg.out / "summary.json")
+    from scaledql.reports.demo_report import write_report
+
+    summary["report"] = str(write_report(cfg.out))
+    return summary
+
+
+def _train_group(cfg: DemoConfig, data_dir: Path, eval_cfg: EvalConfig,
+                 group: list[tuple[str, Path, int, int]], threads: int | None
+                 ) -> dict[str, tuple[RunConfig, float]]:
+    """Train each (algo, run folder, steps, eval_every) of ``group`` in turn; → algo →
+    (its config, seconds)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    out = {}
+    for algo, run, steps, eval_every in group:
+        t = time.perf_counter()
+        out[algo] = (train_learner(cfg, algo, data_dir, run, steps, eval_cfg, eval_every),
+                     time.perf_counter() - t)
+    return out
+
+
+def _group_task(task: tuple[DemoConfig, Path, EvalConfig, list[tuple[str, Path, int, int]]],
+                progress: object = None) -> dict[str, tuple[RunConfig, float]]:
+    """One group in a worker process of ``_train_groups`` (``parallel.Pool``), one thread."""
+    cfg, data_dir, eval_cfg, group = task
+    return _train_group(cfg, data_dir, eval_cfg, group, 1)
+
+
+def _train_groups(cfg: DemoConfig, data_dir: Path, eval_cfg: EvalConfig,
+                  groups: list[list[tuple[str, Path, int, int]]]
+                  ) -> dict[str, tuple[RunConfig, float]]:
+    """The groups in parallel processes (spawned: no inherited threads), one thread each, with
+    plain progress lines (two live bars would overwrite each other); in this process, in
+    turn, in quick mode and on CUDA (one device). Stopped (SIGINT, SIGTERM, SIGHUP), the
+    workers save their checkpoints and stop; the same command continues them."""
+    from dataclasses import replace
+
+    from scaledql.device import pick_device
+    from scaledql.worker_pool import Pool, Stopped, stop_signals
+
+    if cfg.quick or pick_device(cfg.device).type == "cuda":
+        return {k: v for g in groups for k, v in _train_group(cfg, data_dir, eval_cfg, g,
+                                                              None).items()}
+    lines = replace(cfg, progress=False)
+    quiet_eval = replace(eval_cfg, progress=False)
+    runner, out, ok = Pool(len(groups), lambda n: None), {}, False
+    with stop_signals():
+        try:
+            for i, group in enumerate(groups):
+                runner.submit((i,), _group_task, (lines, data_dir, quiet_eval, group))
+            for _ in groups:
+                kind, _, result = runner.next_event()
+                if kind == "error":
+                    raise result
+                out.update(result)
+            ok = True
+        except Stopped as stop:
+            raise stop.saying(f"kept the data in {data_dir} and each learner's last "
+                              "checkpoint; run the same command to continue") from None
+        finally:
+            runner.close(terminate=not ok)
+    return out
+
+
+def train_learner(cfg: DemoConfig, algo: str, data_dir: Path, run_dir: Path, steps: int,
+                  eval_cfg: EvalConfig, eval_every: int) -> RunConfig:
+    """Train (or finish, or reuse) one learner on the demo data from the MinAtar preset; quick
+    mode uses the learner's tiny config."""
+    learner = learner_class(algo).tiny_config().to_dict() if cfg.quick else {}
+    run_cfg = merge(algo, read_toml(preset_path("minatar")), None, {
+        "data": str(data_dir), "out": str(run_dir), "steps": steps, "seed": cfg.seed,
+        "eval_every": eval_every, "eval_episodes": cfg.eval_episodes,
+        "checkpoint_every": min(1000, steps), "log_every": min(100, steps),
+        "device": cfg.device}, learner)
+    resume = checkpoint_file(run_dir).exists()
+    evaluator = policy_evaluator("minatar", eval_cfg, run_dir, echo=False)  # the report has them
+    train(run_cfg, resume=resume, evaluate_fn=evaluator,
+          progress=cfg.progress)
+    return run_cfg
+
+
+def _last_eval(run_dir: Path) -> dict:
+    latest = latest_evaluation(run_dir)
+    if latest is None:
+        raise UserError(f"{run_dir}: no evaluation (its training did not finish)")
+    return latest[1]
+
+
+def behaviour_report(data_dir: Path, games: list[str], seed: int) -> dict:
+    """The dataset's own score: its finished episodes' raw returns (``data.game.behaviour_score``:
+    which episodes count), normalized.
+
+    rliable needs the same number of rows per game, so every game contributes the same number of
+    episodes, drawn without replacement (seeded) — at most 1000.
+    """
+    dataset = open_dataset(data_dir, games)
+    returns = {g: behaviour_score(dataset.game(g)).returns for g in games}
+    k = min(1000, *(len(r) for r in returns.values()))
+    rng = np.random.default_rng(seed)
+    picked = {g: rng.choice(r, size=k, replace=False).tolist() if k else [] for g, r in
+              returns.items()}
+    report = EvalReport("minatar", picked, seed, float("nan")).to_dict()
+    for g in games:  # the per-game mean over *all* episodes, not just the k drawn
+        report["games"][g]["mean_all_episodes"] = float(np.mean(returns[g])) if len(returns[g]) else None
+        report["games"][g]["episodes_in_dataset"] = len(returns[g])
+    return report
+
+
+def dqn_snapshot_report(data_dir: Path, games: list[str], cfg: EvalConfig, device: str) -> dict:
+    """Each game's last online-DQN snapshot (the best policy that generated data), evaluated."""
+    from scaledql.checkpoint import load_policy
+
+    returns = {}
+    for game in games:
+        policy, _ = load_policy(data_dir / "_agents" / f"{game}.pt", device)
+        returns[game] = evaluate("minatar", [game], policy, cfg).returns[game]
+    return EvalReport("minatar", returns, cfg.seed, cfg.epsilon).to_dict()
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=str))
