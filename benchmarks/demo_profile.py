@@ -14,6 +14,8 @@ switch and environment clean), as the demo runs it:
 - ``collect``: the demo's online DQN collection of one game (8 environments), steps/s alone
   and two games side by side (``--jobs 2``, one thread each).
 
+``--op-profile`` instead prints where one float32 Scaled QL update spends its time, op by op.
+
 Prints one JSON line per case and a table. Not a test. ``--steps`` sets the gradient steps per
 case (default 300), ``--collect-steps`` the environment steps (default 3000).
 """
@@ -29,10 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import MINATAR_GAMES, write_store
+from train_throughput import MINATAR, MINATAR_GAMES, make_learner, write_store
 
 RUNNER = """
 import sys, torch
@@ -125,6 +128,32 @@ def collect(tmp: Path, steps: int) -> dict[str, float]:
     return rates
 
 
+def op_profile(data: Path, steps: int, top: int = 18) -> None:
+    """Where one float32 Scaled QL update spends its time, op by op (torch.profiler, one
+    thread, the demo's preset with ``bf16=False``), and the sampler's share of a step."""
+    import torch
+
+    torch.set_num_threads(1)
+    agent, sampler = make_learner(data, replace(MINATAR, bf16=False), MINATAR_GAMES, (10, 10, 10))
+    batch = sampler.empty_batch()
+    for _ in range(20):
+        agent.update(sampler.sample(out=batch))
+    start = time.perf_counter()
+    for _ in range(steps):
+        sampler.sample(out=batch)
+    sample_s = (time.perf_counter() - start) / steps
+    start = time.perf_counter()
+    for _ in range(steps):
+        agent.update(batch)
+    update_s = (time.perf_counter() - start) / steps
+    print(json.dumps({"case": "op-profile", "sample_ms": round(1e3 * sample_s, 2),
+                      "update_ms": round(1e3 * update_s, 2)}), flush=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            agent.update(batch)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
@@ -133,6 +162,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="alternating rounds of the cases")
     ap.add_argument("--skip-pair", action="store_true")
     ap.add_argument("--skip-collect", action="store_true")
+    ap.add_argument("--op-profile", action="store_true",
+                    help="only the op-by-op profile of the float32 Scaled QL update")
     args = ap.parse_args()
     print(json.dumps({"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                       "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"),
@@ -141,6 +172,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scaledql-demo-profile-") as tmp:
         data = Path(tmp) / "data"
         write_store(data, "minatar", MINATAR_GAMES, (10, 10, 10), 1, 20_000)
+        if args.op_profile:
+            op_profile(data, args.steps)
+            return
         rates = train_cases(data, Path(tmp), args.cases.split(","), args.steps, args.rounds)
         if not args.skip_pair:
             rates.update(pair(data, Path(tmp), args.steps))
