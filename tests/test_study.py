@@ -13,7 +13,7 @@ import pytest
 
 from scaledql.cli import main
 from scaledql.errors import UserError
-from scaledql.experiments.claims import MethodScores, judge, ordering_chance
+from scaledql.experiments.claims import MethodScores, judge, ordering_chance, pair_verdict
 from scaledql.experiments.study import load_study
 from scaledql.stats import probability_of_improvement
 
@@ -172,6 +172,18 @@ def test_verdicts_follow_the_numbers():
     row = verdict("above", ("good", "bad"))["pairs"][0]
     assert row["p_improvement"][0] == 1.0 and row["a_runs"] == 3
     assert row["a_iqm"][1] <= row["a_iqm"][0] <= row["a_iqm"][2]
+
+
+def test_a_p_bound_at_one_half_is_not_above_it():
+    """The claims v3 report called ×1 > ×0.5 held with P's CI [0.5000000000000001, 0.817]: a
+    bound of 0.5 left by floating-point sums is 0.5, so the pair is unclear."""
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    iqm = (0.5, 0.4, 0.6)
+    args = (iqm, iqm, x, x, (True, True))
+    assert pair_verdict("above", (0.5000000000000001, 0.817), *args)[0] == "unclear"
+    assert pair_verdict("above", (0.501, 0.817), *args)[0] == "held"
+    assert pair_verdict("above", (0.2, 0.4999999999999999), *args)[0] == "unclear"
+    assert pair_verdict("matches", (0.4999999999999999, 0.6), *args)[0] == "held"
 
 
 @pytest.mark.heavy

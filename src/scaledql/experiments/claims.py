@@ -39,6 +39,7 @@ from scaledql.training.budget import budget_at, run_budget_of
 
 TESTS = ("above", "matches")
 ALPHA = 0.05  # the chance below which a complete ordering of runs counts as evidence
+TIE = 1e-9  # P(a > b) bounds within this of 0.5 are 0.5 (floating-point sums of fractions)
 REPS = 2000
 
 
@@ -292,12 +293,15 @@ def pair_verdict(test: str, p_ci: tuple[float, float], a_iqm: tuple[float, float
     if seeded_runs and min(seeded_runs) < 2:
         return "unclear (1 run)", ""
     low, high = p_ci
-    verdict = ("held" if low > 0.5 else "not held" if high < 0.5
+    # P is an average of win fractions: a bound that is 0.5 can come out of the bootstrap's sums
+    # as 0.5000000000000001, which must not read as "above 0.5".
+    above, below = low > 0.5 + TIE, high < 0.5 - TIE
+    verdict = ("held" if above else "not held" if below
                else "held" if test == "matches" else "unclear")
     notes = []
     chance = ordering_chance(*runs, ordered_games(x, y))
     if high - low < 1e-12 and chance > ALPHA and verdict != "unclear":
-        verdict = "held" if test == "matches" and low >= 0.5 else "unclear"
+        verdict = "held" if test == "matches" and low >= 0.5 - TIE else "unclear"
         notes.append(f"P's CI is a point: per game every run of one arm beat (or tied) every "
                      f"run of the other, which happens by chance {chance:.2g} of the time")
     if b_iqm[1] > a_iqm[2]:  # b's IQM CI wholly above a's: against "above" and "matches"
