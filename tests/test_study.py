@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -540,3 +541,20 @@ def test_study_help_names_every_packaged_study(capsys):
     text = " ".join(capsys.readouterr().out.split())
     names = sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
     assert "tuning" in names and f"a packaged study name ({', '.join(names)})" in text
+
+
+def test_a_study_notes_when_this_machine_would_train_in_another_precision(tmp_path):
+    """Claims v3's finished runs are bf16; a CPU without native bf16 trains float32, so a job
+    run there mixes precisions inside its arm: the study says so before running anything."""
+    from scaledql.experiments.archive import restore_jobs
+    from scaledql.experiments.lifecycle import local_precision
+    from scaledql.experiments.results import precision_note
+
+    study = load_study("claims", "cpu", tmp_path / "runs")
+    results = Path(__file__).resolve().parents[1] / "results" / "claims-minatar-cpu"
+    assert restore_jobs(study, results)
+    note = precision_note(study, "float32")
+    assert note is not None and "train in float32" in note and " in bf16" in note
+    assert precision_note(study, "bf16") is None
+    assert local_precision() in ("bf16", "float32")
+    assert precision_note(load_study("claims", "cpu", tmp_path / "empty"), "float32") is None

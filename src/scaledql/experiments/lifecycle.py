@@ -23,7 +23,12 @@ from scaledql.experiments.archive import (
     archive_unfinished,
     restore_jobs,
 )
-from scaledql.experiments.results import default_results, dropped_methods, write_results
+from scaledql.experiments.results import (
+    default_results,
+    dropped_methods,
+    precision_note,
+    write_results,
+)
 from scaledql.experiments.study import (
     STUDIES_DIR,
     Job,
@@ -115,6 +120,17 @@ def default_jobs() -> int:
     return 1 if torch.cuda.is_available() or (os.cpu_count() or 1) < 2 else 2
 
 
+def local_precision() -> str:
+    """What a learner with the default ``bf16=None`` trains in on this machine's default
+    device: "bf16" where it is native (``agents.base.bf16_supported``), else "float32"."""
+    import torch
+
+    from scaledql.agents.base import bf16_supported
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return "bf16" if bf16_supported(device) else "float32"
+
+
 def run_and_report(study: Study, results: Path, name: str, *, jobs: int | None = None,
                    report_only: bool = False, echo: Echo = _stderr) -> StudyOutcome:
     """Restore the archived runs, run the unfinished jobs (``jobs`` side by side; none with
@@ -135,6 +151,10 @@ def run_and_report(study: Study, results: Path, name: str, *, jobs: int | None =
         echo(f"[study] {len(restored) - cut} finished job(s) restored from {results / ARCHIVE}"
              + (f", and {cut} cut-off one(s) that continue from their checkpoints" if cut else ""))
     if not report_only:
+        note = precision_note(study, local_precision())
+        if note:
+            echo(note)
+
         def on_finish(job: Job) -> None:
             write_results(study, results, machine, claims=False)
             archive_job(study, job, results)
