@@ -122,13 +122,11 @@ def default_jobs() -> int:
 
 def local_precision() -> str:
     """What a learner with the default ``bf16=None`` trains in on this machine's default
-    device: "bf16" where it is native (``agents.base.bf16_supported``), else "float32"."""
-    import torch
+    device: "bf16" or "float32" (``agents.base.resolve_bf16``, as the learners resolve it)."""
+    from scaledql.agents.base import resolve_bf16
+    from scaledql.device import pick_device
 
-    from scaledql.agents.base import bf16_supported
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return "bf16" if bf16_supported(device) else "float32"
+    return "bf16" if resolve_bf16(None, pick_device()) else "float32"
 
 
 def run_and_report(study: Study, results: Path, name: str, *, jobs: int | None = None,
