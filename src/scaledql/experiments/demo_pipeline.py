@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,21 +45,37 @@ class DemoConfig:
     out: Path = Path("runs/demo")
     seed: int = 0
     quick: bool = False
-    collect_steps: int = 50_000  # per game: an online DQN's first 50k steps (ε reaches 0.05 at 25k)
-    # 10.2 passes over each game's 50k transitions at batch 128 (offline Q-learning needs tens of
+    # Per game an online DQN's first 21k steps, ε reaching 0.05 halfway (``schedule``); 8
+    # environments × 2,625 steps, so that even freeway (2,501-step episodes) ends 8 episodes, the
+    # behaviour score's rows. Sized for 20 minutes on a 2-core CPU without native bf16
+    # (benchmarks/README.md); ``full_config`` is the earlier demo at 50k.
+    collect_steps: int = 21_000
+    # 10.2 passes over each game's transitions at batch 128 (offline Q-learning needs tens of
     # passes; docs/diagnostics.md, results/tuning-minatar-cpu/)
-    train_steps: int = 20_000
+    train_steps: int = 8_400
     # Baselines on the same data: learner → gradient steps (their steps cost differently; the
-    # report states steps and passes next to each score). BC gets Scaled QL's passes.
-    baselines: dict[str, int] = field(default_factory=lambda: {"dt": 5_000, "bc": 20_000})
-    eval_every: int = 5_000
+    # report states steps and passes next to each score). BC gets Scaled QL's passes, DT 2.56
+    # (its tuned budget).
+    baselines: dict[str, int] = field(default_factory=lambda: {"dt": 2_100, "bc": 8_400})
+    eval_every: int = 2_800
     collect_jobs: int = 2  # games collected side by side (one torch thread each)
     eval_episodes: int = 30
     max_episode_steps: int | None = None  # None: the suite's cap
     device: str = "auto"
     progress: bool = True
     dqn: DQNConfig = field(default_factory=DQNConfig)
-    schedule: OnlineSchedule = field(default_factory=OnlineSchedule)
+    schedule: OnlineSchedule = field(default_factory=lambda: OnlineSchedule(
+        epsilon_decay_steps=10_500))
+
+    @classmethod
+    def full_config(cls, out: Path, seed: int = 0, device: str = "auto",
+                    progress: bool = True) -> DemoConfig:
+        """The demo before issue 37, at 2.4× the data: 50k transitions a game (ε reaching 0.05
+        at 25k), 20k Scaled QL and BC steps (10.2 passes), DT 5k. 9.2 min on a Zen 5 with
+        native bf16, 37 on an AVX2 CPU without it."""
+        return cls(out=out, seed=seed, collect_steps=50_000, train_steps=20_000,
+                   baselines={"dt": 5_000, "bc": 20_000}, eval_every=5_000, device=device,
+                   progress=progress, schedule=OnlineSchedule(epsilon_decay_steps=25_000))
 
     @classmethod
     def quick_config(cls, out: Path, seed: int = 0, device: str = "auto",
@@ -92,12 +111,17 @@ def run_demo(cfg: DemoConfig) -> dict:
     eval_cfg = EvalConfig(episodes=cfg.eval_episodes, seed=cfg.seed + 10_000,
                           num_envs=cfg.eval_episodes, options=options,
                           progress=cfg.progress)
-    # Two groups side by side, one torch thread each: Scaled QL alone, then BC and DT one after
-    # the other. On a 2-core CPU one-thread processes train the small MinAtar networks faster
-    # than one two-thread process (benchmarks/README.md), and the groups take about as long.
-    groups = [[("scaled-ql", run_dir, cfg.train_steps, cfg.eval_every)],
-              [(algo, cfg.out / algo, steps, 0) for algo, steps in cfg.baselines.items()]]
-    results = _train_groups(cfg, data_dir, eval_cfg, groups)
+    # Two groups side by side, one torch thread each: Scaled QL alone; BC, DT and the DQN
+    # snapshots' evaluation one after the other. On a 2-core CPU one-thread processes train the
+    # small MinAtar networks faster than one two-thread process (benchmarks/README.md); the
+    # second group finishes first, so the snapshots' evaluation costs no wall time there.
+    groups = [[("scaled-ql", partial(train_learner, cfg, "scaled-ql", data_dir, run_dir,
+                                     cfg.train_steps, eval_cfg, cfg.eval_every))],
+              [(algo, partial(train_learner, cfg, algo, data_dir, cfg.out / algo, steps,
+                              eval_cfg, 0)) for algo, steps in cfg.baselines.items()]
+              + [("dqn-snapshots", partial(dqn_snapshot_report, data_dir, games, eval_cfg,
+                                           cfg.device))]]
+    results = _run_groups(cfg, groups)
     train_cfg = results["scaled-ql"][0]
     timings["train"] = results["scaled-ql"][1]
     baseline_reports, baseline_configs = {}, {}
@@ -105,12 +129,12 @@ def run_demo(cfg: DemoConfig) -> dict:
         baseline_configs[algo] = results[algo][0].to_dict()
         baseline_reports[algo] = _last_eval(cfg.out / algo)
         timings[f"train_{algo}"] = results[algo][1]
+    snapshots, timings["evaluate_dqn_snapshots"] = results["dqn-snapshots"]
     timings["train_wall"] = time.perf_counter() - t
 
     t = time.perf_counter()
     agent_report = _last_eval(run_dir)
     behaviour = behaviour_report(data_dir, games, cfg.seed)
-    snapshots = dqn_snapshot_report(data_dir, games, eval_cfg, cfg.device)
     timings["evaluate"] = time.perf_counter() - t
 
     summary = {
@@ -128,52 +152,42 @@ def run_demo(cfg: DemoConfig) -> dict:
     return summary
 
 
-def _train_group(cfg: DemoConfig, data_dir: Path, eval_cfg: EvalConfig,
-                 group: list[tuple[str, Path, int, int]], threads: int | None
-                 ) -> dict[str, tuple[RunConfig, float]]:
-    """Train each (algo, run folder, steps, eval_every) of ``group`` in turn; → algo →
-    (its config, seconds)."""
+Job = tuple[str, Callable[[], Any]]  # (name, what it runs: a picklable partial)
+
+
+def _run_group(group: list[Job], threads: int | None) -> dict[str, tuple[Any, float]]:
+    """Run each job of ``group`` in turn; → name → (its result, seconds)."""
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     out = {}
-    for algo, run, steps, eval_every in group:
+    for name, job in group:
         t = time.perf_counter()
-        out[algo] = (train_learner(cfg, algo, data_dir, run, steps, eval_cfg, eval_every),
-                     time.perf_counter() - t)
+        out[name] = (job(), time.perf_counter() - t)
     return out
 
 
-def _group_task(task: tuple[DemoConfig, Path, EvalConfig, list[tuple[str, Path, int, int]]],
-                progress: object = None) -> dict[str, tuple[RunConfig, float]]:
-    """One group in a worker process of ``_train_groups`` (``parallel.Pool``), one thread."""
-    cfg, data_dir, eval_cfg, group = task
-    return _train_group(cfg, data_dir, eval_cfg, group, 1)
+def _group_task(group: list[Job], progress: object = None) -> dict[str, tuple[Any, float]]:
+    """One group in a worker process of ``_run_groups`` (``parallel.Pool``), one thread."""
+    return _run_group(group, 1)
 
 
-def _train_groups(cfg: DemoConfig, data_dir: Path, eval_cfg: EvalConfig,
-                  groups: list[list[tuple[str, Path, int, int]]]
-                  ) -> dict[str, tuple[RunConfig, float]]:
+def _run_groups(cfg: DemoConfig, groups: list[list[Job]]) -> dict[str, tuple[Any, float]]:
     """The groups in parallel processes (spawned: no inherited threads), one thread each, with
     plain progress lines (two live bars would overwrite each other); in this process, in
     turn, in quick mode and on CUDA (one device). Stopped (SIGINT, SIGTERM, SIGHUP), the
     workers save their checkpoints and stop; the same command continues them."""
-    from dataclasses import replace
-
     from scaledql.device import pick_device
     from scaledql.worker_pool import Pool, Stopped, stop_signals
 
     if cfg.quick or pick_device(cfg.device).type == "cuda":
-        return {k: v for g in groups for k, v in _train_group(cfg, data_dir, eval_cfg, g,
-                                                              None).items()}
-    lines = replace(cfg, progress=False)
-    quiet_eval = replace(eval_cfg, progress=False)
+        return {k: v for g in groups for k, v in _run_group(g, None).items()}
     runner, out, ok = Pool(len(groups), lambda n: None), {}, False
     with stop_signals():
         try:
             for i, group in enumerate(groups):
-                runner.submit((i,), _group_task, (lines, data_dir, quiet_eval, group))
+                runner.submit((i,), _group_task, (_quiet(group),))
             for _ in groups:
                 kind, _, result = runner.next_event()
                 if kind == "error":
@@ -181,11 +195,20 @@ def _train_groups(cfg: DemoConfig, data_dir: Path, eval_cfg: EvalConfig,
                 out.update(result)
             ok = True
         except Stopped as stop:
-            raise stop.saying(f"kept the data in {data_dir} and each learner's last "
+            raise stop.saying(f"kept the data in {cfg.out / 'data'} and each learner's last "
                               "checkpoint; run the same command to continue") from None
         finally:
             runner.close(terminate=not ok)
     return out
+
+
+def _quiet(group: list[Job]) -> list[Job]:
+    """The jobs with progress bars off (their workers print plain lines instead)."""
+    def quiet(arg: Any) -> Any:
+        if isinstance(arg, DemoConfig | EvalConfig):
+            return replace(arg, progress=False)
+        return arg
+    return [(name, partial(job.func, *map(quiet, job.args))) for name, job in group]
 
 
 def train_learner(cfg: DemoConfig, algo: str, data_dir: Path, run_dir: Path, steps: int,
