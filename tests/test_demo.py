@@ -36,3 +36,23 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert all(c.get("reused") for c in again["collect"])
+
+
+def test_the_groups_run_side_by_side_in_workers_with_their_progress_off(tmp_path):
+    """The non-quick path: each group in its own spawned one-thread worker, its jobs in turn,
+    every DemoConfig/EvalConfig argument passed with its progress bar off."""
+    from functools import partial
+
+    import torch
+
+    from scaledql.evaluate import EvalConfig
+    from scaledql.experiments.demo_pipeline import DemoConfig, _run_groups
+
+    cfg = DemoConfig(out=tmp_path, device="cpu")
+    assert cfg.progress
+    groups = [[("cfg", partial(getattr, cfg, "progress")), ("threads", torch.get_num_threads)],
+              [("eval", partial(getattr, EvalConfig(progress=True), "progress")),
+               ("other", partial(max, 2, 7))]]
+    out = _run_groups(cfg, groups)
+    assert {k: v[0] for k, v in out.items()} == {"cfg": False, "threads": 1, "eval": False,
+                                                 "other": 7}

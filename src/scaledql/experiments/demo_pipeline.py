@@ -187,7 +187,7 @@ def _run_groups(cfg: DemoConfig, groups: list[list[Job]]) -> dict[str, tuple[Any
     with stop_signals():
         try:
             for i, group in enumerate(groups):
-                runner.submit((i,), _group_task, (_quiet(group),))
+                runner.submit((i,), _group_task, _quiet(group))
             for _ in groups:
                 kind, _, result = runner.next_event()
                 if kind == "error":
@@ -203,12 +203,11 @@ def _run_groups(cfg: DemoConfig, groups: list[list[Job]]) -> dict[str, tuple[Any
 
 
 def _quiet(group: list[Job]) -> list[Job]:
-    """The jobs with progress bars off (their workers print plain lines instead)."""
+    """The jobs with their progress bars off (their workers print plain lines instead)."""
     def quiet(arg: Any) -> Any:
-        if isinstance(arg, DemoConfig | EvalConfig):
-            return replace(arg, progress=False)
-        return arg
-    return [(name, partial(job.func, *map(quiet, job.args))) for name, job in group]
+        return replace(arg, progress=False) if isinstance(arg, DemoConfig | EvalConfig) else arg
+    return [(name, partial(job.func, *map(quiet, job.args), **job.keywords)
+             if isinstance(job, partial) else job) for name, job in group]
 
 
 def train_learner(cfg: DemoConfig, algo: str, data_dir: Path, run_dir: Path, steps: int,
