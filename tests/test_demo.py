@@ -56,3 +56,27 @@ def test_the_groups_run_side_by_side_in_workers_with_their_progress_off(tmp_path
     out = _run_groups(cfg, groups)
     assert {k: v[0] for k, v in out.items()} == {"cfg": False, "threads": 1, "eval": False,
                                                  "other": 7}
+
+
+@pytest.mark.parametrize("size", ["default", "full"])
+def test_both_demo_sizes_keep_the_budgets_in_passes(tmp_path, size):
+    """10.2 passes for Scaled QL and BC, 2.56 for DT, ε at 0.05 halfway through collection,
+    and every one of the 8 collecting environments ends a freeway episode (2,501 steps)."""
+    from scaledql.experiments.demo_pipeline import DemoConfig
+
+    cfg = DemoConfig(out=tmp_path) if size == "default" else DemoConfig.full_config(tmp_path)
+    assert cfg.full == (size == "full")
+    transitions = 5 * cfg.collect_steps
+    assert cfg.train_steps * 128 / transitions == pytest.approx(10.24)
+    assert cfg.baselines["bc"] == cfg.train_steps
+    assert cfg.baselines["dt"] * 128 / transitions == pytest.approx(2.56)
+    assert cfg.schedule.epsilon_decay_steps * 2 == cfg.collect_steps
+    assert cfg.collect_steps // 8 >= 2_501
+    assert cfg.train_steps % cfg.eval_every == 0
+
+
+def test_demo_sizes_are_one_flag(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", "--quick", "--full"])
+    assert stop.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

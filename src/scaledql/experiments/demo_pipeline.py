@@ -45,6 +45,7 @@ class DemoConfig:
     out: Path = Path("runs/demo")
     seed: int = 0
     quick: bool = False
+    full: bool = False  # the earlier demo's size (``full_config``), named in the report
     # Per game an online DQN's first 21k steps, ε reaching 0.05 halfway (``schedule``); 8
     # environments × 2,625 steps, so that even freeway (2,501-step episodes) ends 8 episodes, the
     # behaviour score's rows. Sized for 20 minutes on a 2-core CPU without native bf16
@@ -57,7 +58,9 @@ class DemoConfig:
     # report states steps and passes next to each score). BC gets Scaled QL's passes, DT 2.56
     # (its tuned budget).
     baselines: dict[str, int] = field(default_factory=lambda: {"dt": 2_100, "bc": 8_400})
-    eval_every: int = 4_200  # two evaluations: an early policy can play long episodes (seaquest: 3,800 steps each at 2,800)
+    # two evaluations: an early policy can play long episodes (seaquest: 3,800 steps each at
+    # step 2,800, 1:50 of an evaluation on a float32 CPU)
+    eval_every: int = 4_200
     collect_jobs: int = 2  # games collected side by side (one torch thread each)
     eval_episodes: int = 30
     max_episode_steps: int | None = None  # None: the suite's cap
@@ -73,7 +76,7 @@ class DemoConfig:
         """The demo before issue 37, at 2.4× the data: 50k transitions a game (ε reaching 0.05
         at 25k), 20k Scaled QL and BC steps (10.2 passes), DT 5k. 9.2 min on a Zen 5 with
         native bf16, 37 on an AVX2 CPU without it."""
-        return cls(out=out, seed=seed, collect_steps=50_000, train_steps=20_000,
+        return cls(out=out, seed=seed, full=True, collect_steps=50_000, train_steps=20_000,
                    baselines={"dt": 5_000, "bc": 20_000}, eval_every=5_000, device=device,
                    progress=progress, schedule=OnlineSchedule(epsilon_decay_steps=25_000))
 

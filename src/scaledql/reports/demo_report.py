@@ -242,6 +242,7 @@ def _markdown(out: Path, summary: dict, params: dict, aggregates: dict[str, dict
         "",
         "Reproduce: `./run scaledql demo"
         + (" --quick" if summary["quick"] else "")
+        + (" --full" if summary["config"].get("full") else "")
         + f" --seed {summary['seed']} --out {out}` (data already in `{out}/data` is reused).",
         "",
         "## Aggregate normalized score",
