@@ -444,6 +444,8 @@ CASES += [
          r"--seed must be >= 0"),
     case("demo-out-a-file", ["demo", "--quick", "--out", "{tmp}/f"], r"not a directory",
          lambda c: write(c.tmp / "f", "x")),
+    case("demo-two-sizes", ["demo", "--quick", "--full", "--out", "{tmp}/d"],
+         r"--full: not allowed with argument --quick"),
     case("suites-unknown", ["suites", "--suite", "nosuch"], r"invalid choice"),
     case("no-such-command", ["frobnicate"], r"invalid choice"),
     case("data-no-action", ["data", "info"], r"arguments are required: dir"),
