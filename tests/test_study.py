@@ -15,7 +15,7 @@ import pytest
 from scaledql.cli import main
 from scaledql.errors import UserError
 from scaledql.experiments.claims import MethodScores, judge, ordering_chance, pair_verdict
-from scaledql.experiments.study import load_study
+from scaledql.experiments.study import DONE, load_study
 from scaledql.stats import probability_of_improvement
 
 
@@ -543,18 +543,79 @@ def test_study_help_names_every_packaged_study(capsys):
     assert "tuning" in names and f"a packaged study name ({', '.join(names)})" in text
 
 
-def test_a_study_notes_when_this_machine_would_train_in_another_precision(tmp_path):
-    """Claims v3's finished runs are bf16; a CPU without native bf16 trains float32, so a job
-    run there mixes precisions inside its arm: the study says so before running anything."""
+def _run_trained_in(run: Path, precision: str, bf16=None) -> None:
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"learner": {"bf16": bf16}}))
+    (run / "machines.json").write_text(json.dumps([{"cpu": "x", "precision": precision}]))
+
+
+def test_a_machine_leaves_a_precision_group_to_machines_that_train_in_its_precision(tmp_path):
+    """Claims v3's offline arms trained in bf16: a CPU that would train them in float32 leaves
+    the rest of their group (and nothing else) for one that trains bf16; its C5/C6 arms are
+    pinned to float32 (their runs do not count), so they run anywhere."""
     from scaledql.experiments.archive import restore_jobs
-    from scaledql.experiments.lifecycle import local_precision
-    from scaledql.experiments.results import precision_note
+    from scaledql.experiments.precision import held_back, held_back_note, local_precision
 
     study = load_study("claims", "cpu", tmp_path / "runs")
     results = Path(__file__).resolve().parents[1] / "results" / "claims-minatar-cpu"
     assert restore_jobs(study, results)
-    note = precision_note(study, "float32")
-    assert note is not None and "train in float32" in note and " in bf16" in note
-    assert precision_note(study, "bf16") is None
+    held, groups = held_back(study, "float32")
+    ids = {j.id for j in held}
+    assert groups == {"offline": {"bf16"}}
+    assert {"cap-nature-w05/seed_3", "c7-mse/seed_0", "bc-sub/seed_2"} <= ids
+    assert all(j.group == "offline" for j in held) and not any(j.id.startswith(
+        ("data", "pretrain", "finetune", "sql-sub")) for j in held)
+    note = held_back_note(held, groups, "float32")
+    assert note is not None and "train in float32" in note and "'offline' in bf16" in note
+    assert held_back(study, "bf16")[0] == [] and held_back_note([], {}, "bf16") is None
+    transfer = [j for j in study.jobs if j.group == "transfer"]
+    assert len(transfer) == 10 and all(
+        "--no-bf16" in j.argv or "learner.bf16=false" in j.argv for j in transfer)
     assert local_precision() in ("bf16", "float32")
-    assert precision_note(load_study("claims", "cpu", tmp_path / "empty"), "float32") is None
+    assert held_back(load_study("claims", "cpu", tmp_path / "empty"), "float32")[0] == []
+
+
+def test_jobs_waiting_on_a_held_job_are_held_and_pinned_runs_do_not_count(tmp_path):
+    from scaledql.experiments.precision import held_back, run_precisions
+
+    path = _write(tmp_path, """
+        name = "p"
+        budgets = ["b"]
+        [[job]]
+        id = "a"
+        group = "g"
+        seeds = [0, 1]
+        argv = ["train", "--out", "{out}"]
+        [[job]]
+        id = "after-a"
+        after = ["a"]
+        argv = ["train", "--out", "{out}"]
+        [[job]]
+        id = "free"
+        argv = ["train", "--out", "{out}"]
+        [[job]]
+        id = "pinned"
+        group = "h"
+        argv = ["train", "--out", "{out}", "--no-bf16"]
+        """)
+    study = load_study(str(path), None, tmp_path / "r")
+    assert held_back(study, "float32")[0] == []
+    _run_trained_in(tmp_path / "r" / "pinned", "float32", bf16=False)
+    assert run_precisions(tmp_path / "r" / "pinned") == set()
+    assert held_back(study, "bf16")[0] == []  # a pinned run trains alike everywhere
+    _run_trained_in(tmp_path / "r" / "a" / "seed_0", "bf16")  # cut off: it waits too
+    held, groups = held_back(study, "float32")
+    assert [j.id for j in held] == ["a/seed_0", "a/seed_1", "after-a"] and groups == {"g": {"bf16"}}
+    (tmp_path / "r" / "a" / "seed_0" / DONE).write_text("{}")  # finished
+    assert [j.id for j in held_back(study, "float32")[0]] == ["a/seed_1", "after-a"]
+    assert held_back(study, "bf16")[0] == []
+    bad = _write(tmp_path, """
+        name = "p"
+        budgets = ["b"]
+        [[job]]
+        id = "a"
+        group = 3
+        argv = ["train"]
+        """)
+    with pytest.raises(UserError, match="group must be a non-empty string"):
+        load_study(str(bad), None, tmp_path / "r")

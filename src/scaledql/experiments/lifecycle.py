@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,8 @@ from scaledql.experiments.archive import (
     archive_unfinished,
     restore_jobs,
 )
-from scaledql.experiments.results import (
-    default_results,
-    dropped_methods,
-    precision_note,
-    write_results,
-)
+from scaledql.experiments.precision import held_back, held_back_note, local_precision
+from scaledql.experiments.results import default_results, dropped_methods, write_results
 from scaledql.experiments.study import (
     STUDIES_DIR,
     Job,
@@ -105,10 +101,13 @@ def results_folder(study: Study, results: Path | None) -> Path:
 
 def job_states(study: Study, results: Path) -> list[tuple[str, Job]]:
     """Each job with its state: "done" (its run finished here), "kept" / "part" (archived
-    finished / cut off in ``results``), or "to do"."""
+    finished / cut off in ``results``), "wait" (left for a machine that trains in its group's
+    precision: ``precision.held_back``), or "to do"."""
+    held = {j.id for j in held_back(study, local_precision())[0]}
     return [("done" if job_done(job) else
              "kept" if archive_path(results, job.id).is_file() else
-             "part" if archive_path(results, job.id, partial=True).is_file() else "to do", job)
+             "part" if archive_path(results, job.id, partial=True).is_file() else
+             "wait" if job.id in held else "to do", job)
             for job in study.jobs]
 
 
@@ -118,15 +117,6 @@ def default_jobs() -> int:
     import torch
 
     return 1 if torch.cuda.is_available() or (os.cpu_count() or 1) < 2 else 2
-
-
-def local_precision() -> str:
-    """What a learner with the default ``bf16=None`` trains in on this machine's default
-    device: "bf16" or "float32" (``agents.base.resolve_bf16``, as the learners resolve it)."""
-    from scaledql.agents.base import resolve_bf16
-    from scaledql.device import pick_device
-
-    return "bf16" if resolve_bf16(None, pick_device()) else "float32"
 
 
 def run_and_report(study: Study, results: Path, name: str, *, jobs: int | None = None,
@@ -149,7 +139,9 @@ def run_and_report(study: Study, results: Path, name: str, *, jobs: int | None =
         echo(f"[study] {len(restored) - cut} finished job(s) restored from {results / ARCHIVE}"
              + (f", and {cut} cut-off one(s) that continue from their checkpoints" if cut else ""))
     if not report_only:
-        note = precision_note(study, local_precision())
+        here = local_precision()
+        held, groups = held_back(study, here)
+        note = held_back_note(held, groups, here)
         if note:
             echo(note)
 
@@ -158,7 +150,9 @@ def run_and_report(study: Study, results: Path, name: str, *, jobs: int | None =
             archive_job(study, job, results)
             archive_log(study, results)
 
-        outcome = run_study(study, jobs, on_finish=on_finish)
+        left = {j.id for j in held}
+        outcome = run_study(replace(study, jobs=[j for j in study.jobs if j.id not in left]),
+                            jobs, on_finish=on_finish)
         if outcome["stopped"]:  # the commands and finished runs so far still go to results
             write_results(study, results, machine, claims=False)
             archive_log(study, results)

@@ -244,24 +244,6 @@ def run_machines(runs) -> list[dict[str, Any]]:
             for (m, p), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
-def precision_note(study: Study, here: str) -> str | None:
-    """A line when this machine's learners would train in another precision (``here``: "bf16"
-    or "float32") than some of the study's finished runs did: a job run here would mix
-    precisions inside its arm, or inside one run if it resumes elsewhere; else None."""
-    from collections import Counter
-
-    trained: Counter[str] = Counter()
-    for t in run_machines(run for _, run in _run_folders(study)):
-        if t["precision"] not in (here, "?"):
-            trained[t["precision"]] += t["runs"]
-    if not trained:
-        return None
-    others = ", ".join(f"{n} in {p}" for p, n in trained.most_common())
-    return (f"[study] note: the learners here train in {here}, the study's finished runs "
-            f"({others}) did not: an arm run here mixes precisions (the report's 'Runs trained "
-            "on' line shows each); docs/studies.md, 'Machines and precision'")
-
-
 def _machines_line(report: dict[str, Any]) -> str:
     trained = report.get("run_machines") or []
     if not trained:

@@ -9,7 +9,9 @@ A study is a TOML file (packaged ones: ``configs/studies/<name>.toml``) of
   var or ``{runs}``, ``{out}`` (this job's folder ``{runs}/{id}``, per seed
   ``{runs}/{id}/seed_{seed}``), ``{seed}``, ``{budget}``), optional ``seeds`` (the job runs once
   per seed), ``after`` (ids that must finish first), ``resume`` (``"train"``: a killed run
-  continues with ``train --out OUT --resume``; ``"rerun"``: the same command continues it);
+  continues with ``train --out OUT --resume``; ``"rerun"``: the same command continues it),
+  ``group`` (a precision group: the learners of its jobs' runs train in one precision, so a
+  machine that would train them in another leaves them for one that does; ``lifecycle``);
 - ``[[method]]`` and ``[[claim]]``: what the report compares (``experiments/claims.py``).
 
 Any ``[[job]]``, ``[[method]]`` or ``[[claim]]`` may say ``budgets = [...]``: it exists only in
@@ -57,6 +59,7 @@ class Job:
     out: Path
     after: list[str] = field(default_factory=list)  # job ids (any seed of them)
     resume: str = "rerun"
+    group: str | None = None  # precision group (``lifecycle.held_back``); None: any machine
 
     @property
     def command(self) -> str:
@@ -174,7 +177,7 @@ def load_study(name: str, budget: str | None = None, runs: Path | None = None) -
     ids: set[str] = set()
     for i, table in enumerate(raw.get("job") or []):
         jwhere = f"{where} [[job]] #{i + 1}"
-        _check_keys(table, {"id", "argv", "seeds", "after", "resume", "budgets"}, jwhere)
+        _check_keys(table, {"id", "argv", "seeds", "after", "resume", "budgets", "group"}, jwhere)
         if not _in_budget(table, budget, budgets, jwhere):
             continue
         job_id = table.get("id")
@@ -201,12 +204,15 @@ def load_study(name: str, budget: str | None = None, runs: Path | None = None) -
         resume = table.get("resume", "rerun")
         if resume not in ("rerun", "train"):
             raise UserError(f"{jwhere} ({job_id}): resume must be 'rerun' or 'train'")
+        group = table.get("group")
+        if group is not None and not (isinstance(group, str) and group):
+            raise UserError(f"{jwhere} ({job_id}): group must be a non-empty string")
         for seed in (seeds if seeds is not None else [None]):
             out = runs / job_id if seed is None else runs / job_id / f"seed_{seed}"
             fields = {**values, "out": out.as_posix(), "seed": "" if seed is None else seed}
             jobs.append(Job(job_id if seed is None else f"{job_id}/seed_{seed}",
                             _fill_argv(argv, fields, f"{jwhere} ({job_id}) argv"),
-                            out, after, resume))
+                            out, after, resume, group))
     methods = [{k: _resolve(v, budget, budgets, f"{where} [[method]]") for k, v in m.items()
                 if k != "budgets"}
                for m in raw.get("method") or [] if _in_budget(m, budget, budgets, where)]
