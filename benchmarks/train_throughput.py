@@ -185,11 +185,18 @@ def main() -> None:
     parser.add_argument("--value-targets", default="",
                         help="comma-separated value targets timed in turn on (a) and (b), e.g. "
                              "c51,hl-gauss,two-hot,mse (C51 is always among them)")
+    parser.add_argument("--emulate-bf16", action="store_true",
+                        help="let the bf16 variants run where bf16 is not native (emulated): "
+                             "measures why the learners refuse it there")
     parser.add_argument("--d3rlpy-python", type=Path, default=D3RLPY_PYTHON)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.emulate_bf16:
+        import scaledql.agents.base as agents_base
+
+        agents_base.bf16_supported = lambda device: True  # what resolve_bf16 asks
     if not args.skip_d3rlpy and not args.d3rlpy_python.exists():
         raise SystemExit(f"{args.d3rlpy_python} not found: create the d3rlpy venv (see --help "
                          "or benchmarks/README.md) or pass --skip-d3rlpy")
