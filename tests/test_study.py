@@ -619,3 +619,49 @@ def test_jobs_waiting_on_a_held_job_are_held_and_pinned_runs_do_not_count(tmp_pa
         """)
     with pytest.raises(UserError, match="group must be a non-empty string"):
         load_study(str(bad), None, tmp_path / "r")
+
+
+def test_a_cut_off_job_of_several_runs_is_archived_with_the_resume_state_of_its_unfinished_ones(
+        tmp_path):
+    """A `finetune` job (its own command continues it: finished runs skipped, the cut-off one
+    resumed) is packed partial when a stop cuts it off: each unfinished run's checkpoint and
+    replay go in, a finished run's do not; its final archive keeps none."""
+    import tarfile
+
+    from scaledql.experiments.archive import archive_job, archive_path, archive_unfinished
+
+    path = _write(tmp_path, """
+        name = "ft"
+        budgets = ["b"]
+        [[job]]
+        id = "ft"
+        argv = ["finetune", "offline", "--out", "{out}"]
+        """)
+    study = load_study(str(path), None, tmp_path / "runs")
+    results = tmp_path / "results"
+    job = study.jobs[0]
+    for arm, last in (("done", 10), ("cut", 4)):
+        run = job.out / arm / "seed_0"
+        (run / "eval").mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"steps": 10}))
+        for step in sorted({0, last}):
+            (run / "eval" / f"step_{step:08d}.json").write_text("{}")
+            with open(run / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"kind": "eval", "step": step}) + "\n")
+        (run / "checkpoint.pt").write_bytes(b"x" * 100)
+        (run / f"replay-{last:09d}.npz").write_bytes(b"y" * 100)
+    assert archive_unfinished(study, results) == ["ft"]
+    with tarfile.open(archive_path(results, "ft", partial=True)) as tar:
+        names = set(tar.getnames())
+    assert {"cut/seed_0/checkpoint.pt", "cut/seed_0/replay-000000004.npz",
+            "done/seed_0/eval/step_00000010.json", "done/seed_0/metrics.jsonl"} <= names
+    assert not {"done/seed_0/checkpoint.pt", "done/seed_0/replay-000000010.npz"} & names
+
+    with open(job.out / "cut" / "seed_0" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "eval", "step": 10}) + "\n")
+    (job.out / DONE).write_text("{}")
+    assert archive_unfinished(study, results) == []
+    target = archive_job(study, job, results)
+    assert target is not None and not archive_path(results, "ft", partial=True).exists()
+    with tarfile.open(target) as tar:
+        assert not [n for n in tar.getnames() if n.endswith((".pt", ".npz"))]

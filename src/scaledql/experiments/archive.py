@@ -12,12 +12,15 @@ checkpoint, since its dependants load it. Jobs with no run folder (data collecti
 archived: they run again, and a collection rebuilds its games from their action logs
 (``collect --log-dir``).
 
-A training job that a stopped study cut off (``resume = "train"``, SIGTERM saved its checkpoint)
-is packed too, checkpoint and all, as ``RESULTS/archive/<job>.partial.tar.gz``: a job longer
-than what is left of a session would otherwise start again on every fresh clone. On the next
-start it is unpacked unfinished and continues with ``train --resume``; when it finishes, its
-final archive replaces the partial one. A partial archive costs the checkpoint's size (the
-networks, the target network and Adam's moments: ~10 MB for the MinAtar preset).
+A job that a stopped study cut off (SIGTERM saved its checkpoints) is packed too, as
+``RESULTS/archive/<job>.partial.tar.gz``, with the resume state (checkpoint, an online run's
+replay) of each of its runs that has not finished: a job longer than what is left of a session
+would otherwise start again on every fresh clone. That is a training job (``resume =
+"train"``) and a job of several runs that its own command continues (``finetune``: finished
+runs skipped, the cut-off one resumed). On the next start it is unpacked unfinished and
+continues; when it finishes, its final archive replaces the partial one. A partial archive
+costs the resume state's size (the networks, the target network and Adam's moments: ~10 MB
+for the MinAtar preset, per unfinished run). Finished runs never keep theirs.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 
 from scaledql.atomic_files import atomic_output
 from scaledql.experiments.study import DONE, Job, Study, _base
-from scaledql.run_folder import CONFIG, METRICS_CSV, TENSORBOARD, checkpoint_file
+from scaledql.run_folder import CONFIG, METRICS_CSV, REPLAY_GLOB, TENSORBOARD, Run
 
 ARCHIVE = "archive"
 _DROPPED = {METRICS_CSV, TENSORBOARD}  # copies of the metrics log
@@ -44,20 +47,35 @@ def _is_run_job(out: Path) -> bool:
     return out.is_dir() and any(out.rglob(CONFIG))
 
 
-def _kept(path: Path, keep_checkpoints: bool) -> bool:
-    if path.name in _DROPPED or (path.suffix == ".pt" and not keep_checkpoints):
+def _is_resume_state(path: Path) -> bool:
+    """A checkpoint (``checkpoint.pt``, kept history) or an online run's replay."""
+    return path.suffix == ".pt" or path.match(REPLAY_GLOB)
+
+
+def _kept(path: Path) -> bool:
+    if path.name in _DROPPED:
         return False
     return not (path.name.startswith(".") and path.name != DONE) and ".tmp" not in path.name
 
 
+def _unfinished_runs(folder: Path) -> set[Path]:
+    """The run folders below ``folder`` (itself included) that have not finished."""
+    return {c.parent for c in folder.rglob(CONFIG) if not Run(c.parent).finished}
+
+
 def _pack(folder: Path, keep_checkpoints: bool, target: Path) -> None:
     """Write ``folder``'s kept files to ``target`` (gzip tar, atomic; no times or owners, so the
-    same files give the same bytes)."""
+    same files give the same bytes). Resume state is kept where ``keep_checkpoints`` (a
+    job others start from) or in a run that has not finished."""
+    unfinished = _unfinished_runs(folder)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as tar:
         for path in sorted(folder.rglob("*")):
             rel = path.relative_to(folder)
-            if path.is_file() and all(_kept(Path(*rel.parts[:i + 1]), keep_checkpoints)
+            if _is_resume_state(path) and not (
+                    keep_checkpoints or unfinished.intersection(path.parents)):
+                continue
+            if path.is_file() and all(_kept(Path(*rel.parts[:i + 1]))
                                       for i in range(len(rel.parts))):
                 info = tar.gettarinfo(str(path), rel.as_posix())
                 info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
@@ -80,13 +98,16 @@ def archive_job(study: Study, job: Job, results: Path) -> Path | None:
 
 
 def archive_unfinished(study: Study, results: Path) -> list[str]:
-    """Pack every unfinished training job that has a checkpoint (a stopped study's cut-off
-    jobs) as a partial archive; returns their ids."""
+    """Pack every unfinished job that has runs to continue from (a stopped study's cut-off
+    jobs: a checkpoint, or finished runs of a job of several) as a partial archive; returns
+    their ids."""
     packed = []
     for job in study.jobs:
-        if job.resume == "train" and not (job.out / DONE).is_file() \
-                and checkpoint_file(job.out).is_file():
-            _pack(job.out, True, archive_path(results, job.id, partial=True))
+        if (job.out / DONE).is_file() or not _is_run_job(job.out):
+            continue
+        if any(job.out.rglob("*.pt")) or (job.resume == "rerun" and any(
+                Run(c.parent).finished for c in job.out.rglob(CONFIG))):
+            _pack(job.out, False, archive_path(results, job.id, partial=True))
             packed.append(job.id)
     return packed
 
