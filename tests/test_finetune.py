@@ -144,6 +144,14 @@ def test_offline_arms_transfer_freeze_and_report(setup, tmp_path, capsys):
     capsys.readouterr()
     run_offline(cfg)
     assert capsys.readouterr().err.count("finished, skipped") == 5
+    # ... also as a study's archive restores them: finished runs without their checkpoints
+    for run in runs.values():
+        (run / "checkpoint.pt").unlink()
+    rows_before = (runs["scratch"] / "metrics.jsonl").read_text()
+    run_offline(cfg)
+    assert capsys.readouterr().err.count("finished, skipped") == 5
+    assert (runs["scratch"] / "metrics.jsonl").read_text() == rows_before
+    assert not any(run.joinpath("checkpoint.pt").exists() for run in runs.values())
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -219,6 +227,13 @@ def test_online_resumes_after_a_kill_with_the_encoder_frozen(setup, tmp_path, mo
     capsys.readouterr()
     run_online_finetune(cfg)
     assert "resumed" not in capsys.readouterr().err
+    # ... also without its checkpoint and replay, as a study's archive restores a finished run
+    (run / "checkpoint.pt").unlink()
+    (run / "replay-000000048.npz").unlink()
+    logged = (run / "metrics.jsonl").read_text()
+    run_online_finetune(cfg)
+    assert "resumed" not in capsys.readouterr().err
+    assert (run / "metrics.jsonl").read_text() == logged and not (run / "checkpoint.pt").exists()
 
 
 def test_online_sigterm_saves_and_the_run_continues(setup, tmp_path, monkeypatch):

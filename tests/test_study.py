@@ -471,7 +471,7 @@ def test_a_cut_off_training_job_continues_from_its_archive_on_a_fresh_clone(tmp_
     shutil.rmtree(runs)  # a fresh clone: only the committed results remain
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "1 cut-off one(s) that continue from their checkpoints" in done.stderr
+    assert "1 cut-off one(s) that continue where they stopped" in done.stderr
     assert "--resume" in (runs / "logs" / "t.log").read_text()
     assert load_checkpoint(runs / "t")["step"] == steps
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
@@ -568,6 +568,8 @@ def test_a_machine_leaves_a_precision_group_to_machines_that_train_in_its_precis
     note = held_back_note(held, groups, "float32")
     assert note is not None and "train in float32" in note and "'offline' in bf16" in note
     assert held_back(study, "bf16")[0] == [] and held_back_note([], {}, "bf16") is None
+    fresh = load_study("claims", "cpu", tmp_path / "fresh")  # a clone: only the archive
+    assert {j.id for j in held_back(fresh, "float32", results)[0]} == ids
     transfer = [j for j in study.jobs if j.group == "transfer"]
     assert len(transfer) == 10 and all(
         "--no-bf16" in j.argv or "learner.bf16=false" in j.argv for j in transfer)
@@ -576,7 +578,7 @@ def test_a_machine_leaves_a_precision_group_to_machines_that_train_in_its_precis
 
 
 def test_jobs_waiting_on_a_held_job_are_held_and_pinned_runs_do_not_count(tmp_path):
-    from scaledql.experiments.precision import held_back, run_precisions
+    from scaledql.experiments.precision import held_back, mixed_note, run_precisions
 
     path = _write(tmp_path, """
         name = "p"
@@ -608,6 +610,12 @@ def test_jobs_waiting_on_a_held_job_are_held_and_pinned_runs_do_not_count(tmp_pa
     assert [j.id for j in held] == ["a/seed_0", "a/seed_1", "after-a"] and groups == {"g": {"bf16"}}
     (tmp_path / "r" / "a" / "seed_0" / DONE).write_text("{}")  # finished
     assert [j.id for j in held_back(study, "float32")[0]] == ["a/seed_1", "after-a"]
+    # --bf16 counts (where bf16 is not native it trains float32); a group with both is not held
+    _run_trained_in(tmp_path / "r" / "a" / "seed_1", "float32", bf16=True)
+    assert run_precisions(tmp_path / "r" / "a" / "seed_1") == {"float32"}
+    assert held_back(study, "float32")[0] == [] and held_back(study, "bf16")[0] == []
+    note = mixed_note(study)
+    assert note is not None and "'g' already trained in both" in note
     assert held_back(study, "bf16")[0] == []
     bad = _write(tmp_path, """
         name = "p"

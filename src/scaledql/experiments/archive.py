@@ -20,17 +20,21 @@ would otherwise start again on every fresh clone. That is a training job (``resu
 runs skipped, the cut-off one resumed). On the next start it is unpacked unfinished and
 continues; when it finishes, its final archive replaces the partial one. A partial archive
 costs the resume state's size (the networks, the target network and Adam's moments: ~10 MB
-for the MinAtar preset, per unfinished run). Finished runs never keep theirs.
+for the MinAtar preset, per unfinished run). Other finished runs keep none: the finetune
+commands skip a run whose final evaluation is logged.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from scaledql.atomic_files import atomic_output
+from scaledql.errors import UserError
 from scaledql.experiments.study import DONE, Job, Study, _base
 from scaledql.run_folder import CONFIG, METRICS_CSV, REPLAY_GLOB, TENSORBOARD, Run
 
@@ -58,9 +62,16 @@ def _kept(path: Path) -> bool:
     return not (path.name.startswith(".") and path.name != DONE) and ".tmp" not in path.name
 
 
+def _finished(run: Path) -> bool:
+    try:
+        return Run(run).finished
+    except UserError:  # a torn metrics log: keep what would continue it
+        return False
+
+
 def _unfinished_runs(folder: Path) -> set[Path]:
     """The run folders below ``folder`` (itself included) that have not finished."""
-    return {c.parent for c in folder.rglob(CONFIG) if not Run(c.parent).finished}
+    return {c.parent for c in folder.rglob(CONFIG) if not _finished(c.parent)}
 
 
 def _pack(folder: Path, keep_checkpoints: bool, target: Path) -> None:
@@ -106,8 +117,10 @@ def archive_unfinished(study: Study, results: Path) -> list[str]:
         if (job.out / DONE).is_file() or not _is_run_job(job.out):
             continue
         if any(job.out.rglob("*.pt")) or (job.resume == "rerun" and any(
-                Run(c.parent).finished for c in job.out.rglob(CONFIG))):
-            _pack(job.out, False, archive_path(results, job.id, partial=True))
+                _finished(c.parent) for c in job.out.rglob(CONFIG))):
+            # a training job continues with `train --resume`, which needs its checkpoint even
+            # when the stop came between its final evaluation and its exit
+            _pack(job.out, job.resume == "train", archive_path(results, job.id, partial=True))
             packed.append(job.id)
     return packed
 
@@ -118,6 +131,28 @@ def archive_log(study: Study, results: Path) -> None:
     if log.is_file():
         with atomic_output(Path(results) / ARCHIVE / "study.jsonl") as tmp:
             shutil.copyfile(log, tmp)
+
+
+def archived_json(results: Path, job_id: str, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The JSON files ``names`` of each run folder in a job's archive (the final one, else the
+    partial one), read without unpacking: ``{run folder inside the archive: {name: value}}``;
+    {} when there is no archive or it cannot be read."""
+    final, partial = archive_path(results, job_id), archive_path(results, job_id, partial=True)
+    source = final if final.is_file() else partial
+    found: dict[str, dict[str, Any]] = {}
+    if not source.is_file():
+        return found
+    try:
+        with tarfile.open(source, "r:gz") as tar:
+            for member in tar.getmembers():
+                rel = PurePosixPath(member.name)
+                if rel.name in names and member.isfile():
+                    data = tar.extractfile(member)
+                    if data is not None:
+                        found.setdefault(str(rel.parent), {})[rel.name] = json.loads(data.read())
+    except (tarfile.TarError, OSError, EOFError, ValueError):
+        return {}
+    return found
 
 
 def restore_jobs(study: Study, results: Path) -> list[str]:
@@ -138,8 +173,6 @@ def restore_jobs(study: Study, results: Path) -> list[str]:
                 tar.extractall(work, filter="data")
         except (tarfile.TarError, OSError, EOFError) as exc:
             shutil.rmtree(work, ignore_errors=True)
-            from scaledql.errors import UserError
-
             raise UserError(f"{source}: not a readable run archive ({exc})") from None
         if source == final:
             (work / DONE).touch()

@@ -23,7 +23,12 @@ from scaledql.experiments.archive import (
     archive_unfinished,
     restore_jobs,
 )
-from scaledql.experiments.precision import held_back, held_back_note, local_precision
+from scaledql.experiments.precision import (
+    held_back,
+    held_back_note,
+    local_precision,
+    mixed_note,
+)
 from scaledql.experiments.results import default_results, dropped_methods, write_results
 from scaledql.experiments.study import (
     STUDIES_DIR,
@@ -103,7 +108,7 @@ def job_states(study: Study, results: Path) -> list[tuple[str, Job]]:
     """Each job with its state: "done" (its run finished here), "kept" / "part" (archived
     finished / cut off in ``results``), "wait" (left for a machine that trains in its group's
     precision: ``precision.held_back``), or "to do"."""
-    held = {j.id for j in held_back(study, local_precision())[0]}
+    held = {j.id for j in held_back(study, local_precision(), results)[0]}
     return [("done" if job_done(job) else
              "kept" if archive_path(results, job.id).is_file() else
              "part" if archive_path(results, job.id, partial=True).is_file() else
@@ -137,13 +142,13 @@ def run_and_report(study: Study, results: Path, name: str, *, jobs: int | None =
     if restored:
         cut = sum(not job_done(job) for job in study.jobs if job.id in restored)
         echo(f"[study] {len(restored) - cut} finished job(s) restored from {results / ARCHIVE}"
-             + (f", and {cut} cut-off one(s) that continue from their checkpoints" if cut else ""))
+             + (f", and {cut} cut-off one(s) that continue where they stopped" if cut else ""))
     if not report_only:
         here = local_precision()
         held, groups = held_back(study, here)
-        note = held_back_note(held, groups, here)
-        if note:
-            echo(note)
+        for note in (mixed_note(study), held_back_note(held, groups, here)):
+            if note:
+                echo(note)
 
         def on_finish(job: Job) -> None:
             write_results(study, results, machine, claims=False)
@@ -157,8 +162,8 @@ def run_and_report(study: Study, results: Path, name: str, *, jobs: int | None =
             write_results(study, results, machine, claims=False)
             archive_log(study, results)
             for job_id in archive_unfinished(study, results):
-                echo(f"[study] {job_id}: cut off, kept in {results / ARCHIVE} with its "
-                     "checkpoint")
+                echo(f"[study] {job_id}: cut off, kept in {results / ARCHIVE} with what "
+                     "continues it")
             raise UserError("study stopped by a signal; running jobs were recorded as "
                             "interrupted, and the same command continues them")
     if report_only:

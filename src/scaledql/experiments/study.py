@@ -11,7 +11,7 @@ A study is a TOML file (packaged ones: ``configs/studies/<name>.toml``) of
   per seed), ``after`` (ids that must finish first), ``resume`` (``"train"``: a killed run
   continues with ``train --out OUT --resume``; ``"rerun"``: the same command continues it),
   ``group`` (a precision group: the learners of its jobs' runs train in one precision, so a
-  machine that would train them in another leaves them for one that does; ``lifecycle``);
+  machine that would train them in another leaves them for one that does; ``precision``);
 - ``[[method]]`` and ``[[claim]]``: what the report compares (``experiments/claims.py``).
 
 Any ``[[job]]``, ``[[method]]`` or ``[[claim]]`` may say ``budgets = [...]``: it exists only in
@@ -59,7 +59,7 @@ class Job:
     out: Path
     after: list[str] = field(default_factory=list)  # job ids (any seed of them)
     resume: str = "rerun"
-    group: str | None = None  # precision group (``lifecycle.held_back``); None: any machine
+    group: str | None = None  # precision group (``precision.held_back``); None: any machine
 
     @property
     def command(self) -> str:

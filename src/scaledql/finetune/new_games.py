@@ -137,9 +137,11 @@ def run_configs(cfg: OfflineFinetune) -> tuple[list[tuple[str, str, int, RunConf
 
 
 def finished(rc: RunConfig) -> bool:
-    """The run reached its steps and logged its final evaluation."""
+    """The run reached its steps and logged its final evaluation. A finished run restored from
+    a study's archive has no checkpoint (archives keep none for finished runs): its logged
+    final evaluation alone says it finished."""
     run = Path(rc.out)
-    if not checkpoint_file(run).exists() or load_checkpoint(run)["step"] < rc.steps:
+    if checkpoint_file(run).exists() and load_checkpoint(run)["step"] < rc.steps:
         return False
     return finished_at(run, rc.steps)
 

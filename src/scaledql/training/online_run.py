@@ -83,8 +83,10 @@ def run_online_job(rc: OnlineRun, schedule_given: bool = False, progress: bool =
     session = OnlineSession(rc, schedule_given, progress)
     saved = session.resume_or_start(None, session.check_resume)
     start = int(saved["online"]["steps"]) if saved else 0
-    if saved and start >= rc.steps and finished_at(session.run, rc.steps):
-        return {"run": str(session.run), "skipped": True, "steps": start}
+    # A finished run restored from a study's archive has no checkpoint (archives keep none for
+    # finished runs): its logged final evaluation alone says it finished.
+    if (start >= rc.steps or saved is None) and finished_at(session.run, rc.steps):
+        return {"run": str(session.run), "skipped": True, "steps": max(start, rc.steps)}
     session.build(saved)
     session.start(asdict(rc), session.learner, session.learner.device, start)
     clock = WallClock(session.run)
