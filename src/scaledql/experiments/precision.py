@@ -18,7 +18,7 @@ from typing import Any
 
 from scaledql.errors import UserError
 from scaledql.experiments.archive import archive_path, archived_json
-from scaledql.experiments.study import Job, Study, job_done
+from scaledql.experiments.study import Job, Study, _base, job_done
 from scaledql.run_folder import CONFIG, MACHINES, read_config, read_machines
 
 PRECISIONS = ("bf16", "float32")
@@ -84,7 +84,7 @@ def held_back(study: Study, here: str, results: Path | None = None
 
     held = {j.id for j in study.jobs if j.group in other and not done(j)}
     while True:  # a job waiting on a held job cannot run here either
-        bases = {i.split("/seed_")[0] for i in held}
+        bases = {_base(i) for i in held}
         more = {j.id for j in study.jobs
                 if j.id not in held and not done(j) and set(j.after) & bases}
         if not more:
