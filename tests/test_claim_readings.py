@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import write_eval_run
+from scaledql.errors import UserError
 from scaledql.experiments.claims import MethodScores, episode_delta, judge, runs_scores
 from scaledql.reports.runs import read_run
 from scaledql.suites.scores import normalize
@@ -66,3 +67,56 @@ def test_datasets_and_auc_readings_have_no_episode_bootstrap():
     a = _scores("a", [[1.0, 2.0], [1.5, 2.5]])
     data = MethodScores("d", ["g"], np.array([[0.5]]))
     assert episode_delta(a, data) is None
+
+
+def _ft_run(root, arm, game, seed, evals):
+    """One fine-tuning run (one game) of a C5-like layout: ARM/GAME/seed_S."""
+    return write_eval_run(root / arm / game / f"seed_{seed}", seed=seed, steps=max(evals),
+                          evals={s: {game: list(r)} for s, r in evals.items()})
+
+
+def test_runs_of_one_game_each_pool_by_seed_and_a_claim_waits_for_its_games(tmp_path):
+    """C5's layout: one run per game and seed. While one game's runs are still landing, a
+    verdict on the others alone would read as the claim's; the claim names its games."""
+    curve = {0: [0.0], 10: [1.0], 20: [2.0]}
+    low = {0: [0.0], 10: [0.0], 20: [0.0]}
+    for seed in (0, 1, 2):
+        _ft_run(tmp_path, "a", "breakout", seed, {s: [r[0] + seed * 0.1] for s, r in curve.items()})
+        _ft_run(tmp_path, "b", "breakout", seed, low)
+    _ft_run(tmp_path, "a", "asterix", 0, curve)  # asterix: seed 0 only so far
+    _ft_run(tmp_path, "b", "asterix", 0, low)
+    a = runs_scores("a", sorted((tmp_path / "a").glob("*/seed_*")), "minatar")
+    b = runs_scores("b", sorted((tmp_path / "b").glob("*/seed_*")), "minatar")
+    assert a.games == ["breakout"] and a.seeds == [0, 1, 2]  # asterix lacks seeds 1, 2
+    claim = {"id": "c", "test": "above", "pairs": [["a", "b"]]}
+    assert judge(claim, {"a": a, "b": b})["verdict"] == "held"
+    waits = judge({**claim, "games": ["asterix", "breakout"]}, {"a": a, "b": b})
+    row = waits["pairs"][0]
+    assert waits["verdict"] == "incomplete (0 of 1 pairs judged)" and row["verdict"] == "partial"
+    assert row["note"].startswith("on breakout only, as it would read now: held; asterix")
+    for seed in (1, 2):  # asterix lands: judged on both games
+        _ft_run(tmp_path, "a", "asterix", seed, curve)
+        _ft_run(tmp_path, "b", "asterix", seed, low)
+    a = runs_scores("a", sorted((tmp_path / "a").glob("*/seed_*")), "minatar")
+    b = runs_scores("b", sorted((tmp_path / "b").glob("*/seed_*")), "minatar")
+    done = judge({**claim, "games": ["asterix", "breakout"]}, {"a": a, "b": b})
+    assert done["verdict"] == "held" and done["pairs"][0]["games"] == ["asterix", "breakout"]
+
+
+def test_an_area_needs_the_same_steps_and_two_evaluations(tmp_path):
+    full = {0: [0.0], 10: [2.0], 20: [2.0]}
+    one = _ft_run(tmp_path, "a", "breakout", 0, full)
+    gap = _ft_run(tmp_path, "a", "breakout", 1, {0: [0.0], 20: [2.0]})  # step 10 never logged
+    with pytest.raises(UserError, match=r"same steps.*3 steps .*2 steps"):
+        runs_scores("a", [one, gap], "minatar", reading="auc")
+    # a run with a single evaluation has no area: left out, not a crash
+    single = _ft_run(tmp_path, "s", "breakout", 0, {20: [2.0]})
+    with pytest.raises(UserError, match="none of its runs has finished"):
+        runs_scores("s", [single], "minatar", reading="auc")
+    assert runs_scores("a", [one, single], "minatar", reading="auc").seeds == [0]
+    # two methods whose curves span other steps are not compared as if they did not
+    late = _ft_run(tmp_path, "b", "breakout", 0, {10: [0.0], 20: [0.0]})
+    a = runs_scores("a", [one], "minatar", reading="auc")
+    b = runs_scores("b", [late], "minatar", reading="auc")
+    row = judge({"id": "c", "pairs": [["a", "b"]]}, {"a": a, "b": b})["pairs"][0]
+    assert row["verdict"] == "unclear" and "areas over other steps" in row["note"]

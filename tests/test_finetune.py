@@ -154,6 +154,43 @@ def test_offline_arms_transfer_freeze_and_report(setup, tmp_path, capsys):
     assert not any(run.joinpath("checkpoint.pt").exists() for run in runs.values())
 
 
+def test_offline_uniform_sample_is_counted_and_named(setup, tmp_path):
+    """The spec counted a uniform sample as the data's first episodes and did not name it."""
+    from dataclasses import replace
+
+    from scaledql.data.store.episodes import EpisodeSelection
+    from scaledql.experiments.claims import _data_of
+
+    out = tmp_path / "ft"
+    run = {"eval_episodes": 1, "device": "cpu", "sample_workers": 0, "data_sample": "uniform"}
+    cfg = OfflineFinetune(pretrained=setup["pretrained"], data=setup["data"], out=out,
+                          fraction=0.5, steps=2, arms=["scratch"], run_overrides=run,
+                          progress=False)
+    run_offline(cfg)
+    spec = json.loads((out / "finetune.json").read_text())
+    freeway = open_dataset(setup["data"], ["freeway"]).game("freeway")
+    kept = fraction_of(freeway, EpisodeSelection(0.5, "uniform"))
+    assert kept != fraction_of(freeway, 0.5)  # 22 transitions, the first episodes' 19
+    assert spec["sample"] == "uniform" and spec["kept"]["freeway"] == kept
+    report = (out / "report.md").read_text()
+    assert "episodes drawn uniformly over its run" in report
+    assert f"- freeway: {kept['transitions']} of 32 transitions (a uniform sample of 3 of 5 " \
+        "episodes)" in report
+    config = json.loads((out / "scratch" / "freeway" / "seed_0" / "config.json").read_text())
+    assert _data_of(config).endswith("(freeway), a uniform 50% sample")
+    # a spec written before specs named the sample still resumes, and is brought up to date
+    legacy = {k: v for k, v in spec.items() if k != "sample"}
+    (out / "finetune.json").write_text(json.dumps({**legacy, "kept": {"freeway": fraction_of(
+        freeway, 0.5)}}))
+    run_offline(cfg)
+    spec = json.loads((out / "finetune.json").read_text())
+    assert spec["sample"] == "uniform" and spec["kept"]["freeway"] == kept
+    # the other sample into the same folder is another experiment
+    first = replace(cfg, run_overrides={**run, "data_sample": "first"})
+    with pytest.raises(UserError, match="its sample is 'uniform', not 'first'"):
+        run_offline(first)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--from", "NOPE"], "--from NOPE: no such run"),
     (["--games", "breakout"], "breakout was in the pretraining of"),

@@ -243,3 +243,17 @@ def test_the_card_counts_channels_in_words():
 
     assert observation(1) == "| observation | uint8[4, 84, 84] (1 channel a frame) |"
     assert "(10 channels a frame)" in observation(10)
+
+
+def test_the_card_names_the_share_of_data_as_it_was_drawn():
+    """A run on a uniform 5% sample was carded as "the first 0.05 of each game's data"."""
+    from scaledql.export import checked_data
+    from scaledql.modelcard import _data
+
+    def where(**share) -> str:
+        return _data({"data": checked_data({"path": "d", **share}, "x")})[2]
+
+    assert where() == "Store `d`."
+    assert where(fraction=0.05) == "Store `d`; the first 5% of each game's data."
+    assert where(fraction=0.05, sample="uniform") == \
+        "Store `d`; a uniform 5% sample of each game's data."

@@ -87,6 +87,8 @@ def test_a_table_with_budgets_exists_only_in_them(tmp_path):
      "seeds must be a list of distinct non-negative integers"),
     (lambda s: s + '[[method]]\nname = "m"\nruns = "{runs}/a/seed_*"\n[[claim]]\nid = "c"\n'
                    'pairs = [["m", "mm"]]\n', "pairs name 'mm', not a"),
+    (lambda s: s + '[[method]]\nname = "m"\nruns = "{runs}/a/seed_*"\n[[claim]]\nid = "c"\n'
+                   'pairs = [["m", "m"]]\ngames = "breakout"\n', "games must be a list of game"),
     (lambda s: s + '[[method]]\nname = "m"\nbehaviour = "data/x"\nfraction = "x"\n',
      "fraction must be a number in"),
     (lambda s: s + '[[method]]\nname = "m"\n', "give either runs = GLOB or behaviour"),

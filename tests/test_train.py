@@ -65,6 +65,22 @@ def test_train_returns_its_final_evaluation(minatar_data, tmp_path):
         evaluation)
 
 
+def test_an_evaluation_comes_before_its_steps_checkpoint(minatar_data, tmp_path):
+    """A checkpoint written before the evaluation of its step let a kill between them resume
+    past that step with no evaluation logged: a hole in the learning curve (and in an AUC)."""
+    run = tmp_path / "run"
+    seen: list[tuple[int, int | None]] = []
+
+    def evaluate(policy, games, step):  # the checkpoint on disk when step is evaluated
+        saved = load_checkpoint(run)["step"] if (run / "checkpoint.pt").exists() else None
+        seen.append((step, saved))
+        return {}
+
+    train(tiny_config(minatar_data, run, steps=6, eval_every=3, sample_workers=0),
+          evaluate_fn=evaluate, progress=False)
+    assert seen == [(3, None), (6, 6)]  # step 3 (checkpoint due too) before its checkpoint
+
+
 def test_train_run_quiet_prints_nothing(minatar_data, tmp_path, capfd):
     from scaledql.api.functions import train_run
     from scaledql.progress import is_quiet

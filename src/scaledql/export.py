@@ -63,7 +63,8 @@ def data_summary(payload: dict, run: Path | None = None) -> dict[str, Any]:
     run_config = payload.get("run_config") or {}
     path = run_config.get("data")
     out: dict[str, Any] = {"path": path, "identity": payload.get("data_identity"),
-                           "fraction": run_config.get("data_fraction", 1.0), "found": False,
+                           "fraction": run_config.get("data_fraction", 1.0),
+                           "sample": run_config.get("data_sample", "first"), "found": False,
                            "games": {}}
     if not isinstance(path, str):
         return out
@@ -148,7 +149,8 @@ def checked_data(d: Any, where: Path | str) -> dict[str, Any]:
                  for g, v in (d.get("games") or {}).items()}
         return {**{k: d.get(k) for k in ("path", "identity", "found_at", "identity_matches",
                                          "identity_at_export")},
-                "fraction": float(d.get("fraction", 1.0)), "found": bool(d.get("found")),
+                "fraction": float(d.get("fraction", 1.0)), "sample": str(d.get("sample", "first")),
+                "found": bool(d.get("found")),
                 "games": games}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{where}: damaged data section ({exc})") from None

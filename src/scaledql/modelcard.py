@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from scaledql.data.store.episodes import share_text
 from scaledql.errors import UserError
 
 LABELS = {"scaled-ql": "Scaled QL", "dqn": "Double DQN", "dt": "Decision Transformer",
@@ -74,7 +75,7 @@ def _data(c: dict[str, Any]) -> list[str]:
         where += f", identity `sha256:{ident[:16]}…` (the full fingerprint of its games' " \
                  "manifests is in `config.json`)"
     if d.get("fraction", 1.0) != 1.0:
-        where += f"; the first {d['fraction']:g} of each game's data"
+        where += f"; {share_text(d['fraction'], d.get('sample', 'first'))} of each game's data"
     lines.append(where + ".")
     if not d.get("found"):
         lines += ["", "The store was not found when this agent was exported: per-game counts and "

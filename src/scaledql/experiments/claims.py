@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from scaledql import stats
+from scaledql.data.store.episodes import share_text
 from scaledql.errors import UserError
 from scaledql.run_folder import latest_evaluation, read_params
 from scaledql.training.budget import budget_at, run_budget_of
@@ -59,6 +60,7 @@ class MethodScores:
     # per row, per game: the normalized return of each episode of the scored evaluation
     # (None for a dataset or an AUC reading): what the bootstrap over episodes resamples
     episodes: list[dict[str, np.ndarray]] | None = None
+    curve_steps: tuple[int, ...] | None = None  # an AUC reading: the steps its curves span
 
 
 def budget_text(budgets: list[dict[str, Any]]) -> str:
@@ -111,14 +113,25 @@ def runs_scores(name: str, runs: list[Path], suite: str, step: int | None = None
             result = read_run(run)
         except UserError:
             continue
-        if result.finished if step is None else result.scores_at(step) is not None:
+        if step is not None:
+            counts = result.scores_at(step) is not None
+        else:  # an area needs two evaluations or more
+            counts = result.finished and (reading != "auc" or result.area_under_curve())
+        if counts:
             results.append(result)
     if not results:
         where = "" if step is None else f" at step {step:,}"
         raise UserError(f"method {name!r}: none of its runs has finished with an evaluation "
                         f"yet{where}")
     _, games = game_columns({name: results}, common_games=True)
+    curve_steps = None
     if reading == "auc":
+        grids = {tuple(e.step for e in r.evals): r.path for r in results}
+        if len(grids) > 1:  # a mean over other steps is another measure: never pool them
+            (s1, r1), (s2, r2) = list(grids.items())[:2]
+            raise UserError(f"method {name!r}: an area compares curves over the same steps; "
+                            f"{r1} evaluated at {_steps_text(s1)}, {r2} at {_steps_text(s2)}")
+        curve_steps = next(iter(grids))
         pick = lambda r: r.area_under_curve()  # noqa: E731
     elif step is None:
         pick = lambda r: r.final.scores  # noqa: E731
@@ -126,8 +139,8 @@ def runs_scores(name: str, runs: list[Path], suite: str, step: int | None = None
         pick = lambda r: r.scores_at(step)  # noqa: E731
     scored = matrix_of(results, games, name, pick)
     if scored is None:  # game_columns gave every seed its games; only a step can lack one
-        raise UserError(f"method {name!r}: not every seed is scored on every game at step "
-                        f"{step:,}")
+        at = "" if step is None else f" at step {step:,}"
+        raise UserError(f"method {name!r}: not every seed is scored on every game{at}")
     matrix, seeds = scored
     params = [p for p in (_params(r.path) for r in results) if p is not None]
     encoder = [p for p in (_params(r.path, "encoder") for r in results) if p is not None]
@@ -143,12 +156,17 @@ def runs_scores(name: str, runs: list[Path], suite: str, step: int | None = None
         episodes = [{g: cells[(seed, g)] for g in games} for seed in seeds]
     return MethodScores(name, list(games), matrix, [str(r.path) for r in results], seeds,
                         params[0] if params else None, encoder[0] if encoder else None,
-                        "; ".join(data), budget_text(budgets), step, reading, episodes)
+                        "; ".join(data), budget_text(budgets), step, reading, episodes,
+                        curve_steps)
+
+
+def _steps_text(steps: tuple[int, ...]) -> str:
+    return f"{len(steps)} steps ({steps[0]:,}–{steps[-1]:,})" if steps else "no steps"
 
 
 def _data_of(config: dict[str, Any]) -> str:
-    """Where a run's data came from and which share of it: ``DIR (GAMES), first 20%`` offline,
-    ``online GAME (sticky 0.3)`` online."""
+    """Where a run's data came from and which share of it: ``DIR (GAMES), the first 20%``
+    offline, ``online GAME (sticky 0.3)`` online."""
     data = config.get("data")
     if not data:
         game = config.get("game")
@@ -157,8 +175,8 @@ def _data_of(config: dict[str, Any]) -> str:
         return f"online {game}{extra}" if game else ""
     games = config.get("games")
     fraction = config.get("data_fraction")
-    partial = isinstance(fraction, (int, float)) and fraction < 1
-    share = f"first {fraction:.0%}" if partial else "all"
+    fraction = fraction if isinstance(fraction, (int, float)) else 1.0
+    share = share_text(fraction, config.get("data_sample", "first"))
     where = f"{data} ({', '.join(games)})" if games else str(data)
     return f"{where}, {share}"
 
@@ -178,7 +196,7 @@ def behaviour_scores(name: str, data: Path, fraction: float,
         steps = fraction_of(g, fraction)["transitions"] if fraction < 1 else None
         score = behaviour_score(g, steps=steps).score
         row.append(float("nan") if score is None else score)
-    share = f"first {fraction:.0%}" if fraction < 1 else "all"
+    share = share_text(fraction)
     return MethodScores(name, list(dataset.games), np.array([row]),
                         data=f"{data}, {share} (its own episodes)")
 
@@ -328,12 +346,18 @@ def episodes_verdict(test: str, verdict: str, note: str, delta: tuple[float, flo
     return verdict, note
 
 
+PARTIAL = "partial"  # a pair scored on fewer than the claim's games
+
+
 def judge(claim: dict[str, Any], scores: dict[str, MethodScores]) -> dict[str, Any]:
-    """One claim's row: per pair the IQMs with CIs, P(a > b) with CI and a verdict."""
+    """One claim's row: per pair the IQMs with CIs, P(a > b) with CI and a verdict. A claim
+    that names its ``games`` judges a pair only once both methods are scored on all of them
+    (every seed): before that the pair is *partial*, with what it would read now in its note."""
     cid = claim.get("id", "?")
     test = claim.get("test", "above")
     if test not in TESTS:
         raise UserError(f"claim {cid}: test must be one of {', '.join(TESTS)}, got {test!r}")
+    wanted = claim.get("games") or []
     rows = []
     for pair in claim.get("pairs") or []:
         missing = [m for m in pair if m not in scores]
@@ -350,15 +374,25 @@ def judge(claim: dict[str, Any], scores: dict[str, MethodScores]) -> dict[str, A
         delta = episode_delta(a, b) if claim.get("episodes") else None
         if delta is not None:
             verdict, note = episodes_verdict(test, verdict, note, delta)
+        if a.curve_steps and b.curve_steps and a.curve_steps != b.curve_steps:
+            verdict, note = "unclear", (f"areas over other steps: a's curves span "
+                                        f"{_steps_text(a.curve_steps)}, b's "
+                                        f"{_steps_text(b.curve_steps)}")
+        lacking = [g for g in wanted if g not in games]
+        if lacking:  # runs still landing: a verdict on some of the claim's games is none yet
+            verdict, note = PARTIAL, (f"on {', '.join(games)} only, as it would read now: "
+                                      f"{verdict}; {', '.join(lacking)} not yet scored by "
+                                      "every seed of both")
         rows.append({"a": a.name, "b": b.name, "games": games, "a_iqm": a_iqm, "b_iqm": b_iqm,
                      "a_runs": len(x), "b_runs": len(y), "a_seeds": a.seeds, "b_seeds": b.seeds,
                      "a_data": a.data, "b_data": b.data, "a_params": a.params,
                      "b_params": b.params, "p_improvement": (p, low, high), "verdict": verdict,
                      "note": note, "episode_delta": delta})
     verdicts = [r["verdict"] for r in rows]
-    judged = [v for v in verdicts if v != "no data"]
+    judged = [v for v in verdicts if v not in ("no data", PARTIAL)]
     if not judged:
-        verdict = "no data"
+        verdict = "no data" if PARTIAL not in verdicts else \
+            f"incomplete (0 of {len(verdicts)} pairs judged)"
     elif "not held" in judged:  # one pair against the claim settles it, whatever is missing
         verdict = "not held"
     elif len(judged) < len(verdicts):  # a study still running: say how far it got

@@ -141,7 +141,7 @@ def _fill_argv(argv: list[str], values: dict[str, Any], where: str) -> list[str]
 # parameter count) in the report.
 METHOD_KEYS = {"name", "runs", "behaviour", "fraction", "games", "series", "budgets", "step",
                "reading"}
-CLAIM_KEYS = {"id", "text", "test", "pairs", "budgets", "episodes"}
+CLAIM_KEYS = {"id", "text", "test", "pairs", "budgets", "episodes", "games"}
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
@@ -277,6 +277,9 @@ def _check_methods_and_claims(methods: list[dict[str, Any]], claims: list[dict[s
         unknown = [x for p in pairs for x in p if x not in names]
         if unknown:
             raise UserError(f"{cwhere}: pairs name {unknown[0]!r}, not a [[method]]")
+        games = c.get("games", [])
+        if not (isinstance(games, list) and all(isinstance(g, str) and g for g in games)):
+            raise UserError(f"{cwhere}: games must be a list of game names, got {games!r}")
 
 
 # -- running ---------------------------------------------------------------------------------

@@ -132,7 +132,12 @@ def write_spec(out: Path, spec: dict[str, Any]) -> dict[str, Any]:
             spec["mae"] = old.get("mae")
         elif old.get("mae") is None:  # the mae arm added to an experiment that had none
             old["mae"] = spec["mae"]
-        fixed = [k for k in spec if k not in ("arms", "seeds", "commands", "steps", "dqn_steps")]
+        if "sample" in spec and "sample" not in old:
+            # Written before specs named the sample (and counted ``kept`` as the first
+            # episodes); each run's own config refuses a resume with another sample.
+            old["sample"] = spec["sample"]
+        derived = ("arms", "seeds", "commands", "steps", "dqn_steps", "kept")
+        fixed = [k for k in spec if k not in derived]
         diff = [k for k in fixed if old.get(k) != spec[k]]
         if diff:
             raise UserError(f"{out} holds another fine-tuning experiment (its {diff[0]} is "

@@ -2,7 +2,8 @@
 
 Each arm (``common.OFFLINE_ARMS``) × game × seed is one ordinary offline training run
 (``training.offline.train``) in ``OUT/<arm>/<game>/seed_<s>/``: a RunConfig with the game,
-``data_fraction`` (the first share of its data) and, for transferred arms, ``init_from`` and
+``data_fraction`` (a share of its data: its first episodes, or with ``data_sample=uniform``
+episodes drawn over the whole run) and, for transferred arms, ``init_from`` and
 ``freeze_encoder`` — the encoder is loaded, the dense projection and heads start fresh (the
 paper: "the fully connected layers are re-initialised"). One run per game, as the paper
 fine-tunes to *a* new game; the from-scratch arms are then single-game learners.
@@ -127,11 +128,13 @@ def run_configs(cfg: OfflineFinetune) -> tuple[list[tuple[str, str, int, RunConf
                     overrides[arm.algo], preset_name=f"preset {suite}",
                     user_name=f"{cfg.pretrained} learner config")
                 configs.append((arm_name, game, seed, rc))
-    kept = {g: fraction_of(d, cfg.fraction) for g, d in data.items()}
+    # Every run shares one selection (the split seed, not the run's seed, draws it).
+    selection = configs[0][3].episodes("all")
+    kept = {g: fraction_of(d, selection) for g, d in data.items()}
     spec = {"kind": "offline", "from": str(cfg.pretrained), "mae": str(cfg.mae) if cfg.mae else None,
             "data": str(cfg.data), "suite": suite, "games": games,
             "pretrained_games": list(pretrained["games"]), "fraction": cfg.fraction,
-            "kept": kept, "arms": list(cfg.arms), "seeds": list(cfg.seeds), "steps": steps,
+            "sample": selection.sample, "kept": kept, "arms": list(cfg.arms), "seeds": list(cfg.seeds), "steps": steps,
             "x_label": "gradient steps"}
     return configs, spec
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from scaledql.atomic_files import atomic_write_text
+from scaledql.data.store.episodes import kept_text
 from scaledql.finetune.common import OFFLINE_ARMS, ONLINE_ARMS, read_spec
 from scaledql.run_folder import is_run, read_config, read_rows, read_wall
 from scaledql.stats import aggregate
@@ -179,12 +180,11 @@ def _header(spec: dict) -> list[str]:
         lines.append(f"- MAE run (arm `mae`): `{spec['mae']}`")
     if spec["kind"] == "offline":
         title = f"# Offline fine-tuning to {games}"
+        sample = spec.get("sample", "first")
+        how = "its first episodes" if sample == "first" else "episodes drawn uniformly over its run"
         lines.append(f"- Data: `{spec['data']}`, fraction {spec['fraction']:g} of each game "
-                     "(its first episodes, whole, holding at least that share of its "
-                     "transitions):")
-        lines += [f"  - {g}: {k['transitions']:,} of {k['total_transitions']:,} transitions "
-                  f"(first {k['episodes']} of {k['total_episodes']} episodes)"
-                  for g, k in spec["kept"].items()]
+                     f"({how}, whole, holding at least that share of its transitions):")
+        lines += [f"  - {g}: {kept_text(k, sample)}" for g, k in spec["kept"].items()]
         lines.append(f"- {spec['steps']:,} gradient steps per run")
     else:
         variant = {k: v for k, v in spec["variant"].items() if v not in (None, False)}

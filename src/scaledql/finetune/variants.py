@@ -15,9 +15,11 @@ feature normalization, same network and optimizer) without the conservative term
 CQL pushes up the replay's actions, which are the agent's own: in our MinAtar runs with the
 pretrained run's α = 0.1 every Scaled QL arm locked into one action within 3,000 steps
 (docs/finetune.md); ``--cql-alpha 0.1`` continues the offline objective as is. Transferred
-arms load the encoder; the projection and head start fresh. The ``dqn`` arm is the online
-double DQN that ``collect`` runs (its own config), the paper's single-game DQN baseline, for
-``dqn_steps`` (default ``steps``).
+arms load the encoder (the projection and head start fresh), or with ``pretrained-network`` the
+whole network, the game's own head included. The ``dqn`` arm is the online double DQN learner
+that ``collect`` runs with its config's defaults (``DQNConfig``: Nature ×0.5, batch 32; the
+exploration schedule is this module's, not collect's), the paper's single-game DQN baseline,
+for ``dqn_steps`` (default ``steps``).
 
 Logs, evaluations and resume are the online run's (``training.online_run``): re-running the
 command continues a killed arm from its last checkpoint and skips finished ones.

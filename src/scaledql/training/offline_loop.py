@@ -31,6 +31,7 @@ from scaledql.data.sampling.block_pool import PoolOptions
 from scaledql.data.sampling.prefetch import Prefetcher
 from scaledql.data.sampling.sampler import BatchSpec, fraction_of, make_sampler
 from scaledql.data.store.dataset import Dataset, check_contents, data_identity, open_dataset
+from scaledql.data.store.episodes import kept_text
 from scaledql.errors import UserError
 from scaledql.policies import Policy
 from scaledql.progress import ProgressBar
@@ -180,12 +181,9 @@ class OfflineSession(RunSession):
               f"{self.dist.world_size} process(es), {self.workers} sampling thread(s)",
               file=sys.stderr)
         if cfg.data_fraction < 1 or cfg.validation > 0:
-            which = "first" if cfg.data_sample == "first" else "a uniform sample of"
             held = f", {cfg.validation:g} of them held out" if cfg.validation > 0 else ""
             print(f"[train] data fraction {cfg.data_fraction:g}{held}: trains on " + "; ".join(
-                f"{g} {k['transitions']:,} of {k['total_transitions']:,} transitions ({which} "
-                f"{k['episodes']} of {k['total_episodes']} episodes)" for g, k in kept.items()),
-                file=sys.stderr)
+                f"{g} {kept_text(k, cfg.data_sample)}" for g, k in kept.items()), file=sys.stderr)
         print(f"[train] budget: {budget_line(budget)}", file=sys.stderr)
 
     # -- step, log, checkpoint, evaluate -------------------------------------------------------
@@ -243,10 +241,12 @@ class OfflineSession(RunSession):
             self.bar.set_postfix(loss=f"{row['loss']:.3f}",
                                  sps=f"{row['steps_per_second']:.1f}", refresh=False)
             self.t0, self.steps_in_window = time.perf_counter(), 0
-        if due:
-            self.checkpoint()
+        # Evaluate first: a run killed between the two resumes from the checkpoint before and
+        # evaluates this step again, instead of passing it with no evaluation logged.
         if crossed(step - 1, step, cfg.eval_every) and step < cfg.steps:
             self.evaluate()
+        if due:
+            self.checkpoint()
 
     def kept(self, step: int) -> bool:
         """A step whose checkpoint --keep-every keeps for good."""

@@ -69,6 +69,22 @@ SAMPLES = ("first", "uniform")
 PARTS = ("train", "heldout", "all")
 
 
+def share_text(fraction: float, sample: str = "first") -> str:
+    """How reports name a share of a game's data: ``all``, ``the first 5%`` (a prefix of the
+    run, as the DQN Replay subsets) or ``a uniform 5% sample`` (episodes drawn over the run)."""
+    if fraction >= 1:
+        return "all"
+    return f"the first {fraction:.0%}" if sample == "first" else f"a uniform {fraction:.0%} sample"
+
+
+def kept_text(kept: dict[str, int], sample: str = "first") -> str:
+    """``fraction_of``'s counts in words: ``50,004 of 1,000,000 transitions (first 4275 of 11694
+    episodes)``, or ``(a uniform sample of ...)``."""
+    which = "first" if sample == "first" else "a uniform sample of"
+    return (f"{kept['transitions']:,} of {kept['total_transitions']:,} transitions ({which} "
+            f"{kept['episodes']} of {kept['total_episodes']} episodes)")
+
+
 @dataclass(frozen=True)
 class EpisodeSelection:
     """Which episodes of a game (in time order, those with a step) a sampler draws from.
