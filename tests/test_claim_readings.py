@@ -120,3 +120,13 @@ def test_an_area_needs_the_same_steps_and_two_evaluations(tmp_path):
     b = runs_scores("b", [late], "minatar", reading="auc")
     row = judge({"id": "c", "pairs": [["a", "b"]]}, {"a": a, "b": b})["pairs"][0]
     assert row["verdict"] == "unclear" and "areas over other steps" in row["note"]
+
+
+def test_each_runs_curve_is_drawn_once_whatever_its_readings(tmp_path):
+    from scaledql.experiments.curves import curves_and_warnings
+
+    run = _ft_run(tmp_path, "a", "breakout", 0, {0: [0.0], 10: [2.0], 20: [2.0]})
+    readings = {"final": runs_scores("final", [run], "minatar"),
+                "early": runs_scores("early", [run], "minatar", step=10),
+                "area": runs_scores("area", [run], "minatar", reading="auc")}
+    assert list(curves_and_warnings(readings)) == ["final"]

@@ -79,8 +79,8 @@ def curves_and_warnings(scores: dict[str, MethodScores]) -> dict[str, dict[str, 
     """Per method: its curve and its warnings (methods whose runs cannot be read are left out)."""
     out = {}
     for name, s in scores.items():
-        if s.step is not None:  # an earlier point of another method's runs: shown in its curve
-            continue
+        if s.step is not None or s.reading == "auc":  # another reading of another method's
+            continue  # runs (a point on its curve, its area): its curve is shown once, there
         try:
             out[name] = {"curve": method_curve(s), "warnings": method_warnings(s),
                          "validation": method_validation(s)}
