@@ -8,7 +8,8 @@ import pytest
 
 from conftest import write_eval_run
 from scaledql.errors import UserError
-from scaledql.experiments.claims import MethodScores, episode_delta, judge, runs_scores
+from scaledql.experiments.claims import episode_delta, judge
+from scaledql.experiments.method_scores import MethodScores, runs_scores
 from scaledql.reports.runs import read_run
 from scaledql.suites.scores import normalize
 

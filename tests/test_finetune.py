@@ -159,7 +159,7 @@ def test_offline_uniform_sample_is_counted_and_named(setup, tmp_path):
     from dataclasses import replace
 
     from scaledql.data.store.episodes import EpisodeSelection
-    from scaledql.experiments.claims import _data_of
+    from scaledql.experiments.method_scores import _data_of
 
     out = tmp_path / "ft"
     run = {"eval_episodes": 1, "device": "cpu", "sample_workers": 0, "data_sample": "uniform"}

@@ -14,7 +14,8 @@ import pytest
 
 from scaledql.cli import main
 from scaledql.errors import UserError
-from scaledql.experiments.claims import MethodScores, judge, ordering_chance, pair_verdict
+from scaledql.experiments.claims import judge, ordering_chance, pair_verdict
+from scaledql.experiments.method_scores import MethodScores
 from scaledql.experiments.study import DONE, load_study
 from scaledql.stats import probability_of_improvement
 

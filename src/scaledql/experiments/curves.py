@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from scaledql.errors import UserError
-from scaledql.experiments.claims import MethodScores, iqm_ci
+from scaledql.experiments.claims import iqm_ci
+from scaledql.experiments.method_scores import MethodScores
 from scaledql.training.budget import run_budget_of
 
 

@@ -20,19 +20,14 @@ from typing import Any
 
 from scaledql.atomic_files import atomic_write_json, atomic_write_text
 from scaledql.errors import UserError
-from scaledql.experiments.claims import (
-    claims_markdown,
-    final_eval,
-    iqm_ci,
-    judge_study,
-    method_scores,
-)
+from scaledql.experiments.claims import claims_markdown, iqm_ci, judge_study
 from scaledql.experiments.curves import (
     curves_and_warnings,
     curves_markdown,
     plot_learning_curves,
     plot_validation,
 )
+from scaledql.experiments.method_scores import final_eval, method_scores
 from scaledql.experiments.study import Study, job_records
 from scaledql.run_folder import CONFIG, config_file, read_json, read_machines, read_params
 

@@ -12,7 +12,8 @@ A study is a TOML file (packaged ones: ``configs/studies/<name>.toml``) of
   continues with ``train --out OUT --resume``; ``"rerun"``: the same command continues it),
   ``group`` (a precision group: the learners of its jobs' runs train in one precision, so a
   machine that would train them in another leaves them for one that does; ``precision``);
-- ``[[method]]`` and ``[[claim]]``: what the report compares (``experiments/claims.py``).
+- ``[[method]]`` and ``[[claim]]``: what the report compares (``experiments/method_scores.py``,
+  ``experiments/claims.py``).
 
 Any ``[[job]]``, ``[[method]]`` or ``[[claim]]`` may say ``budgets = [...]``: it exists only in
 those budgets (an arm too slow for the CPU budget, and the claims that need it).
