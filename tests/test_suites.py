@@ -248,3 +248,27 @@ def test_an_atari_game_keeps_the_emulators_banner_off_stderr():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "A.L.E" not in done.stderr and "Stella" not in done.stderr, done.stderr
+
+
+def test_minatar_plays_without_importing_its_display_libraries():
+    """minatar imports pyplot and seaborn (~1 s) at the top of its modules for a window we never
+    open: a process that plays a game imports neither, and both still work when asked for."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from scaledql.suites.minatar import MinAtarSuite
+env = MinAtarSuite().make_env("breakout")
+env.reset(seed=0)
+print(sorted(m for m in ("seaborn", "matplotlib.pyplot", "scipy.stats") if m in sys.modules))
+import minatar.gym, minatar.environment
+frame = minatar.gym.BaseEnv("breakout", render_mode="rgb_array")
+frame.reset(seed=0)
+print(frame.render().shape, len(minatar.environment.sns.color_palette("cubehelix", 4)))
+import seaborn, matplotlib.pyplot as plt
+print(type(seaborn).__name__, callable(seaborn.color_palette), callable(plt.figure))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True).stdout.splitlines()
+    assert out == ["[]", "(10, 10, 3) 4", "module True True"]

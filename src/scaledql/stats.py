@@ -34,11 +34,23 @@ REPS = 2000  # bootstrap replications of aggregates (rliable's examples use 2,00
 IMPROVEMENT_REPS = 1000
 
 
+def iqm(scores: np.ndarray) -> float:
+    """rliable's ``metrics.aggregate_iqm`` — scipy's 25% ``trim_mean`` over every score of the
+    ``[rows, games]`` matrix — computed as scipy does (partition, mean of the middle half) but
+    without its per-call checks: ~0.4 ms a call, run 2,000 times by each bootstrap, a third of
+    every evaluation's CI. The same numbers, NaN included (``tests/test_stats.py``)."""
+    a = np.asarray(scores, dtype=np.float64).ravel()
+    if a.size == 0 or np.isnan(a).any():
+        return float("nan")
+    low = int(0.25 * a.size)
+    high = a.size - low
+    return float(np.mean(np.partition(a, (low, high - 1))[low:high]))
+
+
 def _metric(name: str) -> Callable[[np.ndarray], float]:
     from rliable import metrics
 
-    return {"iqm": metrics.aggregate_iqm, "median": metrics.aggregate_median,
-            "mean": metrics.aggregate_mean,
+    return {"iqm": iqm, "median": metrics.aggregate_median, "mean": metrics.aggregate_mean,
             "optimality_gap": metrics.aggregate_optimality_gap}[name]
 
 

@@ -10,6 +10,10 @@ good Breakout agent can play for ever). Each game's minimal action set (gymnasiu
 from __future__ import annotations
 
 import functools
+import importlib
+import sys
+import types
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -37,11 +41,41 @@ COLOURS = np.array([
 _ENV_IDS = {g: "MinAtar/" + "".join(w.capitalize() for w in g.split("_")) + "-v1" for g in GAMES}
 
 
+class _OnFirstUse(types.ModuleType):
+    """Stands in for a module not imported yet: the first attribute asked of it imports it."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+# Imported at the top of minatar's modules, used only to draw a window or an RGB frame.
+_DISPLAY_MODULES = ("seaborn", "matplotlib.pyplot")
+
+
+def import_minatar_gym() -> types.ModuleType:
+    """``minatar.gym``, imported without its display libraries: minatar imports pyplot and
+    seaborn (and through it scipy and pandas) at the top of its modules, ~1 s of every process
+    that plays a game (a third of a short study job) for a window we never open. For this import
+    they stand in as modules that load on first use (so minatar's own display still works);
+    afterwards ``import seaborn`` anywhere imports the real one."""
+    if "minatar.gym" in sys.modules:
+        return sys.modules["minatar.gym"]
+    stand_ins = {n: _OnFirstUse(n) for n in _DISPLAY_MODULES if n not in sys.modules}
+    sys.modules.update(stand_ins)
+    try:
+        import minatar.gym
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    return minatar.gym
+
+
 @functools.cache
 def _register_envs() -> None:
-    import minatar.gym
-
-    minatar.gym.register_envs()
+    import_minatar_gym().register_envs()
 
 
 class PadChannels(gym.ObservationWrapper):

@@ -97,13 +97,11 @@ def env_spec_json(suite: str, game: str, options: dict[str, Any] | None) -> str:
                   **{k: o[k] for k in ("mode", "difficulty") if k in o}}
         cap = int(o.get("max_episode_steps", suite_module.DEFAULT_MAX_EPISODE_STEPS))
     else:
-        import minatar.gym
-
         from scaledql.suites import minatar as suite_module
 
         env_id = "MinAtar/" + game.title().replace("_", "") + "-v1"
         if env_id not in gym.registry:
-            minatar.gym.register_envs()
+            suite_module.import_minatar_gym().register_envs()
         kwargs = {"sticky_action_prob": float(o.get("sticky", suite_module.DEFAULT_STICKY))}
         cap = int(o.get("max_episode_steps", suite_module.DEFAULT_MAX_EPISODE_STEPS))
     try:
