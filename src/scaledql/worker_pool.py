@@ -130,10 +130,16 @@ def _worker_init(q: Any, parent: int) -> None:
     _PROGRESS_QUEUE = q
 
 
+class _Leaving(SystemExit):
+    """Raised by SIGTERM in a worker: unwinds its task, then ends the process."""
+
+
 def _leave(signum: int, frame: object) -> None:
     """SIGTERM in a worker: unwind the task (its ``with`` blocks clean up), then exit."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise SystemExit(128 + signum)
+    if _PROGRESS_QUEUE is not None:
+        _PROGRESS_QUEUE.cancel_join_thread()  # the parent reads no more: do not wait to flush
+    raise _Leaving(128 + signum)
 
 
 def _watch_parent(parent: int) -> None:
@@ -147,7 +153,12 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker_call(fn: Callable, arg: Any) -> Any:
-    return fn(arg, lambda n: _PROGRESS_QUEUE.put(("progress", None, n)))
+    try:
+        return fn(arg, lambda n: _PROGRESS_QUEUE.put(("progress", None, n)))
+    except _Leaving as leaving:
+        # Unwound. The executor would catch this as the task's result and wait for the next
+        # task with SIGTERM ignored, until its grace ran out and it was killed (30 s a stop).
+        os._exit(int(leaving.code))
 
 
 class Pool:
