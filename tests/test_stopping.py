@@ -187,3 +187,35 @@ def test_a_swallowed_stop_is_raised_again(monkeypatch):
     with parallel.stop_signals(), parallel.signals_ignored():  # while the workers stop: dropped
         os.kill(os.getpid(), signal.SIGHUP)
         subprocess.run(["sleep", "0.3"])
+
+
+def _sleep_then_mark(arg, progress):
+    """A worker's task: mark the file, then sleep until stopped (its ``finally`` must run)."""
+    import time
+
+    path = Path(arg)
+    try:
+        path.write_text("started")
+        progress(1)
+        time.sleep(600)
+    finally:
+        path.write_text("unwound")
+
+
+def test_a_stopped_worker_unwinds_its_task_and_exits_itself(tmp_path):
+    """``Pool.close(terminate=True)`` (a stopped command): each busy worker's task unwinds and the
+    worker exits on its own (exit 128 + SIGTERM), rather than being killed once its grace is
+    over (the executor used to take the unwinding SystemExit for the task's result and wait
+    for more work)."""
+    from scaledql.worker_pool import Pool
+
+    marks = [tmp_path / "a", tmp_path / "b"]
+    pool = Pool(2, lambda n: None)
+    for i, mark in enumerate(marks):
+        pool.submit(("task", i), _sleep_then_mark, str(mark))
+    while not all(m.exists() for m in marks):
+        subprocess.run(["sleep", "0.1"])
+    procs = list(pool.pool._processes.values())
+    pool.close(terminate=True)
+    assert [m.read_text() for m in marks] == ["unwound", "unwound"]
+    assert sorted(p.exitcode for p in procs) == [128 + signal.SIGTERM] * 2
